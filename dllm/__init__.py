@@ -1,0 +1,44 @@
+"""dllm: post-train diffusion language models with SFT and RL.
+
+The public API (stable): `load_model`, `load_tokenizer`, `build_sampler`, `build`, and the
+registries `MODELS`, `SAMPLERS`, `ALGORITHMS`, `REWARDS`, `TASKS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dllm.algorithms import ALGORITHMS
+from dllm.data import TASKS
+from dllm.errors import ConfigError, DllmError
+from dllm.models import MODELS, load_model
+from dllm.registry import Registry, build, load_plugins
+from dllm.rewards import REWARDS
+from dllm.samplers import SAMPLERS, GenerationOutput, Sampler
+from dllm.tokenizer import load_tokenizer
+
+__version__ = "0.1.0"
+
+
+def build_sampler(name: str, **kwargs: Any) -> Sampler:
+    """A registered sampler: `build_sampler("llada", steps=16, block_length=8)`."""
+    return SAMPLERS.build(name, **kwargs)
+
+
+__all__ = [
+    "ALGORITHMS",
+    "MODELS",
+    "REWARDS",
+    "SAMPLERS",
+    "TASKS",
+    "ConfigError",
+    "DllmError",
+    "GenerationOutput",
+    "Registry",
+    "Sampler",
+    "build",
+    "build_sampler",
+    "load_model",
+    "load_plugins",
+    "load_tokenizer",
+]

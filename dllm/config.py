@@ -1,0 +1,172 @@
+"""Composing and validating run configurations, and building components from them.
+
+`validate(cfg)` runs before any model is built: every component node's keys are checked
+against its `_target_`'s signature (unknown keys, missing values, wrong types), then the
+combinations (sampler x task). Each error names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dllm.errors import ConfigError, did_you_mean
+
+CONF_MODULE = "dllm.conf"
+TRAIN_CONFIG = "train"
+COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
+TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer"}
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:
+    """The composed run config, as `dllm-train` would see it (for tests and notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse unknown keys, missing values, wrong types and impossible combinations."""
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS - {"hydra"})
+    for key in unknown:
+        raise ConfigError(
+            f"unknown top-level key {key!r}{did_you_mean(key, TOP_LEVEL_KEYS)} "
+            f"(known: {', '.join(sorted(TOP_LEVEL_KEYS))})"
+        )
+    for group in COMPONENT_GROUPS:
+        if group not in cfg:
+            raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
+        check_node(group, cfg[group])
+    sampler, task = instantiate(cfg.sampler), instantiate(cfg.task)
+    sampler.check_gen_length(task.gen_length)
+
+
+def check_node(path: str, node: Any) -> None:
+    """Check a `_target_` node's keys and value types against the target's signature."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{path} must be a mapping with a _target_, got {OmegaConf.to_yaml(node)!r}")
+    for key in node:
+        if OmegaConf.is_missing(node, key):
+            raise ConfigError(f"{path}.{key} is required: set it on the command line, e.g. {path}.{key}=VALUE")
+    target_path = node._target_
+    try:
+        target = get_object(target_path)
+    except Exception as exc:
+        raise ConfigError(f"{path}._target_ {target_path!r} cannot be imported: {exc}") from None
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    if hasattr(target, "check_config"):
+        target.check_config(values)
+    signature = inspect.signature(target)
+    parameters = signature.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    hints = _type_hints(target)
+    for key, value in values.items():
+        if key not in parameters:
+            if takes_any:
+                continue
+            raise ConfigError(
+                f"unknown key {path}.{key}{did_you_mean(key, parameters)} "
+                f"({path} takes: {', '.join(parameters) or 'no options'})"
+            )
+        expected = hints.get(key)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(
+                f"{path}.{key}={value!r} has the wrong type: expected {_describe(expected)}"
+            )
+    for name, parameter in parameters.items():
+        required = parameter.default is inspect.Parameter.empty
+        if required and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in values:
+            raise ConfigError(f"{path}.{name} is required: add {path}.{name}=VALUE")
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    function = target.__init__ if isinstance(target, type) else target
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        return {}
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected)
+    if expected is Any:
+        return True
+    if expected is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arm) for arm in typing.get_args(expected))
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence) or expected in (list, tuple):
+        items = typing.get_args(expected)
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        return not items or items[-1] is Ellipsis or all(_matches(v, items[0]) for v in value)
+    if origin in (dict, Mapping) or expected is dict:
+        return isinstance(value, (dict, DictConfig))
+    return True  # richer annotations are left to the component's own checks
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(expected))
+    return getattr(expected, "__name__", str(expected)).replace("NoneType", "null")
+
+
+def resolve_tokenizer(cfg: DictConfig):
+    """`cfg.tokenizer`, else the pretrained checkpoint's tokenizer, else the character one."""
+    from dllm.tokenizer import CHAR_TOKENIZER_NAME, load_tokenizer
+
+    name = cfg.get("tokenizer") or cfg.model.get("pretrained") or CHAR_TOKENIZER_NAME
+    return load_tokenizer(name)
+
+
+def check_model_tokenizer(model, tokenizer) -> None:
+    """Refuse a tokenizer whose ids the model cannot embed, or whose mask token differs."""
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:
+        raise ConfigError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {embeddings}; "
+            f"use the model's own tokenizer (tokenizer=null)"
+        )
+    if tokenizer.mask_token_id is not None and tokenizer.mask_token_id != model.mask_token_id:
+        raise ConfigError(
+            f"the tokenizer's mask token id ({tokenizer.mask_token_id}) differs from the model's "
+            f"mask_token_id ({model.mask_token_id}); use the model's own tokenizer (tokenizer=null)"
+        )
+
+
+def build_components(cfg: DictConfig, model=None):
+    """Tokenizer, model (unless given), task, sampler, reward and algorithm of a validated config."""
+    from dllm.trainer import Components
+
+    tokenizer = resolve_tokenizer(cfg)
+    model = instantiate(cfg.model) if model is None else model
+    check_model_tokenizer(model, tokenizer)
+    return Components(
+        model=model,
+        tokenizer=tokenizer,
+        task=instantiate(cfg.task),
+        sampler=instantiate(cfg.sampler),
+        reward=instantiate(cfg.reward),
+        algorithm=instantiate(cfg.algorithm),
+    )

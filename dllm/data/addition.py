@@ -1,0 +1,84 @@
+"""`addition`: synthetic multi-digit addition, `"123+45="` -> `"168"`, with a held-out split.
+
+A pair of operands belongs to the held-out split by a fixed hash of the pair, so training
+never sees an evaluation pair, whatever the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import cached_property
+
+from dllm.data.base import TASKS, Example, Task
+from dllm.errors import ConfigError
+
+_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash; any odd constant would do
+
+
+@TASKS.register("addition")
+class AdditionTask(Task):
+    """Sums of two operands of `min_digits`..`max_digits` digits each (no leading zeros).
+
+    `heldout_percent` of all operand pairs form the evaluation split, of which `num_eval`
+    are drawn with `eval_seed`.
+    """
+
+    def __init__(
+        self,
+        min_digits: int = 2,
+        max_digits: int = 3,
+        gen_length: int = 8,
+        num_eval: int = 200,
+        heldout_percent: int = 10,
+        eval_seed: int = 1234,
+    ) -> None:
+        if not 1 <= min_digits <= max_digits:
+            raise ConfigError(
+                f"addition: need 1 <= min_digits ({min_digits}) <= max_digits ({max_digits})"
+            )
+        if gen_length < max_digits + 2:
+            raise ConfigError(
+                f"addition: gen_length ({gen_length}) must hold the longest sum ({max_digits + 1} "
+                f"digits) and an EOS; set gen_length >= {max_digits + 2}"
+            )
+        if not 0 < heldout_percent < 100:
+            raise ConfigError(f"addition: heldout_percent must be in 1..99, got {heldout_percent}")
+        if num_eval < 1:
+            raise ConfigError(f"addition: num_eval must be positive, got {num_eval}")
+        self.min_digits = min_digits
+        self.max_digits = max_digits
+        self.gen_length = gen_length
+        self.num_eval = num_eval
+        self.heldout_percent = heldout_percent
+        self.eval_seed = eval_seed
+
+    def is_heldout(self, a: int, b: int) -> bool:
+        return (a * 1_000_003 + b) * _HASH_MULTIPLIER % 2**32 % 100 < self.heldout_percent
+
+    def _operand(self, rng: random.Random) -> int:
+        digits = rng.randint(self.min_digits, self.max_digits)
+        return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
+
+    def _pair(self, rng: random.Random, heldout: bool) -> tuple[int, int]:
+        while True:
+            a, b = self._operand(rng), self._operand(rng)
+            if self.is_heldout(a, b) == heldout:
+                return a, b
+
+    @staticmethod
+    def example(a: int, b: int) -> Example:
+        return Example(prompt=f"{a}+{b}=", response=str(a + b), fields={"answer": str(a + b)})
+
+    def train_example(self, rng: random.Random) -> Example:
+        return self.example(*self._pair(rng, heldout=False))
+
+    @cached_property
+    def _eval_pairs(self) -> list[tuple[int, int]]:
+        rng = random.Random(self.eval_seed)
+        pairs: dict[tuple[int, int], None] = {}
+        while len(pairs) < self.num_eval:
+            pairs[self._pair(rng, heldout=True)] = None
+        return list(pairs)
+
+    def eval_examples(self) -> list[Example]:
+        return [self.example(a, b) for a, b in self._eval_pairs]

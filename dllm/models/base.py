@@ -1,0 +1,131 @@
+"""The model contract, the model registry, and `load_model`.
+
+Every model is a `torch.nn.Module` with `mask_token_id`, `block_size` (None = full
+attention), `shift_logits`, and `forward(input_ids, attention_mask=None, position_ids=None,
+past_key_values=None, use_cache=False)` returning an object with `.logits`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from dllm.errors import ConfigError, DllmError, did_you_mean
+from dllm.registry import Registry
+
+MODELS = Registry("model")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def denoiser_logits(model: torch.nn.Module, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Logits in which position i predicts token i, for shifted (Dream-style) models too."""
+    logits = model(x, attention_mask=attention_mask).logits
+    if getattr(model, "shift_logits", False):
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+    return logits
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}{did_you_mean(dtype, DTYPES)} known: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def config_fields(config_class: type[PretrainedConfig]) -> set[str]:
+    """The keyword arguments a config class's constructor names."""
+    parameters = inspect.signature(config_class.__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in parameters if p.kind in named} - {"self"}
+
+
+class ModelPreset:
+    """A registered way to build a model: a config class, a model class and preset values.
+
+    `preset(**overrides)` builds a freshly initialised model; `pretrained=PATH` loads a
+    checkpoint instead. Unknown override keys are refused, naming the known ones.
+    """
+
+    def __init__(
+        self, config_class: type[PretrainedConfig], model_class: type[PreTrainedModel], **defaults: Any
+    ) -> None:
+        self.config_class = config_class
+        self.model_class = model_class
+        self.defaults = defaults
+
+    def check_config(self, overrides: dict[str, Any]) -> None:
+        """Refuse keys the config class does not define (before any model is built)."""
+        known = config_fields(self.config_class) | {"pretrained", "dtype"}
+        for key in overrides:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown model option {key!r}{did_you_mean(key, known)} "
+                    f"({self.config_class.model_type} options: {', '.join(sorted(known))})"
+                )
+
+    def __call__(
+        self, pretrained: str | None = None, dtype: str | None = None, **overrides: Any
+    ) -> PreTrainedModel:
+        self.check_config(overrides)
+        if pretrained is not None:
+            return load_pretrained(pretrained, dtype=dtype, **overrides)
+        config = self.config_class(**{**self.defaults, **overrides})
+        model = self.model_class(config)
+        torch_dtype = resolve_dtype(dtype)
+        return model.to(torch_dtype) if torch_dtype is not None else model
+
+
+def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
+    """A `dllm` model from a checkpoint directory (its `model_type` picks the family)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        hint = " (it does not exist)" if not path.exists() else " (it has no config.json)"
+        raise DllmError(
+            f"checkpoint directory {str(path)!r} is not a model checkpoint{hint}; give a directory "
+            f"written by save_pretrained / dllm-train (its checkpoint/ folder), or a preset: "
+            f"{', '.join(MODELS.names())}"
+        )
+    config = AutoConfig.from_pretrained(path, **overrides)
+    model_class = _MODEL_CLASSES.get(config.model_type)
+    if model_class is None:
+        raise DllmError(
+            f"{str(path)!r} holds a {config.model_type!r} model; dllm supports: {', '.join(sorted(_MODEL_CLASSES))}"
+        )
+    kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {}
+    return model_class.from_pretrained(path, config=config, **kwargs)
+
+
+_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {}
+
+
+def register_family(config_class: type[PretrainedConfig], model_class: type[PreTrainedModel]) -> None:
+    """Make `model_type` load through transformers' Auto classes with dllm's implementation."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    _MODEL_CLASSES[config_class.model_type] = model_class
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
+
+
+def load_model(path_or_preset: str | Path, **overrides: Any) -> PreTrainedModel:
+    """A model from a checkpoint directory or a registered preset name (`llada_tiny`, ...)."""
+    name = str(path_or_preset)
+    if Path(name).exists():
+        return load_pretrained(name, **overrides)
+    if name in MODELS:
+        return MODELS.build(name, **overrides)
+    if "/" in name or name.startswith("."):
+        return load_pretrained(name, **overrides)  # a path that does not exist: say so
+    known = MODELS.names()
+    raise DllmError(
+        f"unknown model {name!r}{did_you_mean(name, known)}: not a directory and not a preset "
+        f"(presets: {', '.join(known)})"
+    )

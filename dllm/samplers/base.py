@@ -1,0 +1,120 @@
+"""The sampler interface, its registry, and the pieces every decoder shares.
+
+A sampler turns prompts into completions by iterative unmasking. It returns the tokens and
+the trajectory (`step_map`: the global step at which each generated token was revealed),
+which RL estimators replay.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dllm.errors import ConfigError
+from dllm.registry import Registry
+
+
+@dataclass
+class GenerationOutput:
+    """`sequences` [B, P+G] (prompt then completion), `step_map` [B, G] (global step at which
+    each generated token was revealed; tokens filled after EOS carry the EOS's step), and
+    `nfe`, the number of network evaluations per sequence."""
+
+    sequences: Tensor
+    step_map: Tensor
+    nfe: int
+
+    def completions(self, prompt_length: int) -> Tensor:
+        return self.sequences[:, prompt_length:]
+
+
+class Sampler(ABC):
+    """Decodes `gen_length` tokens after left-padded prompts with a diffusion LM."""
+
+    @abstractmethod
+    def generate(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        gen_length: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> GenerationOutput:
+        """Complete each row of `prompt_ids` [B, P]; `attention_mask` [B, P] marks real tokens
+        (0 on left padding). A `generator` makes stochastic decoding reproducible."""
+
+    def check_gen_length(self, gen_length: int) -> None:
+        """Raise `ConfigError` when this sampler cannot decode `gen_length` tokens."""
+        if gen_length < 1:
+            raise ConfigError(f"gen_length must be a positive number of tokens, got {gen_length}")
+
+
+SAMPLERS = Registry("sampler", interface=Sampler)
+
+
+def check_prompts(
+    model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Tensor | None, gen_length: int
+) -> Tensor:
+    """Validate a prompt batch for `model`; return its attention mask (all ones if None)."""
+    if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
+        raise ConfigError(
+            f"prompt_ids must be a non-empty [batch, length] tensor, got shape {tuple(prompt_ids.shape)}"
+        )
+    if attention_mask is None:
+        attention_mask = torch.ones_like(prompt_ids)
+    elif attention_mask.shape != prompt_ids.shape:
+        raise ConfigError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from prompt_ids "
+            f"shape {tuple(prompt_ids.shape)}"
+        )
+    if attention_mask.shape[1] and not bool(attention_mask[:, -1].all()):
+        raise ConfigError(
+            "prompts must be left-padded (the last prompt position of every row is a real "
+            "token); set tokenizer.padding_side = 'left'"
+        )
+    if bool((prompt_ids[attention_mask.bool()] == model.mask_token_id).any()):
+        raise ConfigError(
+            f"a prompt contains the mask token (id {model.mask_token_id}); prompts must be clean text"
+        )
+    max_length = getattr(model.config, "max_sequence_length", None)
+    total = prompt_ids.shape[1] + gen_length
+    if max_length is not None and total > max_length:
+        raise ConfigError(
+            f"prompt ({prompt_ids.shape[1]} tokens) + gen_length ({gen_length}) = {total} tokens "
+            f"exceeds the model's context of {max_length}; shorten the prompt or gen_length"
+        )
+    return attention_mask
+
+
+def stop_positions(completion: Tensor, eos_token_id: int | None, mask_token_id: int) -> Tensor:
+    """[B] index of each row's first EOS that has no mask before it, or G where there is none.
+
+    Such a row has stopped: nothing before its EOS can change, and whatever a decoder puts
+    after it is discarded.
+    """
+    length = completion.shape[1]
+    if eos_token_id is None:
+        return torch.full((completion.shape[0],), length, device=completion.device)
+    is_eos = completion == eos_token_id
+    first_eos = torch.where(is_eos.any(1), is_eos.float().argmax(1), length)
+    positions = torch.arange(length, device=completion.device)
+    masked_before = ((completion == mask_token_id) & (positions < first_eos[:, None])).any(1)
+    return torch.where(masked_before, length, first_eos)
+
+
+def fill_after_eos(
+    completion: Tensor, step_map: Tensor, eos_token_id: int | None, mask_token_id: int
+) -> tuple[Tensor, Tensor]:
+    """Put EOS, revealed at the EOS's own step, after each stopped row's EOS."""
+    stop = stop_positions(completion, eos_token_id, mask_token_id)
+    positions = torch.arange(completion.shape[1], device=completion.device)
+    after = positions[None, :] > stop[:, None]
+    if not bool(after.any()):
+        return completion, step_map
+    eos_step = step_map.gather(1, stop.clamp(max=completion.shape[1] - 1)[:, None])
+    completion = completion.masked_fill(after, eos_token_id)
+    step_map = torch.where(after, eos_step.expand_as(step_map), step_map)
+    return completion, step_map

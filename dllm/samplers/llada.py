@@ -1,0 +1,174 @@
+"""`llada`: the LLaDA reference decoder (`generate` in ML-GSAI/LLaDA), batched.
+
+Semi-autoregressive blocks of `block_length`; `steps` split evenly over the blocks; in each
+block the masked count is spread over its steps as evenly as possible (earlier steps take
+the remainder); at each step the `k` most confident masked positions of the current block
+are revealed. Temperature sampling is Gumbel-max in float64, drawn over the whole sequence
+as the reference does, so a seeded run reproduces the reference token for token.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from dllm.errors import ConfigError
+from dllm.models.base import denoiser_logits
+from dllm.samplers.base import (
+    SAMPLERS,
+    GenerationOutput,
+    Sampler,
+    check_prompts,
+    fill_after_eos,
+    stop_positions,
+)
+
+
+def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
+    """[B, steps] tokens to reveal per step: `count // steps` each, the first `count % steps`
+    steps one more (LLaDA's linear schedule)."""
+    base = masked_counts[:, None] // steps
+    remainder = masked_counts[:, None] % steps
+    step_index = torch.arange(steps, device=masked_counts.device)[None, :]
+    return base + (step_index < remainder).long()
+
+
+def gumbel_max_sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """argmax of exp(logits) / (-log u)^temperature in float64; greedy at temperature 0."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.to(torch.float64)
+    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    return (logits.exp() / (-torch.log(noise)) ** temperature).argmax(-1)
+
+
+def select_top_k(confidence: Tensor, k: Tensor) -> Tensor:
+    """[B, L] bool: the `k[b]` highest-confidence positions of each row."""
+    k_max = int(k.max())
+    selected = torch.zeros_like(confidence, dtype=torch.bool)
+    if k_max == 0:
+        return selected
+    top = torch.topk(confidence, k=k_max, dim=-1).indices
+    keep = torch.arange(k_max, device=k.device)[None, :] < k[:, None]
+    return selected.scatter(1, top, keep)
+
+
+@SAMPLERS.register("llada")
+class LLaDASampler(Sampler):
+    """LLaDA `generate`, with its argument names.
+
+    `steps` or `block_length` None means `gen_length` (one token per step; one block).
+    `stop_at_eos`: stop once every row has revealed an EOS with nothing masked before it;
+    tokens after a row's EOS become EOS. Tokens up to the EOS equal the reference's.
+    """
+
+    def __init__(
+        self,
+        steps: int | None = 128,
+        block_length: int | None = 128,
+        temperature: float = 0.0,
+        cfg_scale: float = 0.0,
+        remasking: Literal["low_confidence", "random"] = "low_confidence",
+        stop_at_eos: bool = True,
+    ) -> None:
+        if (steps is not None and steps < 1) or (block_length is not None and block_length < 1):
+            raise ConfigError(f"steps ({steps}) and block_length ({block_length}) must be positive")
+        if remasking not in ("low_confidence", "random"):
+            raise ConfigError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+        if temperature < 0 or cfg_scale < 0:
+            raise ConfigError(f"temperature ({temperature}) and cfg_scale ({cfg_scale}) must be >= 0")
+        self.steps = steps
+        self.block_length = block_length
+        self.temperature = temperature
+        self.cfg_scale = cfg_scale
+        self.remasking = remasking
+        self.stop_at_eos = stop_at_eos
+
+    def schedule(self, gen_length: int) -> tuple[int, int]:
+        """(block_length, steps per block) for `gen_length`; refuses lengths that do not split."""
+        super().check_gen_length(gen_length)
+        block_length = self.block_length or gen_length
+        steps = self.steps or gen_length
+        if gen_length % block_length:
+            raise ConfigError(
+                f"gen_length ({gen_length}) must be a multiple of block_length "
+                f"({block_length}); set block_length to a divisor of gen_length"
+            )
+        num_blocks = gen_length // block_length
+        if steps % num_blocks:
+            raise ConfigError(
+                f"steps ({steps}) must be a multiple of the number of blocks "
+                f"(gen_length / block_length = {num_blocks}); set steps to a multiple of {num_blocks}"
+            )
+        return block_length, steps // num_blocks
+
+    def check_gen_length(self, gen_length: int) -> None:
+        self.schedule(gen_length)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        gen_length: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> GenerationOutput:
+        block_length, steps_per_block = self.schedule(gen_length)
+        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
+        mask_id = model.mask_token_id
+        eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
+        batch, prompt_length = prompt_ids.shape
+        device = prompt_ids.device
+
+        x = torch.full((batch, prompt_length + gen_length), mask_id, dtype=torch.long, device=device)
+        x[:, :prompt_length] = prompt_ids
+        full_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, gen_length)], dim=1)
+        step_map = torch.full((batch, gen_length), -1, dtype=torch.long, device=device)
+        global_step, nfe, stopped = 0, 0, False
+
+        for block in range(gen_length // block_length):
+            if stopped:
+                break
+            start = prompt_length + block * block_length
+            end = start + block_length
+            schedule = transfer_schedule((x[:, start:end] == mask_id).sum(1), steps_per_block)
+            for i in range(steps_per_block):
+                logits = self._guided_logits(model, x, full_mask, prompt_length)
+                nfe += 2 if self.cfg_scale > 0 else 1
+                x0 = gumbel_max_sample(logits, self.temperature, generator)[:, start:end]
+                if self.remasking == "low_confidence":
+                    probs = torch.softmax(logits[:, start:end].to(torch.float64), dim=-1)
+                    x0_p = probs.gather(-1, x0[..., None]).squeeze(-1)
+                else:
+                    x0_p = torch.rand(x.shape, device=device, generator=generator)[:, start:end]
+                block_masked = x[:, start:end] == mask_id
+                confidence = torch.where(block_masked, x0_p, -torch.inf)
+                reveal = select_top_k(confidence, schedule[:, i]) & block_masked
+                x[:, start:end] = torch.where(reveal, x0, x[:, start:end])
+                step_map[:, start - prompt_length : end - prompt_length][reveal] = global_step
+                global_step += 1
+                stopped = eos_id is not None and self._all_stopped(x[:, prompt_length:], eos_id, mask_id)
+                if stopped:
+                    break
+
+        completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
+        x[:, prompt_length:] = completion
+        return GenerationOutput(sequences=x, step_map=step_map, nfe=nfe)
+
+    def _guided_logits(self, model, x: Tensor, full_mask: Tensor, prompt_length: int) -> Tensor:
+        if self.cfg_scale <= 0:
+            return denoiser_logits(model, x, full_mask)
+        unconditional = x.clone()
+        unconditional[:, :prompt_length] = model.mask_token_id
+        logits = denoiser_logits(
+            model, torch.cat([x, unconditional]), torch.cat([full_mask, full_mask])
+        )
+        conditional, unconditional_logits = logits.chunk(2)
+        return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits)
+
+    @staticmethod
+    def _all_stopped(completion: Tensor, eos_id: int, mask_id: int) -> bool:
+        return bool((stop_positions(completion, eos_id, mask_id) < completion.shape[1]).all())
