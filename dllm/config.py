@@ -13,10 +13,11 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dllm.errors import ConfigError, did_you_mean
+from dllm.errors import ConfigError, DllmError, did_you_mean
 
 CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
@@ -33,6 +34,16 @@ def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> D
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
+def build_node(node: DictConfig) -> Any:
+    """`hydra.utils.instantiate`, re-raising a component's own `DllmError` unwrapped."""
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, DllmError):
+            raise exc.__cause__ from None
+        raise
+
+
 def validate(cfg: DictConfig) -> None:
     """Refuse unknown keys, missing values, wrong types and impossible combinations."""
     unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS - {"hydra"})
@@ -45,7 +56,10 @@ def validate(cfg: DictConfig) -> None:
         if group not in cfg:
             raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
         check_node(group, cfg[group])
-    sampler, task = instantiate(cfg.sampler), instantiate(cfg.task)
+    # Everything but the model is cheap to build, and its constructor checks its own values.
+    for group in ("trainer", "algorithm", "reward"):
+        build_node(cfg[group])
+    sampler, task = build_node(cfg.sampler), build_node(cfg.task)
     sampler.check_gen_length(task.gen_length)
 
 
@@ -78,9 +92,7 @@ def check_node(path: str, node: Any) -> None:
             )
         expected = hints.get(key)
         if expected is not None and not _matches(value, expected):
-            raise ConfigError(
-                f"{path}.{key}={value!r} has the wrong type: expected {_describe(expected)}"
-            )
+            raise ConfigError(f"{path}.{key}={value!r} has the wrong type: expected {_describe(expected)}")
     for name, parameter in parameters.items():
         required = parameter.default is inspect.Parameter.empty
         if required and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in values:
@@ -160,13 +172,13 @@ def build_components(cfg: DictConfig, model=None):
     from dllm.trainer import Components
 
     tokenizer = resolve_tokenizer(cfg)
-    model = instantiate(cfg.model) if model is None else model
+    model = build_node(cfg.model) if model is None else model
     check_model_tokenizer(model, tokenizer)
     return Components(
         model=model,
         tokenizer=tokenizer,
-        task=instantiate(cfg.task),
-        sampler=instantiate(cfg.sampler),
-        reward=instantiate(cfg.reward),
-        algorithm=instantiate(cfg.algorithm),
+        task=build_node(cfg.task),
+        sampler=build_node(cfg.sampler),
+        reward=build_node(cfg.reward),
+        algorithm=build_node(cfg.algorithm),
     )

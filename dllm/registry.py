@@ -52,12 +52,10 @@ class Registry:
                 )
             if not callable(obj):
                 raise TypeError(f"{self.kind} {name!r}: {obj!r} is not callable")
-            if self.interface is not None and isinstance(obj, type):
-                if not issubclass(obj, self.interface):
-                    raise TypeError(
-                        f"{self.kind} {name!r}: {_qualified_name(obj)} must subclass "
-                        f"{_qualified_name(self.interface)}"
-                    )
+            if self.interface is not None and isinstance(obj, type) and not issubclass(obj, self.interface):
+                raise TypeError(
+                    f"{self.kind} {name!r}: {_qualified_name(obj)} must subclass {_qualified_name(self.interface)}"
+                )
             self._entries[name] = obj
             return obj
 
@@ -70,8 +68,7 @@ class Registry:
         except KeyError:
             known = sorted(self._entries)
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, known)} "
-                f"known: {', '.join(known) or '(none)'}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, known)} known: {', '.join(known) or '(none)'}"
             ) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:

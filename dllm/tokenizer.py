@@ -59,4 +59,3 @@ def load_tokenizer(path_or_preset: str | Path) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     return tokenizer
-

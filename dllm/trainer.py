@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dllm.algorithms.base import Algorithm, TrainContext
-from dllm.checkpoint import save_checkpoint, load_trainer_state
+from dllm.checkpoint import load_trainer_state, save_checkpoint
 from dllm.errors import ConfigError
 from dllm.evaluation import evaluate
 
@@ -162,8 +162,15 @@ class Trainer:
         cfg = self.config
         micro_batch_size = cfg.batch_size // cfg.grad_accum
         ctx = TrainContext(
-            self.model, self.c.tokenizer, self.c.task, self.c.sampler, self.c.reward,
-            micro_batch_size, self.rng, self.generator, self.device,
+            self.model,
+            self.c.tokenizer,
+            self.c.task,
+            self.c.sampler,
+            self.c.reward,
+            micro_batch_size,
+            self.rng,
+            self.generator,
+            self.device,
         )
         self.model.train()
         progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
@@ -204,6 +211,10 @@ class Trainer:
 
     def evaluate(self):
         return evaluate(
-            self.model, self.c.tokenizer, self.c.sampler, self.c.task, self.c.reward,
+            self.model,
+            self.c.tokenizer,
+            self.c.sampler,
+            self.c.task,
+            self.c.reward,
             batch_size=self.config.eval_batch_size,
         )

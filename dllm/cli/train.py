@@ -1,8 +1,8 @@
 """`dllm-train`: compose a run from Hydra config groups, validate it, train, evaluate.
 
-    dllm-train                                   # llada_small, SFT on addition, on the CPU
-    dllm-train model=llada_tiny trainer.max_steps=50
-    dllm-train -m sampler.steps=4,8              # a sweep: one run directory per value
+dllm-train                                   # llada_small, SFT on addition, on the CPU
+dllm-train model=llada_tiny trainer.max_steps=50
+dllm-train -m sampler.steps=4,8              # a sweep: one run directory per value
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.config import build_components, validate
+from dllm.config import build_components, build_node, validate
 from dllm.errors import DllmError
 from dllm.trainer import Trainer
 
@@ -55,14 +55,17 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     seed_everything(cfg.seed)
     components = build_components(cfg)
-    trainer_config = hydra.utils.instantiate(cfg.trainer)
+    trainer_config = build_node(cfg.trainer)
     trainer = Trainer(trainer_config, components, run_dir, seed=cfg.seed)
     trainer.resume_if_possible()
     metrics = trainer.train()
     logger.info(
         "held-out accuracy %.3f over %d prompts (%.1f tokens/s, %.2f NFE/token); run directory: %s",
-        metrics["eval/accuracy"], metrics["eval/num_samples"], metrics["eval/tokens_per_s"],
-        metrics["eval/nfe_per_token"], run_dir,
+        metrics["eval/accuracy"],
+        metrics["eval/num_samples"],
+        metrics["eval/tokens_per_s"],
+        metrics["eval/nfe_per_token"],
+        run_dir,
     )
     return metrics
 

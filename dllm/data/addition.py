@@ -17,10 +17,12 @@ _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash; any odd constant w
 
 @TASKS.register("addition")
 class AdditionTask(Task):
-    """Sums of two operands of `min_digits`..`max_digits` digits each (no leading zeros).
+    """Sums of two operands of `min_digits`..`max_digits` digits each.
 
-    `heldout_percent` of all operand pairs form the evaluation split, of which `num_eval`
-    are drawn with `eval_seed`.
+    `fixed_width` writes operands with leading zeros to `max_digits` digits and sums to
+    `max_digits + 1` (`"123+045="` -> `"0168"`), so every digit keeps its position: small
+    models learn this format far faster. `heldout_percent` of all operand pairs form the
+    evaluation split, of which `num_eval` are drawn with `eval_seed`.
     """
 
     def __init__(
@@ -31,11 +33,10 @@ class AdditionTask(Task):
         num_eval: int = 200,
         heldout_percent: int = 10,
         eval_seed: int = 1234,
+        fixed_width: bool = False,
     ) -> None:
         if not 1 <= min_digits <= max_digits:
-            raise ConfigError(
-                f"addition: need 1 <= min_digits ({min_digits}) <= max_digits ({max_digits})"
-            )
+            raise ConfigError(f"addition: need 1 <= min_digits ({min_digits}) <= max_digits ({max_digits})")
         if gen_length < max_digits + 2:
             raise ConfigError(
                 f"addition: gen_length ({gen_length}) must hold the longest sum ({max_digits + 1} "
@@ -51,6 +52,7 @@ class AdditionTask(Task):
         self.num_eval = num_eval
         self.heldout_percent = heldout_percent
         self.eval_seed = eval_seed
+        self.fixed_width = fixed_width
 
     def is_heldout(self, a: int, b: int) -> bool:
         return (a * 1_000_003 + b) * _HASH_MULTIPLIER % 2**32 % 100 < self.heldout_percent
@@ -65,9 +67,10 @@ class AdditionTask(Task):
             if self.is_heldout(a, b) == heldout:
                 return a, b
 
-    @staticmethod
-    def example(a: int, b: int) -> Example:
-        return Example(prompt=f"{a}+{b}=", response=str(a + b), fields={"answer": str(a + b)})
+    def example(self, a: int, b: int) -> Example:
+        width = self.max_digits if self.fixed_width else 0
+        answer = f"{a + b:0{width + 1 if width else 0}d}"
+        return Example(prompt=f"{a:0{width}d}+{b:0{width}d}=", response=answer, fields={"answer": answer})
 
     def train_example(self, rng: random.Random) -> Example:
         return self.example(*self._pair(rng, heldout=False))

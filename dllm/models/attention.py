@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -46,4 +45,3 @@ def attention_backend(name: str) -> AttentionFn:
         raise ConfigError(
             f"unknown attention backend {name!r}{did_you_mean(name, known)} known: {', '.join(known)}"
         ) from None
-

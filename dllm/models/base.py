@@ -70,9 +70,7 @@ class ModelPreset:
                     f"({self.config_class.model_type} options: {', '.join(sorted(known))})"
                 )
 
-    def __call__(
-        self, pretrained: str | None = None, dtype: str | None = None, **overrides: Any
-    ) -> PreTrainedModel:
+    def __call__(self, pretrained: str | None = None, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
         self.check_config(overrides)
         if pretrained is not None:
             return load_pretrained(pretrained, dtype=dtype, **overrides)

@@ -47,7 +47,6 @@ def apply_rotary(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor
     return q_rot.to(q.dtype), k_rot.to(k.dtype)
 
 
-
 def swiglu(x: Tensor, gate: nn.Module, up: nn.Module, down: nn.Module) -> Tensor:
     """down(silu(gate(x)) * up(x)), the feed-forward of every supported family."""
     return down(F.silu(gate(x)) * up(x))

@@ -55,14 +55,10 @@ class Sampler(ABC):
 SAMPLERS = Registry("sampler", interface=Sampler)
 
 
-def check_prompts(
-    model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Tensor | None, gen_length: int
-) -> Tensor:
+def check_prompts(model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> Tensor:
     """Validate a prompt batch for `model`; return its attention mask (all ones if None)."""
     if prompt_ids.dim() != 2 or prompt_ids.shape[1] == 0:
-        raise ConfigError(
-            f"prompt_ids must be a non-empty [batch, length] tensor, got shape {tuple(prompt_ids.shape)}"
-        )
+        raise ConfigError(f"prompt_ids must be a non-empty [batch, length] tensor, got shape {tuple(prompt_ids.shape)}")
     if attention_mask is None:
         attention_mask = torch.ones_like(prompt_ids)
     elif attention_mask.shape != prompt_ids.shape:
@@ -76,9 +72,7 @@ def check_prompts(
             "token); set tokenizer.padding_side = 'left'"
         )
     if bool((prompt_ids[attention_mask.bool()] == model.mask_token_id).any()):
-        raise ConfigError(
-            f"a prompt contains the mask token (id {model.mask_token_id}); prompts must be clean text"
-        )
+        raise ConfigError(f"a prompt contains the mask token (id {model.mask_token_id}); prompts must be clean text")
     max_length = getattr(model.config, "max_sequence_length", None)
     total = prompt_ids.shape[1] + gen_length
     if max_length is not None and total > max_length:

@@ -163,9 +163,7 @@ class LLaDASampler(Sampler):
             return denoiser_logits(model, x, full_mask)
         unconditional = x.clone()
         unconditional[:, :prompt_length] = model.mask_token_id
-        logits = denoiser_logits(
-            model, torch.cat([x, unconditional]), torch.cat([full_mask, full_mask])
-        )
+        logits = denoiser_logits(model, torch.cat([x, unconditional]), torch.cat([full_mask, full_mask]))
         conditional, unconditional_logits = logits.chunk(2)
         return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits)
 

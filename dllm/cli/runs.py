@@ -1,0 +1,47 @@
+"""Resolving what `dllm-eval` and `dllm-generate` point at: a run directory, a checkpoint
+directory, or a model preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dllm.checkpoint import CHECKPOINT_DIR
+from dllm.config import compose
+from dllm.errors import ConfigError
+
+RUN_CONFIG = "config.yaml"
+
+
+@dataclass
+class Target:
+    """`model` is a checkpoint directory or preset name; `config` the run's (or default) config."""
+
+    model: str
+    config: DictConfig
+    run_dir: Path | None
+
+
+def resolve_target(target: str, overrides: list[str]) -> Target:
+    """A run directory brings its own config (overrides are `key=value` edits of it); anything
+    else composes the default config with `overrides` (group choices like `sampler=llada` too)."""
+    path = Path(target)
+    if (path / RUN_CONFIG).is_file():
+        if not (path / CHECKPOINT_DIR).is_dir():
+            raise ConfigError(
+                f"run directory {target!r} has no {CHECKPOINT_DIR}/ yet; wait for the run to save one "
+                f"(trainer.save_every) or point at a checkpoint directory"
+            )
+        config = OmegaConf.load(path / RUN_CONFIG)
+        edits = _dotlist(overrides)
+        return Target(str(path / CHECKPOINT_DIR), OmegaConf.merge(config, edits), path)
+    return Target(target, compose(overrides), None)
+
+
+def _dotlist(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. sampler.steps=4)")
+    return OmegaConf.from_dotlist(overrides)
