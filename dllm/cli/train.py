@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -78,7 +79,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     return metrics["eval/accuracy"]
 
 
+@reports_user_errors
+def check_requested_output_dir(argv: list[str]) -> None:
+    """Refuse an unwritable `hydra.run.dir` before Hydra itself tries to create it."""
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            check_output_dir(Path(arg.split("=", 1)[1]))
+
+
 def main() -> None:
+    check_requested_output_dir(sys.argv[1:])
     _hydra_main()
 
 

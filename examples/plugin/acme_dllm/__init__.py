@@ -1,0 +1,1 @@
+"""An example dllm plugin (see README.md)."""

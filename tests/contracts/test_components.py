@@ -1,0 +1,59 @@
+"""Every registered reward, task and algorithm, built from its config, keeps its contract."""
+
+import random
+
+import pytest
+import torch
+
+import dllm
+from dllm.algorithms.base import LossOutput, TrainContext
+from dllm.config import build_node, compose
+from dllm.data.base import Example, Task, reward_fields
+
+
+def built(group, name):
+    return build_node(compose([f"{group}={name}"])[group])
+
+
+@pytest.mark.parametrize("name", dllm.TASKS.names())
+def test_task_contract(name):
+    task = built("task", name)
+    assert isinstance(task, Task) and task.gen_length > 0
+    examples = task.sample(random.Random(0), 4)
+    assert all(isinstance(e, Example) and e.prompt for e in examples)
+    held_out = task.eval_examples()
+    assert held_out and [e.prompt for e in held_out] == [e.prompt for e in task.eval_examples()]
+
+
+@pytest.mark.parametrize("name", dllm.REWARDS.names())
+def test_reward_contract(name):
+    reward = built("reward", name)
+    task = built("task", "addition")
+    examples = task.eval_examples()[:3]
+    correct = reward([e.prompt for e in examples], [e.response for e in examples], **reward_fields(examples))
+    assert len(correct) == 3 and all(isinstance(s, float) for s in correct)
+    assert reward([], [], **{key: [] for key in reward_fields(examples)}) == []
+
+
+@pytest.mark.parametrize("name", dllm.ALGORITHMS.names())
+def test_algorithm_contract(name, tiny_model, tokenizer):
+    algorithm = built("algorithm", name)
+    task = built("task", "addition")
+    sampler = built("sampler", "llada")
+    ctx = TrainContext(
+        tiny_model,
+        tokenizer,
+        task,
+        sampler,
+        built("reward", "exact_match"),
+        4,
+        random.Random(0),
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+    )
+    batches = list(algorithm.micro_batches(ctx, 2))
+    assert len(batches) == 2
+    out = algorithm.loss(tiny_model, batches[0], ctx.generator)
+    assert isinstance(out, LossOutput) and out.loss.dim() == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.parameters())

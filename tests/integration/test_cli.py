@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from tests.integration.conftest import QUICK, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_step_training_run_writes_everything(trained_run):
+    assert (trained_run / "config.yaml").is_file()
+    assert (trained_run / "checkpoint" / "model.safetensors").is_file()
+    assert (trained_run / "checkpoint" / "trainer_state.pt").is_file()
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+    assert all(r["loss"] > 0 for r in records if "loss" in r)
+    final = records[-1]
+    assert final["step"] == 2 and final["eval/num_samples"] == 10
+    assert 0.0 <= final["eval/accuracy"] <= 1.0
+
+
+def test_eval_reproduces_the_training_runs_accuracy(trained_run):
+    accuracy = json.loads((trained_run / "eval.json").read_text())["accuracy"]
+    result = run_cli("dllm-eval", trained_run, "--output", trained_run / "again.json")
+    assert f"accuracy {accuracy:.4f} over 10 prompts" in result.stdout
+    assert (
+        json.loads((trained_run / "again.json").read_text())["samples"]
+        == json.loads((trained_run / "eval.json").read_text())["samples"]
+    )
+
+
+def test_eval_with_config_edits(trained_run):
+    result = run_cli("dllm-eval", trained_run, "sampler.steps=4", "task.num_eval=5")
+    assert "over 5 prompts" in result.stdout and "0.500 NFE/token" in result.stdout
+
+
+def test_generate_from_a_run_and_from_a_file(trained_run, tmp_path):
+    result = run_cli("dllm-generate", trained_run, "--prompt", "12+34=", "--prompt", "7+5=")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("12+34=") and lines[1].startswith("7+5=")
+    assert "tokens/s" in result.stderr and "1.000 NFE/token" in result.stderr
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("1+2=\n\n3+4=\n")
+    result = run_cli("dllm-generate", "llada_tiny", "--prompt-file", prompt_file, "--gen-length", "4")
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_training_resumes_from_its_checkpoint(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(trained_run, run_dir)
+    run_cli("dllm-train", *QUICK, "trainer.max_steps=4", f"hydra.run.dir={run_dir}")
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 2, 3, 4, 4]  # steps 1-2 and their eval, then 3-4 and the final eval
+
+
+def test_multirun_sweep_makes_one_directory_per_run(tmp_path):
+    run_cli("dllm-train", "-m", *QUICK, "sampler.steps=4,8", f"hydra.sweep.dir={tmp_path}")
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "eval.json").is_file())
+    assert len(runs) == 2
+    assert {json.loads((r / "eval.json").read_text())["nfe_per_token"] for r in runs} == {0.5, 1.0}
+
+
+def test_dllm_list():
+    assert "sampler: " in run_cli("dllm", "list").stdout
+    assert "llada" in run_cli("dllm", "list", "sampler").stdout.split()
+
+
+@pytest.mark.parametrize(
+    "command, args, message",
+    [
+        ("dllm-train", ["sampler=lada"], "Could not find 'sampler/lada'"),
+        ("dllm-train", ["sampler.block_length=3"], "error: gen_length (8) must be a multiple of block_length (3)"),
+        ("dllm-train", ["sampler.steps=3", "sampler.block_length=4"], "error: steps (3) must be a multiple"),
+        ("dllm-eval", ["/no/such/run"], "error: checkpoint directory '/no/such/run' is not a model checkpoint"),
+        ("dllm-eval", ["lada_tiny"], "error: unknown model 'lada_tiny' — did you mean 'llada_tiny'"),
+        ("dllm-generate", ["llada_tiny"], "error: no prompts"),
+        ("dllm-generate", ["llada_tiny", "--prompt", "1" * 300], "error: prompt (300 tokens) + gen_length (8)"),
+        ("dllm", ["list", "rewards"], "error: unknown component kind 'rewards' — did you mean 'reward'"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(command, args, message):
+    result = run_cli(command, *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_prompt_file_is_refused(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    result = run_cli("dllm-generate", "llada_tiny", "--prompt-file", empty, check=False)
+    assert result.returncode == 2 and "holds no prompts" in result.stderr
+
+
+def test_unwritable_output_directory_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli("dllm-train", *QUICK, f"hydra.run.dir={blocker}/run", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
