@@ -4,7 +4,9 @@ Semi-autoregressive blocks of `block_length`; `steps` split evenly over the bloc
 block the masked count is spread over its steps as evenly as possible (earlier steps take
 the remainder); at each step the `k` most confident masked positions of the current block
 are revealed. Temperature sampling is Gumbel-max in float64, drawn over the whole sequence
-as the reference does, so a seeded run reproduces the reference token for token.
+as the reference does, so a seeded run reproduces the reference token for token (the
+reference as of its October 2025 version, with `attention_mask`; `stop_at_eos=False` for
+the tokens after EOS too).
 """
 
 from __future__ import annotations
@@ -35,13 +37,24 @@ def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
     return base + (step_index < remainder).long()
 
 
-def gumbel_max_sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
-    """argmax of exp(logits) / (-log u)^temperature in float64; greedy at temperature 0."""
+def gumbel_max_sample(
+    logits: Tensor, temperature: float, generator: torch.Generator | None, forbidden_token: int | None = None
+) -> Tensor:
+    """argmax of exp(logits) / (-log u)^temperature in float64; greedy at temperature 0.
+
+    `forbidden_token` (the mask token) is never chosen: a decoder that "reveals" a mask
+    would leave it masked. Trained models never predict it, so this changes nothing there.
+    """
     if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.to(torch.float64)
-    noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
-    return (logits.exp() / (-torch.log(noise)) ** temperature).argmax(-1)
+        scores = logits
+    else:
+        logits = logits.to(torch.float64)
+        noise = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        scores = logits.exp() / (-torch.log(noise)) ** temperature
+    if forbidden_token is not None:
+        scores = scores.clone()
+        scores[..., forbidden_token] = -torch.inf
+    return scores.argmax(-1)
 
 
 def select_top_k(confidence: Tensor, k: Tensor) -> Tensor:
@@ -138,9 +151,9 @@ class LLaDASampler(Sampler):
             for i in range(steps_per_block):
                 logits = self._guided_logits(model, x, full_mask, prompt_length)
                 nfe += 2 if self.cfg_scale > 0 else 1
-                x0 = gumbel_max_sample(logits, self.temperature, generator)[:, start:end]
+                x0 = gumbel_max_sample(logits, self.temperature, generator, mask_id)[:, start:end]
                 if self.remasking == "low_confidence":
-                    probs = torch.softmax(logits[:, start:end].to(torch.float64), dim=-1)
+                    probs = torch.softmax(logits[:, start:end], dim=-1)  # the logits' dtype, as the reference
                     x0_p = probs.gather(-1, x0[..., None]).squeeze(-1)
                 else:
                     x0_p = torch.rand(x.shape, device=device, generator=generator)[:, start:end]
