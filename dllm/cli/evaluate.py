@@ -7,25 +7,18 @@ dllm-eval llada_tiny task=addition sampler=llada # a preset or checkpoint + conf
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.cli.runs import resolve_target
-from dllm.config import build_node, check_model_tokenizer, validate
+from dllm.cli.runs import load_target_model, resolve_target, target_parser
+from dllm.config import build_node, validate
 from dllm.evaluation import evaluate
-from dllm.models.base import load_model
-from dllm.tokenizer import load_tokenizer
 
 
 @reports_user_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="dllm-eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("target", help="run directory, checkpoint directory, or model preset")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    parser = target_parser("dllm-eval", __doc__)
     parser.add_argument("--batch-size", type=int, default=None, help="prompts per sampler call")
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -34,11 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     target = resolve_target(args.target, args.overrides)
     cfg = target.config
     validate(cfg)
-    model = load_model(target.model)
-    tokenizer = load_tokenizer(target.model)
-    check_model_tokenizer(model, tokenizer)
+    model, tokenizer = load_target_model(target)
     result = evaluate(
-        model.to(cfg.trainer.device if cfg.trainer.device != "auto" else model.device),
+        model,
         tokenizer,
         build_node(cfg.sampler),
         build_node(cfg.task),

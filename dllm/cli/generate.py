@@ -6,7 +6,6 @@ dllm-generate llada_tiny --prompt-file prompts.txt sampler=llada sampler.steps=8
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -14,12 +13,10 @@ from pathlib import Path
 import torch
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.cli.runs import resolve_target
-from dllm.config import build_node, check_model_tokenizer, check_node
+from dllm.cli.runs import load_target_model, resolve_target, target_parser
+from dllm.config import build_node, check_node
 from dllm.errors import DllmError
 from dllm.evaluation import decode_completions
-from dllm.models.base import load_model
-from dllm.tokenizer import load_tokenizer
 
 
 def read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:
@@ -47,11 +44,7 @@ def format_prompts(tokenizer, prompts: list[str], use_chat_template: bool) -> li
 
 @reports_user_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="dllm-generate", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("target", help="run directory, checkpoint directory, or model preset")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. sampler.steps=8)")
+    parser = target_parser("dllm-generate", __doc__)
     parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     parser.add_argument("--prompt-file", type=Path, default=None, help="a file with one prompt per line")
     parser.add_argument("--gen-length", type=int, default=None, help="tokens to generate (default: the task's)")
@@ -66,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     sampler = build_node(target.config.sampler)
     gen_length = args.gen_length or target.config.task.gen_length
     sampler.check_gen_length(gen_length)
-    model = load_model(target.model).eval()
-    tokenizer = load_tokenizer(target.model)
-    check_model_tokenizer(model, tokenizer)
+    model, tokenizer = load_target_model(target)
 
     texts = format_prompts(tokenizer, prompts, not args.no_chat_template)
     batch = tokenizer(texts, padding=True, return_tensors="pt").to(model.device)

@@ -3,13 +3,14 @@ directory, or a model preset."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.checkpoint import CHECKPOINT_DIR
-from dllm.config import compose
+from dllm.config import build_node, check_model_tokenizer, compose
 from dllm.errors import ConfigError
 
 RUN_CONFIG = "config.yaml"
@@ -45,3 +46,24 @@ def _dotlist(overrides: list[str]) -> DictConfig:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. sampler.steps=4)")
     return OmegaConf.from_dotlist(overrides)
+
+
+def target_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """A parser taking what to load (`target`) and config `overrides`, as both commands do."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("target", help="run directory, checkpoint directory, or model preset")
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. sampler.steps=8)")
+    return parser
+
+
+def load_target_model(target: Target):
+    """The target's model (in eval mode, on the run's device) and its own tokenizer, checked
+    against each other."""
+    from dllm.models.base import load_model
+    from dllm.tokenizer import load_tokenizer
+
+    device = build_node(target.config.trainer).resolve_device()
+    model = load_model(target.model).eval().to(device)
+    tokenizer = load_tokenizer(target.model)
+    check_model_tokenizer(model, tokenizer)
+    return model, tokenizer

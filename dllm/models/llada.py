@@ -220,31 +220,16 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
 
 register_family(LLaDAConfig, LLaDAModelLM)
 
-_CHAR_VOCAB = dict(vocab_size=CHAR_VOCAB_SIZE, embedding_size=None, mask_token_id=2, eos_token_id=1, pad_token_id=0)
 llada = MODELS.register("llada")(ModelPreset(LLaDAConfig, LLaDAModelLM))
-llada_tiny = MODELS.register("llada_tiny")(
-    ModelPreset(
-        LLaDAConfig,
-        LLaDAModelLM,
-        d_model=64,
-        n_heads=4,
-        n_layers=2,
-        mlp_hidden_size=128,
-        max_sequence_length=256,
-        rope_theta=10000.0,
-        **_CHAR_VOCAB,
-    )
-)
-llada_small = MODELS.register("llada_small")(
-    ModelPreset(
-        LLaDAConfig,
-        LLaDAModelLM,
-        d_model=192,
-        n_heads=6,
-        n_layers=4,
-        mlp_hidden_size=512,
-        max_sequence_length=256,
-        rope_theta=10000.0,
-        **_CHAR_VOCAB,
-    )
-)
+
+
+def _char_preset(**sizes: int) -> ModelPreset:
+    """A freshly initialised LLaDA over the character tokenizer's vocabulary."""
+    return ModelPreset(
+        LLaDAConfig, LLaDAModelLM, vocab_size=CHAR_VOCAB_SIZE, embedding_size=None, mask_token_id=2,
+        eos_token_id=1, pad_token_id=0, max_sequence_length=256, rope_theta=10000.0, **sizes,
+    )  # fmt: skip
+
+
+llada_tiny = MODELS.register("llada_tiny")(_char_preset(d_model=64, n_heads=4, n_layers=2, mlp_hidden_size=128))
+llada_small = MODELS.register("llada_small")(_char_preset(d_model=192, n_heads=6, n_layers=4, mlp_hidden_size=512))
