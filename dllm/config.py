@@ -60,7 +60,16 @@ def validate(cfg: DictConfig) -> None:
     for group in ("trainer", "algorithm", "reward"):
         build_node(cfg[group])
     sampler, task = build_node(cfg.sampler), build_node(cfg.task)
-    sampler.check_gen_length(task.gen_length)
+    sampler.check_gen_length(task.gen_length, model_block_size(cfg.model))
+
+
+def model_block_size(node: DictConfig) -> int | None:
+    """The block size of the model `node` describes, read from its config alone (no weights)."""
+    target = get_object(node._target_)
+    if not hasattr(target, "config"):
+        return None
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    return getattr(target.config(**values), "block_size", None)
 
 
 def check_node(path: str, node: Any) -> None:

@@ -45,7 +45,7 @@ class ScriptedModel(torch.nn.Module):
         super().__init__()
         self.logits_fn = logits_fn
         self.mask_token_id = mask_token_id
-        self.config = SimpleNamespace(eos_token_id=eos_token_id, max_sequence_length=max_length)
+        self.config = SimpleNamespace(eos_token_id=eos_token_id, pad_token_id=0, max_position_embeddings=max_length)
         self.calls: list[torch.Tensor] = []
         self.anchor = torch.nn.Parameter(torch.zeros(()))
 

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     check_node("sampler", target.config.sampler)
     sampler = build_node(target.config.sampler)
     gen_length = args.gen_length or target.config.task.gen_length
-    sampler.check_gen_length(gen_length)
     model, tokenizer = load_target_model(target)
+    sampler.check_gen_length(gen_length, model.block_size)
 
     texts = format_prompts(tokenizer, prompts, not args.no_chat_template)
     batch = tokenizer(texts, padding=True, return_tensors="pt").to(model.device)

@@ -16,16 +16,6 @@ from dllm.errors import ConfigError, did_you_mean
 AttentionFn = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
 
 
-def key_padding_mask(attention_mask: Tensor | None) -> Tensor | None:
-    """[B, 1, 1, Lk] mask from a [B, Lk] 0/1 padding mask; `None` when nothing is padded.
-
-    Only keys are masked: padded queries still attend the real tokens, as in LLaDA.
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask.bool()[:, None, None, :]
-
-
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """q [B, H, Lq, D], k/v [B, H_kv, Lk, D] -> [B, H, Lq, D]; grouped-query heads repeat."""
     if k.shape[1] != q.shape[1]:

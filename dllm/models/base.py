@@ -8,6 +8,8 @@ past_key_values=None, use_cache=False)` returning an object with `.logits`.
 from __future__ import annotations
 
 import inspect
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,33 @@ from dllm.registry import Registry
 
 MODELS = Registry("model")
 
+
+@dataclass
+class DiffusionLMOutput:
+    """`logits` [B, L, V]; `past_key_values`, the `KVCache` read (and possibly extended), or None."""
+
+    logits: Tensor | None = None
+    past_key_values: Any = None
+
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def denoiser_logits(model: torch.nn.Module, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+def denoiser_logits(
+    model: torch.nn.Module, x: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None = None
+) -> Tensor:
     """Logits in which position i predicts token i, for shifted (Dream-style) models too."""
-    logits = model(x, attention_mask=attention_mask).logits
+    logits = model(x, attention_mask=attention_mask, position_ids=position_ids).logits
     if getattr(model, "shift_logits", False):
         logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
     return logits
+
+
+def pad_token_id(model: torch.nn.Module) -> int:
+    """The id to pad with: the config's pad token, else its EOS (as SDAR's checkpoints need)."""
+    config = model.config
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    return pad[0] if isinstance(pad, list) else int(pad)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -80,22 +100,30 @@ class ModelPreset:
         return model.to(torch_dtype) if torch_dtype is not None else model
 
 
-def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
-    """A `dllm` model from a checkpoint directory (its `model_type` picks the family)."""
+def pretrained_config(path: str | Path, **overrides: Any) -> PretrainedConfig:
+    """The config of a checkpoint directory; refuses directories dllm cannot load, naming why."""
     path = Path(path)
-    if not (path / "config.json").is_file():
+    config_file = path / "config.json"
+    if not config_file.is_file():
         hint = " (it does not exist)" if not path.exists() else " (it has no config.json)"
         raise DllmError(
             f"checkpoint directory {str(path)!r} is not a model checkpoint{hint}; give a directory "
             f"written by save_pretrained / dllm-train (its checkpoint/ folder), or a preset: "
             f"{', '.join(MODELS.names())}"
         )
-    config = AutoConfig.from_pretrained(path, **overrides)
-    model_class = _MODEL_CLASSES.get(config.model_type)
-    if model_class is None:
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in _MODEL_CLASSES:
         raise DllmError(
-            f"{str(path)!r} holds a {config.model_type!r} model; dllm supports: {', '.join(sorted(_MODEL_CLASSES))}"
+            f"{str(config_file)!r} declares model_type {model_type!r}; dllm implements: "
+            f"{', '.join(sorted(_MODEL_CLASSES))}"
         )
+    return AutoConfig.from_pretrained(path, **overrides)
+
+
+def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
+    """A `dllm` model from a checkpoint directory (its `model_type` picks the family)."""
+    config = pretrained_config(path, **overrides)
+    model_class = _MODEL_CLASSES[config.model_type]
     kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {}
     return model_class.from_pretrained(path, config=config, **kwargs)
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from dllm.errors import ConfigError
-from dllm.models.attention import attention_backend, key_padding_mask
-from dllm.models.base import MODELS, ModelPreset, register_family
-from dllm.models.layers import RMSNorm, RotaryEmbedding, apply_rotary, swiglu
+from dllm.models.attention import attention_backend
+from dllm.models.base import MODELS, DiffusionLMOutput, ModelPreset, register_family
+from dllm.models.cache import KVCache, query_positions, rotate_and_cache, start_cache
+from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
+from dllm.models.masks import combine
 from dllm.tokenizer import CHAR_VOCAB_SIZE
 
 # Values of the public config.json that this implementation computes; any other is refused.
@@ -122,13 +122,23 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.ff_out = nn.Linear(config.mlp_hidden_size, config.d_model, bias=False)
         self.attention = attention_backend(config.attn_backend)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        commit: bool = False,
+        replace_position: int | None = None,
+    ) -> Tensor:
         batch, length, _ = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, k, cos, sin)
+        q, k, v = rotate_and_cache(q, k, v, cos, sin, cache, layer, commit, replace_position)
         attended = self.attention(q, k, v, mask).transpose(1, 2).reshape(batch, length, -1)
         x = x + self.attn_out(attended)
         return x + swiglu(self.ff_norm(x), self.ff_proj, self.up_proj, self.ff_out)
@@ -166,14 +176,22 @@ class LLaDAModel(LLaDAPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        position_ids: Tensor | None,
+        cache: KVCache | None = None,
+        commit: bool = False,
+        replace_position: int | None = None,
+    ) -> Tensor:
         if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+            position_ids = query_positions(input_ids.shape[1], cache, replace_position, input_ids.device)
         cos, sin = self.rotary(position_ids)
-        mask = key_padding_mask(attention_mask)
+        mask = combine(None, attention_mask)
         x = self.transformer.wte(input_ids)
-        for block in self.transformer.blocks:
-            x = block(x, cos, sin, mask)
+        for layer, block in enumerate(self.transformer.blocks):
+            x = block(x, cos, sin, mask, cache, layer, commit, replace_position)
         x = self.transformer.ln_f(x)
         head = self.transformer.wte.weight if self.config.weight_tying else self.transformer.ff_out.weight
         logits = F.linear(x, head)
@@ -208,14 +226,16 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: Any = None,
+        past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        replace_position: int | None = None,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        if past_key_values is not None or use_cache:
-            raise NotImplementedError("llada: the KV cache is not implemented yet")
-        logits = self.model(input_ids, attention_mask, position_ids)
-        return CausalLMOutputWithPast(logits=logits)
+    ) -> DiffusionLMOutput:
+        """Logits [B, L, V]. With `use_cache` or `past_key_values`, see `dllm.models.cache`;
+        `attention_mask` then covers the cached tokens and the current ones."""
+        cache = start_cache(past_key_values, use_cache, self.config.n_layers)
+        logits = self.model(input_ids, attention_mask, position_ids, cache, use_cache, replace_position)
+        return DiffusionLMOutput(logits=logits, past_key_values=cache)
 
 
 register_family(LLaDAConfig, LLaDAModelLM)

@@ -46,8 +46,9 @@ class Sampler(ABC):
         """Complete each row of `prompt_ids` [B, P]; `attention_mask` [B, P] marks real tokens
         (0 on left padding). A `generator` makes stochastic decoding reproducible."""
 
-    def check_gen_length(self, gen_length: int) -> None:
-        """Raise `ConfigError` when this sampler cannot decode `gen_length` tokens."""
+    def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
+        """Raise `ConfigError` when this sampler cannot decode `gen_length` tokens (for a model
+        with blocks of `model_block_size`)."""
         if gen_length < 1:
             raise ConfigError(f"gen_length must be a positive number of tokens, got {gen_length}")
 
@@ -73,7 +74,7 @@ def check_prompts(model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Te
         )
     if bool((prompt_ids[attention_mask.bool()] == model.mask_token_id).any()):
         raise ConfigError(f"a prompt contains the mask token (id {model.mask_token_id}); prompts must be clean text")
-    max_length = getattr(model.config, "max_sequence_length", None)
+    max_length = getattr(model.config, "max_position_embeddings", None)
     total = prompt_ids.shape[1] + gen_length
     if max_length is not None and total > max_length:
         raise ConfigError(

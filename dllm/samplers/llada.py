@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
-from dllm.models.base import denoiser_logits
+from dllm.models.base import denoiser_logits, pad_token_id
+from dllm.models.masks import left_pad_to_blocks
 from dllm.samplers.base import (
     SAMPLERS,
     GenerationOutput,
@@ -99,10 +100,11 @@ class LLaDASampler(Sampler):
         self.remasking = remasking
         self.stop_at_eos = stop_at_eos
 
-    def schedule(self, gen_length: int) -> tuple[int, int]:
-        """(block_length, steps per block) for `gen_length`; refuses lengths that do not split."""
+    def schedule(self, gen_length: int, model_block_size: int | None = None) -> tuple[int, int]:
+        """(block_length, steps per block) for `gen_length`; refuses lengths that do not split.
+        A block diffusion model decodes its own blocks unless `block_length` is set."""
         super().check_gen_length(gen_length)
-        block_length = self.block_length or gen_length
+        block_length = self.block_length or model_block_size or gen_length
         steps = self.steps or gen_length
         if gen_length % block_length:
             raise ConfigError(
@@ -117,8 +119,13 @@ class LLaDASampler(Sampler):
             )
         return block_length, steps // num_blocks
 
-    def check_gen_length(self, gen_length: int) -> None:
-        self.schedule(gen_length)
+    def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
+        block_length, _ = self.schedule(gen_length, model_block_size)
+        if model_block_size is not None and block_length % model_block_size:
+            raise ConfigError(
+                f"block_length ({block_length}) must be a multiple of the model's block_size "
+                f"({model_block_size}); leave sampler.block_length null to decode the model's own blocks"
+            )
 
     @torch.no_grad()
     def generate(
@@ -129,9 +136,12 @@ class LLaDASampler(Sampler):
         gen_length: int = 32,
         generator: torch.Generator | None = None,
     ) -> GenerationOutput:
-        block_length, steps_per_block = self.schedule(gen_length)
+        self.check_gen_length(gen_length, model.block_size)
+        block_length, steps_per_block = self.schedule(gen_length, model.block_size)
         prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
         mask_id = model.mask_token_id
+        original_prompt_length = prompt_ids.shape[1]
+        prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, model.block_size, pad_token_id(model))
         eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
         batch, prompt_length = prompt_ids.shape
         device = prompt_ids.device
@@ -168,8 +178,8 @@ class LLaDASampler(Sampler):
                     break
 
         completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
-        x[:, prompt_length:] = completion
-        return GenerationOutput(sequences=x, step_map=step_map, nfe=nfe)
+        sequences = torch.cat([x[:, prompt_length - original_prompt_length : prompt_length], completion], dim=1)
+        return GenerationOutput(sequences=sequences, step_map=step_map, nfe=nfe)
 
     def _guided_logits(self, model, x: Tensor, full_mask: Tensor, prompt_length: int) -> Tensor:
         if self.cfg_scale <= 0:

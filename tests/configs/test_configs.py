@@ -12,6 +12,8 @@ from dllm.errors import ConfigError
 from dllm.registry import registry
 
 CONF = Path(dllm.__file__).parent / "conf"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
 REGISTRY_GROUPS = ("model", "sampler", "algorithm", "reward", "task")
 
 
@@ -46,8 +48,8 @@ def options(group):
 )
 def test_every_option_composes_and_validates(override):
     overrides = [override]
-    if override == "model=llada":
-        overrides.append("model.pretrained=/checkpoints/llada")
+    if override in PRETRAINED_ONLY:
+        overrides.append(f"model.pretrained={PRETRAINED_ONLY[override]}")
     validate(compose(overrides))
 
 

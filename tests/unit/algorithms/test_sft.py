@@ -98,12 +98,12 @@ def test_a_few_steps_fit_a_fixed_batch(tiny_model, tokenizer):
     assert all(not torch.equal(a, b) for a, b in zip(before, tiny_model.parameters()))
 
 
-def test_micro_batches_draw_fresh_examples(tokenizer):
+def test_micro_batches_draw_fresh_examples(tokenizer, tiny_model):
     from dllm.algorithms.base import TrainContext
     from dllm.data.addition import AdditionTask
 
     ctx = TrainContext(
-        None, tokenizer, AdditionTask(), None, None, 4, random.Random(0), torch.Generator(), torch.device("cpu")
+        tiny_model, tokenizer, AdditionTask(), None, None, 4, random.Random(0), torch.Generator(), torch.device("cpu")
     )
     first, second = list(SFT().micro_batches(ctx, 2))
     assert first.input_ids.shape[0] == 4 and first.input_ids.shape[1] >= 8 + 5

@@ -43,7 +43,7 @@ def test_tiny_keys_match_reference_layout(tiny_model):
 
 
 def test_public_8b_config_gives_the_8b_parameter_layout():
-    raw = json.loads((FIXTURES / "llada_8b_instruct_config.json").read_text())
+    raw = json.loads((FIXTURES / "llada_config" / "config.json").read_text())
     config = LLaDAConfig(**{k: v for k, v in raw.items() if k != "model_type"})
     with torch.device("meta"):
         model = LLaDAModelLM(config)
@@ -93,7 +93,7 @@ def test_save_load_round_trip_is_exact(tiny_model, tmp_path):
 
 
 def test_public_config_loads_through_auto_classes_without_remote_code(tmp_path):
-    shutil.copy(FIXTURES / "llada_8b_instruct_config.json", tmp_path / "config.json")
+    shutil.copy(FIXTURES / "llada_config" / "config.json", tmp_path / "config.json")
     config = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(config, LLaDAConfig) and config.d_model == 4096 and config.hidden_size == 4096
 
@@ -149,3 +149,11 @@ def test_unknown_override_and_missing_checkpoint_are_named(tmp_path):
         dllm.load_model(str(tmp_path / "nowhere"))
     with pytest.raises(DllmError, match="unknown model 'lada_tiny' — did you mean 'llada_tiny'"):
         dllm.load_model("lada_tiny")
+
+
+def test_prefix_cache_is_exact(tiny_model):
+    from tests.unit.models import family_checks
+
+    family_checks.check_prefix_cache_is_exact(tiny_model)
+    family_checks.check_uncommitted_forward_leaves_the_cache(tiny_model)
+    family_checks.check_replace_position(tiny_model)

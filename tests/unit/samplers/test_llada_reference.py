@@ -18,6 +18,8 @@ class NeverPredictsMask(torch.nn.Module):
     """Trained LLaDA models never predict the mask token; the recording made the random
     fixture model behave the same way (mask logit -1e4), and so does this wrapper."""
 
+    block_size = None
+
     def __init__(self, inner):
         super().__init__()
         self.inner, self.mask_token_id, self.config = inner, inner.mask_token_id, inner.config

@@ -1,0 +1,89 @@
+"""Attention masks for every family, built vectorised (no Python loops over positions).
+
+A mask is boolean, `True` where a query may attend a key. Shapes: [Lq, Lk] for the
+structural masks below; `combine` broadcasts them with a [B, Lk] padding mask into the
+[B, 1, Lq, Lk] (or None) that attention backends take.
+
+- full: every query sees every key (LLaDA, Dream).
+- block-causal: a token sees every token of its own block and of earlier blocks (SDAR at
+  inference).
+- block-diffusion (training over `[x_t ; x_0]`, length 2L): noisy block i sees noisy block i
+  and clean blocks < i; clean block i sees clean blocks <= i. With `document_ids` (packed
+  samples) blocks restart at each document and nothing crosses documents.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dllm.errors import ConfigError
+
+
+def check_block_size(length: int, block_size: int, what: str = "sequence length") -> None:
+    if block_size < 1 or length % block_size:
+        raise ConfigError(
+            f"block_size ({block_size}) must divide the {what} ({length}); pad the sequence to a "
+            f"multiple of {block_size} or choose a block size that divides {length}"
+        )
+
+
+def block_causal_mask(q_positions: Tensor, k_positions: Tensor, block_size: int) -> Tensor:
+    """[Lq, Lk]: key block <= query block, for absolute positions (queries may sit after a cache)."""
+    return (k_positions[None, :] // block_size) <= (q_positions[:, None] // block_size)
+
+
+def _document_blocks(length: int, block_size: int, document_ids: Tensor | None, device) -> tuple[Tensor, Tensor]:
+    """Per position: its block index (restarting at each document) and its document id."""
+    positions = torch.arange(length, device=device)
+    if document_ids is None:
+        return positions // block_size, torch.zeros(length, dtype=torch.long, device=device)
+    document_ids = document_ids.to(device)
+    starts = torch.ones(length, dtype=torch.bool, device=device)
+    starts[1:] = document_ids[1:] != document_ids[:-1]
+    start_of_document = torch.cummax(torch.where(starts, positions, 0), dim=0).values
+    return (positions - start_of_document) // block_size, document_ids
+
+
+def block_diffusion_mask(
+    length: int, block_size: int, document_ids: Tensor | None = None, device: torch.device | str = "cpu"
+) -> Tensor:
+    """[2L, 2L] training mask over `[x_t ; x_0]` (noisy copy first, clean copy second)."""
+    blocks, documents = _document_blocks(length, block_size, document_ids, device)
+    block = torch.cat([blocks, blocks])
+    document = torch.cat([documents, documents])
+    noisy = torch.cat(
+        [torch.ones(length, dtype=torch.bool, device=device), torch.zeros(length, dtype=torch.bool, device=device)]
+    )
+    q_block, k_block = block[:, None], block[None, :]
+    q_noisy, k_noisy = noisy[:, None], noisy[None, :]
+    same_document = document[:, None] == document[None, :]
+    noisy_sees_own_block = q_noisy & k_noisy & (k_block == q_block)
+    noisy_sees_earlier_clean = q_noisy & ~k_noisy & (k_block < q_block)
+    clean_sees_clean = ~q_noisy & ~k_noisy & (k_block <= q_block)
+    return same_document & (noisy_sees_own_block | noisy_sees_earlier_clean | clean_sees_clean)
+
+
+def combine(structure: Tensor | None, attention_mask: Tensor | None) -> Tensor | None:
+    """[B, 1, Lq, Lk] from a structural [Lq, Lk] mask and a [B, Lk] 0/1 padding mask (keys only);
+    None when neither restricts anything."""
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if structure is None and not padded:
+        return None
+    if not padded:
+        return structure[None, None]
+    keys = attention_mask.bool()[:, None, None, :]
+    return keys if structure is None else keys & structure[None, None]
+
+
+def left_pad_to_blocks(
+    ids: Tensor, attention_mask: Tensor, block_size: int | None, pad_id: int
+) -> tuple[Tensor, Tensor, int]:
+    """Left-pad [B, P] ids and mask so that P becomes a multiple of `block_size`: generated
+    (and trained) blocks then coincide with the model's blocks, counted from position 0.
+    Returns the padded ids, mask, and the number of columns added."""
+    if block_size is None or ids.shape[1] % block_size == 0:
+        return ids, attention_mask, 0
+    extra = block_size - ids.shape[1] % block_size
+    pad = ids.new_full((ids.shape[0], extra), pad_id)
+    return torch.cat([pad, ids], 1), torch.cat([torch.zeros_like(pad), attention_mask], 1), extra

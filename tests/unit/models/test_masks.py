@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from dllm.errors import ConfigError
+from dllm.models.masks import block_causal_mask, block_diffusion_mask, check_block_size, combine
+
+T, F = True, False
+
+
+def test_block_diffusion_mask_two_blocks_by_hand():
+    # L = 4, block 2: noisy n0 n1 | n2 n3, then clean c0 c1 | c2 c3
+    expected = torch.tensor(
+        [
+            # n0 n1 n2 n3 c0 c1 c2 c3
+            [T, T, F, F, F, F, F, F],  # n0: its own noisy block
+            [T, T, F, F, F, F, F, F],  # n1
+            [F, F, T, T, T, T, F, F],  # n2: its own noisy block + clean block 0
+            [F, F, T, T, T, T, F, F],  # n3
+            [F, F, F, F, T, T, F, F],  # c0: clean blocks <= 0
+            [F, F, F, F, T, T, F, F],  # c1
+            [F, F, F, F, T, T, T, T],  # c2: clean blocks <= 1
+            [F, F, F, F, T, T, T, T],  # c3
+        ]
+    )
+    assert torch.equal(block_diffusion_mask(4, 2), expected)
+
+
+def test_block_diffusion_mask_with_packed_documents():
+    # two documents of 2 tokens, block size 2: nothing crosses documents; each is one block
+    mask = block_diffusion_mask(4, 2, document_ids=torch.tensor([0, 0, 1, 1]))
+    assert torch.equal(mask[2, :4], torch.tensor([F, F, T, T]))  # n2 sees only its own noisy block
+    assert torch.equal(mask[2, 4:], torch.tensor([F, F, F, F]))  # no clean block before it in its document
+    assert torch.equal(mask[6, 4:], torch.tensor([F, F, T, T]))  # c2 sees its own clean block only
+    # blocks restart at a document: documents of 3 and 1 tokens, block size 2
+    mask = block_diffusion_mask(4, 2, document_ids=torch.tensor([0, 0, 0, 1]))
+    assert mask[2, 4] and mask[2, 5] and not mask[1, 2]  # n2 is doc 0's second block
+
+
+def test_block_causal_mask_with_absolute_positions():
+    mask = block_causal_mask(torch.arange(4), torch.arange(4), block_size=2)
+    assert mask.tolist() == [[T, T, F, F], [T, T, F, F], [T, T, T, T], [T, T, T, T]]
+    after_cache = block_causal_mask(torch.tensor([4, 5]), torch.arange(6), block_size=2)
+    assert after_cache.all()
+
+
+def test_combine_with_padding():
+    structure = block_causal_mask(torch.arange(3), torch.arange(3), 1)
+    padding = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    mask = combine(structure, padding)
+    assert mask.shape == (2, 1, 3, 3)
+    assert mask[0, 0, 2].tolist() == [F, T, T] and mask[1, 0, 2].tolist() == [T, T, T]
+    assert combine(None, torch.ones(2, 3)) is None
+    assert combine(None, padding)[0, 0, 0].tolist() == [F, T, T]
+
+
+def test_block_size_must_divide():
+    check_block_size(8, 4)
+    with pytest.raises(ConfigError, match=r"block_size \(3\) must divide the sequence length \(8\)"):
+        check_block_size(8, 3)
