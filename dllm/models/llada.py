@@ -21,7 +21,7 @@ from dllm.models.attention import attention_backend
 from dllm.models.base import MODELS, DiffusionLMOutput, ModelPreset, register_family
 from dllm.models.cache import KVCache, query_positions, rotate_and_cache, start_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
-from dllm.models.masks import combine
+from dllm.models.masks import forward_mask
 from dllm.tokenizer import CHAR_VOCAB_SIZE
 
 # Values of the public config.json that this implementation computes; any other is refused.
@@ -185,10 +185,9 @@ class LLaDAModel(LLaDAPreTrainedModel):
         commit: bool = False,
         replace_position: int | None = None,
     ) -> Tensor:
-        if position_ids is None:
-            position_ids = query_positions(input_ids.shape[1], cache, replace_position, input_ids.device)
-        cos, sin = self.rotary(position_ids)
-        mask = combine(None, attention_mask)
+        queries = query_positions(input_ids.shape[1], cache, replace_position, input_ids.device)
+        cos, sin = self.rotary(queries if position_ids is None else position_ids)
+        mask = forward_mask(attention_mask, queries, 0, None)
         x = self.transformer.wte(input_ids)
         for layer, block in enumerate(self.transformer.blocks):
             x = block(x, cos, sin, mask, cache, layer, commit, replace_position)

@@ -87,3 +87,17 @@ def left_pad_to_blocks(
     extra = block_size - ids.shape[1] % block_size
     pad = ids.new_full((ids.shape[0], extra), pad_id)
     return torch.cat([pad, ids], 1), torch.cat([torch.zeros_like(pad), attention_mask], 1), extra
+
+
+def forward_mask(
+    attention_mask: Tensor | None, query_positions: Tensor, key_length: int, block_size: int | None
+) -> Tensor | None:
+    """The mask of an inference forward: a caller's [B|1, 1, Lq, Lk] mask as given, else the
+    model's structure (full, or block-causal over absolute positions) with key padding."""
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask.bool()
+    structure = None
+    if block_size is not None:
+        keys = torch.arange(key_length, device=query_positions.device)
+        structure = block_causal_mask(query_positions, keys, block_size)
+    return combine(structure, attention_mask)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -20,7 +19,7 @@ from dllm.models.attention import attention_backend
 from dllm.models.base import DiffusionLMOutput
 from dllm.models.cache import KVCache, query_positions, rotate_and_cache, start_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
-from dllm.models.masks import block_causal_mask, combine
+from dllm.models.masks import forward_mask
 
 
 class QwenStyleConfig(PretrainedConfig):
@@ -173,16 +172,8 @@ class QwenStyleBackbone(QwenStylePreTrainedModel):
         length, device = input_ids.shape[1], input_ids.device
         queries = query_positions(length, cache, replace_position, device)
         cos, sin = self.rotary(queries if position_ids is None else position_ids)
-        if attention_mask is not None and attention_mask.dim() == 4:
-            mask = attention_mask.bool()  # a caller-built mask, e.g. the [x_t ; x_0] training mask
-        else:
-            total = max(cache.length if cache is not None else 0, int(queries[-1]) + 1)
-            structure = (
-                None
-                if block_size is None
-                else block_causal_mask(queries, torch.arange(total, device=device), block_size)
-            )
-            mask = combine(structure, attention_mask)
+        key_length = max(cache.length if cache is not None else 0, int(queries[-1]) + 1)
+        mask = forward_mask(attention_mask, queries, key_length, block_size)
         x = self.embed_tokens(input_ids)
         for layer, decoder_layer in enumerate(self.layers):
             x = decoder_layer(x, cos, sin, mask, cache, layer, commit, replace_position)
