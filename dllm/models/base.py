@@ -44,6 +44,82 @@ def denoiser_logits(
     return logits
 
 
+@dataclass
+class ValueOutput:
+    """`values` [B, L] float32, one per position; `past_key_values` as in `DiffusionLMOutput`."""
+
+    values: Tensor
+    past_key_values: Any = None
+
+
+class DiffusionLMMixin:
+    """The dllm model contract over a backbone `self.model(input_ids, attention_mask,
+    position_ids, cache, commit, replace_position) -> hidden` (final norm applied)."""
+
+    block_size: int | None = None
+    shift_logits = False
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.config.mask_token_id
+
+    def output_logits(self, hidden: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def head_output(self, hidden: Tensor, cache: Any) -> DiffusionLMOutput:
+        return DiffusionLMOutput(logits=self.output_logits(hidden), past_key_values=cache)
+
+    def run_backbone(self, input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position):
+        from dllm.models.cache import start_cache
+
+        cache = start_cache(past_key_values, use_cache, self.config.num_hidden_layers)
+        hidden = self.model(input_ids, attention_mask, position_ids, cache, use_cache, replace_position)
+        return hidden, cache
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        replace_position: int | None = None,
+        **kwargs: Any,
+    ) -> DiffusionLMOutput | ValueOutput:
+        """Logits [B, L, V] as the architecture computes them (see `shift_logits`).
+
+        `attention_mask`: [B, L_keys] 0/1 padding (keys only), or a [B|1, 1, Lq, Lk] bool mask
+        used as given (e.g. the `[x_t ; x_0]` training mask). Without one, a block diffusion
+        model applies its block-causal mask. Caching: see `dllm.models.cache`."""
+        hidden, cache = self.run_backbone(
+            input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position
+        )
+        return self.head_output(hidden, cache)
+
+
+class ValueModelMixin(DiffusionLMMixin):
+    """The same backbone with a scalar head (zero-initialised) instead of the LM head: values
+    at every position. Saved and loaded as its own checkpoint (its own `architectures`)."""
+
+    is_value_model = True
+
+    def add_value_head(self, hidden_size: int) -> None:
+        self.value_head = torch.nn.Linear(hidden_size, 1)
+        self.value_head.is_value_head = True
+
+    def head_output(self, hidden: Tensor, cache: Any) -> ValueOutput:
+        return ValueOutput(values=self.value_head(hidden).squeeze(-1).float(), past_key_values=cache)
+
+
+def init_value_head(module: torch.nn.Module) -> bool:
+    """Zero a value head (so a fresh value model predicts 0 everywhere); True if it was one."""
+    if getattr(module, "is_value_head", False):
+        torch.nn.init.zeros_(module.weight)
+        torch.nn.init.zeros_(module.bias)
+        return True
+    return False
+
+
 def pad_token_id(model: torch.nn.Module) -> int:
     """The id to pad with: the config's pad token, else its EOS (as SDAR's checkpoints need)."""
     config = model.config
@@ -90,12 +166,18 @@ class ModelPreset:
                     f"({self.config_class.model_type} options: {', '.join(sorted(known))})"
                 )
 
+    def config(self, pretrained: str | None = None, dtype: str | None = None, **overrides: Any) -> PretrainedConfig:
+        """The config the model would be built with (cheap: no weights are read or made)."""
+        self.check_config(overrides)
+        if pretrained is not None:
+            return pretrained_config(pretrained, **overrides)
+        return self.config_class(**{**self.defaults, **overrides})
+
     def __call__(self, pretrained: str | None = None, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
         self.check_config(overrides)
         if pretrained is not None:
             return load_pretrained(pretrained, dtype=dtype, **overrides)
-        config = self.config_class(**{**self.defaults, **overrides})
-        model = self.model_class(config)
+        model = self.model_class(self.config(**overrides))
         torch_dtype = resolve_dtype(dtype)
         return model.to(torch_dtype) if torch_dtype is not None else model
 
@@ -123,7 +205,9 @@ def pretrained_config(path: str | Path, **overrides: Any) -> PretrainedConfig:
 def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
     """A `dllm` model from a checkpoint directory (its `model_type` picks the family)."""
     config = pretrained_config(path, **overrides)
-    model_class = _MODEL_CLASSES[config.model_type]
+    architectures = config.architectures or []
+    family = _MODEL_CLASSES[config.model_type]
+    model_class = family.value_class if any(a.endswith("ValueModel") for a in architectures) else family
     kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {}
     return model_class.from_pretrained(path, config=config, **kwargs)
 
@@ -131,14 +215,30 @@ def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any
 _MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {}
 
 
-def register_family(config_class: type[PretrainedConfig], model_class: type[PreTrainedModel]) -> None:
+def register_family(
+    config_class: type[PretrainedConfig], model_class: type[PreTrainedModel], value_class: type[PreTrainedModel]
+) -> None:
     """Make `model_type` load through transformers' Auto classes with dllm's implementation."""
     from transformers import AutoModel, AutoModelForCausalLM
 
+    model_class.value_class = value_class
     _MODEL_CLASSES[config_class.model_type] = model_class
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     AutoModel.register(config_class, model_class, exist_ok=True)
     AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
+
+
+def load_value_model(path_or_preset: str | Path, **overrides: Any) -> PreTrainedModel:
+    """A value model: from a value checkpoint as saved, or from a policy checkpoint or preset
+    (its backbone, with a fresh zero value head)."""
+    name = str(path_or_preset)
+    if Path(name).exists():
+        config = pretrained_config(name)
+        value_class = _MODEL_CLASSES[config.model_type].value_class
+        kwargs = {"dtype": resolve_dtype(overrides.pop("dtype"))} if "dtype" in overrides else {}
+        return value_class.from_pretrained(name, **kwargs)
+    preset = MODELS.get(name)
+    return preset.model_class.value_class(preset.config(**overrides))
 
 
 def load_model(path_or_preset: str | Path, **overrides: Any) -> PreTrainedModel:

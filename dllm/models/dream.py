@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from dllm.models.base import MODELS, ModelPreset, register_family
-from dllm.models.qwen import QwenStyleConfig, QwenStyleLM
+from dllm.models.qwen import QwenStyleConfig, QwenStyleLM, QwenStyleValueModel
 from dllm.tokenizer import CHAR_VOCAB_SIZE
 
 
@@ -28,7 +28,11 @@ class DreamModel(QwenStyleLM):
     shift_logits = True
 
 
-register_family(DreamConfig, DreamModel)
+class DreamValueModel(QwenStyleValueModel):
+    config_class = DreamConfig
+
+
+register_family(DreamConfig, DreamModel, DreamValueModel)
 
 _CHAR = dict(
     vocab_size=CHAR_VOCAB_SIZE, mask_token_id=2, eos_token_id=1, pad_token_id=0, bos_token_id=None,

@@ -18,8 +18,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
-from dllm.models.base import MODELS, DiffusionLMOutput, ModelPreset, register_family
-from dllm.models.cache import KVCache, query_positions, rotate_and_cache, start_cache
+from dllm.models.base import MODELS, DiffusionLMMixin, ModelPreset, ValueModelMixin, init_value_head, register_family
+from dllm.models.cache import KVCache, query_positions, rotate_and_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.masks import forward_mask
 from dllm.tokenizer import CHAR_VOCAB_SIZE
@@ -153,6 +153,8 @@ class LLaDAPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.init_std
+        if init_value_head(module):
+            return
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, RMSNorm):
@@ -160,16 +162,17 @@ class LLaDAPreTrainedModel(PreTrainedModel):
 
 
 class LLaDAModel(LLaDAPreTrainedModel):
-    """The backbone: `transformer.{wte, blocks, ln_f, ff_out}` as in the public checkpoints."""
+    """The backbone: `transformer.{wte, blocks, ln_f, ff_out}` as in the public checkpoints
+    (`ff_out`, the output head, only `with_head`)."""
 
-    def __init__(self, config: LLaDAConfig) -> None:
+    def __init__(self, config: LLaDAConfig, with_head: bool = True) -> None:
         super().__init__(config)
         layers = {
             "wte": nn.Embedding(config.embedding_size, config.d_model),
             "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
             "ln_f": RMSNorm(config.d_model, eps=config.rms_norm_eps),
         }
-        if not config.weight_tying:
+        if with_head and not config.weight_tying:
             layers["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=False)
         self.transformer = nn.ModuleDict(layers)
         self.rotary = RotaryEmbedding(config.d_model // config.n_heads, config.rope_theta)
@@ -191,28 +194,29 @@ class LLaDAModel(LLaDAPreTrainedModel):
         x = self.transformer.wte(input_ids)
         for layer, block in enumerate(self.transformer.blocks):
             x = block(x, cos, sin, mask, cache, layer, commit, replace_position)
-        x = self.transformer.ln_f(x)
-        head = self.transformer.wte.weight if self.config.weight_tying else self.transformer.ff_out.weight
-        logits = F.linear(x, head)
+        return self.transformer.ln_f(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        # The head is called as a module (not through its weight) so LoRA and hooks apply to it.
+        if self.config.weight_tying:
+            logits = F.linear(hidden, self.transformer.wte.weight)
+        else:
+            logits = self.transformer.ff_out(hidden)
         if self.config.scale_logits:
             logits = logits * (1 / self.config.d_model**0.5)
         return logits
 
 
-class LLaDAModelLM(LLaDAPreTrainedModel):
+class LLaDAModelLM(DiffusionLMMixin, LLaDAPreTrainedModel):
     """LLaDA with the dllm model contract; logits are not shifted (position i predicts token i)."""
-
-    block_size: int | None = None
-    shift_logits = False
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)
         self.model = LLaDAModel(config)
         self.post_init()
 
-    @property
-    def mask_token_id(self) -> int:
-        return self.config.mask_token_id
+    def output_logits(self, hidden: Tensor) -> Tensor:
+        return self.model.logits(hidden)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer.wte
@@ -220,24 +224,18 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.transformer.wte = value
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        past_key_values: KVCache | None = None,
-        use_cache: bool = False,
-        replace_position: int | None = None,
-        **kwargs: Any,
-    ) -> DiffusionLMOutput:
-        """Logits [B, L, V]. With `use_cache` or `past_key_values`, see `dllm.models.cache`;
-        `attention_mask` then covers the cached tokens and the current ones."""
-        cache = start_cache(past_key_values, use_cache, self.config.n_layers)
-        logits = self.model(input_ids, attention_mask, position_ids, cache, use_cache, replace_position)
-        return DiffusionLMOutput(logits=logits, past_key_values=cache)
+
+class LLaDAValueModel(ValueModelMixin, LLaDAPreTrainedModel):
+    """LLaDA's backbone without its output head, with a zero-initialised scalar `value_head`."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__(config)
+        self.model = LLaDAModel(config, with_head=False)
+        self.add_value_head(config.d_model)
+        self.post_init()
 
 
-register_family(LLaDAConfig, LLaDAModelLM)
+register_family(LLaDAConfig, LLaDAModelLM, LLaDAValueModel)
 
 llada = MODELS.register("llada")(ModelPreset(LLaDAConfig, LLaDAModelLM))
 

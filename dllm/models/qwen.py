@@ -16,8 +16,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
-from dllm.models.base import DiffusionLMOutput
-from dllm.models.cache import KVCache, query_positions, rotate_and_cache, start_cache
+from dllm.models.base import DiffusionLMMixin, ValueModelMixin, init_value_head
+from dllm.models.cache import KVCache, query_positions, rotate_and_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.masks import forward_mask
 
@@ -139,6 +139,8 @@ class QwenStylePreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
+        if init_value_head(module):
+            return
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if getattr(module, "bias", None) is not None:
@@ -156,6 +158,7 @@ class QwenStyleBackbone(QwenStylePreTrainedModel):
         self.layers = nn.ModuleList(QwenStyleDecoderLayer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
+        self.block_size = getattr(config, "block_size", None)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -164,7 +167,6 @@ class QwenStyleBackbone(QwenStylePreTrainedModel):
         input_ids: Tensor,
         attention_mask: Tensor | None,
         position_ids: Tensor | None,
-        block_size: int | None,
         cache: KVCache | None = None,
         commit: bool = False,
         replace_position: int | None = None,
@@ -173,17 +175,15 @@ class QwenStyleBackbone(QwenStylePreTrainedModel):
         queries = query_positions(length, cache, replace_position, device)
         cos, sin = self.rotary(queries if position_ids is None else position_ids)
         key_length = max(cache.length if cache is not None else 0, int(queries[-1]) + 1)
-        mask = forward_mask(attention_mask, queries, key_length, block_size)
+        mask = forward_mask(attention_mask, queries, key_length, self.block_size)
         x = self.embed_tokens(input_ids)
         for layer, decoder_layer in enumerate(self.layers):
             x = decoder_layer(x, cos, sin, mask, cache, layer, commit, replace_position)
         return self.norm(x)
 
 
-class QwenStyleLM(QwenStylePreTrainedModel):
+class QwenStyleLM(DiffusionLMMixin, QwenStylePreTrainedModel):
     """Backbone + `lm_head`, with the dllm model contract."""
-
-    shift_logits = False
 
     def __init__(self, config: QwenStyleConfig) -> None:
         super().__init__(config)
@@ -193,13 +193,8 @@ class QwenStyleLM(QwenStylePreTrainedModel):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.post_init()
 
-    @property
-    def mask_token_id(self) -> int:
-        return self.config.mask_token_id
-
-    @property
-    def block_size(self) -> int | None:
-        return None
+    def output_logits(self, hidden: Tensor) -> Tensor:
+        return self.lm_head(hidden)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -210,35 +205,12 @@ class QwenStyleLM(QwenStylePreTrainedModel):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
-    def hidden_states(
-        self,
-        input_ids,
-        attention_mask=None,
-        position_ids=None,
-        past_key_values=None,
-        use_cache=False,
-        replace_position=None,
-    ):
-        cache = start_cache(past_key_values, use_cache, self.config.num_hidden_layers)
-        hidden = self.model(
-            input_ids, attention_mask, position_ids, self.block_size, cache, use_cache, replace_position
-        )
-        return hidden, cache
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        past_key_values: KVCache | None = None,
-        use_cache: bool = False,
-        replace_position: int | None = None,
-        **kwargs: Any,
-    ) -> DiffusionLMOutput:
-        """Logits [B, L, V] as the architecture computes them (Dream's are shifted: see
-        `shift_logits`). `attention_mask`: [B, L_keys] 0/1 padding, or a [B|1, 1, Lq, Lk] bool
-        mask used as given. Caching: see `dllm.models.cache`."""
-        hidden, cache = self.hidden_states(
-            input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position
-        )
-        return DiffusionLMOutput(logits=self.lm_head(hidden), past_key_values=cache)
+class QwenStyleValueModel(ValueModelMixin, QwenStylePreTrainedModel):
+    """The backbone with a zero-initialised scalar `value_head` instead of `lm_head`."""
+
+    def __init__(self, config: QwenStyleConfig) -> None:
+        super().__init__(config)
+        self.model = QwenStyleBackbone(config)
+        self.add_value_head(config.hidden_size)
+        self.post_init()

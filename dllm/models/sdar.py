@@ -12,7 +12,7 @@ from typing import Any
 
 from dllm.errors import ConfigError
 from dllm.models.base import MODELS, ModelPreset, register_family
-from dllm.models.qwen import QwenStyleConfig, QwenStyleLM
+from dllm.models.qwen import QwenStyleConfig, QwenStyleLM, QwenStyleValueModel
 from dllm.tokenizer import CHAR_VOCAB_SIZE
 
 
@@ -40,7 +40,15 @@ class SDARForCausalLM(QwenStyleLM):
         return self.config.block_size
 
 
-register_family(SDARConfig, SDARForCausalLM)
+class SDARValueModel(QwenStyleValueModel):
+    config_class = SDARConfig
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+
+register_family(SDARConfig, SDARForCausalLM, SDARValueModel)
 
 _CHAR = dict(
     vocab_size=CHAR_VOCAB_SIZE, mask_token_id=2, eos_token_id=1, pad_token_id=0, bos_token_id=None,
