@@ -162,8 +162,16 @@ def resolve_tokenizer(cfg: DictConfig):
 
 
 def check_model_tokenizer(model, tokenizer) -> None:
-    """Refuse a tokenizer whose ids the model cannot embed, or whose mask token differs."""
+    """Refuse a tokenizer whose ids the model cannot embed, or whose mask token differs. A
+    tokenizer that names no mask token gets the model's, when it has that id."""
     embeddings = model.get_input_embeddings().num_embeddings
+    if tokenizer.mask_token_id is None:
+        if model.mask_token_id >= len(tokenizer):
+            raise ConfigError(
+                f"the tokenizer ({getattr(tokenizer, 'name_or_path', '?')}) has no mask token and no token with "
+                f"the model's mask_token_id {model.mask_token_id}; use a tokenizer with a mask token"
+            )
+        tokenizer.mask_token = tokenizer.convert_ids_to_tokens(model.mask_token_id)
     if len(tokenizer) > embeddings:
         raise ConfigError(
             f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {embeddings}; "

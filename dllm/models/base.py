@@ -136,10 +136,16 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def config_fields(config_class: type[PretrainedConfig]) -> set[str]:
-    """The keyword arguments a config class's constructor names."""
-    parameters = inspect.signature(config_class.__init__).parameters.values()
+    """The keyword arguments a config class's constructors (its own and its bases') name."""
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name for p in parameters if p.kind in named} - {"self"}
+    fields: set[str] = set()
+    for klass in config_class.__mro__:
+        if klass is PretrainedConfig or not issubclass(klass, PretrainedConfig):
+            break
+        if "__init__" in vars(klass):
+            parameters = inspect.signature(klass.__init__).parameters.values()
+            fields |= {p.name for p in parameters if p.kind in named}
+    return fields - {"self"}
 
 
 class ModelPreset:
@@ -202,12 +208,54 @@ def pretrained_config(path: str | Path, **overrides: Any) -> PretrainedConfig:
     return AutoConfig.from_pretrained(path, **overrides)
 
 
+def checkpoint_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every tensor in a checkpoint's safetensors files (headers only), after
+    checking that every shard its index names is there."""
+    from safetensors import safe_open
+
+    index_file = path / "model.safetensors.index.json"
+    if index_file.is_file():
+        shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+        missing = [shard for shard in shards if not (path / shard).is_file()]
+        if missing:
+            raise DllmError(
+                f"{str(index_file)!r} names {len(shards)} weight shards but {len(missing)} are missing: "
+                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; download the whole checkpoint"
+            )
+    elif (path / "model.safetensors").is_file():
+        shards = ["model.safetensors"]
+    else:
+        return {}  # other formats (.bin) are left to transformers
+    shapes: dict[str, tuple[int, ...]] = {}
+    for shard in shards:
+        with safe_open(path / shard, framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118  (a safetensors handle is not iterable)
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+    return shapes
+
+
+def check_weights_fit(path: Path, model_class: type[PreTrainedModel], config: PretrainedConfig) -> None:
+    """Refuse a checkpoint whose tensors do not have the shapes its config.json implies."""
+    stored = checkpoint_weight_shapes(path)
+    if not stored:
+        return
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
+    for key, shape in stored.items():
+        if key in expected and expected[key] != shape:
+            raise DllmError(
+                f"checkpoint {str(path)!r}: tensor {key!r} has shape {list(shape)} but config.json implies "
+                f"{list(expected[key])}; the weights and config.json come from different models"
+            )
+
+
 def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
     """A `dllm` model from a checkpoint directory (its `model_type` picks the family)."""
     config = pretrained_config(path, **overrides)
     architectures = config.architectures or []
     family = _MODEL_CLASSES[config.model_type]
     model_class = family.value_class if any(a.endswith("ValueModel") for a in architectures) else family
+    check_weights_fit(Path(path), model_class, config)
     kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {}
     return model_class.from_pretrained(path, config=config, **kwargs)
 
