@@ -25,6 +25,7 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
     matmul = info("test_dense_matmul", "flops") / seconds("test_dense_matmul")
     sft = info("test_sft_step", "flops") / seconds("test_sft_step")
     machine = data.get("machine_info", {})
+    model_rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "models"]
     lines = [
         "# Benchmarks",
         "",
@@ -50,6 +51,27 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
         f"| SFT step (6 × params × tokens) | {sft / 1e9:.1f} | {sft / matmul:.2f} |",
         "",
     ]
+    if model_rows:
+        lines += [
+            "## Training forward + backward per family (batch 1, one fresh process per case)",
+            "",
+            "SDAR trains on `[x_t ; x_0]`, twice the length. Peak memory: growth of the resident set over",
+            "the step on the CPU, peak allocated on a GPU. Mask: building the block-diffusion mask with",
+            "padding, as a fraction of the step.",
+            "",
+            "| preset | length | backend | device | step (s) | vs llada_small | peak (MB) | mask / step |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        base = {(r["length"], r["backend"]): r["step_seconds"] for r in model_rows if r["preset"] == "llada_small"}
+        for r in sorted(model_rows, key=lambda r: (r["length"], r["backend"], r["preset"])):
+            ratio = r["step_seconds"] / base[(r["length"], r["backend"])]
+            mask = r["mask_seconds"] / r["step_seconds"]
+            mask_text = "—" if mask != mask else f"{mask:.4f}"  # NaN: no mask to build
+            lines.append(
+                f"| {r['preset']} | {r['length']} | {r['backend']} | {r['device']} | {r['step_seconds']:.3f} | "
+                f"{ratio:.2f}× | {r['peak_mb']:.0f} | {mask_text} |"
+            )
+        lines.append("")
     Path(out_path).write_text("\n".join(lines))
 
 

@@ -71,3 +71,28 @@ def test_tokenizer_without_a_mask_token(tokenizer):
     tokenizer.mask_token = None
     with pytest.raises(ConfigError, match="has no mask token and no token with the model's mask_token_id 150"):
         check_model_tokenizer(outside, tokenizer)
+
+
+@pytest.mark.parametrize(
+    "preset, auto_class",
+    [("llada_tiny", "AutoModel"), ("dream_tiny", "AutoModel"), ("sdar_tiny", "AutoModelForCausalLM")],
+)
+def test_a_downloaded_checkpoint_directory_loads_without_remote_code(preset, auto_class, tmp_path):
+    """Sharded safetensors with an index, tokenizer files, the config's auto_map, and the
+    remote-code file the hub ships (which must never be imported)."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = dllm.load_model(preset).eval()
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    dllm.load_tokenizer("char").save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "remote_code.Config", auto_class: "remote_code.Model"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "remote_code.py").write_text("raise RuntimeError('remote code must not run')\n")
+    ids = torch.randint(4, 100, (1, 8))
+    for loaded in (getattr(transformers, auto_class).from_pretrained(tmp_path), dllm.load_model(tmp_path)):
+        assert type(loaded) is type(model)
+        assert torch.equal(loaded.eval()(ids).logits, model(ids).logits)
+    assert dllm.load_tokenizer(tmp_path).mask_token_id == model.mask_token_id
