@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import threading
 import time
 
 import torch
@@ -29,15 +30,16 @@ def main(preset: str, length: int, backend: str = "sdpa") -> None:
         torch.cat([torch.zeros(1, half), torch.ones(1, length - half)], 1).long().to(device),
     )
     sft, generator = SFT(), torch.Generator(device=device).manual_seed(0)
-    # First step: peak memory above what the process held before it (resident set on the CPU).
-    resident_before = current_resident_mb()
+    # First step: peak memory above what the process held before it. On the CPU the resident
+    # set is sampled by a thread (large tensors are mmapped, so it tracks live memory).
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    sft.loss(model, batch, generator).loss.backward()
-    if device.type == "cuda":
+        sft.loss(model, batch, generator).loss.backward()
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - resident_before
+        with ResidentPeak() as peak:
+            sft.loss(model, batch, generator).loss.backward()
+        peak_mb = peak.growth_mb
     # Second step: time.
     model.zero_grad(set_to_none=True)
     began = time.perf_counter()
@@ -50,6 +52,28 @@ def main(preset: str, length: int, backend: str = "sdpa") -> None:
 def current_resident_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class ResidentPeak:
+    """Highest resident set size while the block runs, above the size when it began."""
+
+    def __enter__(self) -> ResidentPeak:
+        self.before = self.peak = current_resident_mb()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, current_resident_mb())
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc) -> None:
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, current_resident_mb())
+        self.growth_mb = self.peak - self.before
 
 
 if __name__ == "__main__":
