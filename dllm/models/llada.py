@@ -19,9 +19,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
 from dllm.models.base import MODELS, DiffusionLMMixin, ModelPreset, ValueModelMixin, init_value_head, register_family
-from dllm.models.cache import KVCache, query_positions, rotate_and_cache
+from dllm.models.cache import KVCache, rotate_and_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
-from dllm.models.masks import forward_mask
+from dllm.models.stack import run_stack
 from dllm.tokenizer import CHAR_VOCAB_SIZE
 
 # Values of the public config.json that this implementation computes; any other is refused.
@@ -188,13 +188,11 @@ class LLaDAModel(LLaDAPreTrainedModel):
         commit: bool = False,
         replace_position: int | None = None,
     ) -> Tensor:
-        queries = query_positions(input_ids.shape[1], cache, replace_position, input_ids.device)
-        cos, sin = self.rotary(queries if position_ids is None else position_ids)
-        mask = forward_mask(attention_mask, queries, 0, None)
-        x = self.transformer.wte(input_ids)
-        for layer, block in enumerate(self.transformer.blocks):
-            x = block(x, cos, sin, mask, cache, layer, commit, replace_position)
-        return self.transformer.ln_f(x)
+        t = self.transformer
+        return run_stack(
+            t.wte, t.blocks, t.ln_f, self.rotary, None, input_ids, attention_mask, position_ids, cache, commit,
+            replace_position,
+        )  # fmt: skip
 
     def logits(self, hidden: Tensor) -> Tensor:
         # The head is called as a module (not through its weight) so LoRA and hooks apply to it.

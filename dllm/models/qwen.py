@@ -17,9 +17,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
 from dllm.models.base import DiffusionLMMixin, ValueModelMixin, init_value_head
-from dllm.models.cache import KVCache, query_positions, rotate_and_cache
+from dllm.models.cache import KVCache, rotate_and_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
-from dllm.models.masks import forward_mask
+from dllm.models.stack import run_stack
 
 
 class QwenStyleConfig(PretrainedConfig):
@@ -171,15 +171,10 @@ class QwenStyleBackbone(QwenStylePreTrainedModel):
         commit: bool = False,
         replace_position: int | None = None,
     ) -> Tensor:
-        length, device = input_ids.shape[1], input_ids.device
-        queries = query_positions(length, cache, replace_position, device)
-        cos, sin = self.rotary(queries if position_ids is None else position_ids)
-        key_length = max(cache.length if cache is not None else 0, int(queries[-1]) + 1)
-        mask = forward_mask(attention_mask, queries, key_length, self.block_size)
-        x = self.embed_tokens(input_ids)
-        for layer, decoder_layer in enumerate(self.layers):
-            x = decoder_layer(x, cos, sin, mask, cache, layer, commit, replace_position)
-        return self.norm(x)
+        return run_stack(
+            self.embed_tokens, self.layers, self.norm, self.rotary, self.block_size, input_ids, attention_mask,
+            position_ids, cache, commit, replace_position,
+        )  # fmt: skip
 
 
 class QwenStyleLM(DiffusionLMMixin, QwenStylePreTrainedModel):

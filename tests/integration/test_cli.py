@@ -100,3 +100,12 @@ def test_unwritable_output_directory_fails_before_training(tmp_path):
     result = run_cli("dllm-train", *QUICK, f"hydra.run.dir={blocker}/run", check=False)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["dream_tiny", "sdar_tiny"])
+def test_every_family_trains_and_evaluates_from_the_command_line(model, tmp_path):
+    run_cli("dllm-train", *QUICK, f"model={model}", f"hydra.run.dir={tmp_path}")
+    saved = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    assert saved["model_type"] == {"dream_tiny": "Dream", "sdar_tiny": "sdar"}[model]
+    accuracy = json.loads((tmp_path / "eval.json").read_text())["accuracy"]
+    assert f"accuracy {accuracy:.4f}" in run_cli("dllm-eval", tmp_path).stdout
