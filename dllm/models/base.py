@@ -111,13 +111,20 @@ class ValueModelMixin(DiffusionLMMixin):
         return ValueOutput(values=self.value_head(hidden).squeeze(-1).float(), past_key_values=cache)
 
 
-def init_value_head(module: torch.nn.Module) -> bool:
-    """Zero a value head (so a fresh value model predicts 0 everywhere); True if it was one."""
+def init_weights(module: torch.nn.Module, std: float) -> None:
+    """Every family's initialisation: normal(0, std) linear and embedding weights, zero biases,
+    unit norms, and a zero value head (so a fresh value model predicts 0 everywhere)."""
+    from dllm.models.layers import RMSNorm
+
     if getattr(module, "is_value_head", False):
         torch.nn.init.zeros_(module.weight)
         torch.nn.init.zeros_(module.bias)
-        return True
-    return False
+    elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+        torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+        if getattr(module, "bias", None) is not None:
+            torch.nn.init.zeros_(module.bias)
+    elif isinstance(module, RMSNorm):
+        torch.nn.init.ones_(module.weight)
 
 
 def pad_token_id(model: torch.nn.Module) -> int:

@@ -18,7 +18,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
-from dllm.models.base import MODELS, DiffusionLMMixin, ModelPreset, ValueModelMixin, init_value_head, register_family
+from dllm.models.base import MODELS, DiffusionLMMixin, ModelPreset, ValueModelMixin, init_weights, register_family
 from dllm.models.cache import KVCache, rotate_and_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.stack import run_stack
@@ -152,13 +152,7 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
-        if init_value_head(module):
-            return
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_weights(module, self.config.init_std)
 
 
 class LLaDAModel(LLaDAPreTrainedModel):

@@ -16,7 +16,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
-from dllm.models.base import DiffusionLMMixin, ValueModelMixin, init_value_head
+from dllm.models.base import DiffusionLMMixin, ValueModelMixin, init_weights
 from dllm.models.cache import KVCache, rotate_and_cache
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.stack import run_stack
@@ -138,15 +138,7 @@ class QwenStylePreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if init_value_head(module):
-            return
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_weights(module, self.config.initializer_range)
 
 
 class QwenStyleBackbone(QwenStylePreTrainedModel):
