@@ -13,6 +13,7 @@ from dllm.registry import registry
 
 CONF = Path(dllm.__file__).parent / "conf"
 FIXTURES = Path(__file__).parents[1] / "fixtures"
+COMPANIONS = {"sampler=sdar": ["model=sdar_small"]}  # options valid only with a matching model
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
 REGISTRY_GROUPS = ("model", "sampler", "algorithm", "reward", "task")
 
@@ -33,7 +34,7 @@ def test_every_yaml_targets_its_registry_key(group):
 @pytest.mark.parametrize("group", REGISTRY_GROUPS)
 def test_every_registry_key_has_a_config(group):
     for name in registry(group).names():
-        cfg = compose([f"{group}={name}"])
+        cfg = compose([f"{group}={name}"] + COMPANIONS.get(f"{group}={name}", []))
         assert get_object(cfg[group]._target_) is registry(group).get(name)
 
 
@@ -47,7 +48,7 @@ def options(group):
     + [f"experiment={name}" for name in options("experiment")],
 )
 def test_every_option_composes_and_validates(override):
-    overrides = [override]
+    overrides = [override] + COMPANIONS.get(override, [])
     if override in PRETRAINED_ONLY:
         overrides.append(f"model.pretrained={PRETRAINED_ONLY[override]}")
     validate(compose(overrides))
@@ -71,6 +72,16 @@ def test_experiments_are_deltas_with_global_package():
         (["+model.n_layrs=2"], r"unknown model option 'n_layrs' — did you mean 'n_layers'"),
         (["model=llada"], r"model.pretrained is required"),
         (["trainer.batch_size=10", "trainer.grad_accum=3"], r"must be a multiple of trainer.grad_accum"),
+        (["sampler=sdar"], r"the sdar sampler decodes block diffusion models; this model has no blocks"),
+        (["sampler=sdar", "model=sdar_small", "sampler.block_length=8"], r"must equal the model's block_size \(4\)"),
+        (
+            ["sampler=sdar", "model=sdar_small", "sampler.confidence_threshold=1.5"],
+            r"confidence_threshold must be in \(0, 1\]",
+        ),
+        (
+            ["sampler=llada", "model=sdar_small", "sampler.block_length=2"],
+            r"must be a multiple of the model's block_size",
+        ),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(overrides, message):
