@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.checkpoint import CHECKPOINT_DIR
-from dllm.config import build_node, check_model_tokenizer, compose
+from dllm.config import COMPONENT_GROUPS, build_node, check_model_tokenizer, compose
 from dllm.errors import ConfigError
 
 RUN_CONFIG = "config.yaml"
@@ -26,8 +26,8 @@ class Target:
 
 
 def resolve_target(target: str, overrides: list[str]) -> Target:
-    """A run directory brings its own config (overrides are `key=value` edits of it); anything
-    else composes the default config with `overrides` (group choices like `sampler=llada` too)."""
+    """A run directory brings its own config (`group=option` swaps a component, `key=value`
+    edits a value); anything else composes the default config with `overrides`."""
     path = Path(target)
     if (path / RUN_CONFIG).is_file():
         if not (path / CHECKPOINT_DIR).is_dir():
@@ -36,7 +36,11 @@ def resolve_target(target: str, overrides: list[str]) -> Target:
                 f"(trainer.save_every) or point at a checkpoint directory"
             )
         config = OmegaConf.load(path / RUN_CONFIG)
-        edits = _dotlist(overrides)
+        choices = [item for item in overrides if item.split("=", 1)[0] in COMPONENT_GROUPS]
+        for choice in choices:  # `sampler=sdar`: that option's whole config replaces the run's
+            group = choice.split("=", 1)[0]
+            config[group] = compose([choice])[group]
+        edits = _dotlist([item for item in overrides if item not in choices])
         return Target(str(path / CHECKPOINT_DIR), OmegaConf.merge(config, edits), path)
     return Target(target, compose(overrides), None)
 

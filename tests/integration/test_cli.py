@@ -109,3 +109,11 @@ def test_every_family_trains_and_evaluates_from_the_command_line(model, tmp_path
     assert saved["model_type"] == {"dream_tiny": "Dream", "sdar_tiny": "sdar"}[model]
     accuracy = json.loads((tmp_path / "eval.json").read_text())["accuracy"]
     assert f"accuracy {accuracy:.4f}" in run_cli("dllm-eval", tmp_path).stdout
+
+
+def test_eval_swaps_a_component_of_a_run(tmp_path):
+    run_cli("dllm-train", *QUICK, "model=sdar_tiny", f"hydra.run.dir={tmp_path}")
+    result = run_cli(
+        "dllm-eval", tmp_path, "sampler=sdar", "sampler.remasking_strategy=sequential", "sampler.stop_at_eos=false"
+    )
+    assert "over 10 prompts" in result.stdout and "1.250 NFE/token" in result.stdout  # 8 steps + 2 commits
