@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+import dllm
+from dllm.errors import ConfigError
+from dllm.samplers.fast_dllm import FastDLLMSampler, factor_selection, threshold_selection
+from dllm.samplers.llada import LLaDASampler
+from tests.unit.samplers.test_llada import fixed_logits
+
+T, F = True, False
+
+
+def test_threshold_keeps_the_top_token_and_everything_above():
+    confidence = torch.tensor([[0.95, 0.2, 0.91, 0.5], [0.3, 0.4, 0.1, 0.2]], dtype=torch.float64)
+    masked = torch.tensor([[T, T, T, F], [T, T, T, T]])
+    assert threshold_selection(confidence, masked, 0.9).tolist() == [[T, F, T, F], [F, T, F, F]]
+
+
+def test_factor_rule_by_hand():
+    # k-th most confident must reach 1 - factor / (k + 1): factor 1 -> 0.5, 0.667, 0.75, 0.8
+    confidence = torch.tensor([[0.9, 0.7, 0.72, 0.1], [0.6, 0.55, 0.3, 0.2]], dtype=torch.float64)
+    masked = torch.ones(2, 4, dtype=torch.bool)
+    # row 0 sorted .9 .72 .7 .1: .72 >= .667 yes, .7 >= .75 no -> 2; row 1: .55 >= .667 no -> 1
+    assert factor_selection(confidence, masked, 1.0).tolist() == [[T, F, T, F], [T, F, F, F]]
+
+
+def test_threshold_decoding_by_hand(scripted_model):
+    probs = {0: (6, 0.95), 1: (7, 0.3), 2: (4, 0.92), 3: (5, 0.5)}
+    model = scripted_model(fixed_logits(probs, prompt_length=1))
+    out = FastDLLMSampler(block_length=4, threshold=0.9, use_cache="none", stop_at_eos=False).generate(
+        model, torch.tensor([[9]]), gen_length=4
+    )
+    # step 0: .95 and .92 reach 0.9; then the top one alone each step: .5, then .3
+    assert out.step_map.tolist() == [[0, 2, 0, 1]] and out.nfe == 3
+
+
+@pytest.mark.parametrize("preset", ["llada_tiny", "dream_tiny"])
+def test_without_cache_and_threshold_it_is_the_llada_decoder(preset, prompts):
+    torch.manual_seed(0)
+    model = dllm.load_model(preset).eval()
+    ids, mask = prompts
+    expected = LLaDASampler(steps=16, block_length=8, stop_at_eos=False).generate(model, ids, mask, 16)
+    out = FastDLLMSampler(steps=16, block_length=8, threshold=None, use_cache="none", stop_at_eos=False).generate(
+        model, ids, mask, 16
+    )
+    assert torch.equal(out.sequences, expected.sequences) and torch.equal(out.step_map, expected.step_map)
+
+
+class RecordingModel(torch.nn.Module):
+    """Wraps a model and records (input length, cache length, replace_position) per call."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+        self.config, self.mask_token_id = inner.config, inner.mask_token_id
+        self.block_size, self.shift_logits = inner.block_size, inner.shift_logits
+
+    def forward(self, input_ids, past_key_values=None, replace_position=None, **kwargs):
+        cached = past_key_values.length if past_key_values is not None else None
+        self.calls.append((input_ids.shape[1], cached, replace_position))
+        return self.inner(input_ids, past_key_values=past_key_values, replace_position=replace_position, **kwargs)
+
+
+@pytest.mark.parametrize("preset, shift", [("llada_tiny", 0), ("dream_tiny", 1)])
+def test_cache_modes_recompute_what_fast_dllm_recomputes(preset, shift):
+    torch.manual_seed(0)
+    model = RecordingModel(dllm.load_model(preset).eval())
+    prompt = torch.randint(4, 100, (1, 6))
+    query = 6 - shift  # where the recomputed part starts: the block (one earlier for shifted logits)
+    for mode, expected_later_call in (("prefix", (14 - query, query, None)), ("dual", (4, 14, query))):
+        model.calls.clear()
+        FastDLLMSampler(steps=8, block_length=4, threshold=None, use_cache=mode, stop_at_eos=False).generate(
+            model, prompt, gen_length=8
+        )
+        assert model.calls[0] == (14, 0, None)  # each block starts with a full forward that fills the cache
+        assert model.calls[1] == expected_later_call  # block 0, step 1
+        assert len(model.calls) == 8 and model.calls[4] == (14, 0, None)
+
+
+def test_approximate_caches_agree_closely_on_a_confident_model(prompts):
+    """On a model that is sure of itself, caching changes (almost) nothing."""
+    torch.manual_seed(0)
+    model = dllm.load_model("llada_tiny").eval()
+    with torch.no_grad():
+        model.model.transformer.ff_out.weight.mul_(50.0)
+    ids, mask = prompts
+    runs = {
+        mode: FastDLLMSampler(steps=16, block_length=8, threshold=None, use_cache=mode, stop_at_eos=False)
+        .generate(model, ids, mask, 16).sequences
+        for mode in ("none", "prefix", "dual")
+    }  # fmt: skip
+    for mode in ("prefix", "dual"):
+        assert (runs[mode] == runs["none"]).float().mean() >= 0.9
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="threshold or factor, not both"):
+        FastDLLMSampler(threshold=0.9, factor=1.0)
+    with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\]"):
+        FastDLLMSampler(threshold=1.5)
+    with pytest.raises(ConfigError, match="use_cache must be none, prefix or dual"):
+        FastDLLMSampler(use_cache="block")
+    with pytest.raises(ConfigError, match="use sampler=sdar"):
+        FastDLLMSampler().check_gen_length(32, model_block_size=4)
+    with pytest.raises(ConfigError, match=r"gen_length \(12\) must be a multiple of block_length \(8\)"):
+        FastDLLMSampler(block_length=8).check_gen_length(12)
