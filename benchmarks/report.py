@@ -51,6 +51,30 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
         f"| SFT step (6 × params × tokens) | {sft / 1e9:.1f} | {sft / matmul:.2f} |",
         "",
     ]
+    sampler_rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "samplers"]
+    if sampler_rows:
+        lines += [
+            "## Cache strategies (one token per forward, batch 1, prompt 16; llada_small / sdar_small)",
+            "",
+            "| sampler | gen length | tokens/s | NFE/token | vs its plain baseline |",
+            "|---|---|---|---|---|",
+        ]
+        speed = {
+            (b["extra_info"]["label"], b["extra_info"]["gen_length"]): b["extra_info"]["tokens"] / b["stats"]["median"]
+            for b in sampler_rows
+        }
+        baseline = {"fast_dllm": "llada plain", "llada": "llada plain", "sdar": "sdar no cache"}
+        for b in sorted(
+            sampler_rows, key=lambda b: (b["extra_info"]["label"].split()[0], b["extra_info"]["gen_length"])
+        ):
+            info = b["extra_info"]
+            base = speed[(baseline[info["label"].split()[0]], info["gen_length"])]
+            rate = speed[(info["label"], info["gen_length"])]
+            lines.append(
+                f"| {info['label']} | {info['gen_length']} | {rate:.0f} | {info['nfe'] / info['tokens']:.3f} | "
+                f"{rate / base:.2f}× |"
+            )
+        lines.append("")
     if model_rows:
         lines += [
             "## Training forward + backward per family (batch 1, one fresh process per case)",

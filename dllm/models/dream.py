@@ -36,7 +36,7 @@ register_family(DreamConfig, DreamModel, DreamValueModel)
 
 _CHAR = dict(
     vocab_size=CHAR_VOCAB_SIZE, mask_token_id=2, eos_token_id=1, pad_token_id=0, bos_token_id=None,
-    max_position_embeddings=256, rope_theta=10000.0,
+    max_position_embeddings=4096, rope_theta=10000.0,
 )  # fmt: skip
 dream = MODELS.register("dream")(ModelPreset(DreamConfig, DreamModel))
 dream_tiny = MODELS.register("dream_tiny")(

@@ -236,7 +236,7 @@ def _char_preset(**sizes: int) -> ModelPreset:
     """A freshly initialised LLaDA over the character tokenizer's vocabulary."""
     return ModelPreset(
         LLaDAConfig, LLaDAModelLM, vocab_size=CHAR_VOCAB_SIZE, embedding_size=None, mask_token_id=2,
-        eos_token_id=1, pad_token_id=0, max_sequence_length=256, rope_theta=10000.0, **sizes,
+        eos_token_id=1, pad_token_id=0, max_sequence_length=4096, rope_theta=10000.0, **sizes,
     )  # fmt: skip
 
 

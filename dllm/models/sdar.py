@@ -52,7 +52,7 @@ register_family(SDARConfig, SDARForCausalLM, SDARValueModel)
 
 _CHAR = dict(
     vocab_size=CHAR_VOCAB_SIZE, mask_token_id=2, eos_token_id=1, pad_token_id=0, bos_token_id=None,
-    max_position_embeddings=256, rope_theta=10000.0, block_size=4,
+    max_position_embeddings=4096, rope_theta=10000.0, block_size=4,
 )  # fmt: skip
 sdar = MODELS.register("sdar")(ModelPreset(SDARConfig, SDARForCausalLM))
 sdar_tiny = MODELS.register("sdar_tiny")(

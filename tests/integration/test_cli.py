@@ -76,7 +76,7 @@ def test_dllm_list():
         ("dllm-eval", ["/no/such/run"], "error: checkpoint directory '/no/such/run' is not a model checkpoint"),
         ("dllm-eval", ["lada_tiny"], "error: unknown model 'lada_tiny' — did you mean 'llada_tiny'"),
         ("dllm-generate", ["llada_tiny"], "error: no prompts"),
-        ("dllm-generate", ["llada_tiny", "--prompt", "1" * 300], "error: prompt (300 tokens) + gen_length (8)"),
+        ("dllm-generate", ["llada_tiny", "--prompt", "1" * 4090], "error: prompt (4090 tokens) + gen_length (8)"),
         ("dllm", ["list", "rewards"], "error: unknown component kind 'rewards' — did you mean 'reward'"),
     ],
 )

@@ -148,8 +148,8 @@ def test_impossible_schedules_are_refused(tiny_model, kwargs, gen_length, messag
 
 def test_bad_prompts_are_refused(tiny_model):
     sampler = dllm.build_sampler("llada", steps=4, block_length=4)
-    with pytest.raises(ConfigError, match="exceeds the model's context of 256"):
-        sampler.generate(tiny_model, torch.full((1, 254), 5), gen_length=4)
+    with pytest.raises(ConfigError, match="exceeds the model's context of 4096"):
+        sampler.generate(tiny_model, torch.full((1, 4094), 5), gen_length=4)
     with pytest.raises(ConfigError, match="non-empty"):
         sampler.generate(tiny_model, torch.zeros((1, 0), dtype=torch.long), gen_length=4)
     with pytest.raises(ConfigError, match="left-padded"):
