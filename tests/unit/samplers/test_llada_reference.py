@@ -23,9 +23,10 @@ class NeverPredictsMask(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
         self.inner, self.mask_token_id, self.config = inner, inner.mask_token_id, inner.config
+        self.shift_logits = inner.shift_logits
 
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        out = self.inner(input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        out = self.inner(input_ids, attention_mask=attention_mask, position_ids=position_ids)
         out.logits[..., self.mask_token_id] = -1e4
         return out
 

@@ -1,0 +1,179 @@
+"""`dream`: Dream's `diffusion_generate` (`_sample` in Dream's generation_utils), batched, with
+its argument names, for full-attention models (shifted logits handled by the model contract).
+
+The completion starts fully masked; timesteps t = linspace(1, eps, steps + 1). At step i
+(t -> s):
+- `origin`: each masked token is revealed with probability 1 - s/t (all at the last step),
+  its token sampled from the model;
+- `maskgit_plus` / `topk_margin` / `entropy`: int(masked * (1 - s/t)) tokens are revealed (all
+  at the last step), those with the highest confidence: the sampled token's probability, the
+  top-2 margin, or the negative entropy; with `alg_temp` the positions are sampled from
+  softmax(confidence / alg_temp) instead.
+Left-padded batches get position ids counting real tokens only and a mask in which padding
+neither sees nor is seen, as in the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from dllm.errors import ConfigError
+from dllm.models.base import denoiser_logits
+from dllm.samplers.base import SAMPLERS, GenerationOutput, Sampler, check_prompts, fill_after_eos, stop_positions
+
+Algorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
+
+
+def filter_logits(logits: Tensor, top_p: float | None, top_k: int | None) -> Tensor:
+    """Dream's nucleus (the top token always kept) and top-k filtering, to the dtype's minimum."""
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        remove = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1) > top_p
+        remove[..., 1:] = remove[..., :-1].clone()
+        remove[..., 0] = False
+        logits = logits.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), torch.finfo(logits.dtype).min)
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]))[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+    return logits
+
+
+def sample_with_confidence(
+    logits: Tensor, temperature: float, top_p: float | None, top_k: int | None, kind: str, generator
+) -> tuple[Tensor, Tensor]:
+    """(confidence, token) per row of [N, V] logits, as Dream's `sample_tokens`."""
+    if temperature > 0:
+        logits = logits / temperature
+    probs = torch.softmax(filter_logits(logits, top_p, top_k), dim=-1)
+    if temperature > 0 and probs.shape[0]:
+        normalised = probs / probs.sum(-1, keepdim=True)  # as torch.distributions.Categorical
+        tokens = torch.multinomial(normalised, 1, replacement=True, generator=generator).squeeze(-1)
+        confidence = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    else:
+        confidence, tokens = probs.max(dim=-1)
+    if kind == "topk_margin":
+        top2 = torch.sort(probs, dim=-1, descending=True).values
+        confidence = top2[:, 0] - top2[:, 1]
+    elif kind == "entropy":
+        confidence = (probs * torch.log(probs + 1e-10)).sum(-1)
+    return confidence, tokens
+
+
+def dream_attention(prompt_mask: Tensor, gen_length: int) -> tuple[Tensor | None, Tensor | None]:
+    """(4-D mask, position ids) for a left-padded batch, or (None, None) when nothing is padded."""
+    if bool(prompt_mask.all()):
+        return None, None
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], gen_length)], dim=1).bool()
+    positions = mask.long().cumsum(-1) - 1
+    positions = positions.masked_fill(~mask, 1)
+    return mask[:, None, None, :] & mask[:, None, :, None], positions
+
+
+@SAMPLERS.register("dream")
+class DreamSampler(Sampler):
+    def __init__(
+        self,
+        steps: int | None = None,
+        alg: Algorithm = "entropy",
+        alg_temp: float | None = None,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        eps: float = 1e-3,
+        stop_at_eos: bool = True,
+    ) -> None:
+        if alg not in ("origin", "maskgit_plus", "topk_margin", "entropy"):
+            raise ConfigError(f"dream: alg must be origin, maskgit_plus, topk_margin or entropy, got {alg!r}")
+        if not 0 < eps < 1 or temperature < 0 or (steps is not None and steps < 1):
+            raise ConfigError(
+                f"dream: need 0 < eps < 1 ({eps}), temperature >= 0 ({temperature}), steps >= 1 ({steps})"
+            )
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ConfigError(f"dream: top_p must be in (0, 1], got {top_p}")
+        self.steps = steps
+        self.alg = alg
+        self.alg_temp = alg_temp
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.eps = eps
+        self.stop_at_eos = stop_at_eos
+
+    def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
+        super().check_gen_length(gen_length)
+        if model_block_size is not None:
+            raise ConfigError("the dream decoder is for full-attention models; use sampler=sdar for block models")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: torch.nn.Module,
+        prompt_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        gen_length: int = 32,
+        generator: torch.Generator | None = None,
+    ) -> GenerationOutput:
+        self.check_gen_length(gen_length, model.block_size)
+        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
+        mask_id = model.mask_token_id
+        eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
+        batch, prompt_length = prompt_ids.shape
+        steps = self.steps or gen_length
+        x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_id)], dim=1)
+        attention, positions = dream_attention(prompt_mask, gen_length)
+        timesteps = torch.linspace(1, self.eps, steps + 1, device=x.device)
+        step_map = torch.full((batch, gen_length), -1, dtype=torch.long, device=x.device)
+        nfe = 0
+        for i in range(steps):
+            masked = x == mask_id
+            logits = denoiser_logits(model, x, attention, positions)
+            logits[..., mask_id] = torch.finfo(logits.dtype).min  # never "reveal" a mask
+            nfe += 1
+            ratio = timesteps[i + 1] / timesteps[i]
+            before = x.clone()
+            if self.alg == "origin":
+                self._origin_step(x, masked, logits[masked], ratio, i == steps - 1, generator)
+            else:
+                self._confidence_step(x, masked, logits, ratio, i == steps - 1, generator)
+            revealed = (before == mask_id) & (x != mask_id)
+            step_map[revealed[:, prompt_length:]] = i
+            completion = x[:, prompt_length:]
+            if eos_id is not None and bool((stop_positions(completion, eos_id, mask_id) < gen_length).all()):
+                break
+        completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
+        return GenerationOutput(sequences=torch.cat([prompt_ids, completion], 1), step_map=step_map, nfe=nfe)
+
+    def _origin_step(
+        self, x: Tensor, masked: Tensor, mask_logits: Tensor, ratio: Tensor, last: bool, generator
+    ) -> None:
+        current = x[masked]
+        p_transfer = 1.0 if last else 1 - ratio
+        transfer = torch.rand(current.shape, device=x.device, generator=generator) < p_transfer
+        _, tokens = sample_with_confidence(
+            mask_logits[transfer], self.temperature, self.top_p, self.top_k, "origin", generator
+        )
+        current[transfer] = tokens
+        x[masked] = current
+
+    def _confidence_step(self, x: Tensor, masked: Tensor, logits: Tensor, ratio: Tensor, last: bool, generator) -> None:
+        confidence, tokens = sample_with_confidence(
+            logits[masked], self.temperature, self.top_p, self.top_k, self.alg, generator
+        )
+        per_row = masked.sum() / masked.shape[0]
+        count = int(per_row) if last else int(per_row * (1 - ratio))
+        if count <= 0:
+            return
+        full_confidence = torch.full(x.shape, -torch.inf, dtype=logits.dtype, device=x.device)
+        full_confidence[masked] = confidence
+        if not self.alg_temp:
+            chosen = torch.topk(full_confidence, count).indices
+        else:
+            weights = torch.softmax(full_confidence / self.alg_temp, dim=-1)
+            chosen = torch.multinomial(weights, num_samples=count, generator=generator)
+        proposal = torch.full_like(x, -1)
+        proposal[masked] = tokens
+        picked = proposal.gather(1, chosen)
+        x.scatter_(1, chosen, torch.where(picked >= 0, picked, x.gather(1, chosen)))
