@@ -32,9 +32,13 @@ class GenerationOutput:
 
 
 class Sampler(ABC):
-    """Decodes `gen_length` tokens after left-padded prompts with a diffusion LM."""
+    """Decodes `gen_length` tokens after left-padded prompts with a diffusion LM.
 
-    @abstractmethod
+    Implement `decode` (the loop over a prepared `Decoding`), or override `generate` whole."""
+
+    stop_at_eos: bool = True
+
+    @torch.no_grad()
     def generate(
         self,
         model: torch.nn.Module,
@@ -45,6 +49,16 @@ class Sampler(ABC):
     ) -> GenerationOutput:
         """Complete each row of `prompt_ids` [B, P]; `attention_mask` [B, P] marks real tokens
         (0 on left padding). A `generator` makes stochastic decoding reproducible."""
+        self.check_gen_length(gen_length, model.block_size)
+        state = Decoding.start(model, prompt_ids, attention_mask, gen_length, self.stop_at_eos)
+        self.decode(model, state, gen_length, generator)
+        return state.output()
+
+    @abstractmethod
+    def decode(
+        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+    ) -> None:
+        """Unmask `state.x`'s completion in place, through `state.reveal`, counting `state.nfe`."""
 
     def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
         """Raise `ConfigError` when this sampler cannot decode `gen_length` tokens (for a model
@@ -54,6 +68,71 @@ class Sampler(ABC):
 
 
 SAMPLERS = Registry("sampler", interface=Sampler)
+
+
+@dataclass
+class Decoding:
+    """The state every decoder shares: the sequence `x` [B, P+G] (prompt, then masks), the key
+    padding mask, the trajectory, the step and forward counters. For block diffusion models
+    the prompt is left-padded to whole blocks (`alignment` columns), removed again at the end."""
+
+    x: Tensor
+    key_mask: Tensor
+    step_map: Tensor
+    prompt_length: int
+    alignment: int
+    mask_id: int
+    eos_id: int | None
+    step: int = 0
+    nfe: int = 0
+
+    @classmethod
+    def start(
+        cls,
+        model: torch.nn.Module,
+        prompt_ids: Tensor,
+        attention_mask: Tensor | None,
+        gen_length: int,
+        stop_at_eos: bool,
+    ) -> Decoding:
+        from dllm.models.base import pad_token_id
+        from dllm.models.masks import left_pad_to_blocks
+
+        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
+        ids, prompt_mask, alignment = left_pad_to_blocks(prompt_ids, prompt_mask, model.block_size, pad_token_id(model))
+        batch, prompt_length = ids.shape
+        mask_id = model.mask_token_id
+        return cls(
+            x=torch.cat([ids, ids.new_full((batch, gen_length), mask_id)], dim=1),
+            key_mask=torch.cat([prompt_mask, prompt_mask.new_ones(batch, gen_length)], dim=1),
+            step_map=torch.full((batch, gen_length), -1, dtype=torch.long, device=ids.device),
+            prompt_length=prompt_length,
+            alignment=alignment,
+            mask_id=mask_id,
+            eos_id=getattr(model.config, "eos_token_id", None) if stop_at_eos else None,
+        )
+
+    def block_masked(self, start: int, end: int) -> Tensor:
+        return self.x[:, start:end] == self.mask_id
+
+    def reveal(self, start: int, end: int, tokens: Tensor, revealed: Tensor) -> None:
+        """Write `tokens` [B, end-start] where `revealed`, and record the current step there; one step."""
+        self.x[:, start:end] = torch.where(revealed, tokens, self.x[:, start:end])
+        offset = start - self.prompt_length
+        self.step_map[:, offset : offset + (end - start)][revealed] = self.step
+        self.step += 1
+
+    def all_stopped(self, end: int | None = None) -> bool:
+        """Every row has an EOS with nothing masked before it (within the completion up to `end`)."""
+        if self.eos_id is None:
+            return False
+        completion = self.x[:, self.prompt_length : end]
+        return bool((stop_positions(completion, self.eos_id, self.mask_id) < completion.shape[1]).all())
+
+    def output(self) -> GenerationOutput:
+        completion, step_map = fill_after_eos(self.x[:, self.prompt_length :], self.step_map, self.eos_id, self.mask_id)
+        prompt = self.x[:, self.alignment : self.prompt_length]
+        return GenerationOutput(sequences=torch.cat([prompt, completion], dim=1), step_map=step_map, nfe=self.nfe)
 
 
 def check_prompts(model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> Tensor:

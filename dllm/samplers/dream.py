@@ -22,7 +22,7 @@ from torch import Tensor
 
 from dllm.errors import ConfigError
 from dllm.models.base import denoiser_logits
-from dllm.samplers.base import SAMPLERS, GenerationOutput, Sampler, check_prompts, fill_after_eos, stop_positions
+from dllm.samplers.base import SAMPLERS, Decoding, Sampler
 
 Algorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
 
@@ -107,44 +107,28 @@ class DreamSampler(Sampler):
         if model_block_size is not None:
             raise ConfigError("the dream decoder is for full-attention models; use sampler=sdar for block models")
 
-    @torch.no_grad()
-    def generate(
-        self,
-        model: torch.nn.Module,
-        prompt_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        gen_length: int = 32,
-        generator: torch.Generator | None = None,
-    ) -> GenerationOutput:
-        self.check_gen_length(gen_length, model.block_size)
-        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
-        mask_id = model.mask_token_id
-        eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
-        batch, prompt_length = prompt_ids.shape
+    def decode(
+        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+    ) -> None:
+        x, mask_id, prompt_length = state.x, state.mask_id, state.prompt_length
         steps = self.steps or gen_length
-        x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_id)], dim=1)
-        attention, positions = dream_attention(prompt_mask, gen_length)
+        attention, positions = dream_attention(state.key_mask[:, :prompt_length], gen_length)
         timesteps = torch.linspace(1, self.eps, steps + 1, device=x.device)
-        step_map = torch.full((batch, gen_length), -1, dtype=torch.long, device=x.device)
-        nfe = 0
         for i in range(steps):
             masked = x == mask_id
             logits = denoiser_logits(model, x, attention, positions)
             logits[..., mask_id] = torch.finfo(logits.dtype).min  # never "reveal" a mask
-            nfe += 1
+            state.nfe += 1
             ratio = timesteps[i + 1] / timesteps[i]
-            before = x.clone()
+            proposal = x.clone()
             if self.alg == "origin":
-                self._origin_step(x, masked, logits[masked], ratio, i == steps - 1, generator)
+                self._origin_step(proposal, masked, logits[masked], ratio, i == steps - 1, generator)
             else:
-                self._confidence_step(x, masked, logits, ratio, i == steps - 1, generator)
-            revealed = (before == mask_id) & (x != mask_id)
-            step_map[revealed[:, prompt_length:]] = i
-            completion = x[:, prompt_length:]
-            if eos_id is not None and bool((stop_positions(completion, eos_id, mask_id) < gen_length).all()):
+                self._confidence_step(proposal, masked, logits, ratio, i == steps - 1, generator)
+            revealed = masked & (proposal != mask_id)
+            state.reveal(prompt_length, x.shape[1], proposal[:, prompt_length:], revealed[:, prompt_length:])
+            if state.all_stopped():
                 break
-        completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
-        return GenerationOutput(sequences=torch.cat([prompt_ids, completion], 1), step_map=step_map, nfe=nfe)
 
     def _origin_step(
         self, x: Tensor, masked: Tensor, mask_logits: Tensor, ratio: Tensor, last: bool, generator

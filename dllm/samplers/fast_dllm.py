@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dllm.errors import ConfigError
 from dllm.models.cache import KVCache
-from dllm.samplers.base import SAMPLERS, GenerationOutput, Sampler, check_prompts, fill_after_eos, stop_positions
+from dllm.samplers.base import SAMPLERS, Decoding, Sampler
 from dllm.samplers.llada import gumbel_max_sample, select_top_k, transfer_schedule
 
 CacheMode = Literal["none", "prefix", "dual"]
@@ -98,10 +98,8 @@ class FastDLLMSampler(Sampler):
                 f"steps ({steps}) must be a multiple of the number of blocks ({gen_length // self.block_length})"
             )
 
-    def select(
-        self, logits: Tensor, current: Tensor, masked: Tensor, quota: Tensor, mask_id: int, generator
-    ) -> tuple[Tensor, Tensor]:
-        """(the block's tokens after this step, positions revealed) from the block's [B, L, V] logits."""
+    def select(self, logits: Tensor, masked: Tensor, quota: Tensor, mask_id: int, generator) -> tuple[Tensor, Tensor]:
+        """(proposed tokens, positions to reveal) from the block's [B, L, V] logits."""
         tokens = gumbel_max_sample(logits, self.temperature, generator, mask_id)
         if self.remasking == "low_confidence":
             confidence = torch.softmax(logits.to(torch.float64), dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
@@ -113,35 +111,21 @@ class FastDLLMSampler(Sampler):
             reveal = factor_selection(confidence, masked, self.factor)
         else:
             reveal = select_top_k(torch.where(masked, confidence, -torch.inf), quota) & masked
-        return torch.where(reveal, tokens, current), reveal
+        return tokens, reveal
 
-    @torch.no_grad()
-    def generate(
-        self,
-        model: torch.nn.Module,
-        prompt_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        gen_length: int = 32,
-        generator: torch.Generator | None = None,
-    ) -> GenerationOutput:
-        self.check_gen_length(gen_length, model.block_size)
-        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
-        mask_id = model.mask_token_id
-        eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
-        batch, prompt_length = prompt_ids.shape
-        x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_id)], dim=1)
-        key_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, gen_length)], dim=1)
-        step_map = torch.full((batch, gen_length), -1, dtype=torch.long, device=x.device)
+    def decode(
+        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+    ) -> None:
+        x, key_mask, prompt_length = state.x, state.key_mask, state.prompt_length
         steps_per_block = (self.steps or gen_length) // (gen_length // self.block_length)
         shift = int(bool(model.shift_logits))  # shifted models read block logits one position earlier
-        global_step = nfe = 0
         for start in range(prompt_length, prompt_length + gen_length, self.block_length):
             end = start + self.block_length
-            schedule = transfer_schedule((x[:, start:end] == mask_id).sum(1), steps_per_block)
+            schedule = transfer_schedule(state.block_masked(start, end).sum(1), steps_per_block)
             query = start - shift
             cache = None
             for step in range(gen_length + 1):
-                masked = x[:, start:end] == mask_id
+                masked = state.block_masked(start, end)
                 if not masked.any():
                     break
                 if step == 0 or self.use_cache == "none":
@@ -154,20 +138,13 @@ class FastDLLMSampler(Sampler):
                     logits = model(x[:, query:], attention_mask=key_mask, past_key_values=cache).logits
                     logits = logits[:, : self.block_length]
                 else:
-                    out = model(
-                        x[:, query : end - shift],
-                        attention_mask=key_mask,
-                        past_key_values=cache,
-                        replace_position=query,
-                    )
-                    logits = out.logits
-                nfe += 1
+                    block_input = x[:, query : end - shift]
+                    logits = model(
+                        block_input, attention_mask=key_mask, past_key_values=cache, replace_position=query
+                    ).logits
+                state.nfe += 1
                 quota = schedule[:, min(step, steps_per_block - 1)]
-                x[:, start:end], reveal = self.select(logits, x[:, start:end], masked, quota, mask_id, generator)
-                step_map[:, start - prompt_length : end - prompt_length][reveal] = global_step
-                global_step += 1
-            completion = x[:, prompt_length:end]
-            if eos_id is not None and bool((stop_positions(completion, eos_id, mask_id) < completion.shape[1]).all()):
+                tokens, reveal = self.select(logits, masked, quota, state.mask_id, generator)
+                state.reveal(start, end, tokens, reveal)
+            if state.all_stopped(end):
                 break
-        completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
-        return GenerationOutput(sequences=torch.cat([prompt_ids, completion], 1), step_map=step_map, nfe=nfe)

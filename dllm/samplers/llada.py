@@ -17,16 +17,8 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
-from dllm.models.base import denoiser_logits, pad_token_id
-from dllm.models.masks import left_pad_to_blocks
-from dllm.samplers.base import (
-    SAMPLERS,
-    GenerationOutput,
-    Sampler,
-    check_prompts,
-    fill_after_eos,
-    stop_positions,
-)
+from dllm.models.base import denoiser_logits
+from dllm.samplers.base import SAMPLERS, Decoding, Sampler
 
 
 def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
@@ -127,59 +119,28 @@ class LLaDASampler(Sampler):
                 f"({model_block_size}); leave sampler.block_length null to decode the model's own blocks"
             )
 
-    @torch.no_grad()
-    def generate(
-        self,
-        model: torch.nn.Module,
-        prompt_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        gen_length: int = 32,
-        generator: torch.Generator | None = None,
-    ) -> GenerationOutput:
-        self.check_gen_length(gen_length, model.block_size)
+    def decode(
+        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+    ) -> None:
         block_length, steps_per_block = self.schedule(gen_length, model.block_size)
-        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
-        mask_id = model.mask_token_id
-        original_prompt_length = prompt_ids.shape[1]
-        prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, model.block_size, pad_token_id(model))
-        eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
-        batch, prompt_length = prompt_ids.shape
-        device = prompt_ids.device
-
-        x = torch.full((batch, prompt_length + gen_length), mask_id, dtype=torch.long, device=device)
-        x[:, :prompt_length] = prompt_ids
-        full_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, gen_length)], dim=1)
-        step_map = torch.full((batch, gen_length), -1, dtype=torch.long, device=device)
-        global_step, nfe, stopped = 0, 0, False
-
-        for block in range(gen_length // block_length):
-            if stopped:
-                break
-            start = prompt_length + block * block_length
+        x, prompt_length = state.x, state.prompt_length
+        for start in range(prompt_length, prompt_length + gen_length, block_length):
             end = start + block_length
-            schedule = transfer_schedule((x[:, start:end] == mask_id).sum(1), steps_per_block)
+            schedule = transfer_schedule(state.block_masked(start, end).sum(1), steps_per_block)
             for i in range(steps_per_block):
-                logits = self._guided_logits(model, x, full_mask, prompt_length)
-                nfe += 2 if self.cfg_scale > 0 else 1
-                x0 = gumbel_max_sample(logits, self.temperature, generator, mask_id)[:, start:end]
+                logits = self._guided_logits(model, x, state.key_mask, prompt_length)
+                state.nfe += 2 if self.cfg_scale > 0 else 1
+                x0 = gumbel_max_sample(logits, self.temperature, generator, state.mask_id)[:, start:end]
                 if self.remasking == "low_confidence":
                     probs = torch.softmax(logits[:, start:end], dim=-1)  # the logits' dtype, as the reference
                     x0_p = probs.gather(-1, x0[..., None]).squeeze(-1)
                 else:
-                    x0_p = torch.rand(x.shape, device=device, generator=generator)[:, start:end]
-                block_masked = x[:, start:end] == mask_id
-                confidence = torch.where(block_masked, x0_p, -torch.inf)
-                reveal = select_top_k(confidence, schedule[:, i]) & block_masked
-                x[:, start:end] = torch.where(reveal, x0, x[:, start:end])
-                step_map[:, start - prompt_length : end - prompt_length][reveal] = global_step
-                global_step += 1
-                stopped = eos_id is not None and self._all_stopped(x[:, prompt_length:], eos_id, mask_id)
-                if stopped:
-                    break
-
-        completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
-        sequences = torch.cat([x[:, prompt_length - original_prompt_length : prompt_length], completion], dim=1)
-        return GenerationOutput(sequences=sequences, step_map=step_map, nfe=nfe)
+                    x0_p = torch.rand(x.shape, device=x.device, generator=generator)[:, start:end]
+                masked = state.block_masked(start, end)
+                reveal = select_top_k(torch.where(masked, x0_p, -torch.inf), schedule[:, i]) & masked
+                state.reveal(start, end, x0, reveal)
+                if state.all_stopped():
+                    return
 
     def _guided_logits(self, model, x: Tensor, full_mask: Tensor, prompt_length: int) -> Tensor:
         if self.cfg_scale <= 0:
@@ -189,7 +150,3 @@ class LLaDASampler(Sampler):
         logits = denoiser_logits(model, torch.cat([x, unconditional]), torch.cat([full_mask, full_mask]))
         conditional, unconditional_logits = logits.chunk(2)
         return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits)
-
-    @staticmethod
-    def _all_stopped(completion: Tensor, eos_id: int, mask_id: int) -> bool:
-        return bool((stop_positions(completion, eos_id, mask_id) < completion.shape[1]).all())

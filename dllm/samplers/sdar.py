@@ -25,10 +25,8 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
-from dllm.models.base import pad_token_id
 from dllm.models.cache import KVCache
-from dllm.models.masks import left_pad_to_blocks
-from dllm.samplers.base import SAMPLERS, GenerationOutput, Sampler, check_prompts, fill_after_eos, stop_positions
+from dllm.samplers.base import SAMPLERS, Decoding, Sampler
 from dllm.samplers.llada import select_top_k, transfer_schedule
 
 Strategy = Literal["sequential", "low_confidence_static", "low_confidence_dynamic", "entropy_bounded"]
@@ -138,58 +136,35 @@ class SDARSampler(Sampler):
             scores = -entropy
         return select_top_k(scores, counts) & masked
 
-    @torch.no_grad()
-    def generate(
-        self,
-        model: torch.nn.Module,
-        prompt_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        gen_length: int = 32,
-        generator: torch.Generator | None = None,
-    ) -> GenerationOutput:
-        self.check_gen_length(gen_length, model.block_size)
-        prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
-        original_length = prompt_ids.shape[1]
-        block = model.block_size
-        ids, key_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, block, pad_token_id(model))
-        batch, prompt_length = ids.shape
-        mask_id = model.mask_token_id
-        eos_id = getattr(model.config, "eos_token_id", None) if self.stop_at_eos else None
+    def decode(
+        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+    ) -> None:
+        x, prompt_length, block = state.x, state.prompt_length, model.block_size
         quotas = transfer_schedule(torch.tensor([block]), self.denoising_steps)[0].tolist()
         cache = KVCache(model.config.num_hidden_layers) if self.use_cache else None
         if cache is not None:
-            model(ids, attention_mask=key_mask, past_key_values=cache, use_cache=True)
-        x = torch.cat([ids, ids.new_full((batch, gen_length), mask_id)], dim=1)
-        key_mask = torch.cat([key_mask, key_mask.new_ones(batch, gen_length)], dim=1)
-        step_map = torch.full((batch, gen_length), -1, dtype=torch.long, device=ids.device)
-        global_step = nfe = 0
+            prefill = x[:, :prompt_length]
+            model(prefill, attention_mask=state.key_mask[:, :prompt_length], past_key_values=cache, use_cache=True)
         for start in range(prompt_length, prompt_length + gen_length, block):
             end = start + block
             # Quotas per the schedule; a strategy that reveals fewer (entropy_bounded) keeps
             # stepping until the block is complete, so no mask is ever left behind.
             for step in itertools.count():
-                masked = x[:, start:end] == mask_id
+                masked = state.block_masked(start, end)
                 if not masked.any():
                     break
-                quota = quotas[min(step, len(quotas) - 1)]
-                logits = self._block_logits(model, x, key_mask, start, end, cache)
-                nfe += 1
+                logits = self._block_logits(model, x, state.key_mask, start, end, cache)
+                state.nfe += 1
                 tokens, confidence, probs = sample_tokens(
-                    logits, self.temperature, self.top_k, self.top_p, generator, mask_id
+                    logits, self.temperature, self.top_k, self.top_p, generator, state.mask_id
                 )
-                reveal = self.select(masked, confidence, probs, quota)
-                x[:, start:end] = torch.where(reveal, tokens, x[:, start:end])
-                step_map[:, start - prompt_length : end - prompt_length][reveal] = global_step
-                global_step += 1
+                quota = quotas[min(step, len(quotas) - 1)]
+                state.reveal(start, end, tokens, self.select(masked, confidence, probs, quota))
             if cache is not None:
-                model(x[:, start:end], attention_mask=key_mask[:, :end], past_key_values=cache, use_cache=True)
-                nfe += 1
-            completion = x[:, prompt_length:end]
-            if eos_id is not None and bool((stop_positions(completion, eos_id, mask_id) < completion.shape[1]).all()):
+                model(x[:, start:end], attention_mask=state.key_mask[:, :end], past_key_values=cache, use_cache=True)
+                state.nfe += 1
+            if state.all_stopped(end):
                 break
-        completion, step_map = fill_after_eos(x[:, prompt_length:], step_map, eos_id, mask_id)
-        sequences = torch.cat([ids[:, prompt_length - original_length :], completion], dim=1)
-        return GenerationOutput(sequences=sequences, step_map=step_map, nfe=nfe)
 
     @staticmethod
     def _block_logits(model, x: Tensor, key_mask: Tensor, start: int, end: int, cache: KVCache | None) -> Tensor:
