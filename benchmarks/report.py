@@ -54,13 +54,15 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
     sampler_rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "samplers"]
     if sampler_rows:
         lines += [
-            "## Cache strategies (one token per forward, batch 1, prompt 16; llada_small / sdar_small)",
+            "## Cache strategies (one token per forward, prompt 16, ~20M-parameter LLaDA / SDAR)",
             "",
-            "| sampler | gen length | tokens/s | NFE/token | vs its plain baseline |",
-            "|---|---|---|---|---|",
+            "| sampler | gen length | batch | tokens/s | NFE/token | vs its plain baseline |",
+            "|---|---|---|---|---|---|",
         ]
         speed = {
-            (b["extra_info"]["label"], b["extra_info"]["gen_length"]): b["extra_info"]["tokens"] / b["stats"]["median"]
+            (b["extra_info"]["label"], b["extra_info"]["gen_length"], b["extra_info"]["batch"]): (
+                b["extra_info"]["tokens"] / b["stats"]["median"]
+            )
             for b in sampler_rows
         }
         baseline = {"fast_dllm": "llada plain", "llada": "llada plain", "sdar": "sdar no cache"}
@@ -74,6 +76,20 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
                 f"| {info['label']} | {info['gen_length']} | {rate:.0f} | {info['nfe'] / info['tokens']:.3f} | "
                 f"{rate / base:.2f}× |"
             )
+        lines.append("")
+    memory_rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "generation_memory"]
+    if memory_rows:
+        lines += [
+            "## Generation memory (batch 16, 1024 tokens, prompt 16, ~20M parameters)",
+            "",
+            "Resident-set growth during generation (CPU), or peak allocated (GPU); the KV cache holds",
+            "committed blocks (SDAR) or one sequence (dual), never one entry per step.",
+            "",
+            "| sampler | peak (MB) | cache (MB) | seconds |",
+            "|---|---|---|---|",
+        ]
+        for r in memory_rows:
+            lines.append(f"| {r['label']} | {r['peak_mb']:.0f} | {r['cache_mb']:.0f} | {r['seconds']:.1f} |")
         lines.append("")
     if model_rows:
         lines += [

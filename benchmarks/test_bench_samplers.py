@@ -1,7 +1,7 @@
 """Decoding speed of every cache strategy against plain one-token-per-step decoding without a
-cache, on the same model in the same run (batch 1, prompt 16). Every case decodes one token
-per forward, so the ratios isolate what the caches save; parallel decoding (threshold) gains
-on top of that only on confident, trained models (see BENCHMARKS.md)."""
+cache, on the same ~20M-parameter model in the same run (prompt 16; batch 1 and 16). Every
+case decodes one token per forward, so the ratios isolate what the caches save; parallel
+decoding (threshold) gains on top of that only on confident, trained models."""
 
 import pytest
 import torch
@@ -38,3 +38,20 @@ def test_decode(benchmark, models, case, gen_length):
         sampler.generate, args=(models[model_name], prompt, None, gen_length), rounds=1, iterations=1
     )
     benchmark.extra_info.update(group="samplers", label=label, gen_length=gen_length, tokens=gen_length, nfe=out.nfe)
+
+
+@pytest.mark.parametrize("label", ["sdar block cache"])
+def test_generation_memory(benchmark, label):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = Path(__file__).with_name("generation_memory_probe.py")
+    result = subprocess.run(
+        [sys.executable, str(probe), *label.split()], capture_output=True, text=True, cwd=probe.parent
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    benchmark.extra_info.update(group="generation_memory", label=label, **measured)

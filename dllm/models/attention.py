@@ -24,16 +24,10 @@ from dllm.errors import ConfigError, did_you_mean
 AttentionFn = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
 
 
-def _repeat_kv(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    if k.shape[1] == q.shape[1]:
-        return k, v
-    repeat = q.shape[1] // k.shape[1]
-    return k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-
-
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    k, v = _repeat_kv(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # Grouped-query heads are shared inside the kernel: repeating them would copy the whole
+    # KV cache at every forward.
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1])
 
 
 class FlexAttention:

@@ -4,8 +4,8 @@ Semantics of a forward with `past_key_values=cache`:
 - the current tokens attend the cached keys and their own;
 - `use_cache=True` commits the current tokens' keys/values (append), `False` leaves the
   cache as it was (a block diffusion model's noisy block, re-decoded every step);
-- `replace_position=s` places the current tokens at slots [s, s+L) of the cache instead of
-  after it (Fast-dLLM's dual cache: prefix and suffix cached, the block recomputed).
+- `replace_position=s` writes the current tokens at slots [s, s+L) of the cache, in place,
+  instead of after it (Fast-dLLM's dual cache: prefix and suffix cached, the block recomputed).
 """
 
 from __future__ import annotations
@@ -17,39 +17,58 @@ from dllm.models.layers import apply_rotary
 
 
 class KVCache:
-    """Keys and values per layer, each [B, H_kv, T, D]."""
+    """Keys and values per layer, [B, H_kv, T, D], in buffers that grow by doubling: appending
+    or attending to a few more tokens never copies the cache (inference only: buffers are
+    written in place)."""
 
     def __init__(self, num_layers: int) -> None:
         self.keys: list[Tensor | None] = [None] * num_layers
         self.values: list[Tensor | None] = [None] * num_layers
+        self.lengths = [0] * num_layers
 
     @property
     def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+        return self.lengths[0]
+
+    def layer(self, layer: int) -> tuple[Tensor, Tensor]:
+        """The committed keys and values of `layer` (views)."""
+        n = self.lengths[layer]
+        return self.keys[layer][:, :, :n], self.values[layer][:, :, :n]
 
     def crop(self, length: int) -> None:
         """Forget everything from position `length` on."""
-        for i, (k, v) in enumerate(zip(self.keys, self.values)):
-            if k is not None:
-                self.keys[i], self.values[i] = k[:, :, :length], v[:, :, :length]
+        self.lengths = [min(n, length) for n in self.lengths]
+
+    def _reserve(self, layer: int, k: Tensor, v: Tensor, needed: int) -> None:
+        """Make room for `needed` positions, doubling the buffers (so appends cost O(1) amortised)."""
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is not None and keys.shape[2] >= needed:
+            return
+        capacity = max(needed, 2 * keys.shape[2] if keys is not None else 0)
+        new_keys = k.new_empty(k.shape[:2] + (capacity, k.shape[3]))
+        new_values = v.new_empty(v.shape[:2] + (capacity, v.shape[3]))
+        if keys is not None:
+            n = self.lengths[layer]
+            new_keys[:, :, :n], new_values[:, :, :n] = keys[:, :, :n], values[:, :, :n]
+        self.keys[layer], self.values[layer] = new_keys, new_values
 
     def extend(
         self, layer: int, k: Tensor, v: Tensor, commit: bool, replace_position: int | None
     ) -> tuple[Tensor, Tensor]:
-        """All keys/values the current tokens attend: the cache with `k`/`v` appended (or
-        written at `replace_position`). Stored only when `commit`."""
-        cached_k, cached_v = self.keys[layer], self.values[layer]
-        if cached_k is None:
-            all_k, all_v = k, v
-        elif replace_position is None:
-            all_k, all_v = torch.cat([cached_k, k], dim=2), torch.cat([cached_v, v], dim=2)
-        else:
-            end = replace_position + k.shape[2]
-            all_k = torch.cat([cached_k[:, :, :replace_position], k, cached_k[:, :, end:]], dim=2)
-            all_v = torch.cat([cached_v[:, :, :replace_position], v, cached_v[:, :, end:]], dim=2)
+        """All keys/values the current tokens attend: the cache with `k`/`v` after it (stored only
+        when `commit`), or written at `replace_position` (in place, as Fast-dLLM's dual cache)."""
+        n, added = self.lengths[layer], k.shape[2]
+        if replace_position is not None:
+            end = replace_position + added
+            self.keys[layer][:, :, replace_position:end] = k
+            self.values[layer][:, :, replace_position:end] = v
+            return self.layer(layer)
+        self._reserve(layer, k, v, n + added)
+        self.keys[layer][:, :, n : n + added] = k
+        self.values[layer][:, :, n : n + added] = v
         if commit:
-            self.keys[layer], self.values[layer] = all_k, all_v
-        return all_k, all_v
+            self.lengths[layer] = n + added
+        return self.keys[layer][:, :, : n + added], self.values[layer][:, :, : n + added]
 
 
 def start_cache(past_key_values: KVCache | None, use_cache: bool, num_layers: int) -> KVCache | None:
