@@ -66,15 +66,19 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
             for b in sampler_rows
         }
         baseline = {"fast_dllm": "llada plain", "llada": "llada plain", "sdar": "sdar no cache"}
-        for b in sorted(
-            sampler_rows, key=lambda b: (b["extra_info"]["label"].split()[0], b["extra_info"]["gen_length"])
-        ):
+
+        def order(b):
             info = b["extra_info"]
-            base = speed[(baseline[info["label"].split()[0]], info["gen_length"])]
-            rate = speed[(info["label"], info["gen_length"])]
+            return info["label"].split()[0], info["gen_length"], info["batch"], info["label"]
+
+        for b in sorted(sampler_rows, key=order):
+            info = b["extra_info"]
+            key = (info["gen_length"], info["batch"])
+            base = speed[(baseline[info["label"].split()[0]], *key)]
+            rate = speed[(info["label"], *key)]
             lines.append(
-                f"| {info['label']} | {info['gen_length']} | {rate:.0f} | {info['nfe'] / info['tokens']:.3f} | "
-                f"{rate / base:.2f}× |"
+                f"| {info['label']} | {info['gen_length']} | {info['batch']} | {rate:.0f} | "
+                f"{info['nfe'] / info['gen_length']:.3f} | {rate / base:.2f}× |"
             )
         lines.append("")
     memory_rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "generation_memory"]
@@ -85,7 +89,7 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
             "Resident-set growth during generation (CPU), or peak allocated (GPU); the KV cache holds",
             "committed blocks (SDAR) or one sequence (dual), never one entry per step.",
             "",
-            "| sampler | peak (MB) | cache (MB) | seconds |",
+            "| sampler | peak (MB) | cache buffers allocated (MB) | seconds |",
             "|---|---|---|---|",
         ]
         for r in memory_rows:

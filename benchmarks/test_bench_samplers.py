@@ -20,24 +20,35 @@ CASES = [
     ("sdar no cache", "sdar_small", "sdar", {**SEQUENTIAL, "use_cache": False}, (64, 256, 1024)),
     ("sdar block cache", "sdar_small", "sdar", {**SEQUENTIAL, "use_cache": True}, (64, 256, 1024)),
 ]
-PARAMS = [(case, gen) for case in CASES for gen in case[4]]
+# batch 16 at 64 tokens only: plain decoding of 16 x 256 tokens takes minutes on 2 CPU cores
+PARAMS = [(case, gen, batch) for case in CASES for gen in case[4] for batch in (1, 16) if batch == 1 or gen == 64]
+# ~20M parameters: the same width and depth for both families
+SIZES = {
+    "llada_small": {"d_model": 512, "n_heads": 8, "n_layers": 6, "mlp_hidden_size": 1408},
+    "sdar_small": {
+        "hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+        "num_hidden_layers": 6, "intermediate_size": 1408,
+    },
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: dllm.load_model(name).eval() for name in ("llada_small", "sdar_small")}
+    return {name: dllm.load_model(name, **sizes).eval() for name, sizes in SIZES.items()}
 
 
-@pytest.mark.parametrize("case, gen_length", PARAMS, ids=[f"{c[0]}-{g}" for c, g in PARAMS])
-def test_decode(benchmark, models, case, gen_length):
+@pytest.mark.parametrize("case, gen_length, batch", PARAMS, ids=[f"{c[0]}-{g}-b{b}" for c, g, b in PARAMS])
+def test_decode(benchmark, models, case, gen_length, batch):
     label, model_name, sampler_name, kwargs, _ = case
     sampler = dllm.build_sampler(sampler_name, stop_at_eos=False, **kwargs)
-    prompt = torch.randint(4, 100, (1, PROMPT))
-    out = benchmark.pedantic(
-        sampler.generate, args=(models[model_name], prompt, None, gen_length), rounds=1, iterations=1
-    )
-    benchmark.extra_info.update(group="samplers", label=label, gen_length=gen_length, tokens=gen_length, nfe=out.nfe)
+    prompt = torch.randint(4, 100, (batch, PROMPT))
+    model = models[model_name]
+    out = benchmark.pedantic(sampler.generate, args=(model, prompt, None, gen_length), rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        group="samplers", label=label, gen_length=gen_length, batch=batch, tokens=gen_length * batch, nfe=out.nfe,
+        params=sum(p.numel() for p in model.parameters()),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("label", ["sdar block cache"])
