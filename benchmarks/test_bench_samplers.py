@@ -5,6 +5,7 @@ decoding (threshold) gains on top of that only on confident, trained models."""
 
 import pytest
 import torch
+from generation_memory_probe import SIZES  # ~20M parameters, the same width and depth for both families
 
 import dllm
 
@@ -22,14 +23,6 @@ CASES = [
 ]
 # batch 16 at 64 tokens only: plain decoding of 16 x 256 tokens takes minutes on 2 CPU cores
 PARAMS = [(case, gen, batch) for case in CASES for gen in case[4] for batch in (1, 16) if batch == 1 or gen == 64]
-# ~20M parameters: the same width and depth for both families
-SIZES = {
-    "llada_small": {"d_model": 512, "n_heads": 8, "n_layers": 6, "mlp_hidden_size": 1408},
-    "sdar_small": {
-        "hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
-        "num_hidden_layers": 6, "intermediate_size": 1408,
-    },
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
