@@ -24,28 +24,10 @@ from torch import Tensor
 from dllm.errors import ConfigError
 from dllm.models.cache import KVCache
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
-from dllm.samplers.llada import gumbel_max_sample, select_top_k, transfer_schedule
+from dllm.samplers.llada import gumbel_max_sample
+from dllm.samplers.policies import factor_selection, select_top_k, threshold_selection, transfer_schedule
 
 CacheMode = Literal["none", "prefix", "dual"]
-
-
-def threshold_selection(confidence: Tensor, masked: Tensor, threshold: float) -> Tensor:
-    """The most confident masked token of each row, plus every masked one >= `threshold`."""
-    scores = torch.where(masked, confidence, -torch.inf)
-    top = select_top_k(scores, masked.any(1).long())
-    return masked & (top | (confidence >= threshold))
-
-
-def factor_selection(confidence: Tensor, masked: Tensor, factor: float) -> Tensor:
-    """The n most confident masked tokens, n the longest run with the k-th >= 1 - factor/(k+1) (n >= 1)."""
-    scores = torch.where(masked, confidence, -torch.inf)
-    ordered = scores.sort(dim=1, descending=True).values
-    rank = torch.arange(1, scores.shape[1] + 1, device=scores.device)
-    meets = ordered >= 1 - factor / (rank + 1)
-    meets[:, 0] = True
-    run = torch.cumprod(meets.long(), dim=1).sum(1)
-    counts = torch.minimum(run, masked.sum(1))
-    return select_top_k(scores, counts) & masked
 
 
 @SAMPLERS.register("fast_dllm")

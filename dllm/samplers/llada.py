@@ -19,15 +19,7 @@ from torch import Tensor
 from dllm.errors import ConfigError
 from dllm.models.base import denoiser_logits
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
-
-
-def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
-    """[B, steps] tokens to reveal per step: `count // steps` each, the first `count % steps`
-    steps one more (LLaDA's linear schedule)."""
-    base = masked_counts[:, None] // steps
-    remainder = masked_counts[:, None] % steps
-    step_index = torch.arange(steps, device=masked_counts.device)[None, :]
-    return base + (step_index < remainder).long()
+from dllm.samplers.policies import select_top_k, transfer_schedule
 
 
 def gumbel_max_sample(
@@ -48,17 +40,6 @@ def gumbel_max_sample(
         scores = scores.clone()
         scores[..., forbidden_token] = -torch.inf
     return scores.argmax(-1)
-
-
-def select_top_k(confidence: Tensor, k: Tensor) -> Tensor:
-    """[B, L] bool: the `k[b]` highest-confidence positions of each row."""
-    k_max = int(k.max())
-    selected = torch.zeros_like(confidence, dtype=torch.bool)
-    if k_max == 0:
-        return selected
-    top = torch.topk(confidence, k=k_max, dim=-1).indices
-    keep = torch.arange(k_max, device=k.device)[None, :] < k[:, None]
-    return selected.scatter(1, top, keep)
 
 
 @SAMPLERS.register("llada")

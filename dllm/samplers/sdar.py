@@ -27,7 +27,13 @@ from torch import Tensor
 from dllm.errors import ConfigError
 from dllm.models.cache import KVCache
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
-from dllm.samplers.llada import select_top_k, transfer_schedule
+from dllm.samplers.policies import (
+    dynamic_selection,
+    entropy_bounded_selection,
+    select_top_k,
+    sequential_selection,
+    transfer_schedule,
+)
 
 Strategy = Literal["sequential", "low_confidence_static", "low_confidence_dynamic", "entropy_bounded"]
 
@@ -119,22 +125,14 @@ class SDARSampler(Sampler):
 
     def select(self, masked: Tensor, confidence: Tensor, probs: Tensor, quota: int) -> Tensor:
         """[B, L] positions to reveal this step among `masked`, by the remasking strategy."""
-        counts = torch.minimum(torch.full_like(masked.sum(1), quota), masked.sum(1))
+        quotas = torch.minimum(torch.full_like(masked.sum(1), quota), masked.sum(1))
         if self.remasking_strategy == "sequential":
-            order = torch.cumsum(masked.long(), dim=1)
-            return masked & (order <= counts[:, None])
-        scores = torch.where(masked, confidence, -torch.inf)
+            return sequential_selection(masked, quotas)
         if self.remasking_strategy == "low_confidence_dynamic":
-            above = masked & (confidence > self.confidence_threshold)
-            counts = torch.where(above.sum(1) >= counts, above.sum(1), counts)
-        elif self.remasking_strategy == "entropy_bounded":
-            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-            entropy = torch.where(masked, entropy, torch.inf)
-            ascending = entropy.sort(dim=1).values
-            within = (ascending.cumsum(1) <= self.eb_threshold).sum(1)
-            counts = torch.minimum(within.clamp(min=1), masked.sum(1))
-            scores = -entropy
-        return select_top_k(scores, counts) & masked
+            return dynamic_selection(confidence, masked, quotas, self.confidence_threshold)
+        if self.remasking_strategy == "entropy_bounded":
+            return entropy_bounded_selection(probs, masked, self.eb_threshold)
+        return select_top_k(torch.where(masked, confidence, -torch.inf), quotas) & masked
 
     def decode(
         self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None

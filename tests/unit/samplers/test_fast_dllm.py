@@ -3,25 +3,9 @@ import torch
 
 import dllm
 from dllm.errors import ConfigError
-from dllm.samplers.fast_dllm import FastDLLMSampler, factor_selection, threshold_selection
+from dllm.samplers.fast_dllm import FastDLLMSampler
 from dllm.samplers.llada import LLaDASampler
 from tests.unit.samplers.test_llada import fixed_logits
-
-T, F = True, False
-
-
-def test_threshold_keeps_the_top_token_and_everything_above():
-    confidence = torch.tensor([[0.95, 0.2, 0.91, 0.5], [0.3, 0.4, 0.1, 0.2]], dtype=torch.float64)
-    masked = torch.tensor([[T, T, T, F], [T, T, T, T]])
-    assert threshold_selection(confidence, masked, 0.9).tolist() == [[T, F, T, F], [F, T, F, F]]
-
-
-def test_factor_rule_by_hand():
-    # k-th most confident must reach 1 - factor / (k + 1): factor 1 -> 0.5, 0.667, 0.75, 0.8
-    confidence = torch.tensor([[0.9, 0.7, 0.72, 0.1], [0.6, 0.55, 0.3, 0.2]], dtype=torch.float64)
-    masked = torch.ones(2, 4, dtype=torch.bool)
-    # row 0 sorted .9 .72 .7 .1: .72 >= .667 yes, .7 >= .75 no -> 2; row 1: .55 >= .667 no -> 1
-    assert factor_selection(confidence, masked, 1.0).tolist() == [[T, F, T, F], [T, F, F, F]]
 
 
 def test_threshold_decoding_by_hand(scripted_model):

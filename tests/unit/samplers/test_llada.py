@@ -5,7 +5,8 @@ import torch
 
 import dllm
 from dllm.errors import ConfigError
-from dllm.samplers.llada import LLaDASampler, gumbel_max_sample, select_top_k, transfer_schedule
+from dllm.samplers.llada import LLaDASampler, gumbel_max_sample
+from dllm.samplers.policies import select_top_k, transfer_schedule
 
 VOCAB = 8
 MASK, EOS = 2, 1
