@@ -256,12 +256,16 @@ def check_weights_fit(path: Path, model_class: type[PreTrainedModel], config: Pr
             )
 
 
-def load_pretrained(path: str | Path, dtype: str | None = None, **overrides: Any) -> PreTrainedModel:
-    """A `dllm` model from a checkpoint directory (its `model_type` picks the family)."""
+def load_pretrained(
+    path: str | Path, dtype: str | None = None, value_model: bool = False, **overrides: Any
+) -> PreTrainedModel:
+    """A `dllm` model from a checkpoint directory (its `model_type` picks the family); the
+    family's value model when the checkpoint is one, or when `value_model` asks for it."""
     config = pretrained_config(path, **overrides)
     architectures = config.architectures or []
     family = _MODEL_CLASSES[config.model_type]
-    model_class = family.value_class if any(a.endswith("ValueModel") for a in architectures) else family
+    value_model = value_model or any(a.endswith("ValueModel") for a in architectures)
+    model_class = family.value_class if value_model else family
     check_weights_fit(Path(path), model_class, config)
     kwargs = {"dtype": resolve_dtype(dtype)} if dtype is not None else {}
     return model_class.from_pretrained(path, config=config, **kwargs)
@@ -288,10 +292,7 @@ def load_value_model(path_or_preset: str | Path, **overrides: Any) -> PreTrained
     (its backbone, with a fresh zero value head)."""
     name = str(path_or_preset)
     if Path(name).exists():
-        config = pretrained_config(name)
-        value_class = _MODEL_CLASSES[config.model_type].value_class
-        kwargs = {"dtype": resolve_dtype(overrides.pop("dtype"))} if "dtype" in overrides else {}
-        return value_class.from_pretrained(name, **kwargs)
+        return load_pretrained(name, value_model=True, **overrides)
     preset = MODELS.get(name)
     return preset.model_class.value_class(preset.config(**overrides))
 
