@@ -1,6 +1,8 @@
 """Every registered reward, task and algorithm, built from its config, keeps its contract."""
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +10,9 @@ import torch
 import dllm
 from dllm.algorithms.base import LossOutput, TrainContext
 from dllm.config import build_node, compose
-from dllm.data.base import Example, Task, reward_fields
+from dllm.data.base import Example, Task
+
+REWARD_CASES = Path(__file__).parent / "reward_cases"
 
 
 def built(group, name):
@@ -27,12 +31,14 @@ def test_task_contract(name):
 
 @pytest.mark.parametrize("name", dllm.REWARDS.names())
 def test_reward_contract(name):
+    case_file = REWARD_CASES / f"{name}.json"
+    assert case_file.is_file(), f"reward {name!r} has no contract case: add {case_file}"
+    case = json.loads(case_file.read_text())
     reward = built("reward", name)
-    task = built("task", "addition")
-    examples = task.eval_examples()[:3]
-    correct = reward([e.prompt for e in examples], [e.response for e in examples], **reward_fields(examples))
-    assert len(correct) == 3 and all(isinstance(s, float) for s in correct)
-    assert reward([], [], **{key: [] for key in reward_fields(examples)}) == []
+    scores = reward(case["prompts"], case["completions"], **case["fields"])
+    assert all(isinstance(s, float) for s in scores)
+    assert scores == pytest.approx(case["expected"])
+    assert reward([], [], **{key: [] for key in case["fields"]}) == []
 
 
 @pytest.mark.parametrize("name", dllm.ALGORITHMS.names())
