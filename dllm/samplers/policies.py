@@ -1,12 +1,24 @@
 """Unmasking policies every decoder shares: how many tokens a step reveals, and which.
 
-Each selection returns a [B, L] bool mask of positions to reveal, always inside `masked`.
+A policy = a score (how sure the model is of each proposed token) x a selection rule (which
+masked positions to reveal given the scores and the step's quota). Each selection returns a
+[B, L] bool mask of positions to reveal, always inside `masked`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
+
+from dllm.errors import ConfigError
+
+Score = Literal["confidence", "margin", "entropy", "random"]
+Selection = Literal["top_k", "threshold", "factor", "dynamic", "entropy_bounded", "sequential"]
+SCORES: tuple[str, ...] = get_args(Score)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
@@ -68,3 +80,78 @@ def entropy_bounded_selection(probs: Tensor, masked: Tensor, budget: float) -> T
     within = (entropy.sort(dim=1).values.cumsum(1) <= budget).sum(1)
     counts = torch.minimum(within.clamp(min=1), masked.sum(1))
     return select_top_k(-entropy, counts) & masked
+
+
+def token_scores(
+    kind: str, probs: Tensor, tokens: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None
+) -> Tensor:
+    """[B, L] score of each proposed token, higher = revealed first: its probability
+    (`confidence`), the top-2 probability margin, the negative entropy, or uniform noise
+    (`random`: `noise` [B, L] when given — cut from a larger draw as a reference does)."""
+    if kind == "confidence":
+        return probs.gather(-1, tokens[..., None]).squeeze(-1)
+    if kind == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    if kind == "entropy":
+        return (probs * probs.clamp_min(1e-12).log()).sum(-1)
+    if noise is None:
+        noise = torch.rand(tokens.shape, device=tokens.device, generator=generator)
+    return noise
+
+
+@dataclass(frozen=True)
+class UnmaskingPolicy:
+    """Which masked positions a step reveals: `score` x `selection`.
+
+    `top_k` reveals the step's quota of best-scored positions; `threshold` the best one plus
+    every other scoring >= `threshold`; `factor` Fast-dLLM's factor rule; `dynamic` everything
+    above `threshold` when that meets the quota, else the quota (SDAR); `entropy_bounded` the
+    lowest-entropy positions within an entropy budget `eb_threshold` (SDAR); `sequential` the
+    leftmost positions (quota)."""
+
+    score: Score = "confidence"
+    selection: Selection = "top_k"
+    threshold: float = 0.9
+    factor: float = 1.0
+    eb_threshold: float = 0.35
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ConfigError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.factor <= 0 or self.eb_threshold <= 0:
+            raise ConfigError(f"factor ({self.factor}) and eb_threshold ({self.eb_threshold}) must be > 0")
+
+    @property
+    def uses_quota(self) -> bool:
+        """Whether the step schedule's quota decides how many tokens a step reveals."""
+        return self.selection in ("top_k", "dynamic", "sequential")
+
+    def choose(
+        self,
+        probs: Tensor,
+        tokens: Tensor,
+        masked: Tensor,
+        quota: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """[B, L] bool: positions to reveal among `masked`, given the proposal's `probs` [B, L, V]
+        and `tokens` [B, L], and the step's `quota` [B] (`noise`: see `token_scores`)."""
+        quota = torch.minimum(quota, masked.sum(1))
+        if self.selection == "sequential":
+            return sequential_selection(masked, quota)
+        if self.selection == "entropy_bounded":
+            return entropy_bounded_selection(probs, masked, self.eb_threshold)
+        scores = token_scores(self.score, probs, tokens, generator, noise)
+        if self.selection == "threshold":
+            return threshold_selection(scores, masked, self.threshold)
+        if self.selection == "factor":
+            return factor_selection(scores, masked, self.factor)
+        if self.selection == "dynamic":
+            return dynamic_selection(scores, masked, quota, self.threshold)
+        return select_top_k(torch.where(masked, scores, -torch.inf), quota) & masked

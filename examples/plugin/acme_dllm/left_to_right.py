@@ -6,7 +6,7 @@ import torch
 
 from dllm.models.base import denoiser_logits
 from dllm.samplers.base import Decoding, Sampler
-from dllm.samplers.llada import gumbel_max_sample
+from dllm.samplers.tokens import gumbel_max_sample
 
 
 class LeftToRightSampler(Sampler):

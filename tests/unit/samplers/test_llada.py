@@ -5,8 +5,9 @@ import torch
 
 import dllm
 from dllm.errors import ConfigError
-from dllm.samplers.llada import LLaDASampler, gumbel_max_sample
+from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.policies import select_top_k, transfer_schedule
+from dllm.samplers.tokens import gumbel_max_sample
 
 VOCAB = 8
 MASK, EOS = 2, 1

@@ -1,13 +1,17 @@
 import math
 
+import pytest
 import torch
 
+from dllm.errors import ConfigError
 from dllm.samplers.policies import (
+    UnmaskingPolicy,
     dynamic_selection,
     entropy_bounded_selection,
     factor_selection,
     sequential_selection,
     threshold_selection,
+    token_scores,
 )
 
 T, F = True, False
@@ -46,3 +50,56 @@ def test_factor_rule_by_hand():
     masked = torch.ones(2, 4, dtype=torch.bool)
     # row 0 sorted .9 .72 .7 .1: .72 >= .667 yes, .7 >= .75 no -> 2; row 1: .55 >= .667 no -> 1
     assert factor_selection(confidence, masked, 1.0).tolist() == [[T, F, T, F], [T, F, F, F]]
+
+
+# Three masked positions, vocabulary of 4 (token 3 never proposed). Hand-computed:
+#   position 0: [.6, .35, .05, 0]  confidence .6  margin .25  entropy 0.8237
+#   position 1: [.5, .2, .15, .15] confidence .5  margin .30  entropy 1.2376
+#   position 2: [.4, .3, .3, 0]    confidence .4  margin .10  entropy 1.0889
+PROBS = torch.tensor([[[0.6, 0.35, 0.05, 0.0], [0.5, 0.2, 0.15, 0.15], [0.4, 0.3, 0.3, 0.0]]])
+TOKENS = torch.tensor([[0, 0, 0]])
+ALL = torch.ones(1, 3, dtype=torch.bool)
+
+
+def test_scores_by_hand():
+    assert token_scores("confidence", PROBS, TOKENS)[0].tolist() == pytest.approx([0.6, 0.5, 0.4])
+    assert token_scores("margin", PROBS, TOKENS)[0].tolist() == pytest.approx([0.25, 0.3, 0.1])
+    assert token_scores("entropy", PROBS, TOKENS)[0].tolist() == pytest.approx([-0.8237, -1.2376, -1.0889], abs=1e-4)
+    noise = torch.tensor([[0.3, 0.1, 0.2]])
+    assert torch.equal(token_scores("random", PROBS, TOKENS, noise=noise), noise)
+
+
+@pytest.mark.parametrize(
+    "score, expected",
+    [("confidence", [[T, F, F]]), ("margin", [[F, T, F]]), ("entropy", [[T, F, F]]), ("random", [[F, F, T]])],
+)
+def test_top_k_follows_the_score(score, expected):
+    policy = UnmaskingPolicy(score=score, selection="top_k")
+    noise = torch.tensor([[0.3, 0.1, 0.9]])
+    assert policy.choose(PROBS, TOKENS, ALL, torch.tensor([1]), noise=noise).tolist() == expected
+
+
+def test_policy_selections_by_hand():
+    quota = torch.tensor([2])
+    choose = lambda **kw: UnmaskingPolicy(**kw).choose(PROBS, TOKENS, ALL, quota).tolist()  # noqa: E731
+    assert choose(selection="top_k") == [[T, T, F]]
+    assert choose(selection="threshold", threshold=0.55) == [[T, F, F]]  # the best alone reaches .55
+    assert choose(selection="threshold", threshold=0.45) == [[T, T, F]]
+    assert choose(selection="factor", factor=0.9) == [[T, F, F]]  # 2nd (.5) < 1 - .9/3 = .7
+    assert choose(selection="factor", factor=1.6) == [[T, T, F]]  # .5 >= 1 - 1.6/3 = .467; .4 < 1 - 1.6/4
+    assert choose(selection="dynamic", threshold=0.45) == [[T, T, F]]  # two above .45 meet the quota
+    assert choose(selection="sequential") == [[T, T, F]]
+    # entropy budget 0.8237 + 1.0889 + tiny: positions 0 and 2
+    assert choose(selection="entropy_bounded", eb_threshold=1.913) == [[T, F, T]]
+    masked = torch.tensor([[F, T, T]])  # a quota above the masked count reveals what is masked
+    policy = UnmaskingPolicy(selection="top_k")
+    assert policy.choose(PROBS, TOKENS, masked, torch.tensor([5])).tolist() == [[F, T, T]]
+
+
+def test_bad_policies_are_refused():
+    with pytest.raises(ConfigError, match="unknown score 'confidance'"):
+        UnmaskingPolicy(score="confidance")
+    with pytest.raises(ConfigError, match="unknown selection"):
+        UnmaskingPolicy(selection="greedy")
+    with pytest.raises(ConfigError, match=r"threshold must be in \(0, 1\]"):
+        UnmaskingPolicy(selection="threshold", threshold=0.0)

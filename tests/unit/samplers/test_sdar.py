@@ -5,7 +5,7 @@ import torch
 
 import dllm
 from dllm.errors import ConfigError
-from dllm.samplers.sdar import SDARSampler, sample_tokens
+from dllm.samplers.sdar import SDARSampler
 from tests.unit.samplers.test_llada import EOS, VOCAB, fixed_logits
 
 PROMPT = torch.tensor([[9, 9, 9, 9]])  # one whole block: no alignment padding
@@ -64,13 +64,13 @@ def test_entropy_bounded_takes_the_lowest_entropies_within_the_budget(block_mode
     assert tiny_budget.step_map.tolist() == [[3, 0, 1, 2]]  # at least one per step, lowest entropy first
 
 
-def test_stops_after_the_block_with_eos(block_model):
+def test_stops_as_soon_as_every_row_has_its_eos(block_model):
     model = block_model({0: (6, 0.9), 1: (EOS, 0.95)})
     out = SDARSampler(denoising_steps=4, use_cache=False).generate(model, PROMPT, gen_length=12)
     assert out.sequences[0, 4:].tolist() == [6, EOS] + [EOS] * 10
-    # block 0: .9 and .95 clear the 0.85 threshold together, then the two uniform positions one
-    # per step; every row has stopped, so blocks 1 and 2 are never decoded
-    assert out.nfe == 3
+    # block 0, step 0: .9 and .95 clear the 0.85 threshold together; the row now has an EOS with
+    # nothing masked before it, so it has stopped: nothing after it is ever decoded
+    assert out.nfe == 1
     assert out.step_map.tolist() == [[0] * 12]  # after the EOS: the EOS's step
 
 
@@ -87,19 +87,7 @@ def test_cache_gives_the_same_tokens_as_recomputing(tokenizer):
             ]  # fmt: skip
             assert torch.equal(outs[0].sequences, outs[1].sequences), (strategy, temperature)
             assert torch.equal(outs[0].step_map, outs[1].step_map)
-            assert outs[0].nfe == outs[1].nfe + 4  # one commit forward per block
-
-
-def test_top_k_and_top_p_filtering():
-    logits = torch.tensor([[[0.0, 1.0, 2.0, 3.0]]]).log_softmax(-1)
-    _, _, probs = sample_tokens(logits, 1.0, top_k=2, top_p=1.0, generator=torch.Generator(), mask_id=0)
-    assert (probs[0, 0, :2] == 0).all() and probs[0, 0, 2:].sum().item() == pytest.approx(1.0)
-    peaked = torch.tensor([[[0.0, 0.05, 0.15, 0.8]]]).log()
-    _, _, probs = sample_tokens(peaked, 1.0, top_k=0, top_p=0.7, generator=torch.Generator(), mask_id=0)
-    assert probs[0, 0].tolist() == [0.0, 0.0, 0.0, 1.0]  # the top token alone crosses 0.7
-    tokens, confidence, _ = sample_tokens(peaked, 0.0, 0, 1.0, None, mask_id=3)
-    assert tokens.item() == 2  # greedy, never the mask token
-    assert confidence.item() == pytest.approx(0.15 / 0.2)
+            assert outs[0].nfe == outs[1].nfe + 1 + 4  # the prompt's prefill, then one commit forward per block
 
 
 def test_bad_settings_are_refused(block_model):

@@ -1,0 +1,160 @@
+"""Cache strategies: how a decoder gets the logits of the block it is decoding.
+
+Every strategy returns the raw logits of the forward it ran and the offset of the block in
+them: `logits[:, offset + i]` predicts the block's token i, for shifted (Dream-style) models
+too (they read one position earlier). Each counts its forwards in `state.nfe`.
+
+- `none`: every step recomputes the whole sequence (a block diffusion model: up to the block's
+  end, which is all its block-causal attention lets the block see);
+- `prefix` (Fast-dLLM, approximate): each block starts with one full forward that caches the
+  prefix; later steps recompute the block and everything after it over that cache;
+- `dual` (Fast-dLLM, approximate): the first forward caches prefix and suffix; later steps
+  recompute the block alone, written in place into the cache;
+- `block` (exact, block diffusion models): the prompt and every finished block are committed
+  once; each step runs the block alone over the cache, and one more forward commits it.
+The approximate caches see keys computed from an older state, refreshed every block; the
+exact one gives the same tokens as recomputing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from dllm.errors import ConfigError
+from dllm.models.cache import KVCache
+from dllm.samplers.base import Decoding
+
+CacheName = Literal["none", "prefix", "dual", "block"]
+
+
+def _shift(model: torch.nn.Module) -> int:
+    return int(bool(getattr(model, "shift_logits", False)))
+
+
+class CacheStrategy:
+    """One decoding's cache: `start` once, `block_logits` every step, `finish_block` after each block."""
+
+    name: ClassVar[str]
+    exact: ClassVar[bool] = True
+    needs_blocks: ClassVar[bool | None] = None  # True: block diffusion models only; False: full attention only
+
+    @classmethod
+    def check_model(cls, model_block_size: int | None) -> None:
+        """Refuse a model this strategy cannot decode (from its block size alone: config time)."""
+        if cls.needs_blocks and model_block_size is None:
+            raise ConfigError(
+                f"cache {cls.name!r} caches whole blocks of a block diffusion model; this model has full "
+                f"attention: use cache none, prefix or dual"
+            )
+        if cls.needs_blocks is False and model_block_size is not None:
+            raise ConfigError(
+                f"cache {cls.name!r} is for full-attention models; a block diffusion model has an exact cache: "
+                f"use cache block (or none)"
+            )
+
+    def start(self, model: torch.nn.Module, state: Decoding) -> None:
+        """Before the first block."""
+
+    def block_logits(
+        self, model: torch.nn.Module, state: Decoding, start: int, end: int, step: int
+    ) -> tuple[Tensor, int]:
+        """(raw logits of this step's forward, offset of the block [start, end) in them); `step`
+        counts from 0 within the block."""
+        raise NotImplementedError
+
+    def finish_block(self, model: torch.nn.Module, state: Decoding, start: int, end: int) -> None:
+        """After the block [start, end) has no mask left."""
+
+
+class NoCache(CacheStrategy):
+    """Recompute everything each step; `cfg_scale` > 0 adds LLaDA's classifier-free guidance
+    (a second pass with the prompt masked: `un + (cfg_scale + 1)(cond - un)`)."""
+
+    name = "none"
+
+    def __init__(self, cfg_scale: float = 0.0) -> None:
+        self.cfg_scale = cfg_scale
+
+    def block_logits(self, model, state, start, end, step):
+        stop = end if model.block_size is not None else state.x.shape[1]
+        x, keys = state.x[:, :stop], state.key_mask[:, :stop]
+        offset = start - _shift(model)
+        if self.cfg_scale <= 0:
+            state.nfe += 1
+            return model(x, attention_mask=keys).logits, offset
+        unconditional = x.clone()
+        unconditional[:, : state.prompt_length] = state.mask_id
+        logits = model(torch.cat([x, unconditional]), attention_mask=torch.cat([keys, keys])).logits
+        state.nfe += 2
+        conditional, unconditional_logits = logits.chunk(2)
+        return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits), offset
+
+
+class PrefixCache(CacheStrategy):
+    name = "prefix"
+    exact = False
+    needs_blocks = False
+
+    def block_logits(self, model, state, start, end, step):
+        query = start - _shift(model)
+        state.nfe += 1
+        if step == 0:
+            self.cache = KVCache(model.config.num_hidden_layers)
+            logits = model(state.x, attention_mask=state.key_mask, past_key_values=self.cache, use_cache=True).logits
+            self.cache.crop(query)
+            return logits, query
+        return model(state.x[:, query:], attention_mask=state.key_mask, past_key_values=self.cache).logits, 0
+
+
+class DualCache(CacheStrategy):
+    name = "dual"
+    exact = False
+    needs_blocks = False
+
+    def block_logits(self, model, state, start, end, step):
+        shift = _shift(model)
+        query = start - shift
+        state.nfe += 1
+        if step == 0:
+            self.cache = KVCache(model.config.num_hidden_layers)
+            logits = model(state.x, attention_mask=state.key_mask, past_key_values=self.cache, use_cache=True).logits
+            return logits, query
+        block_input = state.x[:, query : end - shift]
+        out = model(block_input, attention_mask=state.key_mask, past_key_values=self.cache, replace_position=query)
+        return out.logits, 0
+
+
+class BlockCache(CacheStrategy):
+    name = "block"
+    needs_blocks = True
+
+    def start(self, model, state):
+        self.cache = KVCache(model.config.num_hidden_layers)
+        prompt = slice(0, state.prompt_length)
+        model(state.x[:, prompt], attention_mask=state.key_mask[:, prompt], past_key_values=self.cache, use_cache=True)
+        state.nfe += 1
+
+    def block_logits(self, model, state, start, end, step):
+        state.nfe += 1
+        out = model(state.x[:, start:end], attention_mask=state.key_mask[:, :end], past_key_values=self.cache)
+        return out.logits, 0
+
+    def finish_block(self, model, state, start, end):
+        model(
+            state.x[:, start:end], attention_mask=state.key_mask[:, :end], past_key_values=self.cache, use_cache=True
+        )
+        state.nfe += 1
+
+
+CACHE_STRATEGIES: dict[str, type[CacheStrategy]] = {
+    strategy.name: strategy for strategy in (NoCache, PrefixCache, DualCache, BlockCache)
+}
+
+
+def cache_strategy_class(name: str) -> type[CacheStrategy]:
+    if name not in CACHE_STRATEGIES:
+        raise ConfigError(f"unknown cache {name!r}; choose one of {', '.join(CACHE_STRATEGIES)}")
+    return CACHE_STRATEGIES[name]
