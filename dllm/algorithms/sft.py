@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
+from dllm.algorithms.denoise import denoising_log_probs, token_log_probs
 from dllm.data.base import Example
 from dllm.errors import ConfigError
-from dllm.models.base import denoiser_logits
-from dllm.models.masks import block_diffusion_mask, check_block_size, combine, left_pad_to_blocks
+from dllm.models.masks import left_pad_to_blocks
 
 
 @dataclass
@@ -73,20 +72,13 @@ def masked_diffusion_loss(
 
     logits [B, L, V]; targets, masked, response_mask [B, L]; p_mask [B].
     """
-    token_ce = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return weighted_nll(token_log_probs(logits, targets), masked, p_mask, response_mask)
+
+
+def weighted_nll(log_probs: Tensor, masked: Tensor, p_mask: Tensor, response_mask: Tensor) -> Tensor:
+    """`masked_diffusion_loss` from the targets' log-probs [B, L]."""
     weights = masked.float() / p_mask[:, None] / response_mask.sum(1, keepdim=True).clamp(min=1)
-    return (token_ce * weights).sum() / targets.shape[0]
-
-
-def block_diffusion_logits(
-    model: torch.nn.Module, noisy: Tensor, clean: Tensor, attention_mask: Tensor, block_size: int
-) -> Tensor:
-    """Logits of the noisy half of one `[x_t ; x_0]` forward under the block-diffusion mask."""
-    length = noisy.shape[1]
-    check_block_size(length, block_size, "training length (prompt padded to whole blocks + gen_length)")
-    mask = combine(block_diffusion_mask(length, block_size, device=noisy.device), attention_mask.repeat(1, 2))
-    positions = torch.arange(length, device=noisy.device).repeat(2)
-    return denoiser_logits(model, torch.cat([noisy, clean], dim=1), mask, positions)[:, :length]
+    return -(log_probs * weights).sum() / log_probs.shape[0]
 
 
 @ALGORITHMS.register("sft")
@@ -130,10 +122,10 @@ class SFT(Algorithm):
 
     def loss(self, model: torch.nn.Module, batch: SFTBatch, generator: torch.Generator) -> LossOutput:
         noisy, masked, p_mask = self.noise(batch, model.mask_token_id, generator)
-        block_size = self.training_block_size(model)
-        if block_size is None:
-            logits = denoiser_logits(model, noisy, batch.attention_mask)
-        else:
-            logits = block_diffusion_logits(model, noisy, batch.input_ids, batch.attention_mask, block_size)
-        loss = masked_diffusion_loss(logits, batch.input_ids, masked, p_mask, batch.response_mask)
+        prompt_length = batch.input_ids.shape[1] - int(batch.response_mask[0].sum())  # never noised
+        log_probs = denoising_log_probs(
+            model, noisy, batch.input_ids, batch.attention_mask, self.training_block_size(model), prompt_length
+        )
+        response = slice(prompt_length, None)
+        loss = weighted_nll(log_probs, masked[:, response], p_mask, batch.response_mask[:, response])
         return LossOutput(loss, {"masked_fraction": float(masked.sum() / batch.response_mask.sum())})

@@ -7,9 +7,10 @@ structural masks below; `combine` broadcasts them with a [B, Lk] padding mask in
 - full: every query sees every key (LLaDA, Dream).
 - block-causal: a token sees every token of its own block and of earlier blocks (SDAR at
   inference).
-- block-diffusion (training over `[x_t ; x_0]`, length 2L): noisy block i sees noisy block i
-  and clean blocks < i; clean block i sees clean blocks <= i. With `document_ids` (packed
-  samples) blocks restart at each document and nothing crosses documents.
+- block-diffusion (training over `[x_t ; x_0]`, length 2L, or `[x_t[P:] ; x_0]` when only the
+  completion after P is noisy): noisy block i sees noisy block i and clean blocks < i; clean
+  block i sees clean blocks <= i. With `document_ids` (packed samples) blocks restart at each
+  document and nothing crosses documents.
 """
 
 from __future__ import annotations
@@ -46,14 +47,23 @@ def _document_blocks(length: int, block_size: int, document_ids: Tensor | None, 
 
 
 def block_diffusion_mask(
-    length: int, block_size: int, document_ids: Tensor | None = None, device: torch.device | str = "cpu"
+    length: int,
+    block_size: int,
+    document_ids: Tensor | None = None,
+    device: torch.device | str = "cpu",
+    noisy_from: int = 0,
 ) -> Tensor:
-    """[2L, 2L] training mask over `[x_t ; x_0]` (noisy copy first, clean copy second)."""
+    """[N + L, N + L] training mask over `[x_t[noisy_from:] ; x_0]`: the noisy copy of positions
+    `noisy_from..L-1` first (N = L - noisy_from; a clean prompt need not be copied), then the
+    clean sequence. Block i of the noisy copy sees itself and clean blocks < i."""
     blocks, documents = _document_blocks(length, block_size, document_ids, device)
-    block = torch.cat([blocks, blocks])
-    document = torch.cat([documents, documents])
+    block = torch.cat([blocks[noisy_from:], blocks])
+    document = torch.cat([documents[noisy_from:], documents])
     noisy = torch.cat(
-        [torch.ones(length, dtype=torch.bool, device=device), torch.zeros(length, dtype=torch.bool, device=device)]
+        [
+            torch.ones(length - noisy_from, dtype=torch.bool, device=device),
+            torch.zeros(length, dtype=torch.bool, device=device),
+        ]
     )
     q_block, k_block = block[:, None], block[None, :]
     q_noisy, k_noisy = noisy[:, None], noisy[None, :]

@@ -25,6 +25,13 @@ def test_block_diffusion_mask_two_blocks_by_hand():
     assert torch.equal(block_diffusion_mask(4, 2), expected)
 
 
+def test_block_diffusion_mask_without_a_noisy_prompt():
+    # L = 4, block 2, the prompt is block 0: only n2 n3 are copied noisy
+    full = block_diffusion_mask(4, 2)
+    keep = torch.tensor([2, 3, 4, 5, 6, 7])
+    assert torch.equal(block_diffusion_mask(4, 2, noisy_from=2), full[keep][:, keep])
+
+
 def test_block_diffusion_mask_with_packed_documents():
     # two documents of 2 tokens, block size 2: nothing crosses documents; each is one block
     mask = block_diffusion_mask(4, 2, document_ids=torch.tensor([0, 0, 1, 1]))

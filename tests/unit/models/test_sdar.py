@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import dllm
-from dllm.algorithms.sft import block_diffusion_logits
+from dllm.algorithms.denoise import block_diffusion_logits
 from dllm.errors import ConfigError
 from dllm.models.sdar import SDARConfig, SDARForCausalLM
 from tests.unit.models import family_checks
