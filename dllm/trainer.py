@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dllm.algorithms.base import Algorithm, TrainContext
-from dllm.checkpoint import load_trainer_state, save_checkpoint
+from dllm.checkpoint import CHECKPOINT_DIR, load_model_weights, load_trainer_state, save_checkpoint
 from dllm.errors import ConfigError
 from dllm.evaluation import evaluate
 
@@ -103,34 +103,73 @@ class Components:
     algorithm: Algorithm
 
 
+@dataclass
+class Stage:
+    """One phase of a run: an algorithm trained with its own optimizer and schedule (e.g. an
+    SFT `warmup` before the `main` RL stage). Stages run in order on the same model."""
+
+    name: str
+    config: TrainerConfig
+    algorithm: Algorithm
+
+
 class Trainer:
-    def __init__(self, config: TrainerConfig, components: Components, run_dir: Path, seed: int) -> None:
-        self.config = config
+    """Runs `stages` in order on `components.model`; checkpoints and resumes mid-stage."""
+
+    def __init__(self, components: Components, stages: list[Stage], run_dir: Path, seed: int) -> None:
         self.c = components
+        self.stages = stages
         self.run_dir = run_dir
-        self.device = config.resolve_device()
-        self.autocast_dtype = config.autocast_dtype(self.device)
+        self.device = stages[-1].config.resolve_device()
         self.model = components.model.to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=config.lr,
-            betas=(config.beta1, config.beta2),
-            weight_decay=config.weight_decay,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: lr_factor(step, config.warmup_steps, config.max_steps, config.min_lr_ratio),
-        )
         self.rng = random.Random(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.step = 0
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.begin_stage(0)
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.stage_index]
+
+    @property
+    def config(self) -> TrainerConfig:
+        return self.stage.config
+
+    def begin_stage(self, index: int) -> None:
+        """A fresh optimizer and schedule for stage `index`, at its step 0."""
+        self.stage_index, self.step = index, 0
+        cfg = self.config
+        self.autocast_dtype = cfg.autocast_dtype(self.device)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            weight_decay=cfg.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        )
+        self.context = TrainContext(
+            self.model,
+            self.c.tokenizer,
+            self.c.task,
+            self.c.sampler,
+            self.c.reward,
+            cfg.batch_size // cfg.grad_accum,
+            self.rng,
+            self.generator,
+            self.device,
+            cfg.batch_size,
+        )
+        self.stage.algorithm.start(self.context)
 
     def state(self) -> dict[str, Any]:
         return {
+            "stage": self.stage_index,
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "algorithm": self.stage.algorithm.state_dict(),
             "data_rng": self.rng.getstate(),
             "noise_generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -139,9 +178,13 @@ class Trainer:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state: its stage (models already loaded), step and random states."""
+        self.begin_stage(state.get("stage", 0))
+        self.stage.algorithm.load_models(self.run_dir / CHECKPOINT_DIR)
         self.step = state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.stage.algorithm.load_state_dict(state.get("algorithm", {}))
         self.rng.setstate(state["data_rng"])
         self.generator.set_state(state["noise_generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -149,64 +192,74 @@ class Trainer:
         random.setstate(state["python_rng"])
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.model, self.c.tokenizer, self.state())
+        return save_checkpoint(
+            self.run_dir, self.model, self.c.tokenizer, self.state(), self.stage.algorithm.save_models
+        )
 
     def resume_if_possible(self) -> None:
         state = load_trainer_state(self.run_dir) if self.config.resume else None
         if state is not None:
+            load_model_weights(self.model, self.run_dir / CHECKPOINT_DIR)
             self.restore(state)
-            logger.info("resumed from %s at step %d", self.run_dir / "checkpoint", self.step)
+            logger.info(
+                "resumed from %s: stage %s, step %d", self.run_dir / CHECKPOINT_DIR, self.stage.name, self.step
+            )
 
     def train(self) -> dict[str, float]:
-        """Run to `max_steps`, checkpoint, evaluate; return the final evaluation metrics."""
+        """Run every stage to its `max_steps`, checkpoint, evaluate after each stage; return the
+        final evaluation metrics."""
+        while True:
+            self.run_stage()
+            result = self.evaluate()
+            self.log({**result.metrics()})
+            if self.stage_index == len(self.stages) - 1:
+                break
+            self.begin_stage(self.stage_index + 1)
+            self.save()
+        self.save()
+        (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
+        return result.metrics()
+
+    def log(self, record: dict[str, Any]) -> None:
+        prefix = {"stage": self.stage.name} if len(self.stages) > 1 else {}
+        self.metrics.write({**prefix, "step": self.step, **record})
+
+    def run_stage(self) -> None:
         cfg = self.config
-        micro_batch_size = cfg.batch_size // cfg.grad_accum
-        ctx = TrainContext(
-            self.model,
-            self.c.tokenizer,
-            self.c.task,
-            self.c.sampler,
-            self.c.reward,
-            micro_batch_size,
-            self.rng,
-            self.generator,
-            self.device,
-        )
         self.model.train()
-        progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        desc = self.stage.name if len(self.stages) > 1 else "train"
+        progress = tqdm(total=cfg.max_steps, initial=self.step, desc=desc, dynamic_ncols=True)
         while self.step < cfg.max_steps:
             began = time.perf_counter()
-            record = self._optimizer_step(ctx)
-            record.update(step=self.step + 1, lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - began)
+            record = self._optimizer_step()
+            record.update(lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - began)
             self.scheduler.step()
             self.step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.metrics.write(record)
+                self.log(record)
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self.save()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                self.metrics.write({"step": self.step, **self.evaluate().metrics()})
+                self.log(self.evaluate().metrics())
+                self.model.train()
         progress.close()
-        self.save()
-        result = self.evaluate()
-        self.metrics.write({"step": self.step, **result.metrics()})
-        (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
-        return result.metrics()
 
-    def _optimizer_step(self, ctx: TrainContext) -> dict[str, float]:
+    def _optimizer_step(self) -> dict[str, float]:
         cfg = self.config
+        algorithm = self.stage.algorithm
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        for batch in self.c.algorithm.micro_batches(ctx, cfg.grad_accum):
+        for batch in algorithm.micro_batches(self.context, cfg.grad_accum):
             with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                out = self.c.algorithm.loss(self.model, batch, self.generator)
-            (out.loss / cfg.grad_accum).backward()
+                out = algorithm.loss(self.model, batch, self.generator)
+            (out.loss * batch.share).backward()
             for key, value in {"loss": out.loss.item(), **out.metrics}.items():
-                totals[key] = totals.get(key, 0.0) + value / cfg.grad_accum
+                totals[key] = totals.get(key, 0.0) + value * batch.share
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
+        totals.update(algorithm.after_step(self.context))
         return {**totals, "grad_norm": float(grad_norm)}
 
     def evaluate(self):

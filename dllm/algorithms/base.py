@@ -11,7 +11,8 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -28,6 +29,14 @@ class LossOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class MicroBatch(Protocol):
+    """What `Algorithm.micro_batches` yields: anything with a `share`, the fraction of the
+    optimizer step it carries. The trainer back-propagates `loss * share`, so a micro-batch's
+    loss is a mean over its own units (sequences, tokens) and shares sum to 1 over a step."""
+
+    share: float
+
+
 @dataclass
 class TrainContext:
     """What an algorithm may use to make batches: the live model, tokenizer, task, sampler,
@@ -42,16 +51,38 @@ class TrainContext:
     rng: random.Random
     generator: torch.Generator
     device: torch.device
+    batch_size: int = 0  # sequences per optimizer step (0: micro_batch_size)
 
 
 class Algorithm(ABC):
     @abstractmethod
-    def micro_batches(self, ctx: TrainContext, num_micro_batches: int) -> Iterator[Any]:
-        """The micro-batches of one optimizer step."""
+    def micro_batches(self, ctx: TrainContext, num_micro_batches: int) -> Iterator[MicroBatch]:
+        """The micro-batches of one optimizer step (`num_micro_batches` of `ctx.micro_batch_size`
+        sequences, unless the algorithm's own batches split otherwise)."""
 
     @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> LossOutput:
         """The loss of one micro-batch; random masking draws from `generator` only."""
+
+    def start(self, ctx: TrainContext) -> None:
+        """Before the first step of the stage this algorithm trains (e.g. freeze a reference model)."""
+
+    def after_step(self, ctx: TrainContext) -> dict[str, float]:
+        """After each optimizer step of the policy (e.g. step a value model); metrics to log."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the algorithm (pending rollouts, extra optimizers...)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; called after `start`."""
+
+    def save_models(self, directory: Path) -> None:
+        """Write the algorithm's own models (reference, value) into a checkpoint directory."""
+
+    def load_models(self, directory: Path) -> None:
+        """Load what `save_models` wrote; called after `start`."""
 
 
 ALGORITHMS = Registry("algorithm", interface=Algorithm)

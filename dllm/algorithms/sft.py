@@ -28,14 +28,17 @@ from dllm.models.masks import left_pad_to_blocks
 @dataclass
 class SFTBatch:
     """`input_ids` [B, L] = left-padded prompt + response + EOS fill; `attention_mask` [B, L]
-    (0 on padding); `response_mask` [B, L] (1 on the response and its EOS fill)."""
+    (0 on padding); `response_mask` [B, L] (1 on the response and its EOS fill); `share`, the
+    fraction of the optimizer step this micro-batch carries."""
 
     input_ids: Tensor
     attention_mask: Tensor
     response_mask: Tensor
+    share: float = 1.0
 
     def to(self, device: torch.device) -> SFTBatch:
-        return SFTBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.response_mask)))
+        tensors = (t.to(device) for t in (self.input_ids, self.attention_mask, self.response_mask))
+        return SFTBatch(*tensors, share=self.share)
 
 
 def collate_sft(tokenizer, examples: list[Example], gen_length: int, block_size: int | None = None) -> SFTBatch:
@@ -109,7 +112,9 @@ class SFT(Algorithm):
         block_size = self.training_block_size(ctx.model)
         for _ in range(num_micro_batches):
             examples = ctx.task.sample(ctx.rng, ctx.micro_batch_size)
-            yield collate_sft(ctx.tokenizer, examples, ctx.task.gen_length, block_size).to(ctx.device)
+            batch = collate_sft(ctx.tokenizer, examples, ctx.task.gen_length, block_size).to(ctx.device)
+            batch.share = 1 / num_micro_batches
+            yield batch
 
     def noise(self, batch: SFTBatch, mask_token_id: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """(noisy input_ids, masked [B, L] bool, p_mask [B]) for one forward process draw."""

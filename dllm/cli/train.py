@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.config import build_components, build_node, validate
 from dllm.errors import DllmError
-from dllm.trainer import Trainer
+from dllm.trainer import Stage, Trainer
 
 logger = logging.getLogger("dllm.train")
 
@@ -56,8 +56,10 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     seed_everything(cfg.seed)
     components = build_components(cfg)
-    trainer_config = build_node(cfg.trainer)
-    trainer = Trainer(trainer_config, components, run_dir, seed=cfg.seed)
+    stages = [Stage("main", build_node(cfg.trainer), components.algorithm)]
+    if cfg.get("warmup") is not None:
+        stages.insert(0, Stage("warmup", build_node(cfg.warmup.trainer), build_node(cfg.warmup.algorithm)))
+    trainer = Trainer(components, stages, run_dir, seed=cfg.seed)
     trainer.resume_if_possible()
     metrics = trainer.train()
     logger.info(

@@ -116,4 +116,4 @@ def test_eval_swaps_a_component_of_a_run(tmp_path):
     result = run_cli(
         "dllm-eval", tmp_path, "sampler=sdar", "sampler.remasking_strategy=sequential", "sampler.stop_at_eos=false"
     )
-    assert "over 10 prompts" in result.stdout and "1.250 NFE/token" in result.stdout  # 8 steps + 2 commits
+    assert "over 10 prompts" in result.stdout and "1.375 NFE/token" in result.stdout  # prefill, 8 steps, 2 commits
