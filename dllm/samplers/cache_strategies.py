@@ -2,7 +2,8 @@
 
 Every strategy returns the raw logits of the forward it ran and the offset of the block in
 them: `logits[:, offset + i]` predicts the block's token i, for shifted (Dream-style) models
-too (they read one position earlier). Each counts its forwards in `state.nfe`.
+too (they read one position earlier). Each counts its forwards in `state.nfe`, and may narrow
+the positions a step reveals (`candidates`).
 
 - `none`: every step recomputes the whole sequence (a block diffusion model: up to the block's
   end, which is all its block-causal attention lets the block see);
@@ -68,6 +69,11 @@ class CacheStrategy:
     def finish_block(self, model: torch.nn.Module, state: Decoding, start: int, end: int) -> None:
         """After the block [start, end) has no mask left."""
 
+    def candidates(self, masked: Tensor, step: int) -> Tensor:
+        """[B, L] bool: which of the block's `masked` positions step `step` may reveal (all of them;
+        a strategy whose forward is trusted for part of the block only narrows them)."""
+        return masked
+
 
 class NoCache(CacheStrategy):
     """Recompute everything each step; `cfg_scale` > 0 adds LLaDA's classifier-free guidance
@@ -93,38 +99,46 @@ class NoCache(CacheStrategy):
         return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits), offset
 
 
-class PrefixCache(CacheStrategy):
+class ApproximateCache(CacheStrategy):
+    """Fast-dLLM's caches: each block's first forward runs the whole sequence into a fresh cache;
+    later steps recompute a window starting at `window_start` over it (`window_logits`)."""
+
+    exact = False
+    needs_blocks = False
+
+    def window_start(self, model: torch.nn.Module, start: int) -> int:
+        """First position that the later steps of the block starting at `start` recompute: the one
+        whose logits predict the block's first token."""
+        return start - _shift(model)
+
+    def window_logits(self, model: torch.nn.Module, state: Decoding, query: int, length: int) -> Tensor:
+        """Logits of a later step's forward over the window from `query`: row i predicts the block's
+        token i (`length`: the block's)."""
+        raise NotImplementedError
+
+    def block_logits(self, model, state, start, end, step):
+        state.nfe += 1
+        if step == 0:
+            self.cache = KVCache(model.config.num_hidden_layers)
+            logits = model(state.x, attention_mask=state.key_mask, past_key_values=self.cache, use_cache=True).logits
+            return logits, start - _shift(model)
+        return self.window_logits(model, state, self.window_start(model, start), end - start), 0
+
+
+class PrefixCache(ApproximateCache):
     name = "prefix"
-    exact = False
-    needs_blocks = False
 
-    def block_logits(self, model, state, start, end, step):
-        query = start - _shift(model)
-        state.nfe += 1
-        if step == 0:
-            self.cache = KVCache(model.config.num_hidden_layers)
-            logits = model(state.x, attention_mask=state.key_mask, past_key_values=self.cache, use_cache=True).logits
-            self.cache.crop(query)
-            return logits, query
-        return model(state.x[:, query:], attention_mask=state.key_mask, past_key_values=self.cache).logits, 0
+    def window_logits(self, model, state, query, length):
+        self.cache.crop(query)  # the prefix stays cached; the window and everything after it is recomputed
+        return model(state.x[:, query:], attention_mask=state.key_mask, past_key_values=self.cache).logits
 
 
-class DualCache(CacheStrategy):
+class DualCache(ApproximateCache):
     name = "dual"
-    exact = False
-    needs_blocks = False
 
-    def block_logits(self, model, state, start, end, step):
-        shift = _shift(model)
-        query = start - shift
-        state.nfe += 1
-        if step == 0:
-            self.cache = KVCache(model.config.num_hidden_layers)
-            logits = model(state.x, attention_mask=state.key_mask, past_key_values=self.cache, use_cache=True).logits
-            return logits, query
-        block_input = state.x[:, query : end - shift]
-        out = model(block_input, attention_mask=state.key_mask, past_key_values=self.cache, replace_position=query)
-        return out.logits, 0
+    def window_logits(self, model, state, query, length):
+        window = state.x[:, query : query + length]
+        return model(window, attention_mask=state.key_mask, past_key_values=self.cache, replace_position=query).logits
 
 
 class BlockCache(CacheStrategy):

@@ -119,14 +119,15 @@ class DiffusionSampler(Sampler):
                 f"({model_block_size}); leave sampler.block_length null to decode the model's own blocks"
             )
 
-    def make_cache(self) -> CacheStrategy:
+    def make_cache(self, model: torch.nn.Module) -> CacheStrategy:
+        """A fresh cache strategy for one decoding of `model`."""
         return NoCache(self.cfg_scale) if self.cache == "none" else self.cache_class()
 
     def decode(
         self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
     ) -> None:
         block_length, steps_per_block = self.layout(gen_length, model.block_size)
-        cache = self.make_cache()
+        cache = self.make_cache(model)
         cache.start(model, state)
         for start in range(state.prompt_length, state.prompt_length + gen_length, block_length):
             end = start + block_length
@@ -137,12 +138,13 @@ class DiffusionSampler(Sampler):
                     break
                 logits, offset = cache.block_logits(model, state, start, end, step)
                 window = slice(offset, offset + block_length)
-                tokens, probs = self.propose(logits, window, generator, state.mask_id)
+                tokens, probs = self.propose(logits, window, generator, state.mask_id, step)
                 noise = None
                 if self.policy.score == "random":
                     noise = self.uniform(logits.shape[:2], window, generator, logits.device)
                 quota = quotas[:, min(step, steps_per_block - 1)]
-                state.reveal(start, end, tokens, self.policy.choose(probs, tokens, masked, quota, generator, noise))
+                candidates = cache.candidates(masked, step)
+                state.reveal(start, end, tokens, self.policy.choose(probs, tokens, candidates, quota, generator, noise))
                 if state.all_stopped():
                     return
             cache.finish_block(model, state, start, end)
@@ -157,8 +159,9 @@ class DiffusionSampler(Sampler):
         noise = torch.rand(shape, dtype=dtype, device=device, generator=generator)
         return noise[:, window] if self.noise_over_forward else noise
 
-    def propose(self, logits: Tensor, window: slice, generator, mask_id: int) -> tuple[Tensor, Tensor]:
-        """(tokens [B, L], probabilities [B, L, V] scoring them) for the block `window` of a forward's logits."""
+    def propose(self, logits: Tensor, window: slice, generator, mask_id: int, step: int) -> tuple[Tensor, Tensor]:
+        """(tokens [B, L], probabilities [B, L, V] scoring them) for the block `window` of a forward's
+        logits, at `step` (from 0 within the block)."""
         block = logits[:, window]
         if self.sampling == "categorical":
             return categorical_sample(block, self.temperature, self.top_k, self.top_p, generator, mask_id)

@@ -13,18 +13,62 @@ Tokens revealed per step: the LLaDA schedule; or with `threshold`, the most conf
 token plus every other one whose confidence reaches `threshold`; or with `factor`, the largest
 n such that the k-th most confident token (k = 1..n) reaches 1 - factor / (k + 1). It is the
 `diffusion` engine with Gumbel sampling (confidence in float64) and the chosen cache.
+
+Shifted (Dream-style) models with a cache follow Fast-dLLM's Dream decoder
+(`dream/model/generation_utils_block.py`, `_sample`): a block's first forward reveals its first
+token alone, and later steps recompute from the block itself (see `BlockStartCache`). Seeded
+runs reproduce the reference's draws, including the unused one of its prefix cache (`propose`).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
+from torch import Tensor
+
 from dllm.errors import ConfigError
 from dllm.samplers.base import SAMPLERS
+from dllm.samplers.cache_strategies import ApproximateCache, CacheStrategy, DualCache, PrefixCache
 from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.llada import Remasking, remasking_score
 
 CacheMode = Literal["none", "prefix", "dual"]
+
+
+class BlockStartCache(ApproximateCache):
+    """Fast-dLLM's Dream decoder's caches, for shifted models (`_sample` in
+    dream/model/generation_utils_block.py, l. 456-494 at 24cc59e): each block's first, full forward
+    reveals only the block's first token (read from the position before it, whatever the selection
+    rule), then later steps recompute from the block itself (the prefix cache keeps everything
+    before it; the dual cache replaces the block's slots) and shift logits inside that window."""
+
+    def window_start(self, model, start):
+        return start
+
+    def window_logits(self, model, state, query, length):
+        # Window row i predicts the block's token i + 1; the block's first token is revealed by
+        # then, so a copy of row 0 stands in for its row (as the reference's shift does).
+        logits = super().window_logits(model, state, query, length)
+        return torch.cat([logits[:, :1], logits], dim=1)
+
+    def candidates(self, masked, step):
+        if step:
+            return masked
+        first = torch.zeros_like(masked)
+        first[:, 0] = True
+        return masked & first
+
+
+class BlockStartPrefixCache(BlockStartCache, PrefixCache):
+    """The prefix cache, cut at the block."""
+
+
+class BlockStartDualCache(BlockStartCache, DualCache):
+    """The dual cache, recomputing the block's own slots."""
+
+
+SHIFTED_CACHES: dict[str, type[CacheStrategy]] = {"prefix": BlockStartPrefixCache, "dual": BlockStartDualCache}
 
 
 @SAMPLERS.register("fast_dllm")
@@ -69,6 +113,19 @@ class FastDLLMSampler(DiffusionSampler):
         self.threshold = threshold
         self.factor = factor
         self.use_cache = use_cache
+
+    def make_cache(self, model: torch.nn.Module) -> CacheStrategy:
+        if getattr(model, "shift_logits", False) and self.cache in SHIFTED_CACHES:
+            return SHIFTED_CACHES[self.cache]()
+        return super().make_cache(model)
+
+    def propose(self, logits: Tensor, window: slice, generator, mask_id: int, step: int) -> tuple[Tensor, Tensor]:
+        if self.cache == "prefix" and step > 0 and self.temperature > 0:
+            # The reference's prefix cache draws Gumbel noise over the window twice per cached step and
+            # samples with the second (an unused argmax first: generate_with_prefix_cache in
+            # llada/generate.py, l. 161-162 at 24cc59e); drawing the first too keeps seeded runs equal.
+            torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        return super().propose(logits, window, generator, mask_id, step)
 
     def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
         if model_block_size is not None:

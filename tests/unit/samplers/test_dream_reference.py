@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dllm
-from tests.unit.samplers.test_llada_reference import NeverPredictsMask
+from tests.unit.samplers.references import NeverPredictsMask
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "dream_reference"
 RECORD = json.loads((FIXTURE / "cases.json").read_text())

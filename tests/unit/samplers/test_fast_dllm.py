@@ -3,6 +3,7 @@ import torch
 
 import dllm
 from dllm.errors import ConfigError
+from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.fast_dllm import FastDLLMSampler
 from dllm.samplers.llada import LLaDASampler
 from tests.unit.samplers.test_llada import fixed_logits
@@ -45,20 +46,48 @@ class RecordingModel(torch.nn.Module):
         return self.inner(input_ids, past_key_values=past_key_values, replace_position=replace_position, **kwargs)
 
 
-@pytest.mark.parametrize("preset, shift", [("llada_tiny", 0), ("dream_tiny", 1)])
-def test_cache_modes_recompute_what_fast_dllm_recomputes(preset, shift):
+def fast_dllm(cache):
+    return FastDLLMSampler(steps=8, block_length=4, threshold=None, use_cache=cache, stop_at_eos=False)
+
+
+def engine(cache):
+    return DiffusionSampler(steps=8, block_length=4, sampling="gumbel", cache=cache, stop_at_eos=False)
+
+
+@pytest.mark.parametrize(
+    "sampler, preset, query",
+    [
+        (fast_dllm, "llada_tiny", 6),
+        (fast_dllm, "dream_tiny", 6),  # as Fast-dLLM's Dream decoder: from the block, logits shifted inside it
+        (engine, "dream_tiny", 5),  # the engine: from the position whose logits predict the block's first token
+    ],
+)
+def test_cache_modes_recompute_what_fast_dllm_recomputes(sampler, preset, query):
     torch.manual_seed(0)
     model = RecordingModel(dllm.load_model(preset).eval())
     prompt = torch.randint(4, 100, (1, 6))
-    query = 6 - shift  # where the recomputed part starts: the block (one earlier for shifted logits)
     for mode, expected_later_call in (("prefix", (14 - query, query, None)), ("dual", (4, 14, query))):
         model.calls.clear()
-        FastDLLMSampler(steps=8, block_length=4, threshold=None, use_cache=mode, stop_at_eos=False).generate(
-            model, prompt, gen_length=8
-        )
+        sampler(mode).generate(model, prompt, gen_length=8)
         assert model.calls[0] == (14, 0, None)  # each block starts with a full forward that fills the cache
         assert model.calls[1] == expected_later_call  # block 0, step 1
         assert len(model.calls) == 8 and model.calls[4] == (14, 0, None)
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_a_cached_block_of_a_shifted_model_starts_with_its_first_token_alone(mode):
+    """As Fast-dLLM's Dream decoder: whatever the rule, the full forward reveals the block's first token only."""
+    torch.manual_seed(0)
+    model = dllm.load_model("dream_tiny").eval()
+    prompt = torch.randint(4, 100, (1, 6))
+
+    def step_map(cache):
+        sampler = FastDLLMSampler(block_length=4, threshold=1e-9, use_cache=cache, stop_at_eos=False)
+        return sampler.generate(model, prompt, gen_length=8).step_map.tolist()
+
+    # every token reaches the threshold: the rest of the block follows in one step (at once without a cache)
+    assert step_map(mode) == [[0, 1, 1, 1, 2, 3, 3, 3]]
+    assert step_map("none") == [[0, 0, 0, 0, 1, 1, 1, 1]]
 
 
 def test_approximate_caches_agree_closely_on_a_confident_model(prompts):

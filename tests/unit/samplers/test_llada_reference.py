@@ -9,26 +9,10 @@ import pytest
 import torch
 
 import dllm
+from tests.unit.samplers.references import NeverPredictsMask
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "llada_reference"
 RECORD = json.loads((FIXTURE / "cases.json").read_text())
-
-
-class NeverPredictsMask(torch.nn.Module):
-    """Trained LLaDA models never predict the mask token; the recording made the random
-    fixture model behave the same way (mask logit -1e4), and so does this wrapper."""
-
-    block_size = None
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.mask_token_id, self.config = inner, inner.mask_token_id, inner.config
-        self.shift_logits = inner.shift_logits
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
-        out = self.inner(input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        out.logits[..., self.mask_token_id] = -1e4
-        return out
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import dllm
-from tests.unit.samplers.test_fast_dllm_reference import NeverPredictsMaskCached, case_id, marked
+from tests.unit.samplers.references import NeverPredictsMask, case_id, marked
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "sdar_reference"
 RECORD = json.loads((FIXTURE / "cases.json").read_text())
@@ -51,7 +51,7 @@ DIFFERENCES = {
 
 @pytest.fixture(scope="module")
 def model():
-    return NeverPredictsMaskCached(dllm.load_model(FIXTURE).eval())
+    return NeverPredictsMask(dllm.load_model(FIXTURE).eval())
 
 
 def decode(model, case, stop_at_eos=False):
