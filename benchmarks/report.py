@@ -116,6 +116,21 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
                 f"{ratio:.2f}× | {r['peak_mb']:.0f} | {mask_text} |"
             )
         lines.append("")
+    sandbox_rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "sandbox"]
+    if sandbox_rows:
+        lines += [
+            "## Code sandbox (`code` reward): cost per program, programs per second",
+            "",
+            "| case | programs | workers | ms per program | programs/s |",
+            "|---|---|---|---|---|",
+        ]
+        for b in sandbox_rows:
+            info, seconds = b["extra_info"], b["stats"]["median"]
+            lines.append(
+                f"| {info['label']} | {info['programs']} | {info['workers']} | "
+                f"{1e3 * seconds / info['programs']:.1f} | {info['programs'] / seconds:.0f} |"
+            )
+        lines.append("")
     Path(out_path).write_text("\n".join(lines))
 
 

@@ -22,7 +22,8 @@ from dllm.errors import ConfigError, DllmError, did_you_mean
 CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
-TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer"}
+TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer", "warmup"}
+WARMUP_KEYS = ("algorithm", "trainer")
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:
@@ -30,8 +31,52 @@ def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> D
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
+    reject_reward_list(overrides)
     with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def reject_reward_list(overrides: Sequence[str]) -> None:
+    """Refuse `reward=[a,b]`: Hydra would merge both configs into one node (one `_target_`,
+    the other's keys), which is never what was meant; name the composition that sums them."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        value = value.strip()
+        if key.lstrip("+~") == "reward" and value.startswith("["):
+            names = [name.strip() for name in value.strip("[]").split(",") if name.strip()]
+            terms = ", ".join(f"{name}: 1.0" for name in names)
+            raise ConfigError(
+                f"{override} would merge the configs of {' and '.join(names)} into one reward; "
+                f"sum rewards with reward=weighted_sum reward.terms='{{{terms}}}'"
+            )
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
+    dllm's own YAML files and those of every plugin's config package."""
+    from importlib.resources import files
+
+    from dllm.registry import plugin_conf_packages
+
+    names: set[str] = set()
+    for package in [CONF_MODULE, *plugin_conf_packages()]:
+        try:
+            folder = files(package).joinpath(group)
+        except ModuleNotFoundError:
+            continue
+        if folder.is_dir():
+            names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+    return sorted(names)
+
+
+def build_preset(group: str, name: str, overrides: dict[str, Any]) -> Any:
+    """The component the YAML preset `group=name` describes, with `overrides` of its values."""
+    node = compose([f"{group}={name}"])
+    for part in group.split("/"):
+        node = node[part]
+    node = OmegaConf.merge(node, overrides)
+    check_node(group.replace("/", "."), node)
+    return build_node(node)
 
 
 def build_node(node: DictConfig) -> Any:
@@ -46,6 +91,10 @@ def build_node(node: DictConfig) -> Any:
 
 def validate(cfg: DictConfig) -> None:
     """Refuse unknown keys, missing values, wrong types and impossible combinations."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():  # under dllm-train: the command line's overrides
+        reject_reward_list(HydraConfig.get().overrides.task)
     unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS - {"hydra"})
     for key in unknown:
         raise ConfigError(
@@ -61,6 +110,22 @@ def validate(cfg: DictConfig) -> None:
         build_node(cfg[group])
     sampler, task = build_node(cfg.sampler), build_node(cfg.task)
     sampler.check_gen_length(task.gen_length, model_block_size(cfg.model))
+    validate_warmup(cfg.get("warmup"))
+
+
+def validate_warmup(warmup: Any) -> None:
+    """`warmup`: null, or a first stage `{algorithm: NODE, trainer: NODE}` (e.g. SFT before RL)."""
+    if warmup is None:
+        return
+    if not isinstance(warmup, DictConfig) or set(warmup.keys()) != set(WARMUP_KEYS):
+        got = sorted(warmup.keys()) if isinstance(warmup, DictConfig) else warmup
+        raise ConfigError(
+            "warmup must be null or {algorithm: ..., trainer: ...} (a first stage, e.g. SFT before RL; see "
+            f"experiment/countdown_tracerl.yaml), got {got}"
+        )
+    for key in WARMUP_KEYS:
+        check_node(f"warmup.{key}", warmup[key])
+        build_node(warmup[key])
 
 
 def model_block_size(node: DictConfig) -> int | None:
@@ -102,6 +167,9 @@ def check_node(path: str, node: Any) -> None:
         expected = hints.get(key)
         if expected is not None and not _matches(value, expected):
             raise ConfigError(f"{path}.{key}={value!r} has the wrong type: expected {_describe(expected)}")
+    for key, value in node.items():
+        if isinstance(value, DictConfig) and "_target_" in value:
+            check_node(f"{path}.{key}", value)  # a nested component (e.g. algorithm.estimator)
     for name, parameter in parameters.items():
         required = parameter.default is inspect.Parameter.empty
         if required and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in values:

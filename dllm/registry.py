@@ -32,11 +32,12 @@ class DuplicateNameError(DllmError, ValueError):
 class Registry:
     """Maps names to component factories of one kind (`model`, `sampler`, ...)."""
 
-    def __init__(self, kind: str, interface: type | None = None) -> None:
+    def __init__(self, kind: str, interface: type | None = None, config_group: str | None = None) -> None:
         if kind in REGISTRIES:
             raise DuplicateNameError(f"a registry of kind {kind!r} exists already")
         self.kind = kind
         self.interface = interface
+        self.config_group = config_group or kind  # where this kind's YAML lives (`conf/<config_group>/`)
         self._entries: dict[str, Callable[..., Any]] = {}
         REGISTRIES[kind] = self
 
@@ -66,13 +67,29 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            known = sorted(self._entries)
+            known = sorted(self._entries) + self.presets()
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{did_you_mean(name, known)} known: {', '.join(known) or '(none)'}"
             ) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:
+        """The component `name` built with `kwargs`; a name that is not registered but is a
+        YAML preset of this kind's config group (e.g. `diffu_grpo`, the `rl` algorithm with
+        d1's hyper-parameters) is built from its YAML, `kwargs` overriding its values."""
+        load_plugins()
+        if name not in self._entries and name in self.presets():
+            from dllm.config import build_preset
+
+            return build_preset(self.config_group, name, kwargs)
         return self.get(name)(**kwargs)
+
+    def presets(self) -> list[str]:
+        """The YAML options of this kind's config group that are not registered names: presets
+        of a registered component with other values."""
+        from dllm.config import group_options
+
+        load_plugins()
+        return sorted(set(group_options(self.config_group)) - set(self._entries))
 
     def names(self) -> list[str]:
         load_plugins()

@@ -160,6 +160,7 @@ class Trainer:
             self.generator,
             self.device,
             cfg.batch_size,
+            self.autocast_dtype,
         )
         self.stage.algorithm.start(self.context)
 
@@ -252,9 +253,7 @@ class Trainer:
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         for batch in algorithm.micro_batches(self.context, cfg.grad_accum):
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                out = algorithm.loss(self.model, batch, self.generator)
-            (out.loss * batch.share).backward()
+            out = algorithm.loss_and_backward(self.model, batch, self.generator, batch.share, self.context.autocast)
             for key, value in {"loss": out.loss.item(), **out.metrics}.items():
                 totals[key] = totals.get(key, 0.0) + value * batch.share
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)

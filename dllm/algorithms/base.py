@@ -7,9 +7,11 @@ of each. SFT draws fresh examples; RL algorithms roll out, score and estimate.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,6 +54,12 @@ class TrainContext:
     generator: torch.Generator
     device: torch.device
     batch_size: int = 0  # sequences per optimizer step (0: micro_batch_size)
+    autocast_dtype: torch.dtype | None = None  # what the trainer runs `loss` under (bf16 on a GPU)
+
+    def autocast(self):
+        """The autocast context the trainer runs `loss` in, for forwards that must match it."""
+        enabled = self.autocast_dtype is not None
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
 
 class Algorithm(ABC):
@@ -63,6 +71,23 @@ class Algorithm(ABC):
     @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Any, generator: torch.Generator) -> LossOutput:
         """The loss of one micro-batch; random masking draws from `generator` only."""
+
+    def loss_and_backward(
+        self,
+        model: torch.nn.Module,
+        batch: Any,
+        generator: torch.Generator,
+        scale: float,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> LossOutput:
+        """Back-propagate `scale` x the micro-batch's loss and return it (detached); forwards
+        run under `autocast()`, backwards outside it. Algorithms whose loss is a sum of
+        independent parts (one per replayed decoding step) override this to back-propagate
+        part by part, holding one part's activations at a time."""
+        with autocast():
+            out = self.loss(model, batch, generator)
+        (out.loss * scale).backward()
+        return LossOutput(out.loss.detach(), out.metrics)
 
     def start(self, ctx: TrainContext) -> None:
         """Before the first step of the stage this algorithm trains (e.g. freeze a reference model)."""

@@ -1,26 +1,63 @@
-"""The training forwards every algorithm shares: log-probabilities of clean tokens under the
-model's own training layout. One place computes log-probs from logits.
+"""The training forwards every algorithm shares: what a model says about clean tokens under
+its own training layout. One place computes log-probs from logits.
 
 - full attention (LLaDA, Dream): one forward over the noisy sequence; shifted (Dream-style)
   logits are realigned so position i predicts token i;
 - block diffusion (SDAR): one forward over `[x_t[noisy_from:] ; x_0]` under the block-diffusion
   mask (noisy block i sees itself and the clean blocks before it), both copies at their own
-  positions; only the noisy copy is scored.
+  positions; only the noisy copy is read.
+A value model (same backbone, scalar head) goes through the same forwards and is read the same
+way: its value at each noisy position.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-from dllm.models.base import denoiser_logits
 from dllm.models.masks import block_diffusion_mask, check_block_size, combine
+
+Field = Literal["logits", "values"]
 
 
 def token_log_probs(logits: Tensor, targets: Tensor) -> Tensor:
     """[...] log softmax(logits)[target], in float32 (logits [..., V], targets [...])."""
     logits = logits.float()
     return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def noisy_outputs(
+    model: torch.nn.Module,
+    noisy: Tensor,
+    clean: Tensor,
+    attention_mask: Tensor,
+    block_size: int | None,
+    noisy_from: int = 0,
+    field: Field = "logits",
+) -> Tensor:
+    """[B, L - noisy_from, ...] the model's `field` at positions `noisy_from..L-1` of `noisy`
+    (logits: position i predicting token i; values: one per position). `noisy`, `clean`,
+    `attention_mask` are [B, L]; `noisy` equals `clean` before `noisy_from`."""
+    length = clean.shape[1]
+    shift = field == "logits" and bool(getattr(model, "shift_logits", False))
+    if block_size is None:
+        output = getattr(model(noisy, attention_mask=attention_mask), field)
+        if not shift:
+            return output[:, noisy_from:]
+        if noisy_from > 0:  # position i - 1 predicts token i: a view, no copy of the logits
+            return output[:, noisy_from - 1 : length - 1]
+        return torch.cat([output[:, :1], output[:, :-1]], dim=1)  # token 0 reads position 0, as denoiser_logits
+    if shift:
+        raise NotImplementedError("block diffusion training of a shifted-logits model is not implemented")
+    check_block_size(length, block_size, "training length (prompt padded to whole blocks + gen_length)")
+    structure = block_diffusion_mask(length, block_size, device=clean.device, noisy_from=noisy_from)
+    keys = torch.cat([attention_mask[:, noisy_from:], attention_mask], dim=1)
+    positions = torch.cat([torch.arange(noisy_from, length), torch.arange(length)]).to(clean.device)
+    inputs = torch.cat([noisy[:, noisy_from:], clean], dim=1)
+    output = getattr(model(inputs, attention_mask=combine(structure, keys), position_ids=positions), field)
+    return output[:, : length - noisy_from]
 
 
 def block_diffusion_logits(
@@ -31,15 +68,8 @@ def block_diffusion_logits(
     block_size: int,
     noisy_from: int = 0,
 ) -> Tensor:
-    """[B, L - noisy_from, V] logits of the noisy copy in one `[x_t[noisy_from:] ; x_0]` forward.
-    `noisy`, `clean`, `attention_mask` are [B, L]; `noisy` equals `clean` before `noisy_from`."""
-    length = clean.shape[1]
-    check_block_size(length, block_size, "training length (prompt padded to whole blocks + gen_length)")
-    structure = block_diffusion_mask(length, block_size, device=clean.device, noisy_from=noisy_from)
-    keys = torch.cat([attention_mask[:, noisy_from:], attention_mask], dim=1)
-    positions = torch.cat([torch.arange(noisy_from, length), torch.arange(length)]).to(clean.device)
-    inputs = torch.cat([noisy[:, noisy_from:], clean], dim=1)
-    return denoiser_logits(model, inputs, combine(structure, keys), positions)[:, : length - noisy_from]
+    """[B, L - noisy_from, V] logits of the noisy copy in one `[x_t[noisy_from:] ; x_0]` forward."""
+    return noisy_outputs(model, noisy, clean, attention_mask, block_size, noisy_from)
 
 
 def denoising_log_probs(
@@ -52,8 +82,5 @@ def denoising_log_probs(
 ) -> Tensor:
     """[B, L - noisy_from] log p(clean token | noisy sequence) at positions `noisy_from..L-1`:
     one forward of the full-attention layout (`block_size` None) or the block-diffusion one."""
-    if block_size is None:
-        logits = denoiser_logits(model, noisy, attention_mask)[:, noisy_from:]
-    else:
-        logits = block_diffusion_logits(model, noisy, clean, attention_mask, block_size, noisy_from)
+    logits = noisy_outputs(model, noisy, clean, attention_mask, block_size, noisy_from)
     return token_log_probs(logits, clean[:, noisy_from:])

@@ -1,6 +1,16 @@
 """Rewards: batched callables `reward(prompts, completions, **fields) -> list[float]`."""
 
-from dllm.rewards import exact_match  # noqa: F401  (registers the built-in rewards)
-from dllm.rewards.base import REWARDS, Reward
+from dllm.rewards import (  # noqa: F401  (registers the built-in rewards)
+    boxed_format,
+    code,
+    countdown,
+    exact_match,
+    format_tags,
+    gsm8k,
+    math,
+    sudoku,
+    weighted_sum,
+)
+from dllm.rewards.base import REWARDS, Reward, RewardError, RewardScores, score_batch
 
-__all__ = ["REWARDS", "Reward"]
+__all__ = ["REWARDS", "Reward", "RewardError", "RewardScores", "score_batch"]

@@ -2,34 +2,246 @@
 
 A reward is a callable over a batch: `reward(prompts, completions, **fields) -> list[float]`,
 one score per completion. `fields` are the task's columns (`answer=[...]`, `tests=[...]`);
-a reward takes the ones it needs and ignores the rest.
+a reward takes the ones it needs and ignores the rest (`truncated=[...]`, True where a
+completion hit the length cap without an EOS, reaches every reward).
+
+A reward is a weighted sum of named terms: a plain reward is one term, itself, weight 1;
+`weighted_sum` composes several. `score_batch` is the call the RL loop and the evaluator
+make: it checks each term's output, logs and zeroes a term that raises, returns NaN or
+runs past a deadline, and reports the total, each term's scores and the failure count.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import numbers
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from dllm.errors import DllmError
 from dllm.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+Term = tuple[str, float, Callable[..., Any]]
 
 
 class Reward(ABC):
+    # When True, a completion whose `truncated` field is True scores 0 in every term: a
+    # response cut at the length cap counts as wrong. `weighted_sum` sets it from its config.
+    zero_truncated: bool = False
+
     @abstractmethod
     def __call__(self, prompts: list[str], completions: list[str], **fields: Any) -> list[float]:
         """One score per completion."""
+
+    def weighted_terms(self) -> list[Term]:
+        """The `(name, weight, reward)` terms whose weighted sum this reward is; a plain
+        reward is one term: itself, weight 1, named after its registry key."""
+        return [(reward_name(self), 1.0, self)]
+
+    def breakdown(self, prompts: list[str], completions: list[str], **fields: Any) -> dict[str, list[float]]:
+        """Each term's own (unweighted) scores by term name, one per completion; the reward
+        is `sum(weight * scores)` over `weighted_terms()`. A plain reward: `{name: self(...)}`."""
+        return combine_terms(self, prompts, completions, fields).terms
 
 
 REWARDS = Registry("reward", interface=Reward)
 
 
+class RewardError(DllmError, ValueError):
+    """A reward that broke its contract (not one number per completion) or lacks a field it needs."""
+
+
+class MissingFieldError(RewardError, KeyError):
+    """A reward needs a field the task does not provide."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
 def require_field(name: str, fields: dict[str, Any], reward: str, length: int) -> list[Any]:
     """The column `name` of `fields`, checked to hold one value per completion."""
     if name not in fields:
-        raise KeyError(
+        raise MissingFieldError(
             f"reward {reward!r} needs the field {name!r} (one per completion); "
             f"got fields: {', '.join(sorted(fields)) or '(none)'}"
         )
     column = list(fields[name])
     if len(column) != length:
-        raise ValueError(f"reward {reward!r}: {len(column)} values of {name!r} for {length} completions")
+        raise RewardError(f"reward {reward!r}: {len(column)} values of {name!r} for {length} completions")
     return column
+
+
+def reward_name(reward: Any) -> str:
+    """The registry key `reward` is registered under, else its function or class name."""
+    return REWARDS.name_of(reward) or getattr(reward, "__name__", type(reward).__name__)
+
+
+@dataclass
+class RewardScores:
+    """Scores of one batch. `total[i] = sum(weight * terms[name][i])`; `terms`: each term's
+    own scores (unweighted); `failures`: term calls that raised or ran out of time, plus
+    scores that were NaN or infinite; each of those scored 0."""
+
+    total: list[float]
+    terms: dict[str, list[float]] = field(default_factory=dict)
+    failures: int = 0
+
+
+def score_batch(
+    reward: Callable[..., Any],
+    prompts: list[str],
+    completions: list[str],
+    fields: Mapping[str, Any],
+    timeout_s: float | None = None,
+) -> RewardScores:
+    """Score a batch so that no reward stops or hangs the run.
+
+    Each term of `reward` (see `Reward.weighted_terms`; any other callable is one term) is
+    called once. A term that raises, or runs past `timeout_s` seconds (None: no limit),
+    logs a warning and scores 0 for the whole batch; a NaN or infinite score becomes 0;
+    each counts in `failures`. A term that returns anything but one number per completion
+    raises `RewardError`, and a `DllmError` raised inside a term (a missing field, a
+    missing package) goes through: those are mistakes to fix, not bad luck.
+    """
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
+    return combine_terms(reward, prompts, completions, fields, guard=True, timeout_s=timeout_s)
+
+
+def combine_terms(
+    reward: Callable[..., Any],
+    prompts: list[str],
+    completions: list[str],
+    fields: Mapping[str, Any],
+    guard: bool = False,
+    timeout_s: float | None = None,
+) -> RewardScores:
+    """Call each term of `reward`, check its scores, zero truncated completions when the
+    reward asks for it, and sum. `guard=True` is `score_batch`; False lets errors through."""
+    n = len(completions)
+    terms_of = getattr(reward, "weighted_terms", None)
+    terms: list[Term] = terms_of() if terms_of is not None else [(reward_name(reward), 1.0, reward)]
+    scores: dict[str, list[float]] = {}
+    failures = 0
+    for name, _, term in terms:
+        if guard:
+            raw = _guarded_call(name, term, prompts, completions, fields, timeout_s)
+            if raw is _FAILED:
+                scores[name], failures = [0.0] * n, failures + 1
+                continue
+        else:
+            raw = term(prompts, completions, **fields)
+        scores[name], bad = _checked_scores(name, raw, n)
+        failures += bad
+    if getattr(reward, "zero_truncated", False) and "truncated" in fields:
+        cut = [bool(c) for c in require_field("truncated", fields, reward_name(reward), n)]
+        scores = {name: [0.0 if c else s for s, c in zip(values, cut)] for name, values in scores.items()}
+    total = [sum(weight * scores[name][i] for name, weight, _ in terms) for i in range(n)]
+    return RewardScores(total=[float(t) for t in total], terms=scores, failures=failures)
+
+
+class _TimedOut(Exception):
+    pass
+
+
+_FAILED = object()  # what `_guarded_call` returns for a call that raised or timed out
+
+
+def _guarded_call(
+    name: str,
+    term: Callable[..., Any],
+    prompts: list[str],
+    completions: list[str],
+    fields: Mapping[str, Any],
+    timeout_s: float | None,
+) -> Any:
+    """The term's raw output, or `_FAILED` after logging why it failed (raised, or timed out)."""
+    try:
+        if timeout_s is None:
+            return term(prompts, completions, **fields)
+        return _call_with_deadline(name, term, prompts, completions, fields, timeout_s)
+    except DllmError:
+        raise
+    except _TimedOut:
+        logger.warning(
+            "reward %r took longer than %gs on a batch of %d; scored 0 (the call is abandoned, not stopped)",
+            name,
+            timeout_s,
+            len(completions),
+        )
+    except Exception as exc:
+        logger.warning(
+            "reward %r raised %s: %s; its %d scores count 0", name, type(exc).__name__, exc, len(completions)
+        )
+    return _FAILED
+
+
+def _call_with_deadline(
+    name: str,
+    term: Callable[..., Any],
+    prompts: list[str],
+    completions: list[str],
+    fields: Mapping[str, Any],
+    timeout_s: float,
+) -> Any:
+    # A thread cannot be killed: past the deadline it is abandoned. It is a daemon so that it
+    # never keeps the interpreter alive; rewards that can spin (math) bound their own work.
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = term(prompts, completions, **fields)
+        except BaseException as exc:  # handed to the caller's thread, which decides
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"dllm-reward-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise _TimedOut
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _checked_scores(name: str, raw: Any, n: int) -> tuple[list[float], int]:
+    """`raw` as a list of n floats, NaN and infinities replaced by 0 (and counted)."""
+    if hasattr(raw, "tolist") and not isinstance(raw, (list, tuple)):
+        raw = raw.tolist()  # numpy arrays and tensors
+    if not isinstance(raw, (list, tuple)):
+        raise RewardError(
+            f"reward {name!r} returned {_preview(raw)} ({type(raw).__name__}) for {n} completions; "
+            f"a reward returns a list of floats, one per completion: fix its __call__"
+        )
+    if len(raw) != n:
+        raise RewardError(
+            f"reward {name!r} returned {len(raw)} scores for {n} completions: {_preview(raw)}; "
+            f"it must return exactly one float per completion, in order"
+        )
+    scores: list[float] = []
+    bad = 0
+    for i, value in enumerate(raw):
+        if not isinstance(value, numbers.Real):
+            raise RewardError(
+                f"reward {name!r} returned a non-number at index {i}: {_preview(value)} ({type(value).__name__}); "
+                f"each score must be a float: convert it with float(...)"
+            )
+        value = float(value)
+        if not math.isfinite(value):
+            bad += 1
+            value = 0.0
+        scores.append(value)
+    if bad:
+        logger.warning("reward %r returned %d NaN or infinite scores of %d; they count 0", name, bad, n)
+    return scores, bad
+
+
+def _preview(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import get_object
-from omegaconf import OmegaConf
 
 import dllm
 from dllm.config import compose, validate
@@ -15,27 +14,49 @@ CONF = Path(dllm.__file__).parent / "conf"
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 COMPANIONS = {"sampler=sdar": ["model=sdar_small"]}  # options valid only with a matching model
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
-REGISTRY_GROUPS = ("model", "sampler", "algorithm", "reward", "task")
+REGISTRY_GROUPS = {  # config group -> registry kind
+    "model": "model",
+    "sampler": "sampler",
+    "algorithm": "algorithm",
+    "reward": "reward",
+    "task": "task",
+    "algorithm/estimator": "estimator",
+}
+NESTED = {"algorithm/estimator": ["algorithm=rl"]}  # a nested group is chosen inside its parent's option
 
 
 def group_files(group):
     return sorted((CONF / group).glob("*.yaml"))
 
 
+def composed(group, name):
+    """The node of option `name` of `group`, composed as dllm-train would."""
+    node = compose([*NESTED.get(group, []), f"{group}={name}"] + COMPANIONS.get(f"{group}={name}", []))
+    for part in group.split("/"):
+        node = node[part]
+    return node
+
+
 @pytest.mark.parametrize("group", REGISTRY_GROUPS)
-def test_every_yaml_targets_its_registry_key(group):
+def test_every_yaml_targets_its_registry_key_or_is_a_preset_of_a_registered_component(group):
     files = group_files(group)
     assert files, f"conf/{group} is empty"
+    kind = registry(REGISTRY_GROUPS[group])
+    registered = {id(kind.get(name)) for name in kind.names()}
     for path in files:
-        target = OmegaConf.load(path)["_target_"]
-        assert get_object(target) is registry(group).get(path.stem), f"{path} targets {target}"
+        target = get_object(composed(group, path.stem)["_target_"])
+        if path.stem in kind:
+            assert target is kind.get(path.stem), f"{path} targets {target}"
+        else:
+            assert id(target) in registered, f"{path} is neither a registered name nor a preset of one"
+            assert path.stem in kind.presets()
 
 
 @pytest.mark.parametrize("group", REGISTRY_GROUPS)
 def test_every_registry_key_has_a_config(group):
-    for name in registry(group).names():
-        cfg = compose([f"{group}={name}"] + COMPANIONS.get(f"{group}={name}", []))
-        assert get_object(cfg[group]._target_) is registry(group).get(name)
+    kind = registry(REGISTRY_GROUPS[group])
+    for name in kind.names():
+        assert get_object(composed(group, name)._target_) is kind.get(name)
 
 
 def options(group):
@@ -45,10 +66,11 @@ def options(group):
 @pytest.mark.parametrize(
     "override",
     [f"{g}={name}" for g in ("model", "sampler", "algorithm", "reward", "task", "trainer") for name in options(g)]
-    + [f"experiment={name}" for name in options("experiment")],
+    + [f"experiment={name}" for name in options("experiment")]
+    + [f"algorithm/estimator={name}" for name in options("algorithm/estimator")],
 )
 def test_every_option_composes_and_validates(override):
-    overrides = [override] + COMPANIONS.get(override, [])
+    overrides = NESTED.get(override.split("=")[0], []) + [override] + COMPANIONS.get(override, [])
     if override in PRETRAINED_ONLY:
         overrides.append(f"model.pretrained={PRETRAINED_ONLY[override]}")
     validate(compose(overrides))

@@ -41,24 +41,35 @@ def test_reward_contract(name):
     assert reward([], [], **{key: [] for key in case["fields"]}) == []
 
 
-@pytest.mark.parametrize("name", dllm.ALGORITHMS.names())
+class CharacterMean(dllm.rewards.Reward):
+    """Differs between any two completions of an untrained model, so RL has a gradient."""
+
+    def __call__(self, prompts, completions, **fields):
+        return [sum(map(ord, text)) / max(len(text), 1) / 127 for text in completions]
+
+
+ALGORITHM_OPTIONS = {"sft": {}}  # RL presets at test size: 2 prompts x 2 completions, no group filter
+RL_SIZE = {"group_size": 2, "prompts_per_rollout": 2, "accuracy_band": None}
+
+
+@pytest.mark.parametrize("name", dllm.ALGORITHMS.names() + dllm.ALGORITHMS.presets())
 def test_algorithm_contract(name, tiny_model, tokenizer):
-    algorithm = built("algorithm", name)
-    task = built("task", "addition")
-    sampler = built("sampler", "llada")
+    algorithm = dllm.build("algorithm", name, **ALGORITHM_OPTIONS.get(name, RL_SIZE))
     ctx = TrainContext(
         tiny_model,
         tokenizer,
-        task,
-        sampler,
-        built("reward", "exact_match"),
-        4,
+        built("task", "addition"),
+        dllm.build_sampler("llada", steps=8, block_length=8),
+        CharacterMean(),
+        2,
         random.Random(0),
         torch.Generator().manual_seed(0),
         torch.device("cpu"),
+        batch_size=4,
     )
+    algorithm.start(ctx)
     batches = list(algorithm.micro_batches(ctx, 2))
-    assert len(batches) == 2
+    assert len(batches) == 2 and sum(b.share for b in batches) == pytest.approx(1.0)
     out = algorithm.loss(tiny_model, batches[0], ctx.generator)
     assert isinstance(out, LossOutput) and out.loss.dim() == 0 and torch.isfinite(out.loss)
     out.loss.backward()

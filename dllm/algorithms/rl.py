@@ -1,0 +1,412 @@
+"""`rl`: the one RL loop — rollout, reward, advantage, estimator, objective — in one process.
+
+Every `num_iterations` passes over a rollout, a new one is drawn: `prompts_per_rollout`
+training prompts, `group_size` completions each, decoded by the run's sampler from the live
+weights (token space: the training rows are the sampler's own tokens and `step_map`). Then:
+
+1. rewards (guarded: a failing reward call scores 0 and is counted), optional group filters;
+2. advantages: `group` (z-score), `mean`, `loo`, or `value` (value model + step-level GAE);
+3. for each inner iteration the estimator draws its masks (`plan`), and the old and
+   reference log-probs are computed once, on exactly the micro-batches the updates will see
+   (so the first update's ratio is exactly 1);
+4. each pass shuffles the rows into optimizer steps of `trainer.batch_size` rows, each split
+   into micro-batches of `trainer.batch_size / trainer.grad_accum` rows; a smaller last step
+   takes the leftover rows. Losses are normalised over the whole optimizer step (`token` or
+   `sequence`), whatever the micro-batching.
+
+The presets in `conf/algorithm/` (`tracerl`, `tracerl_value`, `diffu_grpo`, `coupled_grpo`,
+`wd1`) are this loop with their papers' settings; `dllm.build("algorithm", "diffu_grpo")`
+builds them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from dllm.algorithms.advantages import (
+    GROUP_ADVANTAGES,
+    AdvantageName,
+    group_advantages,
+    groups_to_keep,
+    wd1_weights,
+)
+from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
+from dllm.algorithms.estimators.base import Estimator
+from dllm.algorithms.estimators.trace import TraceEstimator
+from dllm.algorithms.objectives import (
+    KLEstimator,
+    Normalisation,
+    clipped_surrogate,
+    kl_penalty,
+    normalising_units,
+    token_weights,
+)
+from dllm.algorithms.rollout import Rollout, collect_rollout
+from dllm.algorithms.value import (
+    clipped_value_loss,
+    decoding_steps,
+    outcome_token_rewards,
+    step_gae,
+    value_model_for,
+)
+from dllm.checkpoint import load_model_weights
+from dllm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_DIR, VALUE_DIR = "reference_model", "value_model"
+
+
+@dataclass
+class RLMicroBatch:
+    """Rows of the current rollout for one micro-batch of inner iteration `iteration`."""
+
+    rollout: Rollout
+    iteration: int
+    share: float
+
+
+@ALGORITHMS.register("rl")
+class RL(Algorithm):
+    def __init__(
+        self,
+        estimator: Estimator | None = None,
+        group_size: int = 8,
+        prompts_per_rollout: int = 8,
+        num_iterations: int = 1,
+        temperature: float | None = 1.0,
+        advantage: AdvantageName = "group",
+        drop_equal_groups: bool = False,
+        accuracy_band: list[float] | None = None,
+        objective: Literal["ppo", "wd1"] = "ppo",
+        clip_low: float = 0.2,
+        clip_high: float = 0.2,
+        log_ratio_clamp: float | None = None,
+        beta: float = 0.0,
+        kl_estimator: KLEstimator = "k3",
+        kl_target: Literal["reference", "old"] = "reference",
+        reference_model: Literal["frozen_copy", "none"] = "frozen_copy",
+        normalisation: Normalisation = "token",
+        value_lr: float = 5e-6,
+        value_clip: float = 0.2,
+        value_max_grad_norm: float = 1.0,
+        gamma: float = 1.0,
+        lam: float = 1.0,
+        value_model: str | None = None,
+        reward_timeout_s: float | None = None,
+        max_rollout_tries: int = 4,
+    ) -> None:
+        self.estimator = estimator if estimator is not None else TraceEstimator()
+        if group_size < 1 or prompts_per_rollout < 1 or num_iterations < 1 or max_rollout_tries < 1:
+            raise ConfigError(
+                f"algorithm: group_size ({group_size}), prompts_per_rollout ({prompts_per_rollout}), "
+                f"num_iterations ({num_iterations}) and max_rollout_tries ({max_rollout_tries}) must be >= 1"
+            )
+        if advantage in GROUP_ADVANTAGES and group_size < 2:
+            raise ConfigError(
+                f"algorithm.advantage={advantage} normalises within groups of completions of one prompt, but "
+                f"group_size is {group_size}: set algorithm.group_size >= 2 (or algorithm.advantage=value)"
+            )
+        if objective == "wd1" and (advantage != "mean" or beta > 0):
+            raise ConfigError("objective wd1 weighs whole groups and is ratio-free: use advantage=mean and beta=0")
+        if beta > 0 and kl_target == "reference" and reference_model == "none":
+            raise ConfigError(
+                f"algorithm.beta={beta} penalises KL to a reference model, but reference_model is none: set "
+                f"reference_model=frozen_copy, kl_target=old, or beta=0"
+            )
+        band_ok = accuracy_band is None or (len(accuracy_band) == 2 and 0 <= accuracy_band[0] <= accuracy_band[1] <= 1)
+        if not band_ok:
+            raise ConfigError(f"algorithm.accuracy_band must be [low, high] within [0, 1], got {accuracy_band}")
+        if clip_low < 0 or clip_high < 0 or beta < 0 or value_lr <= 0 or value_clip <= 0:
+            raise ConfigError("algorithm: clip_low, clip_high, beta must be >= 0 and value_lr, value_clip > 0")
+        if temperature is not None and temperature < 0:
+            raise ConfigError(f"algorithm.temperature must be >= 0 (or null: the sampler's own), got {temperature}")
+        if not (0 <= gamma <= 1 and 0 <= lam <= 1):
+            raise ConfigError(f"algorithm: gamma ({gamma}) and lam ({lam}) must be in [0, 1]")
+        self.group_size = group_size
+        self.prompts_per_rollout = prompts_per_rollout
+        self.num_iterations = num_iterations
+        self.temperature = temperature
+        self.advantage = advantage
+        self.drop_equal_groups = drop_equal_groups
+        self.accuracy_band = tuple(accuracy_band) if accuracy_band is not None else None
+        self.objective = objective
+        self.clip_low, self.clip_high, self.log_ratio_clamp = clip_low, clip_high, log_ratio_clamp
+        self.beta, self.kl_estimator, self.kl_target = beta, kl_estimator, kl_target
+        self.reference_model = reference_model
+        self.normalisation = normalisation
+        self.value_lr, self.value_clip, self.value_max_grad_norm = value_lr, value_clip, value_max_grad_norm
+        self.gamma, self.lam = gamma, lam
+        self.value_checkpoint = value_model
+        self.reward_timeout_s = reward_timeout_s
+        self.max_rollout_tries = max_rollout_tries
+        self.reference: torch.nn.Module | None = None
+        self.value: torch.nn.Module | None = None
+        self.value_optimizer: torch.optim.Optimizer | None = None
+        self.rollout: Rollout | None = None
+        self.queue: list[list[tuple[int, Tensor]]] = []
+        self.pending_metrics: dict[str, float] = {}
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.beta > 0 and self.kl_target == "reference"
+
+    @property
+    def uses_value(self) -> bool:
+        return self.advantage == "value"
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self, ctx: TrainContext) -> None:
+        self.device = ctx.device
+        self.estimator.check_model(ctx.model)
+        if self.uses_value:
+            self.value = value_model_for(ctx.model, self.value_checkpoint).train()
+            self.value_optimizer = torch.optim.AdamW(self.value.parameters(), lr=self.value_lr, weight_decay=0.0)
+            self.value_replay = TraceEstimator(shrinkage=getattr(self.estimator, "shrinkage", 1))
+        if self.uses_reference:
+            self.reference = copy.deepcopy(ctx.model).eval().requires_grad_(False)
+        self.sampler = rollout_sampler(ctx.sampler, self.temperature)
+        self.rollout, self.queue, self.pending_metrics = None, [], {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rollout": self.rollout.to(torch.device("cpu")) if self.rollout is not None else None,
+            "queue": self.queue,
+            "value_optimizer": self.value_optimizer.state_dict() if self.value_optimizer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.queue = state.get("queue", [])
+        rollout = state.get("rollout")
+        self.rollout = rollout.to(self.device) if rollout is not None else None
+        if self.value_optimizer is not None and state.get("value_optimizer") is not None:
+            self.value_optimizer.load_state_dict(state["value_optimizer"])
+
+    def save_models(self, directory: Path) -> None:
+        if self.reference is not None:
+            self.reference.save_pretrained(directory / REFERENCE_DIR)
+        if self.value is not None:
+            self.value.save_pretrained(directory / VALUE_DIR)
+
+    def load_models(self, directory: Path) -> None:
+        if self.reference is not None:
+            load_model_weights(self.reference, directory / REFERENCE_DIR)
+        if self.value is not None:
+            load_model_weights(self.value, directory / VALUE_DIR)
+
+    # ---- batches ---------------------------------------------------------------------
+
+    def micro_batches(self, ctx: TrainContext, num_micro_batches: int):
+        if not self.queue:
+            self.refill(ctx)
+        step = self.queue.pop(0)
+        units = [normalising_units(self.rollout.scored[rows], self.normalisation) for _, rows in step]
+        total = sum(units) or 1.0
+        for (iteration, rows), unit in zip(step, units):
+            yield RLMicroBatch(self.rollout.select(rows), iteration, unit / total)
+
+    def refill(self, ctx: TrainContext) -> None:
+        """Draw a rollout, score it, compute advantages, plans, old and reference log-probs,
+        and queue `num_iterations` shuffled passes over it."""
+        rollout, metrics = self.draw(ctx)
+        steps_per_pass = -(-len(rollout) // (ctx.batch_size or ctx.micro_batch_size))
+        passes = []
+        for _ in range(self.num_iterations):
+            order = list(range(len(rollout)))
+            ctx.rng.shuffle(order)
+            rows = torch.tensor(order, device=ctx.device)
+            passes.append(_partition(rows, ctx.batch_size or ctx.micro_batch_size, ctx.micro_batch_size))
+        rollout.plans = [self.estimator.plan(rollout, ctx.generator)]
+        for _ in range(1, self.num_iterations):
+            fresh = self.estimator.fresh_each_iteration
+            rollout.plans.append(self.estimator.plan(rollout, ctx.generator) if fresh else rollout.plans[0])
+        needs_old = self.objective == "ppo" and (
+            self.num_iterations > 1 or steps_per_pass > 1 or (self.beta > 0 and self.kl_target == "old")
+        )
+        with torch.no_grad():
+            if needs_old:
+                rollout.old_log_probs = [
+                    self._log_probs_over(ctx, ctx.model, rollout, i, passes[i]) for i in range(self.num_iterations)
+                ]
+            if self.uses_reference:
+                rollout.ref_log_probs = [
+                    self._log_probs_over(ctx, self.reference, rollout, i, passes[i]) for i in range(self.num_iterations)
+                ]
+        self.rollout = rollout
+        self.queue = [[(i, micro) for micro in step] for i, steps in enumerate(passes) for step in steps]
+        self.pending_metrics = metrics
+
+    def draw(self, ctx: TrainContext) -> tuple[Rollout, dict[str, float]]:
+        """A scored rollout with advantages, its filtered groups dropped (retried up to
+        `max_rollout_tries` times when every group is filtered out)."""
+        for attempt in range(1, self.max_rollout_tries + 1):
+            rollout, stats = collect_rollout(
+                ctx.model, ctx.tokenizer, ctx.task, self.sampler, ctx.reward, ctx.rng, ctx.generator,
+                self.prompts_per_rollout, self.group_size, ctx.device, self.reward_timeout_s,
+            )  # fmt: skip
+            keep = groups_to_keep(rollout.rewards, self.group_size, self.drop_equal_groups, self.accuracy_band)
+            if bool(keep.any()) or attempt == self.max_rollout_tries:
+                break
+            logger.info("rollout %d: every group was filtered out; drawing another", attempt)
+        if bool(keep.any()):
+            rollout = rollout.select(keep.nonzero().squeeze(1))
+        metrics = {**stats.metrics, "kept_fraction": float(keep.float().mean()), "rollout_tries": float(attempt)}
+        if self.objective == "wd1":
+            rollout.advantages = wd1_weights(rollout.rewards, self.group_size)
+        elif self.uses_value:
+            self._value_advantages(ctx, rollout)
+        else:
+            rollout.advantages = group_advantages(rollout.rewards, self.group_size, self.advantage)
+        return rollout, metrics
+
+    def _value_advantages(self, ctx: TrainContext, rollout: Rollout) -> None:
+        """Values of the states the rollout went through, then step-level GAE (TraceRL)."""
+        values = torch.zeros(rollout.step_map.shape, device=ctx.device)
+        with torch.no_grad(), ctx.autocast():
+            for rows in torch.arange(len(rollout), device=ctx.device).split(ctx.micro_batch_size):
+                values[rows] = self.value_replay.gather(self.value, rollout.select(rows), "values").float()
+        steps = decoding_steps(self.value_replay.rounds(rollout), rollout.block_size)
+        token_rewards = outcome_token_rewards(steps, rollout.scored, rollout.rewards)
+        rollout.advantages, rollout.returns = step_gae(
+            steps, token_rewards, values, rollout.scored, self.gamma, self.lam
+        )
+        rollout.old_values = values
+
+    def _log_probs_over(self, ctx, model, rollout: Rollout, iteration: int, steps: list[list[Tensor]]) -> Tensor:
+        """[N, G] log-probs under `model` with the plan of `iteration`, computed micro-batch by
+        micro-batch exactly as the updates of that iteration will group the rows."""
+        result = torch.zeros(rollout.step_map.shape, device=ctx.device)
+        with ctx.autocast():
+            for step in steps:
+                for rows in step:
+                    part = rollout.select(rows)
+                    result[rows] = self.estimator.log_probs(model, part, part.plans[iteration])[0].float()
+        return result
+
+    # ---- loss ------------------------------------------------------------------------
+    # The loss is linear in per-token values (`token_weights`), so it is summed over the
+    # estimator's parts — one per replayed decoding step for the trace estimator — and
+    # `loss_and_backward` back-propagates each part as soon as it is computed.
+
+    def loss(self, model: torch.nn.Module, batch: RLMicroBatch, generator: torch.Generator) -> LossOutput:
+        total, tally = torch.zeros((), device=self.device), Tally()
+        for part in self._parts(model, batch, contextlib.nullcontext, tally):
+            total = total + part
+        return LossOutput(total, tally.metrics())
+
+    def loss_and_backward(self, model, batch, generator, scale, autocast=contextlib.nullcontext) -> LossOutput:
+        total, tally = 0.0, Tally()
+        for part in self._parts(model, batch, autocast, tally):
+            (part * scale).backward()
+            total += part.item()
+        return LossOutput(torch.tensor(total), tally.metrics())
+
+    def _parts(self, model, batch: RLMicroBatch, autocast, tally: Tally) -> Iterator[Tensor]:
+        """The micro-batch's loss in parts: the policy objective over each chunk of tokens the
+        estimator scores together, then (advantage=value) the value loss over each replayed step."""
+        rollout, iteration = batch.rollout, batch.iteration
+        weights = token_weights(rollout.scored, self.normalisation)
+        chunks = self.estimator.chunks(model, rollout, rollout.plans[iteration])
+        while True:
+            with autocast():
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                log_probs, covered = chunk
+                per_token = self._per_token_loss(rollout, iteration, log_probs, covered, tally)
+                part = (per_token * weights * covered).sum()
+            tally.add("policy_loss", part.item())
+            yield part
+        if self.uses_value:
+            replay = self.value_replay.chunks(self.value, rollout, None, "values")
+            while True:
+                with autocast():
+                    chunk = next(replay, None)
+                    if chunk is None:
+                        break
+                    values, covered = chunk
+                    per_token = clipped_value_loss(values.float(), rollout.old_values, rollout.returns, self.value_clip)
+                    part = (per_token * weights * covered).sum()
+                tally.add("value_loss", part.item())
+                yield part
+
+    def _per_token_loss(
+        self, rollout: Rollout, iteration: int, log_probs: Tensor, covered: Tensor, tally: Tally
+    ) -> Tensor:
+        """[N, G] the objective's loss per token (valid where `covered`)."""
+        tally.mean("log_prob", log_probs.detach(), covered)
+        if self.objective == "wd1":
+            # sum_i w_i log pi(o_i), per group: each token of sequence i weighs w_i x group_size
+            # over the uniform token weights of `sequence` normalisation's sum.
+            lengths = rollout.scored.sum(1, keepdim=True).clamp(min=1)
+            return rollout.advantages[:, None] * log_probs * lengths * self.group_size
+        old = rollout.old_log_probs[iteration] if rollout.old_log_probs else log_probs.detach()
+        surrogate, ratio = clipped_surrogate(
+            log_probs, old, rollout.advantages, self.clip_low, self.clip_high, self.log_ratio_clamp
+        )
+        clipped = (ratio < 1 - self.clip_low) | (ratio > 1 + self.clip_high)
+        tally.mean("ratio", ratio.detach(), covered)
+        tally.mean("clip_fraction", clipped.float(), covered)
+        per_token = -surrogate
+        if self.beta > 0:
+            target = rollout.ref_log_probs[iteration] if self.kl_target == "reference" else old
+            kl = kl_penalty(log_probs, target, self.kl_estimator)
+            tally.mean("kl", kl.detach(), covered)
+            per_token = per_token + self.beta * kl
+        return per_token
+
+    def after_step(self, ctx: TrainContext) -> dict[str, float]:
+        if self.value_optimizer is not None:
+            torch.nn.utils.clip_grad_norm_(self.value.parameters(), self.value_max_grad_norm)
+            self.value_optimizer.step()
+            self.value_optimizer.zero_grad(set_to_none=True)
+        metrics, self.pending_metrics = self.pending_metrics, {}
+        return metrics
+
+
+class Tally:
+    """Metrics of a micro-batch summed over its parts: plain sums, and token means."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
+
+    def add(self, name: str, value: float) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def mean(self, name: str, values: Tensor, covered: Tensor) -> None:
+        self.add(name, float((values * covered).sum()))
+        self.counts[name] = self.counts.get(name, 0.0) + float(covered.sum())
+
+    def metrics(self) -> dict[str, float]:
+        return {name: total / self.counts.get(name, 1.0) or 0.0 for name, total in self.sums.items()}
+
+
+def rollout_sampler(sampler, temperature: float | None):
+    """The run's sampler, at `temperature` for rollouts (evaluation keeps the sampler's own)."""
+    if temperature is None or getattr(sampler, "temperature", None) == temperature:
+        return sampler
+    if not hasattr(sampler, "temperature"):
+        raise ConfigError(
+            f"algorithm.temperature={temperature} but the sampler {type(sampler).__name__} has no temperature; "
+            f"set algorithm.temperature=null"
+        )
+    rollout = copy.copy(sampler)
+    rollout.temperature = temperature
+    return rollout
+
+
+def _partition(rows: Tensor, step_size: int, micro_size: int) -> list[list[Tensor]]:
+    """Rows into optimizer steps of `step_size`, each into micro-batches of `micro_size`; the
+    last step takes the leftover rows (fewer micro-batches, or a smaller last one)."""
+    return [list(step.split(micro_size)) for step in rows.split(step_size)]

@@ -1,0 +1,181 @@
+"""Rollouts: completions of the live policy, in token space, with what RL needs of them.
+
+`collect_rollout` samples prompts, decodes `group_size` completions of each with the run's
+sampler from the current weights, and scores them; nothing is re-tokenised: the trainer
+trains on the very tokens (and the decoding trajectory, `step_map`) the sampler produced.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dllm.data.base import Task, reward_fields
+from dllm.evaluation import decode_completions
+from dllm.models.base import pad_token_id
+from dllm.models.masks import left_pad_to_blocks
+from dllm.rewards.base import score_batch
+from dllm.samplers.base import GenerationOutput
+
+
+@dataclass
+class Rollout:
+    """N = prompts x group_size completions. Per row: `sequences` [N, P + G] (the prompt left-
+    padded to whole blocks of the training block size, then the completion), `attention_mask`
+    [N, P + G] (0 on prompt padding), `step_map` [N, G] (decoding step of each completion
+    token), `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
+    `group` [N], `rewards` [N], `truncated` [N] (no EOS within G tokens). Later stages fill
+    `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
+    model), and per inner iteration the estimator's `plans` and the `old_log_probs` /
+    `ref_log_probs` [N, G] computed once, before any update."""
+
+    sequences: Tensor
+    attention_mask: Tensor
+    step_map: Tensor
+    scored: Tensor
+    group: Tensor
+    rewards: Tensor
+    truncated: Tensor
+    prompt_length: int
+    block_size: int | None
+    mask_id: int
+    advantages: Tensor | None = None
+    returns: Tensor | None = None
+    old_values: Tensor | None = None
+    plans: list[dict[str, Tensor]] = field(default_factory=list)
+    old_log_probs: list[Tensor] = field(default_factory=list)
+    ref_log_probs: list[Tensor | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.sequences.shape[0]
+
+    @property
+    def completions(self) -> Tensor:
+        return self.sequences[:, self.prompt_length :]
+
+    def map_rows(self, function: Callable[[Tensor], Tensor]) -> Rollout:
+        """A copy with `function` applied to every per-row tensor (to slice rows, move devices)."""
+
+        def apply(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return function(value)
+            if isinstance(value, dict):
+                return {key: apply(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [apply(item) for item in value]
+            return value
+
+        return replace(self, **{item.name: apply(getattr(self, item.name)) for item in fields(self)})
+
+    def select(self, rows: Tensor) -> Rollout:
+        """The rollout restricted to `rows` (an index tensor)."""
+        return self.map_rows(lambda tensor: tensor[rows])
+
+    def to(self, device: torch.device) -> Rollout:
+        return self.map_rows(lambda tensor: tensor.to(device))
+
+
+def scored_positions(completions: Tensor, eos_id: int | None) -> Tensor:
+    """[N, G] bool: every position up to and including the first EOS (all, without an EOS)."""
+    if eos_id is None:
+        return torch.ones_like(completions, dtype=torch.bool)
+    is_eos = completions == eos_id
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # EOS tokens strictly before each position
+    return before == 0
+
+
+def rollout_from_output(
+    model: torch.nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    output: GenerationOutput,
+    eos_id: int | None,
+    group_size: int = 1,
+) -> Rollout:
+    """The rollout of a sampler's `output` for left-padded prompts [N, P] (rewards 0 until
+    scored): the prompt re-padded to whole blocks as the sampler decoded it."""
+    prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, model.block_size, pad_token_id(model))
+    completions = output.completions(output.sequences.shape[1] - output.step_map.shape[1])
+    rows = completions.shape[0]
+    has_eos = (completions == eos_id).any(1) if eos_id is not None else torch.zeros(rows, dtype=torch.bool)
+    return Rollout(
+        sequences=torch.cat([prompt_ids, completions], dim=1),
+        attention_mask=torch.cat([prompt_mask, torch.ones_like(completions)], dim=1),
+        step_map=output.step_map,
+        scored=scored_positions(completions, eos_id),
+        group=torch.arange(rows, device=completions.device) // group_size,
+        rewards=torch.zeros(rows, device=completions.device),
+        truncated=~has_eos.to(completions.device),
+        prompt_length=prompt_ids.shape[1],
+        block_size=model.block_size,
+        mask_id=model.mask_token_id,
+    )
+
+
+@dataclass
+class RolloutStats:
+    """What a rollout logs: reward mean/std, each reward term, failures, lengths, times."""
+
+    metrics: dict[str, float]
+    texts: list[str]
+    prompts: list[str]
+
+
+@torch.no_grad()
+def collect_rollout(
+    model: torch.nn.Module,
+    tokenizer,
+    task: Task,
+    sampler,
+    reward,
+    rng: random.Random,
+    generator: torch.Generator,
+    num_prompts: int,
+    group_size: int,
+    device: torch.device,
+    reward_timeout_s: float | None = None,
+) -> tuple[Rollout, RolloutStats]:
+    """Decode `group_size` completions of each of `num_prompts` training prompts with `sampler`
+    from the live weights, and score them with `reward` (guarded: see `score_batch`)."""
+    examples = [example for example in task.sample(rng, num_prompts) for _ in range(group_size)]
+    prompts = tokenizer([e.prompt for e in examples], padding=True, return_tensors="pt").to(device)
+    was_training = model.training
+    model.eval()
+    began = time.perf_counter()
+    out = sampler.generate(
+        model, prompts["input_ids"], prompts["attention_mask"], gen_length=task.gen_length, generator=generator
+    )
+    decode_time = time.perf_counter() - began
+    model.train(was_training)
+
+    completions = out.completions(prompts["input_ids"].shape[1])
+    texts, lengths = decode_completions(tokenizer, completions)
+    rollout = rollout_from_output(
+        model, prompts["input_ids"], prompts["attention_mask"], out, tokenizer.eos_token_id, group_size
+    )
+    truncated = rollout.truncated
+    prompt_texts = [e.prompt for e in examples]
+    scores = score_batch(
+        reward, prompt_texts, texts, {**reward_fields(examples), "truncated": truncated.tolist()}, reward_timeout_s
+    )
+    rollout.rewards = torch.tensor(scores.total, dtype=torch.float32, device=device)
+    rewards = rollout.rewards
+    metrics = {
+        "reward": float(rewards.mean()),
+        "reward_std": float(rewards.std(unbiased=False)),
+        "accuracy": float((rewards >= 1.0).float().mean()),
+        "reward_failures": float(scores.failures),
+        "response_length": sum(lengths) / len(lengths),
+        "truncated": float(truncated.float().mean()),
+        "rollout_time": decode_time,
+        "rollout_nfe": float(out.nfe),
+    }
+    if len(scores.terms) > 1:
+        metrics.update({f"reward/{name}": sum(values) / len(values) for name, values in scores.terms.items()})
+    return rollout, RolloutStats(metrics, texts, prompt_texts)

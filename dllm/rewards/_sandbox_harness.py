@@ -1,0 +1,311 @@
+"""The harness that runs one program inside the sandbox's child process.
+
+Loaded by path into the sandbox worker (stdlib only). `run_program` runs the program, then
+the job's test, if any, in the same process, and ends by writing a proof to a channel the
+worker checks; the worker decides pass or fail, never the program's output or exit code.
+
+What the program can try, and what stops it:
+- exit early (`sys.exit(0)`, `os._exit(0)`, a signal): the proof is written only after
+  the test's last line, so no proof, no pass;
+- print a fake "passed" marker: stdout is not the proof channel;
+- replace builtins or library functions (`builtins.len`, `AssertionError`, `math.isclose`,
+  `os.write`, `exec`): the harness binds what it uses before the program runs; after it,
+  every loaded module's namespace is restored from a snapshot the worker took before any
+  program ran, and the test sees the program's names except those that shadow builtins
+  (and, for names the test uses as `name.attribute`, loaded modules);
+- jump over the test with a tracer, or patch builtins from a thread it left running:
+  tracing is switched off, and a test refuses to start while other threads run;
+- return an object whose class overrides `__eq__` (or `__bool__`) to agree with anything:
+  `==`/`!=` against a plain value and assert conditions refuse classes that define those
+  in the program's own code;
+- overwrite the harness: it lives in the worker's memory, the file is read-only to the
+  sandbox, and every test runs in a fresh fork.
+What it does not stop: a program that goes looking for the harness's file descriptors or
+frames (e.g. reads fd 3 and writes fd 4 itself, or edits the harness's locals through
+`sys._getframe`), or that runs code during the test from an audit hook or a finalizer it
+left behind. That takes deliberate study of this harness; stdio tests, whose expected
+output never enters the sandbox, cannot be forged at all.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import functools
+import gc
+import io
+import linecache
+import os
+import pwd
+import socket
+import sys
+import traceback
+import types
+
+NONCE_FD, PROOF_FD = 3, 4
+SOLUTION_FILE = "solution.py"
+_MISSING = object()
+_MODULES = sys.modules  # the interpreter's own dict, whatever the program rebinds `sys.modules` to
+_SNAPSHOT: list | None = None
+
+
+def prepare() -> None:
+    """Snapshot every loaded module's namespace, once, in the worker: each child inherits it
+    (no copying per job), and `gc.freeze()` after this hides it from `gc.get_referrers`."""
+    global _SNAPSHOT
+    _SNAPSHOT = _snapshot()
+
+
+def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -> int:
+    """Run the program (then the test, if any) in this process; the exit code to end with.
+    `refuse`: what an audit hook must refuse because the kernel could not isolate it (see
+    `_audit_hook`).
+
+    Everything used after the program runs is bound here first: the program may replace
+    builtins, `os` functions and `sys` hooks, and none of that reaches this frame's locals.
+    """
+    read, write, exec_, settrace, setprofile = os.read, os.write, builtins.exec, sys.settrace, sys.setprofile
+    collect, disable_gc, restore, test_namespace = gc.collect, gc.disable, _restore, _test_namespace
+    streams = _fresh_streams()
+    stdout, stderr = streams[1:]
+    filename = os.path.join(workdir, SOLUTION_FILE)
+    program = job["program"]
+    linecache.cache[filename] = (len(program), None, program.splitlines(True), filename)
+    snapshot = (_SNAPSHOT or _snapshot()) if job["test"] is not None else None
+    module = types.ModuleType("__main__" if job["test"] is None else "solution")
+    module.__file__ = filename
+    sys.modules[module.__name__] = module
+    sys.argv = [filename]
+    code = 0
+    try:
+        test, module_names = (None, frozenset()) if job["test"] is None else _compiled(job["test"])
+        program_code = compile(program, filename, "exec")
+        if refuse:
+            sys.addaudithook(_audit_hook(refuse))
+        exec_(program_code, module.__dict__)
+        if test is not None:
+            settrace(None)  # a tracer could jump over the test's lines
+            setprofile(None)
+            collect()  # run the program's pending finalizers now, not in the middle of the test
+            disable_gc()
+            restore(snapshot)
+            sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+            exec_(test, test_namespace(module.__dict__, snapshot, module_names))
+            write(PROOF_FD, read(NONCE_FD, 64))  # reached only when every line of the test ran
+    except SystemExit as exc:  # Python's own rules for the exit code (only stdio jobs look at it)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            stderr.write(f"{exc.code}\n")
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):  # the program's frames only, not this one
+            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next, file=stderr)
+        code = 1
+    for stream in (stdout, stderr):
+        with contextlib.suppress(BaseException):
+            stream.flush()
+    return code & 0xFF
+
+
+def _fresh_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper]:
+    """New stream objects over fds 0-2 (the worker's own may hold buffered bytes), installed."""
+    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), "utf-8")
+    stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), "utf-8")
+    stderr = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)), "utf-8", "backslashreplace", line_buffering=True
+    )
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = stdin, stdout, stderr
+    return stdin, stdout, stderr
+
+
+_BYPASSES = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "pty.spawn")
+_BYPASSES += ("ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+# Audit events that change a path, with the positions of their path arguments.
+_CHANGES = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.symlink": (1,)}
+_CHANGES |= {"os.link": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,)}
+_CHANGES |= {"shutil.rmtree": (0,)}
+
+
+def _audit_hook(refuse: frozenset[str]):
+    """The fallback where the kernel could not isolate the program, one refusal per gap:
+    "network": internet sockets; "signals": signals to any process but this one and its
+    children; "files": writing outside the work directory (or opening a directory there, a
+    way around the check) and reading the user's home (tokens, keys) but for the
+    interpreter's own directories; "proc": other processes' /proc entries (their environment).
+    With any of these, new programs and foreign calls are refused too: they would run
+    without this hook."""
+    me, workdir = os.getpid(), os.getcwd()
+    try:
+        home = os.path.join(os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir), "")
+    except KeyError:  # a sandbox uid of its own: no home, and nobody else's is readable to it
+        home = "\0"  # matches no path
+
+    def outside(path: object) -> bool:
+        if isinstance(path, int):
+            return True  # a descriptor: where it points cannot be checked
+        real = os.path.realpath(os.fsdecode(path))
+        return not (real == "/dev/null" or real == workdir or real.startswith(workdir + os.sep))
+
+    def hook(event: str, args: tuple) -> None:
+        if event in _BYPASSES:
+            raise PermissionError(f"the sandbox refuses {event}: this machine cannot isolate it otherwise")
+        if "network" in refuse and event == "socket.__new__" and args[1] != socket.AF_UNIX:
+            raise PermissionError("the sandbox has no network: sockets other than AF_UNIX are refused")
+        if "signals" in refuse and event in ("os.kill", "os.killpg") and not _own(args[0], me):
+            raise PermissionError(f"the sandbox refuses {event}({args[0]}): not this process or its child")
+        if event == "open" and not isinstance(args[0], int):
+            real = os.path.realpath(os.fsdecode(args[0]))
+            pid = real.split("/")[2] if real.startswith("/proc/") else ""
+            if "proc" in refuse and pid.isdigit() and int(pid) != me:
+                raise PermissionError(f"the sandbox refuses another process's {real}")
+            if "files" in refuse and outside(real):
+                if (args[2] or 0) & _WRITE_FLAGS or (args[1] and set(str(args[1])) & set("wax+")):
+                    raise PermissionError(f"the sandbox refuses writing {real}: outside the work directory")
+                if os.path.isdir(real):
+                    raise PermissionError(f"the sandbox refuses opening the directory {real}")
+                if real.startswith(home) and not real.startswith(_LIBRARY_DIRS):
+                    raise PermissionError(f"the sandbox refuses reading {real}: in the user's home")
+        if "files" in refuse and event in _CHANGES and any(outside(args[i]) for i in _CHANGES[event]):
+            raise PermissionError(f"the sandbox refuses {event} outside the work directory")
+
+    return hook
+
+
+def _own(pid: int, me: int) -> bool:
+    if pid == me:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return pid > 0 and int(f.read().rsplit(")", 1)[1].split()[1]) == me
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+# --- undoing what the program changed --------------------------------------------------
+
+
+def _snapshot() -> list[tuple[str, types.ModuleType, dict]]:
+    """Every loaded module with a copy of its namespace, builtins first."""
+    modules = [(name, m, dict(m.__dict__)) for name, m in list(_MODULES.items()) if isinstance(m, types.ModuleType)]
+    modules.sort(key=lambda entry: entry[1] is not builtins)
+    return modules
+
+
+def _restore(snapshot: list[tuple[str, types.ModuleType, dict]]) -> None:
+    # Uses only dict and item operations: until builtins are restored, any builtin may be fake.
+    for name, module, contents in snapshot:
+        _MODULES[name] = module
+        current = module.__dict__
+        for key, value in contents.items():
+            if current.get(key, _MISSING) is not value:
+                current[key] = value
+        if module is builtins:  # and no new builtin names either (a fake `math` the test would find)
+            for key in [key for key in current if key not in contents]:
+                del current[key]
+
+
+def _test_namespace(program_globals: dict, snapshot: list, module_names: frozenset[str]) -> dict:
+    """The program's names for the test, less those that shadow a builtin, and with the
+    real module for every loaded module's name the test uses as `name.attribute`."""
+    builtin_names = snapshot[0][2]
+    modules = {name: module for name, module, _ in snapshot}
+    namespace = {k: v for k, v in program_globals.items() if k not in builtin_names or k.startswith("__")}
+    for name in module_names & namespace.keys() & modules.keys():
+        namespace[name] = modules[name]  # `math.isclose(...)` in a test means the real math module
+    namespace.update(__builtins__=builtins, __name__="test", __dllm_compare__=_compare, __dllm_truth__=_truth)
+    threads = _thread_count()
+    if threads > 1:
+        raise RuntimeError(f"the program left {threads - 1} thread(s) running; a test runs alone")
+    return namespace
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc: Python's own count (misses threads started outside `threading`)
+        import threading
+
+        return threading.active_count()
+
+
+# --- comparisons the program cannot fake -------------------------------------------------
+
+
+class _Harden(ast.NodeTransformer):
+    """Route `==`/`!=` comparisons and assert conditions through `_compare` and `_truth`."""
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        if not all(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+            return node
+        equal = ast.Tuple([ast.Constant(isinstance(op, ast.Eq)) for op in node.ops], ast.Load())
+        values = ast.List([node.left, *node.comparators], ast.Load())
+        return ast.copy_location(ast.Call(ast.Name("__dllm_compare__", ast.Load()), [values, equal], []), node)
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        self.generic_visit(node)
+        node.test = ast.copy_location(ast.Call(ast.Name("__dllm_truth__", ast.Load()), [node.test], []), node.test)
+        return node
+
+
+def _compiled(source: str) -> tuple[types.CodeType, frozenset[str]]:
+    return compile_test(source) or _hardened_test(source)  # the latter raises the SyntaxError to report
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_test(source: str) -> tuple[types.CodeType, frozenset[str]] | None:
+    """`_hardened_test`, cached: the worker compiles each test once, before forking (a group
+    of completions shares its tests); None when it does not compile (the child reports why)."""
+    try:
+        return _hardened_test(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _hardened_test(source: str) -> tuple[types.CodeType, frozenset[str]]:
+    """The test compiled with `_Harden`, and the names it uses as `name.attribute`."""
+    tree = ast.parse(source, "<test>")
+    bases = frozenset(
+        n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+    )
+    tree = ast.fix_missing_locations(_Harden().visit(tree))
+    return compile(tree, "<test>", "exec"), bases
+
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None), list, tuple, dict, set, frozenset)
+_C_METHODS = (types.WrapperDescriptorType, types.MethodDescriptorType, types.BuiltinFunctionType)
+# Python code in these directories is the installed library's, not the program's.
+_LIBRARY_DIRS = tuple(os.path.join(os.path.realpath(p), "") for p in sys.path if p and os.path.isdir(p))
+
+
+def _forges(value: object, names: tuple[str, ...]) -> bool:
+    """Whether `type(value)` implements one of `names` in code the program wrote."""
+    for name in names:
+        method = getattr(type(value), name, None)
+        if method is None or isinstance(method, _C_METHODS):
+            continue
+        code = getattr(method, "__code__", None)
+        if code is None or not os.path.realpath(code.co_filename).startswith(_LIBRARY_DIRS):
+            return True
+    return False
+
+
+def _compare(values: list, equal: tuple[bool, ...]) -> object:
+    """`values[0] == values[1] != values[2] ...` as Python chains it (each value evaluated once,
+    all of them up front), refusing a program-defined equality against a plain value."""
+    result: object = True
+    for left, right, eq in zip(values, values[1:], equal):
+        for a, b in ((left, right), (right, left)):
+            if type(b) in _PLAIN and _forges(a, ("__eq__", "__ne__")):
+                raise AssertionError(f"{type(a).__name__} overrides equality; compared with a {type(b).__name__}")
+        result = left == right if eq else left != right
+        if not result:
+            return result
+    return result
+
+
+def _truth(value: object) -> object:
+    if type(value) not in _PLAIN and _forges(value, ("__bool__", "__len__")):
+        raise AssertionError(f"{type(value).__name__} overrides truth")
+    return value

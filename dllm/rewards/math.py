@@ -1,0 +1,239 @@
+"""`math`: 1.0 when the completion's last `\\boxed{...}` is equivalent to the answer, else 0.0.
+
+The answer of a completion is its last top-level `\\boxed{...}` (or `\\fbox{...}`), found by
+brace matching, so nested braces (`\\boxed{\\frac{1}{2}}`) and escaped ones (`\\{1, 2\\}`)
+are kept whole; `\\boxed 5` without braces takes the next run of non-space characters. A
+completion without one, or whose last one is never closed, scores 0. The ground truth may
+be bare (`"1/2"`, `"\\frac{1}{2}"`) or contain a `\\boxed{}` of its own.
+
+Equivalence is math-verify's (fractions, decimals, sets, intervals, matrices, units and
+LaTeX spellings), computed in a child process (`_math_worker.py`) with a deadline per
+verification: math-verify's own timeout relies on SIGALRM, which only works in the main
+thread, and some expressions (`9^{9^{9^{9}}}`) never finish. The worker stops itself at
+`timeout_s`; a worker stuck past `timeout_s + 1` s is killed and restarted. Either way the
+answer scores 0. This works from any thread, and the reward's process never runs sympy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from dllm.errors import ConfigError
+from dllm.rewards.base import REWARDS, Reward, RewardError, require_field
+
+logger = logging.getLogger(__name__)
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_UNBRACED = re.compile(r"[^\s$]+")
+_WORKER = Path(__file__).with_name("_math_worker.py")
+# Run the worker by path with no current directory on sys.path: this package's `math.py`
+# must never shadow the standard library's `math` in the child.
+_BOOTSTRAP = (
+    "import runpy, sys; sys.path[:] = [p for p in sys.path if p]; runpy.run_path(sys.argv[1], run_name='__main__')"
+)
+# Grace past `timeout_s` before the parent kills a worker that did not stop itself.
+KILL_GRACE_S = 1.0
+
+
+def matching_brace(text: str, start: int) -> int:
+    """Index of the `}` closing the `{` at `text[start]`, or -1 when it is never closed.
+    A backslash escapes the next character, so `\\{` and `\\}` do not count."""
+    depth = 0
+    i = start
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last top-level `\\boxed{...}` / `\\fbox{...}` / `\\boxed X` in
+    `text`, or None when there is none or the last one is never closed. Boxes inside a box
+    belong to it: `\\boxed{\\boxed{1}+1}` gives `\\boxed{1}+1`."""
+    answer: str | None = None
+    position = 0
+    while match := _BOX.search(text, position):
+        i = match.end()
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i < len(text) and text[i] == "{":
+            end = matching_brace(text, i)
+            if end < 0:
+                return None  # the last box runs to the end unclosed: there is no answer
+            answer, position = text[i + 1 : end], end + 1
+            continue
+        token = _UNBRACED.match(text, i)
+        position = match.end() if token is None else token.end()
+        content = "" if token is None else token.group(0).rstrip(".,;:")
+        if content:
+            answer = content
+    return answer
+
+
+def gold_expression(answer: Any) -> str:
+    """The ground truth as LaTeX without delimiters: the content of its last box if it has
+    one, else the whole text, with surrounding `$` signs and whitespace removed."""
+    text = str(answer).strip()
+    if _BOX.search(text):
+        text = last_boxed(text) or ""
+    return strip_delimiters(text)
+
+
+def strip_delimiters(text: str) -> str:
+    """`text` without surrounding whitespace and `$` signs."""
+    return text.strip().strip("$").strip()
+
+
+class MathVerifier:
+    """A math-verify worker process, shared by the `math` rewards of a process: started on
+    first use, killed and restarted when a verification overruns. Thread-safe."""
+
+    startup_timeout_s = 120.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._replies: queue.Queue[str | None] | None = None
+
+    def equivalent(self, gold: str, pred: str, timeout_s: float, kill_after_s: float | None = None) -> bool | None:
+        """math-verify's verdict on `pred` against `gold` (LaTeX without delimiters), or None
+        when it did not finish: the worker gave up at `timeout_s`, or did not answer within
+        `kill_after_s` (default `timeout_s + KILL_GRACE_S`) and was killed."""
+        kill_after_s = timeout_s + KILL_GRACE_S if kill_after_s is None else kill_after_s
+        with self._lock:
+            process, replies = self._started()
+            try:
+                process.stdin.write(json.dumps({"gold": gold, "pred": pred, "timeout": timeout_s}) + "\n")
+                process.stdin.flush()
+                line = replies.get(timeout=kill_after_s)
+            except (OSError, queue.Empty):
+                line = None
+            if line is None:  # stuck, or died (a crash inside sympy): the next call starts a fresh one
+                self._stop()
+                return None
+            reply = json.loads(line)
+            if "error" in reply:
+                logger.debug("math-verify failed on %r vs %r: %s", pred, gold, reply["error"])
+            return None if reply.get("timeout") else bool(reply["ok"])
+
+    def close(self) -> None:
+        """Stop the worker (it restarts on the next call)."""
+        with self._lock:
+            self._stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, or None when none runs (for tests and debugging)."""
+        return None if self._process is None else self._process.pid
+
+    def _started(self) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+        if self._process is not None and self._process.poll() is None and self._replies is not None:
+            return self._process, self._replies
+        self._stop()
+        process = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, str(_WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        replies: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(process.stdout, replies), name="dllm-math-verify", daemon=True).start()
+        try:
+            ready = replies.get(timeout=self.startup_timeout_s)
+        except queue.Empty:
+            ready = None
+        reply = json.loads(ready) if ready else {"error": "it exited or did not start in time"}
+        if "error" in reply:
+            process.kill()
+            process.wait()
+            raise RewardError(
+                f"reward 'math': the math-verify worker failed to start ({reply['error']}); "
+                f"install math-verify in this environment: pip install math-verify"
+            )
+        self._process, self._replies = process, replies
+        return process, replies
+
+    def _stop(self) -> None:
+        process, self._process, self._replies = self._process, None, None
+        if process is None:
+            return
+        try:
+            process.kill()
+            process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+    def __reduce__(self):
+        # A copy (pickle, deepcopy) gets its own worker, started on its first use.
+        return (MathVerifier, ())
+
+    def _forget(self) -> None:
+        # In a forked child: the worker and the lock belong to the parent; start afresh.
+        self._lock = threading.Lock()
+        self._process, self._replies = None, None
+
+
+def _pump(stream: IO[str], replies: queue.Queue[str | None]) -> None:
+    for line in stream:
+        replies.put(line)
+    replies.put(None)
+
+
+VERIFIER = MathVerifier()
+atexit.register(VERIFIER.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=VERIFIER._forget)
+
+
+@REWARDS.register("math")
+class Math(Reward):
+    def __init__(self, timeout_s: float = 5.0) -> None:
+        if not timeout_s > 0:
+            raise ConfigError(f"reward.timeout_s={timeout_s!r} must be a positive number of seconds, e.g. 5")
+        self.timeout_s = float(timeout_s)
+        self.verifier = VERIFIER
+
+    def __call__(self, prompts: list[str], completions: list[str], **fields: Any) -> list[float]:
+        answers = require_field("answer", fields, "math", len(completions))
+        verdicts: dict[tuple[str, str], bool | None] = {}  # a group often repeats an answer
+        scores: list[float] = []
+        for completion, answer in zip(completions, answers):
+            boxed = last_boxed(completion)
+            pred, gold = strip_delimiters(boxed or ""), gold_expression(answer)
+            if not pred or not gold:
+                scores.append(0.0)
+                continue
+            key = (gold, pred)
+            if key not in verdicts:
+                same = "".join(gold.split()) == "".join(pred.split())
+                verdicts[key] = True if same else self.verifier.equivalent(gold, pred, self.timeout_s)
+            scores.append(1.0 if verdicts[key] else 0.0)
+        unfinished = sum(v is None for v in verdicts.values())
+        if unfinished:
+            logger.warning(
+                "math: %d verification(s) ran past %gs and scored 0; raise reward.timeout_s if answers are long",
+                unfinished,
+                self.timeout_s,
+            )
+        return scores

@@ -1,0 +1,88 @@
+"""The trace estimator replays exactly the states the sampler decoded from."""
+
+import pytest
+import torch
+
+from dllm.algorithms.estimators.trace import TraceEstimator, dense_ranks
+from dllm.samplers.diffusion import DiffusionSampler
+from dllm.samplers.llada import LLaDASampler
+from dllm.samplers.sdar import SDARSampler
+from tests.unit.algorithms.rl_helpers import Recorder, sampled_rollout, tiny
+
+
+def test_dense_ranks():
+    assert dense_ranks(torch.tensor([[5, 2, 5, 9], [0, 0, 0, 1]])).tolist() == [[1, 0, 1, 2], [0, 0, 0, 1]]
+
+
+def test_rounds_merge_steps_per_block():
+    estimator = TraceEstimator(shrinkage=2)
+    rollout = type("R", (), {"step_map": torch.tensor([[3, 0, 1, 2, 7, 6, 4, 5]]), "block_size": 4})()
+    assert estimator.rounds(rollout).tolist() == [[1, 0, 0, 1, 1, 1, 0, 0]]
+    rollout.block_size = None  # full attention: ranks over the whole completion
+    assert estimator.rounds(rollout).tolist() == [[1, 0, 0, 1, 3, 3, 2, 2]]
+
+
+def recorded_patterns(recorder, start, end):
+    """[forward][row] bool mask pattern of positions start..end in each recorded input."""
+    return [(inputs[:, start:end] == recorder.mask_token_id) for inputs in recorder.inputs]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        LLaDASampler(steps=8, block_length=4, stop_at_eos=False),
+        DiffusionSampler(block_length=4, selection="threshold", threshold=0.05, temperature=1.0, stop_at_eos=False),
+    ],
+    ids=["llada", "threshold"],
+)
+@pytest.mark.parametrize("shrinkage", [1, 2])
+def test_full_attention_states_are_the_samplers(sampler, shrinkage, tokenizer):
+    recorder = Recorder(tiny("llada_tiny"))
+    rollout = sampled_rollout(recorder, sampler, tokenizer)
+    p = rollout.prompt_length
+    seen = recorded_patterns(recorder, p, None)  # one forward per step: the state before step k
+    states = list(TraceEstimator(shrinkage).states(rollout))
+    assert states and sum(int(actions.sum()) for _, actions in states) == rollout.scored.numel()
+    for noisy, actions in states:
+        for row in range(noisy.shape[0]):
+            if actions[row].any():
+                first_step = int(rollout.step_map[row][actions[row]].min())
+                assert torch.equal(noisy[row, p:] == recorder.mask_token_id, seen[first_step][row])
+
+
+@pytest.mark.parametrize("strategy", ["low_confidence_dynamic", "sequential", "entropy_bounded"])
+def test_block_states_are_the_samplers(strategy, tokenizer):
+    recorder = Recorder(tiny("sdar_tiny"))
+    sampler = SDARSampler(remasking_strategy=strategy, denoising_steps=2, confidence_threshold=0.05,
+                          temperature=1.0, use_cache=False, stop_at_eos=False)  # fmt: skip
+    rollout = sampled_rollout(recorder, sampler, tokenizer, gen_length=12)
+    p, block = rollout.prompt_length, rollout.block_size
+    for noisy, actions in TraceEstimator().states(rollout):
+        for row in range(noisy.shape[0]):
+            for first in range(0, 12, block):
+                chosen = actions[row, first : first + block]
+                if not chosen.any():
+                    continue
+                step = int(rollout.step_map[row, first : first + block][chosen].min())
+                # without a cache, forward `step` is x[:, :end] with the block in its state
+                seen = recorder.inputs[step][row, p + first : p + first + block] == recorder.mask_token_id
+                assert torch.equal(noisy[row, p + first : p + first + block] == recorder.mask_token_id, seen)
+
+
+def test_packed_replay_equals_the_naive_one(tokenizer):
+    model = tiny("sdar_tiny")
+    sampler = SDARSampler(denoising_steps=4, temperature=1.0, stop_at_eos=False)
+    rollout = sampled_rollout(model, sampler, tokenizer, gen_length=16)
+    with torch.no_grad():
+        packed = TraceEstimator(packed=True).gather(model, rollout)
+        naive = TraceEstimator(packed=False).gather(model, rollout)
+    assert (packed < 0).all()
+    torch.testing.assert_close(packed, naive, atol=2e-5, rtol=1e-5)
+
+
+def test_every_scored_token_is_scored_once_with_its_log_prob(tokenizer):
+    model = tiny("dream_tiny")  # shifted logits
+    rollout = sampled_rollout(model, LLaDASampler(steps=4, block_length=8, stop_at_eos=False), tokenizer)
+    with torch.no_grad():
+        log_probs, scored = TraceEstimator().log_probs(model, rollout, {})
+    assert scored.all() and (log_probs < 0).all()

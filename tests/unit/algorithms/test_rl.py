@@ -1,0 +1,185 @@
+"""The RL loop: every algorithm x every family x two samplers, and the loop's invariants."""
+
+import json
+import random
+
+import pytest
+import torch
+
+import dllm
+from dllm.algorithms.base import TrainContext
+from dllm.algorithms.rl import RL
+from dllm.errors import ConfigError
+from dllm.rewards.base import Reward
+from dllm.trainer import Components, Stage, Trainer, TrainerConfig
+from tests.unit.algorithms.rl_helpers import Recorder, tiny
+
+ALGORITHMS = ["rl", *dllm.ALGORITHMS.presets()]
+SAMPLERS = {  # two samplers per family
+    "llada_tiny": [("llada", {"steps": 8, "block_length": 4}), ("fast_dllm", {"block_length": 4, "threshold": 0.5})],
+    "dream_tiny": [("dream", {}), ("diffusion", {"block_length": 4, "cache": "dual", "selection": "threshold"})],
+    "sdar_tiny": [("sdar", {"denoising_steps": 2}), ("diffusion", {"cache": "block", "selection": "entropy_bounded"})],
+}
+SMALL = {"group_size": 2, "prompts_per_rollout": 2, "accuracy_band": None}
+
+
+class CharacterMean(Reward):
+    """A reward that differs between any two completions of an untrained model: the mean
+    character code, scaled to [0, 1]."""
+
+    def __call__(self, prompts, completions, **fields):
+        return [sum(map(ord, text)) / max(len(text), 1) / 127 for text in completions]
+
+
+def components(model, sampler, algorithm, tokenizer):
+    task = dllm.build("task", "addition", num_eval=4)
+    return Components(model, tokenizer, task, sampler, CharacterMean(), algorithm)
+
+
+def train(tmp_path, model, sampler, algorithm, tokenizer, steps=2, batch_size=4, grad_accum=2):
+    config = TrainerConfig(max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=1e-3, warmup_steps=1,
+                           log_every=1, device="cpu", eval_batch_size=4)  # fmt: skip
+    trainer = Trainer(components(model, sampler, algorithm, tokenizer), [Stage("main", config, algorithm)], tmp_path, 0)
+    trainer.run_stage()
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("family", sorted(SAMPLERS))
+@pytest.mark.parametrize("sampler_index", [0, 1])
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_every_algorithm_trains_every_family_with_two_samplers(name, family, sampler_index, tokenizer, tmp_path):
+    model = tiny(family).train()
+    sampler_name, options = SAMPLERS[family][sampler_index]
+    sampler = dllm.build_sampler(sampler_name, **options)
+    algorithm = dllm.build("algorithm", name, **SMALL)
+    before = [p.detach().clone() for p in model.parameters()]
+    records = train(tmp_path, model, sampler, algorithm, tokenizer)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "parameters must change"
+
+
+def context(model, tokenizer, sampler, batch_size=4, micro=2):
+    task = dllm.build("task", "addition")
+    return TrainContext(model, tokenizer, task, sampler, CharacterMean(), micro, random.Random(0),
+                        torch.Generator().manual_seed(0), torch.device("cpu"), batch_size)  # fmt: skip
+
+
+@pytest.mark.parametrize("estimator", ["trace", "one_step", "coupled", "random_mask"])
+def test_the_first_update_sees_a_ratio_of_exactly_one(estimator, tokenizer):
+    model = tiny("llada_tiny").train()
+    algorithm = RL(estimator=dllm.build("estimator", estimator), num_iterations=2, **SMALL)
+    ctx = context(model, tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    algorithm.start(ctx)
+    for batch in algorithm.micro_batches(ctx, 2):
+        log_probs, _ = algorithm.estimator.log_probs(model, batch.rollout, batch.rollout.plans[0])
+        assert batch.iteration == 0
+        assert torch.equal(log_probs, batch.rollout.old_log_probs[0])
+
+
+def test_old_reference_and_current_passes_share_each_iterations_masks(tokenizer):
+    recorder = Recorder(tiny("llada_tiny")).train()
+    algorithm = dllm.build("algorithm", "diffu_grpo", num_iterations=2, beta=0.04, **SMALL)
+    ctx = context(recorder, tokenizer, dllm.build_sampler("llada", steps=8, block_length=8), batch_size=4, micro=4)
+    algorithm.start(ctx)
+    reference = algorithm.reference
+    reference.inputs.clear()
+    recorder.inputs.clear()
+    before = torch.get_rng_state()
+    batches = [list(algorithm.micro_batches(ctx, 1)) for _ in range(2)]  # both inner iterations
+    assert torch.equal(torch.get_rng_state(), before), "masks come from the trainer's generator, not the global RNG"
+    old = recorder.inputs[-2:]  # after the rollout's decoding: old passes of iterations 0 and 1
+    assert len(reference.inputs) == 2
+    for iteration, (batch,) in enumerate(batches):
+        recorder.inputs.clear()
+        algorithm.loss(recorder, batch, ctx.generator)
+        (current,) = recorder.inputs
+        rows = batch.rollout.sequences.shape[0]
+        assert rows == 4
+        assert torch.equal(current, old[iteration]) and torch.equal(current, reference.inputs[iteration])
+    assert not torch.equal(old[0], old[1]), "each inner iteration draws a fresh mask"
+
+
+def test_leftover_rows_make_a_smaller_last_step(tokenizer):
+    algorithm = RL(group_size=2, prompts_per_rollout=3)  # 6 rows, steps of 4 rows in micro-batches of 2
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    algorithm.start(ctx)
+    first = list(algorithm.micro_batches(ctx, 2))
+    second = list(algorithm.micro_batches(ctx, 2))
+    assert [len(b.rollout) for b in first] == [2, 2] and [len(b.rollout) for b in second] == [2]
+    assert sum(b.share for b in first) == pytest.approx(1.0) and second[0].share == pytest.approx(1.0)
+
+
+class Broken(Reward):
+    def __init__(self, how):
+        self.how = how
+
+    def __call__(self, prompts, completions, **fields):
+        if self.how == "raise":
+            raise RuntimeError("judge unreachable")
+        if self.how == "nan":
+            return [float("nan")] * len(completions)
+        return [1.0]
+
+
+@pytest.mark.parametrize("how", ["raise", "nan"])
+def test_a_failing_reward_scores_zero_and_is_counted(how, tokenizer):
+    algorithm = RL(**SMALL)
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    ctx.reward = Broken(how)
+    algorithm.start(ctx)
+    list(algorithm.micro_batches(ctx, 2))
+    metrics = algorithm.after_step(ctx)
+    assert metrics["reward"] == 0.0 and metrics["reward_failures"] >= 1
+
+
+def test_a_reward_with_the_wrong_count_is_refused(tokenizer):
+    algorithm = RL(**SMALL)
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    ctx.reward = Broken("count")
+    algorithm.start(ctx)
+    with pytest.raises(dllm.DllmError, match="returned 1 scores? for 4 completions|1 score"):
+        list(algorithm.micro_batches(ctx, 2))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"group_size": 1}, "group_size is 1: set algorithm.group_size >= 2"),
+        ({"beta": 0.1, "reference_model": "none"}, "penalises KL to a reference model, but reference_model is none"),
+        ({"objective": "wd1", "advantage": "group"}, "use advantage=mean and beta=0"),
+        ({"accuracy_band": [0.9, 0.1]}, "accuracy_band must be"),
+    ],
+)
+def test_bad_settings_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        RL(**options)
+
+
+def test_a_value_preset_needs_a_model_with_a_value_head(tokenizer, scripted_model):
+    algorithm = dllm.build("algorithm", "tracerl_value", **SMALL)
+    ctx = context(scripted_model(lambda ids: torch.zeros(*ids.shape, 8)), tokenizer, None)
+    with pytest.raises(ConfigError, match="has no value-model variant"):
+        algorithm.start(ctx)
+
+
+@pytest.mark.parametrize("name", ["tracerl_value", "wd1"])
+def test_back_propagating_part_by_part_gives_the_gradient_of_the_whole_loss(name, tokenizer):
+    model = tiny("sdar_tiny").train()
+    algorithm = dllm.build("algorithm", name, **SMALL)
+    ctx = context(model, tokenizer, dllm.build_sampler("sdar", denoising_steps=2))
+    algorithm.start(ctx)
+    (batch, *_) = list(algorithm.micro_batches(ctx, 2))
+    whole = algorithm.loss(model, batch, ctx.generator)
+    whole.loss.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    value_expected = [p.grad.clone() for p in algorithm.value.parameters()] if algorithm.value else []
+    model.zero_grad()
+    if algorithm.value:
+        algorithm.value.zero_grad()
+    parts = algorithm.loss_and_backward(model, batch, ctx.generator, scale=1.0)
+    assert parts.loss.item() == pytest.approx(whole.loss.item(), rel=1e-5)
+    for grad, p in zip(expected, model.parameters()):
+        torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)
+    for grad, p in zip(value_expected, algorithm.value.parameters() if algorithm.value else []):
+        torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from dllm.algorithms.value import clipped_value_loss, decoding_steps, outcome_token_rewards, step_gae
+
+
+def test_step_gae_on_a_three_step_example_by_hand():
+    # one row, 4 tokens over 3 decoding steps: tokens 0, 1 at step 0; token 2 at step 1; token 3 at step 2
+    steps = torch.tensor([[0, 0, 1, 2]])
+    scored = torch.ones(1, 4, dtype=torch.bool)
+    values = torch.tensor([[0.2, 0.4, 0.5, 0.8]])
+    rewards = outcome_token_rewards(steps, scored, torch.tensor([1.0]))
+    assert rewards.tolist() == [[0.0, 0.0, 0.0, 1.0]]  # the outcome sits on the last step
+    gamma, lam = 0.9, 0.8
+    # step means: r* = (0, 0, 1), V* = (0.3, 0.5, 0.8)
+    # A*_2 = 1 - 0.8 = 0.2; A*_1 = 0 - 0.5 + 0.9 * 0.8 + 0.72 * 0.2 = 0.364;
+    # A*_0 = 0 - 0.3 + 0.9 * 0.5 + 0.72 * 0.364 = 0.41208; R*_2 = 1, R*_1 = 0.9, R*_0 = 0.81
+    # tokens: A_j = (r_j - V_j) + gamma V*_{t+1} + gamma lam A*_{t+1}
+    a0 = -0.2 + 0.9 * 0.5 + 0.72 * 0.364
+    a1 = -0.4 + 0.9 * 0.5 + 0.72 * 0.364
+    a2 = -0.5 + 0.9 * 0.8 + 0.72 * 0.2
+    a3 = 1 - 0.8
+    advantages, returns = step_gae(steps, rewards, values, scored, gamma, lam)
+    assert advantages[0].tolist() == pytest.approx([a0, a1, a2, a3])
+    assert returns[0].tolist() == pytest.approx([0.81, 0.81, 0.9, 1.0])
+
+
+def test_with_gamma_and_lambda_one_the_advantage_is_the_return_minus_the_value():
+    steps = torch.tensor([[0, 1, 1, 2], [0, 0, 1, 1]])
+    scored = torch.tensor([[True, True, True, True], [True, True, True, False]])  # row 1: one token past EOS
+    values = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 9.0]])
+    rewards = outcome_token_rewards(steps, scored, torch.tensor([2.0, -1.0]))
+    advantages, returns = step_gae(steps, rewards, values, scored, 1.0, 1.0)
+    assert returns.tolist() == [[2.0] * 4, [-1.0, -1.0, -1.0, 0.0]]
+    assert advantages.flatten().tolist() == pytest.approx([1.9, 1.8, 1.7, 1.6, -1.5, -1.6, -1.7, 0.0])
+
+
+def test_decoding_steps_order_blocks_then_rounds():
+    rounds = torch.tensor([[1, 0, 0, 0, 2, 1]])  # block size 2: blocks (1, 0), (0, 0), (2, 1)
+    assert decoding_steps(rounds, 2).tolist() == [[1, 0, 2, 2, 4, 3]]
+    assert decoding_steps(rounds, None).tolist() == [[1, 0, 0, 0, 2, 1]]
+
+
+def test_clipped_value_loss_by_hand():
+    values, old, returns = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0])
+    # token 0: max((1-0)^2, (0.2-0)^2)/2 = 0.5; token 1: max((0-1)^2, (0-1)^2)/2 = 0.5
+    assert clipped_value_loss(values, old, returns, 0.2).tolist() == pytest.approx([0.5, 0.5])
+    # moving towards the target beyond the clip keeps the larger (clipped) error
+    assert clipped_value_loss(torch.tensor([0.9]), torch.tensor([0.0]), torch.tensor([1.0]), 0.2).item() == (
+        pytest.approx(0.5 * 0.8**2)
+    )

@@ -1,0 +1,177 @@
+"""The `code` reward: code extraction, scoring of assert and stdio tests, limits, cheating."""
+
+import pickle
+import sys
+import textwrap
+
+import pytest
+
+import dllm
+from dllm.errors import ConfigError
+from dllm.rewards.base import MissingFieldError, RewardError
+from dllm.rewards.code import extract_code, normalise_output
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
+
+ADD_TESTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 5) == 5"]
+
+
+@pytest.fixture(scope="module")
+def reward():
+    reward = dllm.build("reward", "code", time_limit=0.5, workers=2, memory_mb=256, processes=16, max_output_kb=64)
+    yield reward
+    reward.close()
+
+
+def score(reward, completions, tests, **fields):
+    return reward(["prompt"] * len(completions), completions, tests=tests, **fields)
+
+
+def fenced(code, tag="python"):
+    return f"Here is my solution.\n```{tag}\n{textwrap.dedent(code).strip()}\n```\nDone."
+
+
+@pytest.mark.parametrize(
+    "completion, code",
+    [
+        ("```python\nx = 1\n```", "x = 1\n"),
+        ("```py\nx = 1\n```", "x = 1\n"),
+        ("```Python3\nx = 1\n```", "x = 1\n"),
+        ("```\nx = 1\n```", "x = 1\n"),
+        ("a\n```python\nx = 1\n```\nthen\n```python\nx = 2\n```\nend", "x = 2\n"),
+        ("```python\nx = 1\n```\n```bash\nrm -rf /\n```", "x = 1\n"),
+        ("```python\nx = 1\n```\n```python\nx = 2", "x = 2"),  # an unclosed last block runs to the end
+        ("def f():\n    return 1", "def f():\n    return 1"),  # no block: the whole text
+        ("```bash\nls\n```", "```bash\nls\n```"),  # no Python block: the whole text
+        ("```python\n```", ""),
+    ],
+)
+def test_extract_code(completion, code):
+    assert extract_code(completion) == code
+
+
+def test_normalise_output():
+    assert normalise_output("1 2  \n3\t\r\n\n\n") == ["1 2", "3"]
+    assert normalise_output("  a\n") == ["  a"]  # leading whitespace counts
+    assert normalise_output("") == []
+
+
+def test_correct_partial_and_wrong_programs(reward):
+    completions = [
+        fenced("def add(a, b):\n    return a + b"),
+        fenced("def add(a, b):\n    return 4 if a == 2 else 0 if a == 1 else a + b"),  # passes 2 of 3
+        fenced("def add(a, b):\n    return a - b"),
+        "no code at all",
+    ]
+    assert score(reward, completions, [ADD_TESTS] * 4) == pytest.approx([1.0, 2 / 3, 0.0, 0.0])
+
+
+def test_all_or_nothing():
+    reward = dllm.build("reward", "code", time_limit=0.5, workers=1, all_or_nothing=True)
+    try:
+        partial = fenced("def add(a, b):\n    return 4 if a == 2 else a + b + 1")
+        assert score(reward, [fenced("def add(a, b):\n    return a + b"), partial], [ADD_TESTS] * 2) == [1.0, 0.0]
+    finally:
+        reward.close()
+
+
+def test_stdio_cases(reward):
+    cases = [
+        {"input": "1 2\n", "output": "3\n"},
+        {"input": "5 6", "output": "11   \n\n"},  # trailing whitespace and blank lines do not count
+        {"input": "0 0", "output": "1"},
+    ]
+    program = fenced("a, b = map(int, input().split())\nprint(a + b)")
+    right_then_crash = fenced("a, b = map(int, input().split())\nprint(a + b)\nraise SystemExit(1)")
+    two_lines = fenced("print(1)\nprint(2)")
+    scores = score(reward, [program, right_then_crash, two_lines], [cases, cases, [{"input": "", "output": "1\n2"}]])
+    assert scores == pytest.approx([2 / 3, 0.0, 1.0])
+
+
+def test_tests_given_as_json_strings(reward):
+    tests = ['["assert add(1, 2) == 3"]', '[{"input": "", "output": "hi"}]']
+    assert score(reward, [fenced("def add(a, b):\n    return a + b"), "print('hi')"], tests) == [1.0, 1.0]
+
+
+def test_cheats_score_zero(reward):
+    wrong = "def add(a, b):\n    return 0\n"
+    cheats = [
+        wrong + "import sys\nsys.exit(0)",
+        wrong + "import os\nos._exit(0)",
+        wrong + "print('All tests passed')",
+        wrong + "import builtins\nbuiltins.AssertionError = type('Nope', (Exception,), {})",
+        "class Anything:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Anything()",
+    ]
+    assert score(reward, [fenced(c) for c in cheats], [ADD_TESTS] * len(cheats)) == [0.0] * len(cheats)
+
+
+def test_hostile_programs_score_zero_and_the_reward_survives(reward):
+    hostile = [
+        "while True:\n    pass",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        "x = bytearray(10**10)",
+        "while True:\n    print('spam' * 1000)",
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)",
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=0.5)",
+    ]
+    completions = [fenced(h + "\ndef add(a, b):\n    return a + b") for h in hostile]
+    assert score(reward, completions, [ADD_TESTS[:1]] * len(hostile)) == [0.0] * len(hostile)
+    assert score(reward, [fenced("def add(a, b):\n    return a + b")], [ADD_TESTS]) == [1.0]
+
+
+def test_time_limit_per_row(reward):
+    busy = fenced("import time\nwhile time.process_time() < 0.3:\n    pass\ndef add(a, b):\n    return a + b")
+    tests = [ADD_TESTS[:1]] * 3
+    assert score(reward, [busy] * 3, tests, time_limit=[0.1, 2.0, None]) == [0.0, 1.0, 1.0]
+
+
+def test_a_test_that_does_not_compile_fails_alone(reward):
+    program = fenced("def add(a, b):\n    return a + b")
+    assert score(reward, [program], [["assert add(1, 2) == 3", "assert add(1, 2 == 3"]]) == [0.5]
+
+
+def test_duplicate_programs_run_once(reward, monkeypatch):
+    ran = []
+    run = reward.sandbox.run
+    monkeypatch.setattr(reward.sandbox, "run", lambda jobs: ran.extend(jobs) or run(jobs))
+    program = fenced("def add(a, b):\n    return a + b")
+    assert score(reward, [program] * 4, [ADD_TESTS] * 4) == [1.0] * 4
+    assert len(ran) == len(ADD_TESTS)
+
+
+def test_empty_batch(reward):
+    assert reward([], [], tests=[]) == []
+
+
+def test_bad_tests_are_named(reward):
+    with pytest.raises(MissingFieldError, match="needs the field 'tests'"):
+        reward(["p"], ["x"], answer=["1"])
+    for bad, message in [
+        ([], r"tests\[0\] is list \[\]"),
+        (["assert True", {"input": "", "output": ""}], r"tests\[0\]\[1\]"),
+        ([{"input": "1"}], r"tests\[0\]\[0\]"),
+        ("not json", r"tests\[0\] is a string that is not JSON"),
+        (None, r"tests\[0\] is NoneType"),
+    ]:
+        with pytest.raises(RewardError, match=message):
+            score(reward, ["x"], [bad])
+    with pytest.raises(RewardError, match=r"time_limit\[0\]=-1"):
+        score(reward, ["x"], [["assert True"]], time_limit=[-1])
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ConfigError, match="time_limit=0"):
+        dllm.build("reward", "code", time_limit=0)
+    with pytest.raises(ConfigError, match="memory_mb=10"):
+        dllm.build("reward", "code", memory_mb=10)
+    with pytest.raises(ConfigError, match="workers=0"):
+        dllm.build("reward", "code", workers=0)
+
+
+def test_a_pickled_copy_starts_its_own_sandbox(reward):
+    copy = pickle.loads(pickle.dumps(reward))
+    try:
+        assert score(copy, [fenced("def add(a, b):\n    return a + b")], [ADD_TESTS[:1]]) == [1.0]
+        assert copy.sandbox is not reward.sandbox
+    finally:
+        copy.close()
