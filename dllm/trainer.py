@@ -251,6 +251,7 @@ class Trainer:
         cfg = self.config
         algorithm = self.stage.algorithm
         totals: dict[str, float] = {}
+        self.context.step = self.step
         self.optimizer.zero_grad(set_to_none=True)
         for batch in algorithm.micro_batches(self.context, cfg.grad_accum):
             out = algorithm.loss_and_backward(self.model, batch, self.generator, batch.share, self.context.autocast)

@@ -55,6 +55,7 @@ class TrainContext:
     device: torch.device
     batch_size: int = 0  # sequences per optimizer step (0: micro_batch_size)
     autocast_dtype: torch.dtype | None = None  # what the trainer runs `loss` under (bf16 on a GPU)
+    step: int = 0  # optimizer steps done in this stage (for schedules)
 
     def autocast(self):
         """The autocast context the trainer runs `loss` in, for forwards that must match it."""

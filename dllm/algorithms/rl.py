@@ -54,8 +54,8 @@ from dllm.algorithms.rollout import Rollout, collect_rollout
 from dllm.algorithms.value import (
     clipped_value_loss,
     decoding_steps,
-    outcome_token_rewards,
     step_gae,
+    step_token_rewards,
     value_model_for,
 )
 from dllm.checkpoint import load_model_weights
@@ -276,7 +276,9 @@ class RL(Algorithm):
             for rows in torch.arange(len(rollout), device=ctx.device).split(ctx.micro_batch_size):
                 values[rows] = self.value_replay.gather(self.value, rollout.select(rows), "values").float()
         steps = decoding_steps(self.value_replay.rounds(rollout), rollout.block_size)
-        token_rewards = outcome_token_rewards(steps, rollout.scored, rollout.rewards)
+        process = rollout.process_rewards
+        outcome = rollout.rewards - (process.sum(1) if process is not None else 0.0)
+        token_rewards = step_token_rewards(steps, rollout.scored, outcome, process)
         rollout.advantages, rollout.returns = step_gae(
             steps, token_rewards, values, rollout.scored, self.gamma, self.lam
         )

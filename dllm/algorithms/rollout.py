@@ -20,7 +20,7 @@ from dllm.data.base import Task, reward_fields
 from dllm.evaluation import decode_completions
 from dllm.models.base import pad_token_id
 from dllm.models.masks import left_pad_to_blocks
-from dllm.rewards.base import score_batch
+from dllm.rewards.base import RewardError, score_batch
 from dllm.samplers.base import GenerationOutput
 
 
@@ -30,7 +30,8 @@ class Rollout:
     padded to whole blocks of the training block size, then the completion), `attention_mask`
     [N, P + G] (0 on prompt padding), `step_map` [N, G] (decoding step of each completion
     token), `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
-    `group` [N], `rewards` [N], `truncated` [N] (no EOS within G tokens). Later stages fill
+    `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
+    `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
     model), and per inner iteration the estimator's `plans` and the `old_log_probs` /
     `ref_log_probs` [N, G] computed once, before any update."""
@@ -45,6 +46,7 @@ class Rollout:
     prompt_length: int
     block_size: int | None
     mask_id: int
+    process_rewards: Tensor | None = None  # [N, G] step-level reward values at the tokens they name
     advantages: Tensor | None = None
     returns: Tensor | None = None
     old_values: Tensor | None = None
@@ -99,8 +101,9 @@ def rollout_from_output(
     group_size: int = 1,
 ) -> Rollout:
     """The rollout of a sampler's `output` for left-padded prompts [N, P] (rewards 0 until
-    scored): the prompt re-padded to whole blocks as the sampler decoded it."""
-    prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, model.block_size, pad_token_id(model))
+    scored): the prompt re-padded to whole blocks of the decoding's block size, as the sampler
+    decoded it, so that training blocks are the rollout's blocks."""
+    prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, output.block_size, pad_token_id(model))
     completions = output.completions(output.sequences.shape[1] - output.step_map.shape[1])
     rows = completions.shape[0]
     has_eos = (completions == eos_id).any(1) if eos_id is not None else torch.zeros(rows, dtype=torch.bool)
@@ -113,9 +116,42 @@ def rollout_from_output(
         rewards=torch.zeros(rows, device=completions.device),
         truncated=~has_eos.to(completions.device),
         prompt_length=prompt_ids.shape[1],
-        block_size=model.block_size,
+        block_size=output.block_size,
         mask_id=model.mask_token_id,
     )
+
+
+def token_offsets(tokenizer, completions: Tensor) -> list[list[int]]:
+    """Per completion, the character offset in its decoded text (as rewards see it, cut at the
+    first EOS) at which each of its tokens starts: what a step-level reward needs to turn
+    the characters it judges into token positions."""
+    eos = tokenizer.eos_token_id
+    offsets = []
+    for row in completions.tolist():
+        if eos in row:
+            row = row[: row.index(eos)]
+        starts, length = [], 0
+        for token in row:
+            starts.append(length)
+            length += len(tokenizer.decode([token], skip_special_tokens=True))
+        offsets.append(starts)
+    return offsets
+
+
+def place_step_values(steps: list[list[tuple[int, float]]], length: int, device) -> Tensor:
+    """[N, G] the step-level values of a reward at the token positions they name; a position
+    outside the completion is an error naming it."""
+    placed = torch.zeros(len(steps), length, device=device)
+    for row, pairs in enumerate(steps):
+        for position, value in pairs:
+            if not 0 <= position < length:
+                raise RewardError(
+                    f"a step-level reward gave completion {row} a value at token position {position}, outside "
+                    f"the completion (positions 0..{length - 1}); return positions of the completion's own tokens "
+                    f"(the `token_offsets` field maps characters to tokens)"
+                )
+            placed[row, position] += value
+    return placed
 
 
 @dataclass
@@ -161,10 +197,14 @@ def collect_rollout(
     )
     truncated = rollout.truncated
     prompt_texts = [e.prompt for e in examples]
-    scores = score_batch(
-        reward, prompt_texts, texts, {**reward_fields(examples), "truncated": truncated.tolist()}, reward_timeout_s
-    )
+    fields = {
+        **reward_fields(examples),
+        "truncated": truncated.tolist(),
+        "token_offsets": token_offsets(tokenizer, completions),
+    }
+    scores = score_batch(reward, prompt_texts, texts, fields, reward_timeout_s)
     rollout.rewards = torch.tensor(scores.total, dtype=torch.float32, device=device)
+    rollout.process_rewards = place_step_values(scores.steps, completions.shape[1], device)
     rewards = rollout.rewards
     metrics = {
         "reward": float(rewards.mean()),

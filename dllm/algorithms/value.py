@@ -10,7 +10,8 @@ with the outcome reward on the tokens of the last step (0 elsewhere):
     R*_t = r*_t + gamma R*_{t+1}               (V*_S = A*_S = R*_S = 0)
 
 and each token of step t gets A_j = (r_j - V_j) + gamma V*_{t+1} + gamma lambda A*_{t+1},
-R_j = r_j + gamma R*_{t+1}. With gamma = lambda = 1: A_j = R - V_j.
+R_j = r_j + gamma R*_{t+1}. With gamma = lambda = 1: A_j = R - V_j. A step-level (process)
+reward's values land on the steps that revealed the tokens they name (`step_token_rewards`).
 """
 
 from __future__ import annotations
@@ -80,10 +81,19 @@ def step_gae(
     return advantages * scored, returns * scored
 
 
-def outcome_token_rewards(steps: Tensor, scored: Tensor, rewards: Tensor) -> Tensor:
-    """[N, G]: each row's reward on the tokens of its last decoding step, 0 elsewhere."""
-    last = torch.where(scored, steps, -1).max(1, keepdim=True).values
-    return torch.where(scored & (steps == last), rewards[:, None].float(), 0.0)
+def step_token_rewards(steps: Tensor, scored: Tensor, outcome: Tensor, process: Tensor | None = None) -> Tensor:
+    """[N, G] token rewards of step-level GAE: each row's `outcome` [N] on its last decoding step,
+    plus each step-level value of `process` [N, G] (placed at a token) on the step that
+    revealed that token; every token of a step carries its step's reward."""
+    rows = steps.shape[0]
+    num_steps = int(steps[scored].max()) + 1 if bool(scored.any()) else 1
+    index = torch.where(scored, steps, num_steps)
+    step_rewards = torch.zeros(rows, num_steps + 1, device=steps.device)
+    if process is not None:
+        step_rewards.scatter_add_(1, index, process.float() * scored)
+    last = torch.where(scored, steps, -1).max(1).values.clamp(min=0)
+    step_rewards[torch.arange(rows, device=steps.device), last] += outcome.float()
+    return torch.where(scored, step_rewards.gather(1, index), 0.0)
 
 
 def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip: float) -> Tensor:

@@ -9,12 +9,16 @@ from dllm.registry import REGISTRIES, registry
 
 
 def list_components(kind: str | None) -> str:
-    """One line per kind: `sampler: llada, ...`, or the names of one kind, one per line."""
+    """One line per kind: `sampler: llada, ...` (YAML presets of a registered component after
+    it, as `name (preset)`), or the names of one kind, one per line."""
     import dllm  # noqa: F401  (registers the built-in components)
 
+    def names(registry_of_kind) -> list[str]:
+        return registry_of_kind.names() + [f"{name} (preset)" for name in registry_of_kind.presets()]
+
     if kind is not None:
-        return "\n".join(registry(kind).names())
-    return "\n".join(f"{name}: {', '.join(REGISTRIES[name].names())}" for name in sorted(REGISTRIES))
+        return "\n".join(names(registry(kind)))
+    return "\n".join(f"{name}: {', '.join(names(REGISTRIES[name]))}" for name in sorted(REGISTRIES))
 
 
 @reports_user_errors

@@ -1,9 +1,9 @@
 """`sudoku`: complete a 4x4 sudoku, `"..13..2.3..14.32:"` -> `"2413132432414132"`.
 
 Grids hold the digits 1-4; every row, column and 2x2 box holds each digit once. Solved grids
-are drawn uniformly from all 288 of them (enumerated once); a puzzle blanks
-`min_blanks`..`max_blanks` random cells and is kept only when its solution is unique (4x4
-is small enough to count solutions against all 288 grids). The prompt is the puzzle row by
+are drawn uniformly from all 288 of them (enumerated once); a puzzle blanks a number of
+random cells drawn uniformly from `min_blanks`..`max_blanks` and is kept only when its
+solution is unique (4x4 is small enough to count solutions against all 288 grids). The prompt is the puzzle row by
 row with `.` for a blank, then `:`; the response is the solved grid, 16 digits. A puzzle
 belongs to the held-out split by a fixed hash of its text.
 """
@@ -96,8 +96,8 @@ class SudokuTask(Task):
 
     def __init__(
         self,
-        min_blanks: int = 4,
-        max_blanks: int = 8,
+        min_blanks: int = 10,
+        max_blanks: int = 12,
         gen_length: int = 24,
         num_eval: int = 200,
         heldout_percent: int = 10,
@@ -128,10 +128,13 @@ class SudokuTask(Task):
         return is_heldout(puzzle, self.heldout_percent)
 
     def _puzzle(self, rng: random.Random) -> tuple[str, str]:
-        """A (puzzle, solution) pair with a unique solution."""
-        while True:  # terminates: every grid has unique puzzles at every blank count <= 12
+        """A (puzzle, solution) pair with a unique solution; the blank count is uniform over
+        `min_blanks`..`max_blanks` (drawn first, so that rejecting ambiguous puzzles, most of
+        those with 11-12 blanks, does not make hard puzzles rare)."""
+        count = rng.randint(self.min_blanks, self.max_blanks)
+        while True:  # terminates: every grid has unique puzzles at every blank count <= 12 (5% at 12)
             solution = rng.choice(all_grids())
-            blanks = set(rng.sample(range(CELLS), rng.randint(self.min_blanks, self.max_blanks)))
+            blanks = set(rng.sample(range(CELLS), count))
             puzzle = "".join(BLANK if i in blanks else c for i, c in enumerate(solution))
             if len(solutions(puzzle)) == 1:
                 return puzzle, solution

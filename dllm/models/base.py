@@ -69,11 +69,13 @@ class DiffusionLMMixin:
     def head_output(self, hidden: Tensor, cache: Any) -> DiffusionLMOutput:
         return DiffusionLMOutput(logits=self.output_logits(hidden), past_key_values=cache)
 
-    def run_backbone(self, input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position):
+    def run_backbone(
+        self, input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position, block_size=None
+    ):
         from dllm.models.cache import start_cache
 
         cache = start_cache(past_key_values, use_cache, self.config.num_hidden_layers)
-        hidden = self.model(input_ids, attention_mask, position_ids, cache, use_cache, replace_position)
+        hidden = self.model(input_ids, attention_mask, position_ids, cache, use_cache, replace_position, block_size)
         return hidden, cache
 
     def forward(
@@ -84,15 +86,18 @@ class DiffusionLMMixin:
         past_key_values: Any = None,
         use_cache: bool = False,
         replace_position: int | None = None,
+        block_size: int | None = None,
         **kwargs: Any,
     ) -> DiffusionLMOutput | ValueOutput:
         """Logits [B, L, V] as the architecture computes them (see `shift_logits`).
 
         `attention_mask`: [B, L_keys] 0/1 padding (keys only), or a [B|1, 1, Lq, Lk] bool mask
         used as given (e.g. the `[x_t ; x_0]` training mask). Without one, a block diffusion
-        model applies its block-causal mask. Caching: see `dllm.models.cache`."""
+        model applies its block-causal mask, over blocks of `block_size` when given (decoding
+        with another block size than the checkpoint's), else of its own. Caching: see
+        `dllm.models.cache`."""
         hidden, cache = self.run_backbone(
-            input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position
+            input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position, block_size
         )
         return self.head_output(hidden, cache)
 

@@ -181,6 +181,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         cache: KVCache | None = None,
         commit: bool = False,
         replace_position: int | None = None,
+        block_size: int | None = None,  # full attention: no blocks to resize
     ) -> Tensor:
         t = self.transformer
         return run_stack(

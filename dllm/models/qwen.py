@@ -162,9 +162,12 @@ class QwenStyleBackbone(QwenStylePreTrainedModel):
         cache: KVCache | None = None,
         commit: bool = False,
         replace_position: int | None = None,
+        block_size: int | None = None,
     ) -> Tensor:
+        """Block-causal over blocks of `block_size` (default: the config's) for a block model."""
+        blocks = (block_size or self.block_size) if self.block_size is not None else None
         return run_stack(
-            self.embed_tokens, self.layers, self.norm, self.rotary, self.block_size, input_ids, attention_mask,
+            self.embed_tokens, self.layers, self.norm, self.rotary, blocks, input_ids, attention_mask,
             position_ids, cache, commit, replace_position,
         )  # fmt: skip
 

@@ -18,7 +18,7 @@ import math
 import numbers
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,12 +85,15 @@ def reward_name(reward: Any) -> str:
 @dataclass
 class RewardScores:
     """Scores of one batch. `total[i] = sum(weight * terms[name][i])`; `terms`: each term's
-    own scores (unweighted); `failures`: term calls that raised or ran out of time, plus
-    scores that were NaN or infinite; each of those scored 0."""
+    own scores (unweighted; a step-level term's score is the sum of its values); `failures`:
+    term calls that raised or ran out of time, plus scores that were NaN or infinite; each of
+    those scored 0. `steps[i]`: the weighted step-level values `(token_position, value)` of
+    completion i (see `StepValues`), whose sum is part of `total[i]`."""
 
     total: list[float]
     terms: dict[str, list[float]] = field(default_factory=dict)
     failures: int = 0
+    steps: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 def score_batch(
@@ -128,22 +131,28 @@ def combine_terms(
     terms_of = getattr(reward, "weighted_terms", None)
     terms: list[Term] = terms_of() if terms_of is not None else [(reward_name(reward), 1.0, reward)]
     scores: dict[str, list[float]] = {}
+    step_values: dict[str, list[StepValues]] = {}
     failures = 0
     for name, _, term in terms:
         if guard:
             raw = _guarded_call(name, term, prompts, completions, fields, timeout_s)
             if raw is _FAILED:
-                scores[name], failures = [0.0] * n, failures + 1
+                scores[name], step_values[name], failures = [0.0] * n, [[] for _ in range(n)], failures + 1
                 continue
         else:
             raw = term(prompts, completions, **fields)
-        scores[name], bad = _checked_scores(name, raw, n)
+        scores[name], bad, step_values[name] = _checked_scores(name, raw, n)
         failures += bad
     if getattr(reward, "zero_truncated", False) and "truncated" in fields:
         cut = [bool(c) for c in require_field("truncated", fields, reward_name(reward), n)]
         scores = {name: [0.0 if c else s for s, c in zip(values, cut)] for name, values in scores.items()}
+        step_values = {name: [[] if c else v for v, c in zip(values, cut)] for name, values in step_values.items()}
     total = [sum(weight * scores[name][i] for name, weight, _ in terms) for i in range(n)]
-    return RewardScores(total=[float(t) for t in total], terms=scores, failures=failures)
+    steps = [
+        [(position, weight * value) for name, weight, _ in terms for position, value in step_values[name][i]]
+        for i in range(n)
+    ]
+    return RewardScores(total=[float(t) for t in total], terms=scores, failures=failures, steps=steps)
 
 
 class _TimedOut(Exception):
@@ -210,8 +219,13 @@ def _call_with_deadline(
     return outcome["value"]
 
 
-def _checked_scores(name: str, raw: Any, n: int) -> tuple[list[float], int]:
-    """`raw` as a list of n floats, NaN and infinities replaced by 0 (and counted)."""
+StepValues = list[tuple[int, float]]
+
+
+def _checked_scores(name: str, raw: Any, n: int) -> tuple[list[float], int, list[StepValues]]:
+    """`raw` as n scores, NaN and infinities replaced by 0 (and counted), and the step-level
+    values: a completion's score may be a list of `(token_position, value)` pairs (a process
+    reward) instead of a number; its score is then their sum."""
     if hasattr(raw, "tolist") and not isinstance(raw, (list, tuple)):
         raw = raw.tolist()  # numpy arrays and tensors
     if not isinstance(raw, (list, tuple)):
@@ -225,21 +239,43 @@ def _checked_scores(name: str, raw: Any, n: int) -> tuple[list[float], int]:
             f"it must return exactly one float per completion, in order"
         )
     scores: list[float] = []
+    steps: list[StepValues] = []
     bad = 0
     for i, value in enumerate(raw):
-        if not isinstance(value, numbers.Real):
+        pairs = _step_values(name, i, value) if isinstance(value, (list, tuple)) else None
+        if pairs is None and not isinstance(value, numbers.Real):
             raise RewardError(
                 f"reward {name!r} returned a non-number at index {i}: {_preview(value)} ({type(value).__name__}); "
-                f"each score must be a float: convert it with float(...)"
+                f"each score must be a float (or a list of (token_position, value) pairs): convert it"
             )
+        if pairs is not None:
+            finite = [(position, v) for position, v in pairs if math.isfinite(v)]
+            bad += len(pairs) - len(finite)
+            steps.append(finite)
+            scores.append(sum(v for _, v in finite))
+            continue
         value = float(value)
         if not math.isfinite(value):
             bad += 1
             value = 0.0
+        steps.append([])
         scores.append(value)
     if bad:
         logger.warning("reward %r returned %d NaN or infinite scores of %d; they count 0", name, bad, n)
-    return scores, bad
+    return scores, bad, steps
+
+
+def _step_values(name: str, index: int, value: Sequence[Any]) -> StepValues:
+    pairs = []
+    for pair in value:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], numbers.Integral)
+                and isinstance(pair[1], numbers.Real)):  # fmt: skip
+            raise RewardError(
+                f"reward {name!r} returned {_preview(value)} at index {index}: a step-level score is a list of "
+                f"(token_position: int, value: float) pairs"
+            )
+        pairs.append((int(pair[0]), float(pair[1])))
+    return pairs
 
 
 def _preview(value: Any, limit: int = 120) -> str:

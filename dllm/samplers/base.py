@@ -26,6 +26,7 @@ class GenerationOutput:
     sequences: Tensor
     step_map: Tensor
     nfe: int
+    block_size: int | None = None  # the blocks a block diffusion model decoded (None: full attention)
 
     def completions(self, prompt_length: int) -> Tensor:
         return self.sequences[:, prompt_length:]
@@ -50,9 +51,16 @@ class Sampler(ABC):
         """Complete each row of `prompt_ids` [B, P]; `attention_mask` [B, P] marks real tokens
         (0 on left padding). A `generator` makes stochastic decoding reproducible."""
         self.check_gen_length(gen_length, model.block_size)
-        state = Decoding.start(model, prompt_ids, attention_mask, gen_length, self.stop_at_eos)
+        state = Decoding.start(
+            model, prompt_ids, attention_mask, gen_length, self.stop_at_eos, self.decoding_block_size(model)
+        )
         self.decode(model, state, gen_length, generator)
         return state.output()
+
+    def decoding_block_size(self, model: torch.nn.Module) -> int | None:
+        """The blocks a block diffusion model decodes (its attention's blocks in this decoding;
+        the prompt is left-padded to them): its own by default; None for full attention."""
+        return model.block_size
 
     @abstractmethod
     def decode(
@@ -83,6 +91,7 @@ class Decoding:
     alignment: int
     mask_id: int
     eos_id: int | None
+    block_size: int | None = None
     step: int = 0
     nfe: int = 0
 
@@ -94,12 +103,15 @@ class Decoding:
         attention_mask: Tensor | None,
         gen_length: int,
         stop_at_eos: bool,
+        block_size: int | None = None,
     ) -> Decoding:
+        """`block_size`: the decoding's blocks (block diffusion models); the prompt is padded to them."""
         from dllm.models.base import pad_token_id
         from dllm.models.masks import left_pad_to_blocks
 
         prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
-        ids, prompt_mask, alignment = left_pad_to_blocks(prompt_ids, prompt_mask, model.block_size, pad_token_id(model))
+        block_size = block_size if model.block_size is not None else None
+        ids, prompt_mask, alignment = left_pad_to_blocks(prompt_ids, prompt_mask, block_size, pad_token_id(model))
         batch, prompt_length = ids.shape
         mask_id = model.mask_token_id
         return cls(
@@ -110,6 +122,7 @@ class Decoding:
             alignment=alignment,
             mask_id=mask_id,
             eos_id=getattr(model.config, "eos_token_id", None) if stop_at_eos else None,
+            block_size=block_size,
         )
 
     def block_masked(self, start: int, end: int) -> Tensor:
@@ -132,7 +145,8 @@ class Decoding:
     def output(self) -> GenerationOutput:
         completion, step_map = fill_after_eos(self.x[:, self.prompt_length :], self.step_map, self.eos_id, self.mask_id)
         prompt = self.x[:, self.alignment : self.prompt_length]
-        return GenerationOutput(sequences=torch.cat([prompt, completion], dim=1), step_map=step_map, nfe=self.nfe)
+        sequences = torch.cat([prompt, completion], dim=1)
+        return GenerationOutput(sequences=sequences, step_map=step_map, nfe=self.nfe, block_size=self.block_size)
 
 
 def check_prompts(model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> Tensor:

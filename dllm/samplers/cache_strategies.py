@@ -90,10 +90,11 @@ class NoCache(CacheStrategy):
         offset = start - _shift(model)
         if self.cfg_scale <= 0:
             state.nfe += 1
-            return model(x, attention_mask=keys).logits, offset
+            return model(x, attention_mask=keys, block_size=state.block_size).logits, offset
         unconditional = x.clone()
         unconditional[:, : state.prompt_length] = state.mask_id
-        logits = model(torch.cat([x, unconditional]), attention_mask=torch.cat([keys, keys])).logits
+        both = torch.cat([x, unconditional])
+        logits = model(both, attention_mask=torch.cat([keys, keys]), block_size=state.block_size).logits
         state.nfe += 2
         conditional, unconditional_logits = logits.chunk(2)
         return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits), offset
@@ -147,20 +148,22 @@ class BlockCache(CacheStrategy):
 
     def start(self, model, state):
         self.cache = KVCache(model.config.num_hidden_layers)
-        prompt = slice(0, state.prompt_length)
-        model(state.x[:, prompt], attention_mask=state.key_mask[:, prompt], past_key_values=self.cache, use_cache=True)
-        state.nfe += 1
+        self._forward(model, state, 0, state.prompt_length, commit=True)
 
     def block_logits(self, model, state, start, end, step):
-        state.nfe += 1
-        out = model(state.x[:, start:end], attention_mask=state.key_mask[:, :end], past_key_values=self.cache)
-        return out.logits, 0
+        return self._forward(model, state, start, end, commit=False).logits, 0
 
     def finish_block(self, model, state, start, end):
-        model(
-            state.x[:, start:end], attention_mask=state.key_mask[:, :end], past_key_values=self.cache, use_cache=True
-        )
+        self._forward(model, state, start, end, commit=True)
+
+    def _forward(self, model, state, start: int, end: int, commit: bool):
+        """Positions [start, end) over the committed cache (stored when `commit`), one forward."""
         state.nfe += 1
+        keys = state.key_mask[:, :end]
+        return model(
+            state.x[:, start:end], attention_mask=keys, past_key_values=self.cache, use_cache=commit,
+            block_size=state.block_size,
+        )  # fmt: skip
 
 
 CACHE_STRATEGIES: dict[str, type[CacheStrategy]] = {

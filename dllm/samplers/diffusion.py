@@ -104,20 +104,14 @@ class DiffusionSampler(Sampler):
         return block_length, self.steps_per_block(gen_length, block_length)
 
     def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
-        block_length, _ = self.layout(gen_length, model_block_size)
+        self.layout(gen_length, model_block_size)
         self.cache_class.check_model(model_block_size)
-        if model_block_size is None:
-            return
-        if self.cache == "block" and block_length != model_block_size:
-            raise ConfigError(
-                f"block_length ({block_length}) must equal the model's block_size ({model_block_size}): the exact "
-                f"cache commits whole model blocks; leave sampler.block_length null"
-            )
-        if block_length % model_block_size:
-            raise ConfigError(
-                f"block_length ({block_length}) must be a multiple of the model's block_size "
-                f"({model_block_size}); leave sampler.block_length null to decode the model's own blocks"
-            )
+
+    def decoding_block_size(self, model: torch.nn.Module) -> int | None:
+        """A block diffusion model decodes blocks of `block_length` (its own when unset), its
+        attention block-causal over them in this decoding — another size than the checkpoint's
+        is block-size adaptation (TraceRL)."""
+        return (self.block_length or model.block_size) if model.block_size is not None else None
 
     def make_cache(self, model: torch.nn.Module) -> CacheStrategy:
         """A fresh cache strategy for one decoding of `model`."""

@@ -37,7 +37,8 @@ STRATEGY_SELECTIONS = {
 
 @SAMPLERS.register("sdar")
 class SDARSampler(DiffusionSampler):
-    """SDAR's decoder with its argument names. `block_length` None = the model's block size.
+    """SDAR's decoder with its argument names. `block_length` None = the model's block size;
+    another size decodes (and attends) in blocks of that size (block-size adaptation).
     `use_cache=False` recomputes the prefix every step (same tokens, for checking the cache)."""
 
     def __init__(
@@ -85,11 +86,6 @@ class SDARSampler(DiffusionSampler):
         if model_block_size is None:
             raise ConfigError("the sdar sampler decodes block diffusion models; this model has no blocks (use llada)")
         block_length = self.block_length or model_block_size
-        if block_length != model_block_size:
-            raise ConfigError(
-                f"block_length ({block_length}) must equal the model's block_size ({model_block_size}): the exact "
-                f"cache commits whole model blocks; leave sampler.block_length null"
-            )
         super().check_gen_length(gen_length, model_block_size)
         if self.denoising_steps > block_length:
             raise ConfigError(

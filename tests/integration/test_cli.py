@@ -75,6 +75,12 @@ def test_dllm_list():
         ("dllm-train", ["sampler.steps=3", "sampler.block_length=4"], "error: steps (3) must be a multiple"),
         ("dllm-eval", ["/no/such/run"], "error: checkpoint directory '/no/such/run' is not a model checkpoint"),
         ("dllm-eval", ["lada_tiny"], "error: unknown model 'lada_tiny' — did you mean 'llada_tiny'"),
+        (
+            "dllm-eval",
+            ["llada_tiny", "task=file", "task.train_file=/no/such.jsonl"],
+            "error: task.train_file='/no/such.jsonl': no such file",
+        ),
+        ("dllm-eval", ["llada_tiny", "--num-samples", "2", "--pass-at", "3"], "error: pass@3 needs at least 3 samples"),
         ("dllm-generate", ["llada_tiny"], "error: no prompts"),
         ("dllm-generate", ["llada_tiny", "--prompt", "1" * 4090], "error: prompt (4090 tokens) + gen_length (8)"),
         ("dllm", ["list", "rewards"], "error: unknown component kind 'rewards' — did you mean 'reward'"),
@@ -117,3 +123,25 @@ def test_eval_swaps_a_component_of_a_run(tmp_path):
         "dllm-eval", tmp_path, "sampler=sdar", "sampler.remasking_strategy=sequential", "sampler.stop_at_eos=false"
     )
     assert "over 10 prompts" in result.stdout and "1.375 NFE/token" in result.stdout  # prefill, 8 steps, 2 commits
+
+
+def test_eval_of_a_sample_file_task_writes_its_tables_and_resumes_after_a_kill(tmp_path):
+    out = tmp_path / "eval"
+    args = ["llada_tiny", "task=file", "sampler.steps=4", "--num-samples", "2", "--batch-size", "2"]
+    args += ["--output-dir", out]
+    first = run_cli("dllm-eval", *args)
+    assert "accuracy 0.0000 over 2 prompts x 2 samples" in first.stdout and "0.500 NFE/token" in first.stdout
+    result = json.loads((out / "eval.json").read_text())
+    assert result["num_samples"] == 4 and list(result["pass_at_k"]) == ["pass@1", "pass@2"]
+    assert result["setup"]["model"] == "llada_tiny" and result["samples"][0]["prompt"] == "602+637="
+    table = (out / "eval.md").read_text()
+    assert "| samples per prompt | 2 |" in table and "| pass@2 | 0.0000 |" in table
+    progress = (out / "progress.jsonl").read_text().splitlines(keepends=True)
+    assert len(progress) == 1 + 2  # the header, then one line per batch of 2 completions
+
+    (out / "progress.jsonl").write_text("".join(progress[:2]))  # killed after the first batch
+    second = run_cli("dllm-eval", *args)
+    assert "resuming the evaluation" in second.stderr and "1 of 2 batches done" in second.stderr
+    again = json.loads((out / "eval.json").read_text())
+    assert {**again, "tokens_per_s": 0} == {**result, "tokens_per_s": 0}
+    assert (out / "progress.jsonl").read_text().splitlines()[1] == progress[1].rstrip("\n")

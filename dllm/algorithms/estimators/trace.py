@@ -104,7 +104,8 @@ class TraceEstimator(Estimator):
                 continue
             end = start + first + block
             inputs = torch.cat([rollout.sequences[:, : start + first], noisy[:, start + first : end]], dim=1)
-            output = getattr(model(inputs, attention_mask=rollout.attention_mask[:, :end]), field)[:, -block:]
+            keys = rollout.attention_mask[:, :end]
+            output = getattr(model(inputs, attention_mask=keys, block_size=block), field)[:, -block:]
             targets = rollout.sequences[:, start + first : end]
             values = token_log_probs(output, targets) if field == "logits" else output
             read[:, first : first + block] = values

@@ -183,3 +183,38 @@ def test_back_propagating_part_by_part_gives_the_gradient_of_the_whole_loss(name
         torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)
     for grad, p in zip(value_expected, algorithm.value.parameters() if algorithm.value else []):
         torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)
+
+
+class FirstTokenCredit(Reward):
+    """A step-level reward: 0.5 on token `position` of every completion, no outcome."""
+
+    def __init__(self, position=1):
+        self.position = position
+
+    def __call__(self, prompts, completions, **fields):
+        assert len(fields["token_offsets"]) == len(completions)
+        return [[(self.position, 0.5)] for _ in completions]
+
+
+def test_step_level_rewards_reach_the_value_advantages(tokenizer):
+    algorithm = dllm.build("algorithm", "tracerl_value", **SMALL)
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    ctx.reward = FirstTokenCredit()
+    algorithm.start(ctx)
+    (batch, *_) = list(algorithm.micro_batches(ctx, 2))
+    rollout = algorithm.rollout
+    assert rollout.rewards.tolist() == [0.5] * 4 and (rollout.process_rewards[:, 1] == 0.5).all()
+    # a fresh value model predicts 0: with gamma = lambda = 1 a token's advantage is the reward
+    # still to come from its own step on; token 1's step and every earlier step see the 0.5
+    step_of_token_1 = rollout.step_map[:, 1:2]
+    earlier_or_same = rollout.step_map <= step_of_token_1
+    assert torch.equal(rollout.advantages, torch.where(earlier_or_same, 0.5, 0.0) * rollout.scored)
+
+
+def test_a_step_level_reward_outside_the_completion_is_refused(tokenizer):
+    algorithm = RL(**SMALL)
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    ctx.reward = FirstTokenCredit(position=8)
+    algorithm.start(ctx)
+    with pytest.raises(dllm.DllmError, match=r"token position 8, outside the completion \(positions 0..7\)"):
+        list(algorithm.micro_batches(ctx, 2))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dllm.algorithms.value import clipped_value_loss, decoding_steps, outcome_token_rewards, step_gae
+from dllm.algorithms.value import clipped_value_loss, decoding_steps, step_gae, step_token_rewards
 
 
 def test_step_gae_on_a_three_step_example_by_hand():
@@ -9,7 +9,7 @@ def test_step_gae_on_a_three_step_example_by_hand():
     steps = torch.tensor([[0, 0, 1, 2]])
     scored = torch.ones(1, 4, dtype=torch.bool)
     values = torch.tensor([[0.2, 0.4, 0.5, 0.8]])
-    rewards = outcome_token_rewards(steps, scored, torch.tensor([1.0]))
+    rewards = step_token_rewards(steps, scored, torch.tensor([1.0]))
     assert rewards.tolist() == [[0.0, 0.0, 0.0, 1.0]]  # the outcome sits on the last step
     gamma, lam = 0.9, 0.8
     # step means: r* = (0, 0, 1), V* = (0.3, 0.5, 0.8)
@@ -29,7 +29,7 @@ def test_with_gamma_and_lambda_one_the_advantage_is_the_return_minus_the_value()
     steps = torch.tensor([[0, 1, 1, 2], [0, 0, 1, 1]])
     scored = torch.tensor([[True, True, True, True], [True, True, True, False]])  # row 1: one token past EOS
     values = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 9.0]])
-    rewards = outcome_token_rewards(steps, scored, torch.tensor([2.0, -1.0]))
+    rewards = step_token_rewards(steps, scored, torch.tensor([2.0, -1.0]))
     advantages, returns = step_gae(steps, rewards, values, scored, 1.0, 1.0)
     assert returns.tolist() == [[2.0] * 4, [-1.0, -1.0, -1.0, 0.0]]
     assert advantages.flatten().tolist() == pytest.approx([1.9, 1.8, 1.7, 1.6, -1.5, -1.6, -1.7, 0.0])
@@ -49,3 +49,19 @@ def test_clipped_value_loss_by_hand():
     assert clipped_value_loss(torch.tensor([0.9]), torch.tensor([0.0]), torch.tensor([1.0]), 0.2).item() == (
         pytest.approx(0.5 * 0.8**2)
     )
+
+
+def test_process_rewards_land_on_the_steps_that_revealed_their_tokens():
+    # tokens 0..4 revealed at steps (2, 0, 1, 1, 3); values at token 1 (+0.5, step 0) and
+    # token 3 (-0.25, step 1, shared with token 2); outcome 1.0 on the last step (3)
+    steps = torch.tensor([[2, 0, 1, 1, 3]])
+    scored = torch.ones(1, 5, dtype=torch.bool)
+    process = torch.tensor([[0.0, 0.5, 0.0, -0.25, 0.0]])
+    rewards = step_token_rewards(steps, scored, torch.tensor([1.0]), process)
+    # step rewards r* = (0.5, -0.25, 0, 1): every token carries its step's reward
+    assert rewards.tolist() == [[0.0, 0.5, -0.25, -0.25, 1.0]]
+    values = torch.zeros(1, 5)
+    advantages, returns = step_gae(steps, rewards, values, scored, gamma=0.5, lam=1.0)
+    # R*_3 = 1, R*_2 = 0 + 0.5 = 0.5, R*_1 = -0.25 + 0.25 = 0, R*_0 = 0.5 + 0 = 0.5; with V = 0, A_j = R_j
+    assert returns.tolist() == [[0.5, 0.5, 0.0, 0.0, 1.0]]
+    assert advantages.tolist() == returns.tolist()

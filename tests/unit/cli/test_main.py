@@ -7,8 +7,10 @@ def test_list_every_kind_and_one_kind(capsys):
     listing = list_components(None).splitlines()
     assert any(line.startswith("sampler: ") and "llada" in line for line in listing)
     assert "sdar_tiny" in list_components("model").splitlines()
-    main(["list", "task"])
-    assert capsys.readouterr().out.split() == ["addition"]
+    main(["list", "estimator"])
+    assert capsys.readouterr().out.split() == ["coupled", "one_step", "random_mask", "trace"]
+    algorithms = list_components("algorithm").splitlines()
+    assert "rl" in algorithms and "sft" in algorithms and "tracerl (preset)" in algorithms
 
 
 def test_unknown_kind_is_one_error_line(capsys):

@@ -30,7 +30,7 @@ def test_examples_have_a_unique_solution_and_match_their_fields():
     for example in task.sample(random.Random(0), 300) + task.eval_examples():
         puzzle, solution = example.fields["puzzle"], example.fields["solution"]
         assert example.prompt == puzzle + ":" and example.response == solution
-        assert len(puzzle) == 16 and 4 <= puzzle.count(".") <= 8
+        assert len(puzzle) == 16 and 10 <= puzzle.count(".") <= 12
         assert solutions(puzzle) == [solution]
         assert all(p in (".", s) for p, s in zip(puzzle, solution))
         assert len(example.response) < task.gen_length

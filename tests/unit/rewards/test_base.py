@@ -36,7 +36,22 @@ def test_a_plain_reward_is_one_term_named_after_its_key():
 
 def test_score_batch_of_a_plain_reward():
     scores = score_batch(dllm.build("reward", "exact_match"), PROMPTS, ["1", "2", "3"], {"answer": ["1", "0", "3"]})
-    assert scores == RewardScores(total=[1.0, 0.0, 1.0], terms={"exact_match": [1.0, 0.0, 1.0]}, failures=0)
+    expected = RewardScores(total=[1.0, 0.0, 1.0], terms={"exact_match": [1.0, 0.0, 1.0]}, failures=0)
+    expected.steps = [[], [], []]  # no step-level values
+    assert scores == expected
+
+
+def test_step_level_values_sum_into_the_score_and_keep_their_positions():
+    def process(prompts, completions, **fields):
+        return [[(0, 0.25), (2, 0.5)], 1.0, []]
+
+    scores = score_batch(process, PROMPTS, ["a", "b", "c"], {})
+    assert scores.total == [0.75, 1.0, 0.0] and scores.steps == [[(0, 0.25), (2, 0.5)], [], []]
+
+
+def test_malformed_step_level_values_are_refused():
+    with pytest.raises(RewardError, match=r"a step-level score is a list of \(token_position: int, value: float\)"):
+        score_batch(lambda prompts, completions, **f: [[(0.5, 1.0)]], ["p"], ["c"], {})
 
 
 def test_score_batch_of_a_plain_function_and_of_arrays():

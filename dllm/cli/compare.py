@@ -1,0 +1,164 @@
+"""`dllm-compare`: turn a sweep (or any set of runs) into an ablation table and curves.
+
+dllm-compare multirun/2026-11-25/10-00-00             # every run under a sweep directory
+dllm-compare outputs/a outputs/b --metric eval/accuracy --out report/
+
+For each run (a directory with `metrics.jsonl`): the command-line overrides that differ
+between runs (from Hydra's `.hydra/overrides.yaml`, else the run's name), the final and best
+value of each chosen metric, its steps and wall time. Writes `comparison.md` (the table),
+`comparison.json`, and one PNG per metric with a curve per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dllm.cli.common import reports_user_errors
+from dllm.errors import DllmError
+
+DEFAULT_METRICS = ("eval/accuracy", "reward", "loss")
+
+
+@dataclass
+class Run:
+    """One run's identity (its overrides) and its logged records."""
+
+    path: Path
+    overrides: list[str]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def series(self, metric: str) -> list[tuple[int, float]]:
+        """(global step, value) of every record holding `metric`; stages are laid end to end."""
+        points, offset, last_stage, last_step = [], 0, None, 0
+        for record in self.records:
+            stage = record.get("stage")
+            if stage != last_stage and last_stage is not None:
+                offset += last_step
+            last_stage, last_step = stage, record.get("step", 0)
+            if metric in record:
+                points.append((offset + record.get("step", 0), float(record[metric])))
+        return points
+
+    def wall_time(self) -> float:
+        return sum(float(r.get("step_time", 0.0)) for r in self.records)
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    """Every run directory at or under `paths` (a directory holding `metrics.jsonl`)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise DllmError(f"{str(path)!r} does not exist; give run directories or a sweep directory")
+        found += [p.parent for p in sorted(path.rglob("metrics.jsonl"))]
+    if not found:
+        raise DllmError(f"no runs (directories with metrics.jsonl) under {', '.join(map(str, paths))}")
+    runs = []
+    for directory in dict.fromkeys(found):
+        overrides_file = directory / ".hydra" / "overrides.yaml"
+        overrides = _read_overrides(overrides_file) if overrides_file.is_file() else [directory.name]
+        records, lines = [], (directory / "metrics.jsonl").read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
+                if number != len(lines):
+                    raise DllmError(f"{directory / 'metrics.jsonl'}:{number} is not JSON") from None
+        runs.append(Run(directory, overrides, records))
+    return runs
+
+
+def _read_overrides(path: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    return [str(item) for item in OmegaConf.load(path)]
+
+
+def differing_overrides(runs: list[Run]) -> list[list[str]]:
+    """Per run, the overrides not shared by every run (what the sweep varied)."""
+    shared = set.intersection(*(set(run.overrides) for run in runs)) if runs else set()
+    return [[item for item in run.overrides if item not in shared] or [run.path.name] for run in runs]
+
+
+def summarise(runs: list[Run], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per run: its differing overrides, final and best of each metric, steps, time."""
+    rows = []
+    for run, label in zip(runs, differing_overrides(runs)):
+        row: dict[str, Any] = {"run": " ".join(label), "path": str(run.path)}
+        for metric in metrics:
+            series = run.series(metric)
+            row[f"{metric} final"] = series[-1][1] if series else None
+            row[f"{metric} best"] = max(v for _, v in series) if series else None
+        row["steps"] = max((step for step, _ in run.series("step_time")), default=0)
+        row["wall time (s)"] = run.wall_time()
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    columns = [key for key in rows[0] if key != "path"]
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "—"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: list[Run], metric: str, path: Path) -> bool:
+    """A PNG with `metric` against the step for every run that logged it; False if none did."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = differing_overrides(runs)
+    figure, axes = plt.subplots(figsize=(7, 4))
+    plotted = False
+    for run, label in zip(runs, labels):
+        series = run.series(metric)
+        if series:
+            steps, values = zip(*series)
+            axes.plot(steps, values, marker="o" if len(series) < 30 else None, markersize=3, label=" ".join(label))
+            plotted = True
+    if plotted:
+        axes.set_xlabel("optimizer step (stages end to end)")
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return plotted
+
+
+@reports_user_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="dllm-compare", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, or directories holding runs")
+    parser.add_argument("--metric", action="append", help=f"metric to compare (repeatable; default {DEFAULT_METRICS})")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first path)")
+    args = parser.parse_args(argv)
+    metrics = args.metric or list(DEFAULT_METRICS)
+    runs = find_runs(args.paths)
+    out = args.out or (args.paths[0] if args.paths[0].is_dir() else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarise(runs, metrics)
+    table = markdown_table(rows)
+    (out / "comparison.md").write_text(table)
+    (out / "comparison.json").write_text(json.dumps(rows, indent=2))
+    pictures = [m for m in metrics if plot_curves(runs, m, out / f"{m.replace('/', '_')}.png")]
+    print(table, end="")
+    print(f"wrote {out / 'comparison.md'}, comparison.json and {len(pictures)} plot(s) to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from dllm.cli.compare import differing_overrides, find_runs, main, summarise
+from dllm.errors import DllmError
+
+
+def make_run(directory, overrides, records):
+    (directory / ".hydra").mkdir(parents=True)
+    (directory / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    make_run(
+        tmp_path / "0_a",
+        ["experiment=x", "algorithm=tracerl"],
+        [
+            {"stage": "warmup", "step": 10, "loss": 2.0, "step_time": 1.0},
+            {"stage": "warmup", "step": 10, "eval/accuracy": 0.2},
+            {"stage": "main", "step": 5, "loss": 0.5, "reward": 0.3, "step_time": 2.0},
+            {"stage": "main", "step": 5, "eval/accuracy": 0.4},
+        ],
+    )
+    make_run(
+        tmp_path / "1_b",
+        ["experiment=x", "algorithm=diffu_grpo"],
+        [{"step": 5, "loss": 0.7, "reward": 0.1, "step_time": 3.0}, {"step": 5, "eval/accuracy": 0.25}],
+    )
+    return tmp_path
+
+
+def test_the_table_names_what_differs_and_the_final_and_best_values(sweep):
+    runs = find_runs([sweep])
+    assert differing_overrides(runs) == [["algorithm=tracerl"], ["algorithm=diffu_grpo"]]
+    rows = summarise(runs, ["eval/accuracy", "reward"])
+    first, second = rows
+    assert first["run"] == "algorithm=tracerl" and first["eval/accuracy final"] == 0.4
+    assert first["eval/accuracy best"] == 0.4 and first["steps"] == 15  # the stages laid end to end
+    assert first["wall time (s)"] == 3.0
+    assert second["eval/accuracy final"] == 0.25 and second["reward best"] == 0.1
+
+
+def test_the_command_writes_the_table_json_and_plots(sweep, capsys):
+    main([str(sweep), "--metric", "eval/accuracy", "--metric", "reward"])
+    assert "| algorithm=tracerl | 0.4 | 0.4 |" in (sweep / "comparison.md").read_text()
+    assert len(json.loads((sweep / "comparison.json").read_text())) == 2
+    assert (sweep / "eval_accuracy.png").stat().st_size > 1000 and (sweep / "reward.png").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(DllmError, match="no runs"):
+        find_runs([tmp_path])
