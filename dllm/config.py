@@ -109,7 +109,9 @@ def validate(cfg: DictConfig) -> None:
     for group in ("trainer", "algorithm", "reward"):
         build_node(cfg[group])
     sampler, task = build_node(cfg.sampler), build_node(cfg.task)
-    sampler.check_gen_length(task.gen_length, model_block_size(cfg.model))
+    block_size = model_block_size(cfg.model)
+    sampler.check_gen_length(task.gen_length, block_size)
+    build_node(cfg.algorithm).check_run(task, sampler, block_size)
     validate_warmup(cfg.get("warmup"))
 
 

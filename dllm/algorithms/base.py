@@ -90,6 +90,10 @@ class Algorithm(ABC):
         (out.loss * scale).backward()
         return LossOutput(out.loss.detach(), out.metrics)
 
+    def check_run(self, task: Task, sampler: Any, model_block_size: int | None) -> None:
+        """Refuse, before any model is built, a combination this algorithm cannot train (e.g. a
+        rollout block size that does not divide the generation length)."""
+
     def start(self, ctx: TrainContext) -> None:
         """Before the first step of the stage this algorithm trains (e.g. freeze a reference model)."""
 

@@ -40,6 +40,7 @@ from dllm.algorithms.advantages import (
     wd1_weights,
 )
 from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
+from dllm.algorithms.curriculum import Curriculum, Schedule
 from dllm.algorithms.estimators.base import Estimator
 from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.objectives import (
@@ -104,8 +105,25 @@ class RL(Algorithm):
         value_model: str | None = None,
         reward_timeout_s: float | None = None,
         max_rollout_tries: int = 4,
+        rollout_block_size: int | dict[int, int] | None = None,
+        training_block_size: int | None = None,
+        gen_length: int | dict[int, int] | None = None,
+        curriculum: Curriculum | None = None,
     ) -> None:
         self.estimator = estimator if estimator is not None else TraceEstimator()
+        self.rollout_block_size = (
+            Schedule(rollout_block_size, "algorithm.rollout_block_size") if rollout_block_size else None
+        )
+        self.gen_length = Schedule(gen_length, "algorithm.gen_length") if gen_length else None
+        if training_block_size is not None and training_block_size < 1:
+            raise ConfigError(f"algorithm.training_block_size must be positive (or null), got {training_block_size}")
+        if training_block_size is not None and isinstance(self.estimator, TraceEstimator):
+            raise ConfigError(
+                "the trace estimator replays the rollout's own blocks: its training block size is the rollout's; "
+                "leave algorithm.training_block_size null (set algorithm.rollout_block_size instead)"
+            )
+        self.training_block_size = training_block_size
+        self.curriculum = curriculum
         if group_size < 1 or prompts_per_rollout < 1 or num_iterations < 1 or max_rollout_tries < 1:
             raise ConfigError(
                 f"algorithm: group_size ({group_size}), prompts_per_rollout ({prompts_per_rollout}), "
@@ -175,18 +193,45 @@ class RL(Algorithm):
             self.value_replay = TraceEstimator(shrinkage=getattr(self.estimator, "shrinkage", 1))
         if self.uses_reference:
             self.reference = copy.deepcopy(ctx.model).eval().requires_grad_(False)
-        self.sampler = rollout_sampler(ctx.sampler, self.temperature)
+        if self.curriculum is not None:
+            self.curriculum.start(ctx.task)
+        self.check_run(ctx.task, ctx.sampler, ctx.model.block_size)
         self.rollout, self.queue, self.pending_metrics = None, [], {}
+
+    def check_run(self, task, sampler, model_block_size: int | None) -> None:
+        """Refuse schedules the run cannot decode: every scheduled rollout block size with every
+        scheduled generation length, checked by the sampler itself (before any model is built)."""
+        lengths = self.gen_length.values if self.gen_length else [task.gen_length]
+        blocks = self.rollout_block_size.values if self.rollout_block_size else [None]
+        for block in blocks:
+            rollout = rollout_sampler(sampler, self.temperature, block)
+            for length in lengths:
+                try:
+                    rollout.check_gen_length(length, model_block_size)
+                except ConfigError as refusal:
+                    where = f"rollout block size {block} (algorithm.rollout_block_size)" if block else "rollouts"
+                    raise ConfigError(f"{where} with gen_length {length}: {refusal}") from None
+        if self.training_block_size is not None and model_block_size is not None:
+            for block in blocks:
+                size = block or model_block_size
+                if size % self.training_block_size:
+                    raise ConfigError(
+                        f"algorithm.training_block_size ({self.training_block_size}) must divide the rollout block "
+                        f"size ({size}): prompts are padded to whole rollout blocks"
+                    )
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "rollout": self.rollout.to(torch.device("cpu")) if self.rollout is not None else None,
             "queue": self.queue,
             "value_optimizer": self.value_optimizer.state_dict() if self.value_optimizer is not None else None,
+            "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.queue = state.get("queue", [])
+        if self.curriculum is not None and state.get("curriculum") is not None:
+            self.curriculum.load_state_dict(state["curriculum"])
         rollout = state.get("rollout")
         self.rollout = rollout.to(self.device) if rollout is not None else None
         if self.value_optimizer is not None and state.get("value_optimizer") is not None:
@@ -249,18 +294,34 @@ class RL(Algorithm):
     def draw(self, ctx: TrainContext) -> tuple[Rollout, dict[str, float]]:
         """A scored rollout with advantages, its filtered groups dropped (retried up to
         `max_rollout_tries` times when every group is filtered out)."""
+        block = self.rollout_block_size(ctx.step) if self.rollout_block_size else None
+        sampler = rollout_sampler(ctx.sampler, self.temperature, block)
+        gen_length = self.gen_length(ctx.step) if self.gen_length else ctx.task.gen_length
         for attempt in range(1, self.max_rollout_tries + 1):
+            if self.curriculum is not None:
+                picked = self.curriculum.draw(ctx.rng, self.prompts_per_rollout, ctx.step)
+                prompts = [self.curriculum.pool[i] for i in picked]
+            else:
+                prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
             rollout, stats = collect_rollout(
-                ctx.model, ctx.tokenizer, ctx.task, self.sampler, ctx.reward, ctx.rng, ctx.generator,
-                self.prompts_per_rollout, self.group_size, ctx.device, self.reward_timeout_s,
+                ctx.model, ctx.tokenizer, prompts, sampler, ctx.reward, ctx.generator, self.group_size, gen_length,
+                ctx.device, self.reward_timeout_s,
             )  # fmt: skip
+            if self.curriculum is not None:
+                solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
+                self.curriculum.update(picked, solved.tolist())
             keep = groups_to_keep(rollout.rewards, self.group_size, self.drop_equal_groups, self.accuracy_band)
             if bool(keep.any()) or attempt == self.max_rollout_tries:
                 break
             logger.info("rollout %d: every group was filtered out; drawing another", attempt)
         if bool(keep.any()):
             rollout = rollout.select(keep.nonzero().squeeze(1))
+        if self.training_block_size is not None and rollout.block_size is not None:
+            rollout.block_size = self.training_block_size
         metrics = {**stats.metrics, "kept_fraction": float(keep.float().mean()), "rollout_tries": float(attempt)}
+        metrics.update(gen_length=float(gen_length), rollout_block_size=float(rollout.block_size or 0))
+        if self.curriculum is not None:
+            metrics.update(self.curriculum.metrics())
         if self.objective == "wd1":
             rollout.advantages = wd1_weights(rollout.rewards, self.group_size)
         elif self.uses_value:
@@ -394,17 +455,22 @@ class Tally:
         return {name: total / self.counts.get(name, 1.0) or 0.0 for name, total in self.sums.items()}
 
 
-def rollout_sampler(sampler, temperature: float | None):
-    """The run's sampler, at `temperature` for rollouts (evaluation keeps the sampler's own)."""
-    if temperature is None or getattr(sampler, "temperature", None) == temperature:
+def rollout_sampler(sampler, temperature: float | None, block_length: int | None = None):
+    """The run's sampler for rollouts: at `temperature`, decoding blocks of `block_length` when
+    given (evaluation keeps the sampler's own settings)."""
+    wanted = {"temperature": temperature, "block_length": block_length}
+    changes = {key: v for key, v in wanted.items() if v is not None and getattr(sampler, key, None) != v}
+    if not changes:
         return sampler
-    if not hasattr(sampler, "temperature"):
-        raise ConfigError(
-            f"algorithm.temperature={temperature} but the sampler {type(sampler).__name__} has no temperature; "
-            f"set algorithm.temperature=null"
-        )
+    for key, value in changes.items():
+        if not hasattr(sampler, key):
+            raise ConfigError(
+                f"algorithm asks rollouts for {key}={value} but the sampler {type(sampler).__name__} has no {key}; "
+                f"set the algorithm's option to null"
+            )
     rollout = copy.copy(sampler)
-    rollout.temperature = temperature
+    for key, value in changes.items():
+        setattr(rollout, key, value)
     return rollout
 
 

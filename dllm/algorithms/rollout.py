@@ -7,7 +7,6 @@ trains on the very tokens (and the decoding trajectory, `step_map`) the sampler 
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dllm.data.base import Task, reward_fields
+from dllm.data.base import Example, reward_fields
 from dllm.evaluation import decode_completions
 from dllm.models.base import pad_token_id
 from dllm.models.masks import left_pad_to_blocks
@@ -167,25 +166,24 @@ class RolloutStats:
 def collect_rollout(
     model: torch.nn.Module,
     tokenizer,
-    task: Task,
+    prompts: list[Example],
     sampler,
     reward,
-    rng: random.Random,
     generator: torch.Generator,
-    num_prompts: int,
     group_size: int,
+    gen_length: int,
     device: torch.device,
     reward_timeout_s: float | None = None,
 ) -> tuple[Rollout, RolloutStats]:
-    """Decode `group_size` completions of each of `num_prompts` training prompts with `sampler`
-    from the live weights, and score them with `reward` (guarded: see `score_batch`)."""
-    examples = [example for example in task.sample(rng, num_prompts) for _ in range(group_size)]
+    """Decode `group_size` completions of `gen_length` tokens for each of `prompts` with
+    `sampler` from the live weights, and score them with `reward` (guarded: see `score_batch`)."""
+    examples = [example for example in prompts for _ in range(group_size)]
     prompts = tokenizer([e.prompt for e in examples], padding=True, return_tensors="pt").to(device)
     was_training = model.training
     model.eval()
     began = time.perf_counter()
     out = sampler.generate(
-        model, prompts["input_ids"], prompts["attention_mask"], gen_length=task.gen_length, generator=generator
+        model, prompts["input_ids"], prompts["attention_mask"], gen_length=gen_length, generator=generator
     )
     decode_time = time.perf_counter() - began
     model.train(was_training)
