@@ -51,7 +51,7 @@ from dllm.algorithms.objectives import (
     normalising_units,
     token_weights,
 )
-from dllm.algorithms.rollout import Rollout, collect_rollout
+from dllm.algorithms.rollout import Rollout, collect_rollout, save_rollout
 from dllm.algorithms.value import (
     clipped_value_loss,
     decoding_steps,
@@ -64,7 +64,7 @@ from dllm.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_DIR, VALUE_DIR = "reference_model", "value_model"
+REFERENCE_DIR, VALUE_DIR, ROLLOUT_FILE = "reference_model", "value_model", "rollout.pt"
 
 
 @dataclass
@@ -185,7 +185,7 @@ class RL(Algorithm):
     # ---- lifecycle -------------------------------------------------------------------
 
     def start(self, ctx: TrainContext) -> None:
-        self.device = ctx.device
+        self.device, self.tokenizer = ctx.device, ctx.tokenizer
         self.estimator.check_model(ctx.model)
         if self.uses_value:
             self.value = value_model_for(ctx.model, self.value_checkpoint).train()
@@ -238,6 +238,8 @@ class RL(Algorithm):
             self.value_optimizer.load_state_dict(state["value_optimizer"])
 
     def save_models(self, directory: Path) -> None:
+        if self.rollout is not None:  # the latest rollout, for `dllm-trace RUN/checkpoint/rollout.pt`
+            save_rollout(self.rollout, self.tokenizer, directory / ROLLOUT_FILE)
         if self.reference is not None:
             self.reference.save_pretrained(directory / REFERENCE_DIR)
         if self.value is not None:

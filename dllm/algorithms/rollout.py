@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,6 +152,27 @@ def place_step_values(steps: list[list[tuple[int, float]]], length: int, device)
                 )
             placed[row, position] += value
     return placed
+
+
+def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
+    """Write what `dllm-trace` renders: per row the prompt text, each completion token as text,
+    the step that revealed it, and the row's reward; plus the raw tensors."""
+    completions = rollout.completions.tolist()
+    prompt_ids = rollout.sequences[:, : rollout.prompt_length]
+    record = {
+        "prompts": tokenizer.batch_decode(prompt_ids, skip_special_tokens=True),
+        "tokens": [[tokenizer.decode([token]) for token in row] for row in completions],
+        "step_map": rollout.step_map.tolist(),
+        "scored": rollout.scored.tolist(),
+        "rewards": rollout.rewards.tolist(),
+        "block_size": rollout.block_size,
+        "sequences": rollout.sequences.cpu(),
+        "prompt_length": rollout.prompt_length,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(record, path)
+    return path
 
 
 @dataclass
