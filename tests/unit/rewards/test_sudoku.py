@@ -67,3 +67,12 @@ def test_batched_call():
     assert scores == [1.0, 0.75]
     with pytest.raises(KeyError, match="solution"):
         reward(["p"], [SOLUTION], puzzle=[PUZZLE])
+
+
+def test_step_level_credit_lands_on_the_correct_cells_tokens():
+    reward = dllm.build("reward", "sudoku", step_level=True)
+    # blanks at cells 0 and 2; the completion gets cell 0 right, cell 2 wrong; cell 1 is given
+    puzzle, solution = "." + "4" + "." + "3" * 13, "2413" + "3" * 12
+    values = reward(["p"], ["2 4 2" + "3" * 13], puzzle=[puzzle], solution=[solution], token_offsets=[list(range(18))])
+    assert values == [[(0, 0.5)]]  # one of two blanks, at character (and token) 0
+    assert dllm.build("reward", "sudoku")(["p"], ["2 4 2" + "3" * 13], puzzle=[puzzle], solution=[solution]) == [0.5]
