@@ -60,7 +60,9 @@ from dllm.algorithms.value import (
     value_model_for,
 )
 from dllm.checkpoint import load_model_weights
+from dllm.distributed import rollout_metrics
 from dllm.errors import ConfigError
+from dllm.progress import forward_progress
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +175,7 @@ class RL(Algorithm):
         self.rollout: Rollout | None = None
         self.queue: list[list[tuple[int, Tensor]]] = []
         self.pending_metrics: dict[str, float] = {}
+        self.recent: list[dict[str, Any]] = []
 
     @property
     def uses_reference(self) -> bool:
@@ -187,6 +190,11 @@ class RL(Algorithm):
     def start(self, ctx: TrainContext) -> None:
         self.device, self.tokenizer = ctx.device, ctx.tokenizer
         self.estimator.check_model(ctx.model)
+        if self.prompts_per_rollout % ctx.world_size:
+            raise ConfigError(
+                f"algorithm.prompts_per_rollout ({self.prompts_per_rollout}) must be a multiple of the number of "
+                f"processes ({ctx.world_size}): each process decodes whole groups of an equal share of the prompts"
+            )
         if self.uses_value:
             self.value = value_model_for(ctx.model, self.value_checkpoint).train()
             self.value_optimizer = torch.optim.AdamW(self.value.parameters(), lr=self.value_lr, weight_decay=0.0)
@@ -258,7 +266,7 @@ class RL(Algorithm):
             self.refill(ctx)
         step = self.queue.pop(0)
         units = [normalising_units(self.rollout.scored[rows], self.normalisation) for _, rows in step]
-        total = sum(units) or 1.0
+        total = ctx.collective.sum(sum(units)) or 1.0  # the global step's units (shares of all processes sum to 1)
         for (iteration, rows), unit in zip(step, units):
             yield RLMicroBatch(self.rollout.select(rows), iteration, unit / total)
 
@@ -266,17 +274,21 @@ class RL(Algorithm):
         """Draw a rollout, score it, compute advantages, plans, old and reference log-probs,
         and queue `num_iterations` shuffled passes over it."""
         rollout, metrics = self.draw(ctx)
-        steps_per_pass = -(-len(rollout) // (ctx.batch_size or ctx.micro_batch_size))
+        # Optimizer steps take rows of the global rollout (every process's rows, in rank order),
+        # shuffled alike on every process; each process keeps its own rows of each step.
+        counts = ctx.collective.gather_objects(len(rollout))
+        offset, total = sum(counts[: ctx.rank]), sum(counts)
+        step_size = ctx.batch_size or ctx.micro_batch_size
+        steps_per_pass = -(-total // step_size)
         passes = []
         for _ in range(self.num_iterations):
-            order = list(range(len(rollout)))
+            order = list(range(total))
             ctx.rng.shuffle(order)
-            rows = torch.tensor(order, device=ctx.device)
-            passes.append(_partition(rows, ctx.batch_size or ctx.micro_batch_size, ctx.micro_batch_size))
-        rollout.plans = [self.estimator.plan(rollout, ctx.generator)]
+            passes.append(_partition(order, step_size, ctx.micro_batch_size, offset, len(rollout), ctx.device))
+        rollout.plans = [self.estimator.plan(rollout, ctx.local_generator)]
         for _ in range(1, self.num_iterations):
             fresh = self.estimator.fresh_each_iteration
-            rollout.plans.append(self.estimator.plan(rollout, ctx.generator) if fresh else rollout.plans[0])
+            rollout.plans.append(self.estimator.plan(rollout, ctx.local_generator) if fresh else rollout.plans[0])
         needs_old = self.objective == "ppo" and (
             self.num_iterations > 1 or steps_per_pass > 1 or (self.beta > 0 and self.kl_target == "old")
         )
@@ -305,27 +317,37 @@ class RL(Algorithm):
                 prompts = [self.curriculum.pool[i] for i in picked]
             else:
                 prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
-            rollout, stats = collect_rollout(
-                ctx.model, ctx.tokenizer, prompts, sampler, ctx.reward, ctx.generator, self.group_size, gen_length,
-                ctx.device, self.reward_timeout_s,
-            )  # fmt: skip
+            # Every process drew the same prompts (shared rng) and decodes its share, whole groups.
+            with forward_progress(ctx.model, getattr(sampler, "steps", None) or gen_length, "rollout", ctx.rank == 0):
+                rollout, stats = collect_rollout(
+                    ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
+                    ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
+                )  # fmt: skip
             if self.curriculum is not None:
                 solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
-                self.curriculum.update(picked, solved.tolist())
+                self.curriculum.update(picked, ctx.collective.cat(solved).tolist())
             keep = groups_to_keep(rollout.rewards, self.group_size, self.drop_equal_groups, self.accuracy_band)
-            if bool(keep.any()) or attempt == self.max_rollout_tries:
+            kept_any = ctx.collective.any(bool(keep.any()))
+            if kept_any or attempt == self.max_rollout_tries:
                 break
             logger.info("rollout %d: every group was filtered out; drawing another", attempt)
-        if bool(keep.any()):
-            rollout = rollout.select(keep.nonzero().squeeze(1))
+        local = {**stats.metrics, "kept_fraction": float(keep.float().mean())}
+        metrics = {**rollout_metrics(ctx.collective, local, rollout.rewards), "rollout_tries": float(attempt)}
+        self.recent = [
+            {"prompt": prompt, "completion": text, "reward": float(reward)}
+            for prompt, text, reward in zip(stats.prompts, stats.texts, rollout.rewards.tolist())
+        ][:8]
+        if kept_any:
+            rollout = rollout.select(keep.nonzero().squeeze(1))  # may leave this process no rows
         if self.training_block_size is not None and rollout.block_size is not None:
             rollout.block_size = self.training_block_size
-        metrics = {**stats.metrics, "kept_fraction": float(keep.float().mean()), "rollout_tries": float(attempt)}
         metrics.update(gen_length=float(gen_length), rollout_block_size=float(rollout.block_size or 0))
         if self.curriculum is not None:
             metrics.update(self.curriculum.metrics())
         if self.objective == "wd1":
             rollout.advantages = wd1_weights(rollout.rewards, self.group_size)
+        elif self.uses_value and len(rollout) == 0:
+            rollout.advantages = rollout.rewards  # no rows here this time (filtered out): nothing to value
         elif self.uses_value:
             self._value_advantages(ctx, rollout)
         else:
@@ -339,9 +361,16 @@ class RL(Algorithm):
             for rows in torch.arange(len(rollout), device=ctx.device).split(ctx.micro_batch_size):
                 values[rows] = self.value_replay.gather(self.value, rollout.select(rows), "values").float()
         steps = decoding_steps(self.value_replay.rounds(rollout), rollout.block_size)
-        process = rollout.process_rewards
-        outcome = rollout.rewards - (process.sum(1) if process is not None else 0.0)
-        token_rewards = step_token_rewards(steps, rollout.scored, outcome, process)
+        # As TraceRL, the value model learns group-normalised returns: the outcome is centred
+        # on its group's mean total and every reward scaled by the group's std, so a
+        # completion's rewards sum to its z-score whatever step carries them.
+        grouped = rollout.rewards.view(-1, self.group_size)
+        mean = grouped.mean(1).repeat_interleave(self.group_size)
+        std = grouped.std(1, unbiased=False).repeat_interleave(self.group_size)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        process = rollout.process_rewards if rollout.process_rewards is not None else torch.zeros_like(values)
+        outcome = rollout.rewards - process.sum(1) - mean
+        token_rewards = step_token_rewards(steps, rollout.scored, outcome / std, process / std[:, None])
         rollout.advantages, rollout.returns = step_gae(
             steps, token_rewards, values, rollout.scored, self.gamma, self.lam
         )
@@ -432,11 +461,15 @@ class RL(Algorithm):
 
     def after_step(self, ctx: TrainContext) -> dict[str, float]:
         if self.value_optimizer is not None:
+            ctx.collective.mean_gradients(self.value.parameters())  # the replicas stay equal
             torch.nn.utils.clip_grad_norm_(self.value.parameters(), self.value_max_grad_norm)
             self.value_optimizer.step()
             self.value_optimizer.zero_grad(set_to_none=True)
         metrics, self.pending_metrics = self.pending_metrics, {}
         return metrics
+
+    def samples(self) -> list[dict[str, Any]]:
+        return self.recent
 
 
 class Tally:
@@ -476,7 +509,14 @@ def rollout_sampler(sampler, temperature: float | None, block_length: int | None
     return rollout
 
 
-def _partition(rows: Tensor, step_size: int, micro_size: int) -> list[list[Tensor]]:
-    """Rows into optimizer steps of `step_size`, each into micro-batches of `micro_size`; the
-    last step takes the leftover rows (fewer micro-batches, or a smaller last one)."""
-    return [list(step.split(micro_size)) for step in rows.split(step_size)]
+def _partition(
+    order: list[int], step_size: int, micro_size: int, offset: int, count: int, device: torch.device
+) -> list[list[Tensor]]:
+    """Global rows `order` into optimizer steps of `step_size`; of each step, this process's rows
+    (`offset:offset + count`, as local indices) in micro-batches of `micro_size`. The last
+    step takes the leftover rows; a process may hold no rows of a step."""
+    steps = []
+    for start in range(0, len(order), step_size):
+        mine = [row - offset for row in order[start : start + step_size] if offset <= row < offset + count]
+        steps.append(list(torch.tensor(mine, dtype=torch.long, device=device).split(micro_size)) if mine else [])
+    return steps

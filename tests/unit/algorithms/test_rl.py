@@ -204,11 +204,13 @@ def test_step_level_rewards_reach_the_value_advantages(tokenizer):
     (batch, *_) = list(algorithm.micro_batches(ctx, 2))
     rollout = algorithm.rollout
     assert rollout.rewards.tolist() == [0.5] * 4 and (rollout.process_rewards[:, 1] == 0.5).all()
-    # a fresh value model predicts 0: with gamma = lambda = 1 a token's advantage is the reward
-    # still to come from its own step on; token 1's step and every earlier step see the 0.5
+    # the value model learns group-normalised returns: every total is 0.5, so the group mean
+    # (0.5) comes off the outcome on the last step and the std (0) leaves the scale at 1. A fresh
+    # value model predicts 0: with gamma = lambda = 1 a token's advantage is the reward still to
+    # come from its own step on — +0.5 up to token 1's step, and -0.5 at the last.
     step_of_token_1 = rollout.step_map[:, 1:2]
     earlier_or_same = rollout.step_map <= step_of_token_1
-    assert torch.equal(rollout.advantages, torch.where(earlier_or_same, 0.5, 0.0) * rollout.scored)
+    assert torch.equal(rollout.advantages, torch.where(earlier_or_same, 0.0, -0.5) * rollout.scored)
 
 
 def test_a_step_level_reward_outside_the_completion_is_refused(tokenizer):
