@@ -1,14 +1,22 @@
 """Checkpoints: the one place that writes and reads them.
 
-A run's checkpoint is `RUN_DIR/checkpoint/`: the model (`save_pretrained`), its tokenizer,
-`trainer_state.pt` (stage, step, optimizer, scheduler, random states, the algorithm's state),
-and whatever models the algorithm keeps (a frozen reference, a value model) in their own
-subdirectories. It is written to a temporary directory and swapped in by rename, so a crash
-mid-write leaves the last good one.
+A run's latest checkpoint is `RUN_DIR/checkpoint/`: the model (`save_pretrained`), its
+tokenizer, `trainer_state.pt` (stage, step, optimizer, scheduler, random states, the
+algorithm's state — those of process 0), `run_config.yaml` (the run's resolved config, to
+refuse resuming with another model or tokenizer), whatever models the algorithm keeps (a
+frozen reference, a value model) in their own subdirectories, and in a multi-process run
+`rank_states/rankR.pt` (each process's own random streams and algorithm state) and, under
+DeepSpeed, `deepspeed/` (the partitioned optimizer and model states).
+
+Writing is atomic: everything goes to `.checkpoint.partial/`, a `COMPLETE` marker is
+written last, then renames swap it in. A crash at any point leaves a complete checkpoint
+(`recover` finishes an interrupted swap), never a torn one. With `keep > 1`, the replaced
+checkpoint moves to `RUN_DIR/checkpoints/LABEL/` and only the newest `keep - 1` of those stay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable
@@ -17,10 +25,29 @@ from typing import Any
 
 import torch
 
+from dllm.distributed import Collective
 from dllm.errors import DllmError
 
 CHECKPOINT_DIR = "checkpoint"
+KEPT_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.pt"
+RUN_CONFIG = "run_config.yaml"
+RANK_STATES = "rank_states"
+COMPLETE = "COMPLETE"
+STAGING, RETIRED = f".{CHECKPOINT_DIR}.partial", f".{CHECKPOINT_DIR}.old"
+
+
+def recover(run_dir: Path) -> None:
+    """Finish a swap a crash interrupted, and drop leftovers of an unfinished write: with no
+    `checkpoint/`, a complete staging directory (the newest) or the retired one is put back."""
+    final, staging, retired = run_dir / CHECKPOINT_DIR, run_dir / STAGING, run_dir / RETIRED
+    if not final.exists():
+        if staging.is_dir() and (staging / COMPLETE).is_file():
+            staging.rename(final)
+        elif retired.is_dir():
+            retired.rename(final)
+    for leftover in (staging, retired):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -29,32 +56,111 @@ def save_checkpoint(
     tokenizer,
     trainer_state: dict[str, Any],
     write_extra: Callable[[Path], None] | None = None,
+    *,
+    keep: int = 1,
+    label: str = "",
+    collective: Collective | None = None,
+    rank_state: dict[str, Any] | None = None,
+    write_shards: Callable[[Path], None] | None = None,
+    model_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    run_config: str | None = None,
 ) -> Path:
-    """Write `run_dir/checkpoint/` atomically; `write_extra(directory)` adds files to it."""
+    """Write `run_dir/checkpoint/` atomically and return it.
+
+    Every process of a distributed run calls this: process 0 writes the model, tokenizer,
+    `write_extra(directory)`, the trainer state and `run_config`; each process writes its
+    `rank_state` (when there are several) and `write_shards(directory)` (e.g. DeepSpeed's
+    partitions); `model_context()` is entered by all around the model's save (ZeRO-3 gathers
+    the weights there). `keep`: checkpoints kept in all; the replaced one is kept as
+    `checkpoints/LABEL` when `keep > 1`.
+    """
     run_dir = Path(run_dir)
-    final = run_dir / CHECKPOINT_DIR
-    staging = run_dir / f".{CHECKPOINT_DIR}.partial"
-    retired = run_dir / f".{CHECKPOINT_DIR}.old"
-    for leftover in (staging, retired):
-        shutil.rmtree(leftover, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if write_extra is not None:
-        write_extra(staging)
-    torch.save(trainer_state, staging / TRAINER_STATE)
-    if final.exists():
-        final.rename(retired)
-    staging.rename(final)
-    shutil.rmtree(retired, ignore_errors=True)
+    collective = collective or Collective()
+    final, staging, retired = run_dir / CHECKPOINT_DIR, run_dir / STAGING, run_dir / RETIRED
+    if collective.is_main:
+        recover(run_dir)
+        staging.mkdir(parents=True)
+    collective.barrier()
+    if write_shards is not None:
+        write_shards(staging)
+    if rank_state is not None and collective.active:
+        (staging / RANK_STATES).mkdir(exist_ok=True)
+        torch.save(rank_state, staging / RANK_STATES / f"rank{collective.rank}.pt")
+    with model_context():
+        if collective.is_main:
+            model.save_pretrained(staging)
+    if collective.is_main:
+        tokenizer.save_pretrained(staging)
+        if write_extra is not None:
+            write_extra(staging)
+        if run_config is not None:
+            (staging / RUN_CONFIG).write_text(run_config)
+        torch.save(trainer_state, staging / TRAINER_STATE)
+    collective.barrier()
+    if collective.is_main:
+        (staging / COMPLETE).write_text(json.dumps({"label": label, "world_size": collective.world_size}))
+        if final.exists():
+            previous = _label(final)
+            if keep > 1 and previous:
+                (run_dir / KEPT_DIR).mkdir(exist_ok=True)
+                kept = run_dir / KEPT_DIR / previous
+                shutil.rmtree(kept, ignore_errors=True)
+                final.rename(kept)
+            else:
+                final.rename(retired)
+        staging.rename(final)
+        shutil.rmtree(retired, ignore_errors=True)
+        prune(run_dir, keep - 1)
+    collective.barrier()
     return final
 
 
-def load_trainer_state(run_dir: str | Path) -> dict[str, Any] | None:
-    """The trainer state of `run_dir`'s checkpoint, or None when it has none."""
-    path = Path(run_dir) / CHECKPOINT_DIR / TRAINER_STATE
-    if not path.is_file():
+def _label(directory: Path) -> str:
+    try:
+        return json.loads((directory / COMPLETE).read_text()).get("label", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def kept_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The older checkpoints `keep > 1` retained, oldest first (their labels sort by stage, then step)."""
+    folder = Path(run_dir) / KEPT_DIR
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` of the retained older checkpoints."""
+    kept = kept_checkpoints(run_dir)
+    for old in kept[: max(0, len(kept) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path | None:
+    """`run_dir/checkpoint` when it holds a checkpoint, else None (call `recover` first to finish
+    a swap a crash interrupted)."""
+    final = Path(run_dir) / CHECKPOINT_DIR
+    return final if final.is_dir() and (final / TRAINER_STATE).is_file() else None
+
+
+def load_trainer_state(run_dir: str | Path, rank: int | None = None) -> dict[str, Any] | None:
+    """The trainer state of `run_dir`'s checkpoint, or None when it has none; with `rank`,
+    that process's own states (random streams, algorithm) laid over it when the checkpoint
+    has them."""
+    directory = checkpoint_dir(run_dir)
+    if directory is None:
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=False)
+    own = directory / RANK_STATES / f"rank{rank}.pt"
+    if rank is not None and own.is_file():
+        state.update(torch.load(own, map_location="cpu", weights_only=False))
+        state["has_rank_state"] = True
+    return state
+
+
+def load_run_config(run_dir: str | Path) -> str | None:
+    """The resolved config (YAML) the checkpoint of `run_dir` was written under, if it kept one."""
+    path = Path(run_dir) / CHECKPOINT_DIR / RUN_CONFIG
+    return path.read_text() if path.is_file() else None
 
 
 def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
@@ -81,3 +187,16 @@ def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
             f"checkpoint {str(directory)!r} does not fit the model: missing {missing[:3]}, unexpected "
             f"{unexpected[:3]}; resume with the config the run was started with"
         )
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: saved -> current` for every leaf that differs between two nested mappings."""
+    differences = []
+    for key in sorted(set(saved) | set(current), key=str):
+        name = f"{prefix}{key}"
+        old, new = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{name}.")
+        elif old != new:
+            differences.append(f"{name} is {old!r} in the checkpoint but {new!r} now")
+    return differences

@@ -142,6 +142,7 @@ def evaluate(
     fingerprint: str = "",
     reward_timeout_s: float | None = None,
     show_progress: bool = False,
+    collective=None,
 ) -> EvalResult:
     """Decode every held-out prompt `samples_per_prompt` times with `sampler`, `batch_size`
     sequences per sampler call, and score the completions with `reward`.
@@ -150,7 +151,10 @@ def evaluate(
     `samples_per_prompt`. `progress_path`: a JSON Lines file of finished batches, resumed when
     it exists (see the module docstring); `fingerprint` names what the arguments cannot show
     (e.g. the checkpoint's files), and a progress file written under another one, or for other
-    prompts, sampler settings, seed, batch size or samples per prompt, is refused.
+    prompts, sampler settings, seed, batch size or samples per prompt, is refused. `collective`
+    (`dllm.distributed.Collective`, several processes): each process decodes every world-size-th
+    batch and all get every record, so the numbers are a single process's (each batch seeds its
+    own generator by its index).
     """
     if batch_size < 1 or samples_per_prompt < 1:
         raise DllmError(f"batch_size ({batch_size}) and samples_per_prompt ({samples_per_prompt}) must be positive")
@@ -161,6 +165,9 @@ def evaluate(
                 f"pass@{k} needs at least {k} samples per prompt, but there are {samples_per_prompt}; "
                 f"raise the samples per prompt (--num-samples {k}) or drop k={k}"
             )
+    rank, world = (collective.rank, collective.world_size) if collective is not None else (0, 1)
+    if world > 1 and progress_path is not None:
+        raise DllmError("a sharded evaluation keeps no progress file; evaluate on one process to resume one")
     examples = task.eval_examples()
     if not examples:
         raise DllmError("the task has no held-out examples to evaluate")
@@ -189,9 +196,10 @@ def evaluate(
     device = next(model.parameters()).device
     try:
         quiet = {} if show_progress else {"disable": True}  # shown: TQDM_DISABLE=1 still hides it
-        bar = tqdm(total=len(batches), initial=len(done), desc="eval", leave=False, **quiet)
+        mine = [i for i in range(len(batches)) if i % world == rank]
+        bar = tqdm(total=len(mine), initial=len(done), desc="eval", leave=False, **quiet)
         for index, batch in enumerate(batches):
-            if index in done:
+            if index in done or index % world != rank:
                 continue
             record = _run_batch(
                 model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, reward_timeout_s
@@ -203,6 +211,9 @@ def evaluate(
         bar.close()
     finally:
         model.train(was_training)
+    if world > 1:
+        for part in collective.gather_objects(done):
+            done.update(part)
     return _summarise(
         [done[i] for i in range(len(batches))], examples, samples_per_prompt, ks, task.gen_length, num_samples_logged
     )

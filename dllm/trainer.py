@@ -1,17 +1,19 @@
-"""The training loop: optimizer, schedule, accumulation, clipping, logging, checkpoints.
+"""The training loop: optimizer, schedule, accumulation, clipping, distribution, logging, checkpoints.
 
 The algorithm supplies micro-batches and losses (`dllm.algorithms.base`); everything else
-about a run — including resuming from its checkpoint — lives here, once.
+about a run — including resuming from its checkpoint and running on several processes
+(`dllm.distributed`) — lives here, once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,17 +22,41 @@ import torch
 from tqdm.auto import tqdm
 
 from dllm.algorithms.base import Algorithm, TrainContext
-from dllm.checkpoint import CHECKPOINT_DIR, load_model_weights, load_trainer_state, save_checkpoint
-from dllm.errors import ConfigError
+from dllm.checkpoint import (
+    CHECKPOINT_DIR,
+    load_model_weights,
+    load_trainer_state,
+    save_checkpoint,
+)
+from dllm.distributed import (
+    STRATEGIES,
+    DeepSpeedSync,
+    GradientSync,
+    Runtime,
+    full_replica,
+    gathered_parameters,
+    start_runtime,
+)
+from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
+from dllm.loggers import Loggers, MetricsLog, check_logger_names
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Components", "MetricsLog", "Stage", "Trainer", "TrainerConfig", "lr_factor"]
+
+DEEPSPEED_DIR = "deepspeed"
 
 
 @dataclass
 class TrainerConfig:
-    """How to train: `batch_size` sequences per optimizer step, split into `grad_accum`
-    micro-batches; AdamW with linear warmup then cosine decay to `min_lr_ratio * lr`."""
+    """How to train: `batch_size` sequences per optimizer step (over all processes), split on
+    each of `num_processes` processes into `grad_accum` micro-batches; AdamW with linear
+    warmup then cosine decay to `min_lr_ratio * lr`.
+
+    Run-level keys (read from the main stage's `trainer` only): `strategy` (`none`, `ddp`,
+    `deepspeed`), `num_processes`, `zero_stage`, `deepspeed` (extra DeepSpeed config),
+    `keep_checkpoints`, `loggers`, `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
 
     max_steps: int = 600
     batch_size: int = 64
@@ -49,8 +75,24 @@ class TrainerConfig:
     eval_every: int = 0
     eval_batch_size: int = 100
     resume: bool = True
+    strategy: Literal["none", "ddp", "deepspeed"] = "none"
+    num_processes: int = 1
+    zero_stage: int = 2
+    deepspeed: dict[str, Any] | None = None
+    keep_checkpoints: int = 1
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
+    wandb_project: str = "dllm"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    sample_every: int = 0
+    progress: bool = True
 
     def __post_init__(self) -> None:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(self.loggers, ListConfig):
+            self.loggers = list(OmegaConf.to_container(self.loggers, resolve=True))
+        if isinstance(self.deepspeed, DictConfig):
+            self.deepspeed = OmegaConf.to_container(self.deepspeed, resolve=True)
         if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("trainer.max_steps, trainer.batch_size and trainer.grad_accum must be positive")
         if self.batch_size % self.grad_accum:
@@ -59,6 +101,35 @@ class TrainerConfig:
             )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"trainer.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.num_processes < 1 or self.keep_checkpoints < 1 or self.sample_every < 0:
+            raise ConfigError(
+                "trainer.num_processes and trainer.keep_checkpoints must be >= 1, trainer.sample_every >= 0"
+            )
+        if self.num_processes > 1 and self.strategy == "none":
+            raise ConfigError(
+                f"trainer.num_processes={self.num_processes} needs a distributed strategy: use trainer=ddp, "
+                f"trainer=zero2 or trainer=zero3 (or set trainer.strategy=ddp)"
+            )
+        if self.zero_stage not in (1, 2, 3):
+            raise ConfigError(f"trainer.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
+        self.check_world(self.num_processes)
+        check_logger_names(list(self.loggers))
+
+    def check_world(self, world_size: int) -> None:
+        """Each process takes an equal share of every micro-batch."""
+        if self.batch_size % (self.grad_accum * world_size):
+            raise ConfigError(
+                f"trainer.batch_size ({self.batch_size}) must be a multiple of trainer.grad_accum "
+                f"({self.grad_accum}) x the number of processes ({world_size}): each process takes an equal share "
+                f"of every micro-batch"
+            )
+
+    @property
+    def zero(self) -> int | None:
+        """The ZeRO stage when DeepSpeed runs, else None."""
+        return self.zero_stage if self.strategy == "deepspeed" else None
 
     def resolve_device(self) -> torch.device:
         if self.device == "auto":
@@ -82,17 +153,6 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-class MetricsLog:
-    """Appends one JSON object per line to `metrics.jsonl`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
 @dataclass
 class Components:
     model: torch.nn.Module
@@ -113,19 +173,78 @@ class Stage:
     algorithm: Algorithm
 
 
-class Trainer:
-    """Runs `stages` in order on `components.model`; checkpoints and resumes mid-stage."""
+def zero3_refusal(stage: str) -> str:
+    return (
+        f"trainer=zero3 cannot train the {stage} stage's algorithm: ZeRO-3 shards every weight, so each forward "
+        f"pass is a collective all processes must run together, and rollouts and their replays run a different "
+        f"number of forward passes on each process (EOS, decoding steps); use trainer=zero2 (optimizer states and "
+        f"gradients sharded, weights whole) or trainer=ddp"
+    )
 
-    def __init__(self, components: Components, stages: list[Stage], run_dir: Path, seed: int) -> None:
+
+def local_seed(seed: int, rank: int) -> int:
+    """The seed of process `rank`'s own generator (process 0 of one process: `seed` itself)."""
+    if rank == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:rank{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's vocabulary and special tokens."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())
+    return hashlib.sha256(json.dumps([vocab, special]).encode()).hexdigest()[:16]
+
+
+class Trainer:
+    """Runs `stages` in order on `components.model`; checkpoints and resumes mid-stage; on
+    several processes, each process runs this same loop (see `dllm.distributed`)."""
+
+    def __init__(
+        self,
+        components: Components,
+        stages: list[Stage],
+        run_dir: Path,
+        seed: int,
+        runtime: Runtime | None = None,
+        run_config: str | None = None,
+    ) -> None:
         self.c = components
         self.stages = stages
         self.run_dir = run_dir
-        self.device = stages[-1].config.resolve_device()
+        self.run_config = run_config
+        main = stages[-1].config
+        self.runtime = runtime or start_runtime(main.strategy, main.device)
+        self.dist = self.runtime.collective
+        self.device = self.runtime.device
+        self.zero = main.zero
+        for stage in stages:
+            stage.config.check_world(self.dist.world_size)
+            if self.zero == 3 and not stage.algorithm.uniform_forwards:
+                raise ConfigError(zero3_refusal(stage.name))
         self.model = components.model.to(self.device)
+        self.dist.broadcast_module(self.model)  # identical starting weights, whatever each process drew
         self.rng = random.Random(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.local_generator = (
+            torch.Generator(device=self.device).manual_seed(local_seed(seed, self.dist.rank))
+            if self.dist.active
+            else self.generator
+        )
+        self.loggers = Loggers(
+            run_dir, list(main.loggers), self.dist.is_main, main.wandb_project, main.wandb_mode, self._config_dict()
+        )
+        self.sync: GradientSync | None = None
+        self.last_samples: list[dict[str, Any]] | None = None
         self.begin_stage(0)
+
+    def _config_dict(self) -> dict[str, Any] | None:
+        if self.run_config is None:
+            return None
+        import yaml
+
+        return yaml.safe_load(self.run_config)
 
     @property
     def stage(self) -> Stage:
@@ -140,12 +259,27 @@ class Trainer:
         self.stage_index, self.step = index, 0
         cfg = self.config
         self.autocast_dtype = cfg.autocast_dtype(self.device)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=cfg.lr,
-            betas=(cfg.beta1, cfg.beta2),
-            weight_decay=cfg.weight_decay,
-        )
+        betas = (cfg.beta1, cfg.beta2)
+        if isinstance(self.sync, DeepSpeedSync):
+            # One engine for the run: a new stage resets its optimizer (state and hyperparameters),
+            # which is what a fresh AdamW is; rebuilding the engine would re-partition the model.
+            self.sync.reset_optimizer(cfg.lr, betas, cfg.weight_decay)
+            self.sync.set_clipping(cfg.max_grad_norm)
+        else:
+            optimizer = torch.optim.AdamW(
+                [p for p in self.model.parameters() if p.requires_grad],
+                lr=cfg.lr,
+                betas=betas,
+                weight_decay=cfg.weight_decay,
+            )
+            main = self.stages[-1].config
+            if main.strategy == "deepspeed":
+                self.sync = DeepSpeedSync(
+                    self.model, optimizer, self.dist, main.zero_stage, cfg.max_grad_norm, main.deepspeed
+                )
+            else:
+                self.sync = GradientSync(self.model, optimizer, self.dist)
+        self.optimizer = self.sync.optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
         )
@@ -155,81 +289,181 @@ class Trainer:
             self.c.task,
             self.c.sampler,
             self.c.reward,
-            cfg.batch_size // cfg.grad_accum,
+            cfg.batch_size // cfg.grad_accum // self.dist.world_size,
             self.rng,
             self.generator,
             self.device,
             cfg.batch_size,
             self.autocast_dtype,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            collective=self.dist,
+            local_generator=self.local_generator,
         )
-        self.stage.algorithm.start(self.context)
+        if self.zero == 3:
+            # The algorithm copies the policy at its start (frozen reference, value model); under
+            # ZeRO-3 the live module holds a shard of each weight, so it sees a whole-weight replica.
+            replica = full_replica(self.model, self.zero, self.device)
+            self.stage.algorithm.start(TrainContext(**{**self.context.__dict__, "model": replica}))
+            del replica
+        else:
+            self.stage.algorithm.start(self.context)
 
-    def state(self) -> dict[str, Any]:
+    # ---- checkpoints -----------------------------------------------------------------
+
+    def shared_state(self) -> dict[str, Any]:
+        """What every process holds alike (process 0 writes it), plus process 0's own states."""
         return {
             "stage": self.stage_index,
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "world_size": self.dist.world_size,
+            "strategy": self.stages[-1].config.strategy,
+            "zero_stage": self.zero,
+            "tokenizer": tokenizer_fingerprint(self.c.tokenizer),
+            "optimizer": self.sync.optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
-            "algorithm": self.stage.algorithm.state_dict(),
             "data_rng": self.rng.getstate(),
             "noise_generator": self.generator.get_state(),
+            **self.rank_state(),
+        }
+
+    def rank_state(self) -> dict[str, Any]:
+        """What each process holds for itself: its own random streams and the algorithm's state
+        (an RL process's rollout rows)."""
+        return {
+            "algorithm": self.stage.algorithm.state_dict(),
+            "local_generator": self.local_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
         }
+
+    def state(self) -> dict[str, Any]:
+        return self.shared_state()
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's state: its stage (models already loaded), step and random states."""
         self.begin_stage(state.get("stage", 0))
         self.stage.algorithm.load_models(self.run_dir / CHECKPOINT_DIR)
         self.step = state["step"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        if isinstance(self.sync, DeepSpeedSync):
+            # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
+            self.sync.engine.load_checkpoint(
+                str(self.run_dir / CHECKPOINT_DIR), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False
+            )
+        else:
+            self.sync.load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stage.algorithm.load_state_dict(state.get("algorithm", {}))
         self.rng.setstate(state["data_rng"])
         self.generator.set_state(state["noise_generator"])
+        if self.dist.active and "local_generator" in state and state.get("has_rank_state"):
+            self.local_generator.set_state(state["local_generator"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
 
     def save(self) -> Path:
+        """Write the checkpoint (every process calls this; see `save_checkpoint`)."""
+        ds = self.sync if isinstance(self.sync, DeepSpeedSync) else None
+        label = f"{self.stage_index:02d}-{self.stage.name}-step{self.step:08d}"
         return save_checkpoint(
-            self.run_dir, self.model, self.c.tokenizer, self.state(), self.stage.algorithm.save_models
+            self.run_dir,
+            self.model,
+            self.c.tokenizer,
+            self.shared_state() if self.dist.is_main else {},
+            self.stage.algorithm.save_models,
+            keep=self.stages[-1].config.keep_checkpoints,
+            label=label,
+            collective=self.dist,
+            rank_state=self.rank_state(),
+            write_shards=(lambda d: ds.engine.save_checkpoint(str(d), tag=DEEPSPEED_DIR)) if ds else None,
+            model_context=lambda: gathered_parameters(self.model, self.zero),
+            run_config=self.run_config,
         )
 
     def resume_if_possible(self) -> None:
-        state = load_trainer_state(self.run_dir) if self.config.resume else None
-        if state is not None:
+        state = load_trainer_state(self.run_dir, self.dist.rank) if self.config.resume else None
+        if state is None:
+            return
+        self.check_resumable(state)
+        if not isinstance(self.sync, DeepSpeedSync):
             load_model_weights(self.model, self.run_dir / CHECKPOINT_DIR)
-            self.restore(state)
-            logger.info(
-                "resumed from %s: stage %s, step %d", self.run_dir / CHECKPOINT_DIR, self.stage.name, self.step
+        self.restore(state)
+        logger.info("resumed from %s: stage %s, step %d", self.run_dir / CHECKPOINT_DIR, self.stage.name, self.step)
+
+    def check_resumable(self, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint this run cannot continue, naming the difference."""
+        where = self.run_dir / CHECKPOINT_DIR
+        fresh = "start a new run directory (hydra.run.dir=...) or set trainer.resume=false to train from scratch"
+        saved_tokenizer = state.get("tokenizer")
+        if saved_tokenizer is not None and saved_tokenizer != tokenizer_fingerprint(self.c.tokenizer):
+            raise DllmError(
+                f"cannot resume {where}: it was trained with another tokenizer (vocabulary or special tokens "
+                f"differ); use the tokenizer it was trained with, or {fresh}"
             )
+        strategy, world, zero = state.get("strategy", "none"), state.get("world_size", 1), state.get("zero_stage")
+        here = self.stages[-1].config.strategy
+        if (strategy == "deepspeed") != (here == "deepspeed") or (zero is not None and zero != self.zero):
+            raise DllmError(
+                f"cannot resume {where}: it was written with trainer.strategy={strategy}"
+                f"{f' (ZeRO-{zero})' if zero else ''} and this run uses {here}"
+                f"{f' (ZeRO-{self.zero})' if self.zero else ''}; resume with the same trainer, or {fresh}"
+            )
+        if world != self.dist.world_size:
+            if strategy == "deepspeed":
+                raise DllmError(
+                    f"cannot resume {where}: its DeepSpeed optimizer is partitioned over {world} processes and this "
+                    f"run has {self.dist.world_size}; set trainer.num_processes={world}, or {fresh}"
+                )
+            logger.warning(
+                "resuming a checkpoint written by %d process(es) on %d: the run continues, but each process's own "
+                "random stream restarts, so it will not repeat an uninterrupted run exactly",
+                world,
+                self.dist.world_size,
+            )
+
+    # ---- the loop --------------------------------------------------------------------
 
     def train(self) -> dict[str, float]:
         """Run every stage to its `max_steps`, checkpoint, evaluate after each stage; return the
         final evaluation metrics."""
-        while True:
-            self.run_stage()
-            result = self.evaluate()
-            self.log({**result.metrics()})
-            if self.stage_index == len(self.stages) - 1:
-                break
-            self.begin_stage(self.stage_index + 1)
+        try:
+            while True:
+                self.run_stage()
+                result = self.evaluate()
+                self.log({**result.metrics()})
+                if self.stage_index == len(self.stages) - 1:
+                    break
+                self.begin_stage(self.stage_index + 1)
+                self.save()
             self.save()
-        self.save()
-        (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
+            if self.dist.is_main:
+                (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
+        finally:
+            self.loggers.close()
         return result.metrics()
+
+    def global_step(self) -> int:
+        """Optimizer steps since the run began, stages laid end to end."""
+        return sum(s.config.max_steps for s in self.stages[: self.stage_index]) + self.step
 
     def log(self, record: dict[str, Any]) -> None:
         prefix = {"stage": self.stage.name} if len(self.stages) > 1 else {}
-        self.metrics.write({**prefix, "step": self.step, **record})
+        self.loggers.write({**prefix, "step": self.step, **record})
+
+    def log_samples(self, source: str, samples: list[dict[str, Any]]) -> None:
+        context = {"stage": self.stage.name, "step": self.step}
+        self.loggers.samples(source, context, samples)
 
     def run_stage(self) -> None:
         cfg = self.config
         self.model.train()
         desc = self.stage.name if len(self.stages) > 1 else "train"
-        progress = tqdm(total=cfg.max_steps, initial=self.step, desc=desc, dynamic_ncols=True)
+        shown = self.dist.is_main and self.stages[-1].config.progress
+        quiet = {} if shown else {"disable": True}  # shown: TQDM_DISABLE=1 still hides it
+        progress = tqdm(total=cfg.max_steps, initial=self.step, desc=desc, dynamic_ncols=True, **quiet)
+        sample_every = self.stages[-1].config.sample_every
         while self.step < cfg.max_steps:
             began = time.perf_counter()
             record = self._optimizer_step()
@@ -240,6 +474,11 @@ class Trainer:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 self.log(record)
+            if sample_every and self.step % sample_every == 0:
+                samples = self.stage.algorithm.samples()
+                if samples is not self.last_samples:  # a rollout that spans several steps is logged once
+                    self.log_samples("rollout", samples)
+                    self.last_samples = samples
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self.save()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
@@ -252,22 +491,47 @@ class Trainer:
         algorithm = self.stage.algorithm
         totals: dict[str, float] = {}
         self.context.step = self.step
-        self.optimizer.zero_grad(set_to_none=True)
-        for batch in algorithm.micro_batches(self.context, cfg.grad_accum):
-            out = algorithm.loss_and_backward(self.model, batch, self.generator, batch.share, self.context.autocast)
-            for key, value in {"loss": out.loss.item(), **out.metrics}.items():
-                totals[key] = totals.get(key, 0.0) + value * batch.share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        self.sync.zero_grad()
+        world = self.dist.world_size
+        ran = False
+        with self.sync.step_context():
+            for batch in algorithm.micro_batches(self.context, cfg.grad_accum):
+                # Shares are fractions of the global step; gradient reductions average over
+                # processes, so each process back-propagates world_size x its share.
+                scale = batch.share * world
+                out = algorithm.loss_and_backward(self.model, batch, self.generator, scale, self.context.autocast)
+                ran = True
+                for key, value in {"loss": out.loss.item(), **out.metrics}.items():
+                    totals[key] = totals.get(key, 0.0) + value * batch.share
+            if not ran and self.sync.needs_null_backward():
+                self._null_backward()
+        totals = self.dist.sum_metrics(totals)
+        totals.setdefault("loss", 0.0)
+        grad_norm = self.sync.finish(cfg.max_grad_norm)
         totals.update(algorithm.after_step(self.context))
-        return {**totals, "grad_norm": float(grad_norm)}
+        return {**totals, "grad_norm": grad_norm}
+
+    def _null_backward(self) -> None:
+        """A zero gradient from a process that got no rows this step (an RL process whose groups
+        were all filtered out), so that DeepSpeed's reduction sees every process."""
+        ids = torch.full((1, 1), int(self.model.mask_token_id), dtype=torch.long, device=self.device)
+        (self.model(ids).logits.float().sum() * 0.0).backward()
 
     def evaluate(self):
-        return evaluate(
-            self.model,
+        """The held-out evaluation, sharded by batch over the processes (same numbers as one
+        process); under ZeRO-3 on a whole-weight replica, since decoding runs a different number
+        of forward passes on each process."""
+        model = full_replica(self.model, self.zero, self.device)
+        result = evaluate(
+            model,
             self.c.tokenizer,
             self.c.sampler,
             self.c.task,
             self.c.reward,
             batch_size=self.config.eval_batch_size,
+            collective=self.dist,
+            show_progress=self.dist.is_main and self.stages[-1].config.progress,
         )
+        if self.dist.is_main:
+            self.log_samples("eval", result.samples)
+        return result

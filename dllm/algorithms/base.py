@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -33,8 +33,9 @@ class LossOutput:
 
 class MicroBatch(Protocol):
     """What `Algorithm.micro_batches` yields: anything with a `share`, the fraction of the
-    optimizer step it carries. The trainer back-propagates `loss * share`, so a micro-batch's
-    loss is a mean over its own units (sequences, tokens) and shares sum to 1 over a step."""
+    global optimizer step it carries. The trainer back-propagates `loss * share` (times the
+    number of processes, whose gradients are averaged), so a micro-batch's loss is a mean over
+    its own units (sequences, tokens) and shares sum to 1 over a step of all processes."""
 
     share: float
 
@@ -56,6 +57,21 @@ class TrainContext:
     batch_size: int = 0  # sequences per optimizer step (0: micro_batch_size)
     autocast_dtype: torch.dtype | None = None  # what the trainer runs `loss` under (bf16 on a GPU)
     step: int = 0  # optimizer steps done in this stage (for schedules)
+    # Distribution (dllm.distributed): `rng` and `generator` are alike on every process, which
+    # draws the global batch and keeps its share; `local_generator` is this process's own
+    # stream (for what it decodes alone); `collective` sums, gathers and shards across processes.
+    rank: int = 0
+    world_size: int = 1
+    collective: Any = None
+    local_generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.collective is None:
+            from dllm.distributed import Collective
+
+            self.collective = Collective()
+        if self.local_generator is None:
+            self.local_generator = self.generator
 
     def autocast(self):
         """The autocast context the trainer runs `loss` in, for forwards that must match it."""
@@ -64,6 +80,10 @@ class TrainContext:
 
 
 class Algorithm(ABC):
+    # True when every process runs the same number of forward passes per step whatever its
+    # data (SFT); ZeRO-3, whose forwards are collectives, trains only such algorithms.
+    uniform_forwards: ClassVar[bool] = False
+
     @abstractmethod
     def micro_batches(self, ctx: TrainContext, num_micro_batches: int) -> Iterator[MicroBatch]:
         """The micro-batches of one optimizer step (`num_micro_batches` of `ctx.micro_batch_size`
@@ -100,6 +120,11 @@ class Algorithm(ABC):
     def after_step(self, ctx: TrainContext) -> dict[str, float]:
         """After each optimizer step of the policy (e.g. step a value model); metrics to log."""
         return {}
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Recent completions with their rewards (`prompt`, `completion`, `reward`) for the run's
+        `samples.jsonl`; none by default."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of the algorithm (pending rollouts, extra optimizers...)."""

@@ -29,16 +29,25 @@ from dllm.models.masks import left_pad_to_blocks
 class SFTBatch:
     """`input_ids` [B, L] = left-padded prompt + response + EOS fill; `attention_mask` [B, L]
     (0 on padding); `response_mask` [B, L] (1 on the response and its EOS fill); `share`, the
-    fraction of the optimizer step this micro-batch carries."""
+    fraction of the optimizer step this micro-batch carries. On several processes the batch is
+    rows `offset:offset + B` of a micro-batch of `global_rows` that every process drew alike
+    (noise is drawn for all of them, so it does not depend on the number of processes)."""
 
     input_ids: Tensor
     attention_mask: Tensor
     response_mask: Tensor
     share: float = 1.0
+    global_rows: int = 0  # 0: this batch is the whole micro-batch
+    offset: int = 0
 
     def to(self, device: torch.device) -> SFTBatch:
         tensors = (t.to(device) for t in (self.input_ids, self.attention_mask, self.response_mask))
-        return SFTBatch(*tensors, share=self.share)
+        return SFTBatch(*tensors, share=self.share, global_rows=self.global_rows, offset=self.offset)
+
+    def rows(self, start: int, stop: int) -> SFTBatch:
+        """Rows `start:stop` of this batch (their noise still drawn for the whole of it)."""
+        tensors = (t[start:stop] for t in (self.input_ids, self.attention_mask, self.response_mask))
+        return SFTBatch(*tensors, share=self.share, global_rows=self.input_ids.shape[0], offset=start)
 
 
 def collate_sft(tokenizer, examples: list[Example], gen_length: int, block_size: int | None = None) -> SFTBatch:
@@ -88,6 +97,8 @@ def weighted_nll(log_probs: Tensor, masked: Tensor, p_mask: Tensor, response_mas
 class SFT(Algorithm):
     """`block_diffusion`: None = when the model has blocks; `block_size`: None = the model's."""
 
+    uniform_forwards = True  # one forward per micro-batch on every process
+
     def __init__(self, eps: float = 1e-3, block_diffusion: bool | None = None, block_size: int | None = None) -> None:
         if not 0 <= eps < 1:
             raise ConfigError(f"sft.eps must be in [0, 1), got {eps}")
@@ -110,18 +121,25 @@ class SFT(Algorithm):
 
     def micro_batches(self, ctx: TrainContext, num_micro_batches: int) -> Iterator[SFTBatch]:
         block_size = self.training_block_size(ctx.model)
+        world = ctx.world_size
         for _ in range(num_micro_batches):
-            examples = ctx.task.sample(ctx.rng, ctx.micro_batch_size)
+            # Every process draws and collates the global micro-batch (same padding, same
+            # positions) and keeps its rows.
+            examples = ctx.task.sample(ctx.rng, ctx.micro_batch_size * world)
             batch = collate_sft(ctx.tokenizer, examples, ctx.task.gen_length, block_size).to(ctx.device)
-            batch.share = 1 / num_micro_batches
+            if world > 1:
+                batch = batch.rows(ctx.rank * ctx.micro_batch_size, (ctx.rank + 1) * ctx.micro_batch_size)
+            batch.share = 1 / (num_micro_batches * world)
             yield batch
 
     def noise(self, batch: SFTBatch, mask_token_id: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """(noisy input_ids, masked [B, L] bool, p_mask [B]) for one forward process draw."""
         size, device = batch.input_ids.shape, batch.input_ids.device
-        t = torch.rand(size[0], generator=generator, device=device)
+        rows = batch.global_rows or size[0]
+        mine = slice(batch.offset, batch.offset + size[0])
+        t = torch.rand(rows, generator=generator, device=device)[mine]
         p_mask = (1 - self.eps) * t + self.eps
-        draws = torch.rand(size, generator=generator, device=device)
+        draws = torch.rand((rows, *size[1:]), generator=generator, device=device)[mine]
         masked = (draws < p_mask[:, None]) & batch.response_mask.bool()
         return batch.input_ids.masked_fill(masked, mask_token_id), masked, p_mask
 

@@ -3,13 +3,18 @@
 dllm-train                                   # llada_small, SFT on addition, on the CPU
 dllm-train model=llada_tiny trainer.max_steps=50
 dllm-train -m sampler.steps=4,8              # a sweep: one run directory per value
+dllm-train trainer=ddp trainer.num_processes=2   # relaunches itself on 2 processes (torchrun)
+accelerate launch --num_processes 2 -m dllm.cli.train trainer=ddp hydra.run.dir=outputs/run
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,14 +24,21 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dllm.checkpoint import config_differences, load_run_config, recover
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.config import build_components, build_node, validate
-from dllm.errors import DllmError
-from dllm.trainer import Stage, Trainer
+from dllm.distributed import launched_world_size, require_deepspeed, start_runtime
+from dllm.errors import ConfigError, DllmError
+from dllm.trainer import Stage, Trainer, zero3_refusal
 
 logger = logging.getLogger("dllm.train")
 
 MIN_FREE_BYTES = 64 * 2**20
+# What a checkpoint must share with the run that resumes it: the weights' shapes and meaning
+# (model keys that choose only numerics or kernels may change). The tokenizer is compared by
+# its vocabulary when the trainer resumes (`tokenizer=char` and null can be the same one).
+RESUME_KEYS = ("model",)
+FREE_MODEL_KEYS = ("dtype", "attn_backend", "gradient_checkpointing")
 
 
 def seed_everything(seed: int) -> None:
@@ -39,7 +51,7 @@ def check_output_dir(run_dir: Path) -> None:
     """Fail before training when the run directory is unwritable or its disk is full."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -49,35 +61,116 @@ def check_output_dir(run_dir: Path) -> None:
         raise DllmError(f"only {free // 2**20} MiB free under {str(run_dir)!r}; free some disk or set hydra.run.dir")
 
 
+def check_resumable_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to resume a checkpoint written under another model, naming the differing keys
+    (before anything is built; `Trainer.check_resumable` compares the tokenizers' vocabularies)."""
+    if not cfg.trainer.resume:
+        return
+    saved_text = load_run_config(run_dir)
+    if saved_text is None:
+        return
+    saved = OmegaConf.to_container(OmegaConf.create(saved_text), resolve=False)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    def weights_part(config: dict) -> dict:
+        part = {key: config.get(key) for key in RESUME_KEYS}
+        if isinstance(part["model"], dict):
+            part["model"] = {k: v for k, v in part["model"].items() if k not in FREE_MODEL_KEYS}
+        return part
+
+    differences = config_differences(weights_part(saved), weights_part(current))
+    if differences:
+        raise DllmError(
+            f"cannot resume {run_dir / 'checkpoint'}: it was trained with another model — "
+            f"{'; '.join(differences[:5])}. Resume with the config it was trained with, start a new run "
+            f"directory (hydra.run.dir=...), or set trainer.resume=false to train from scratch"
+        )
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """Refuse what a distributed strategy cannot run, before any model is built."""
+    trainer = cfg.trainer
+    if trainer.get("strategy") == "deepspeed":
+        require_deepspeed()
+        if trainer.get("zero_stage") == 3:
+            algorithms = [("main", cfg.algorithm)]
+            if cfg.get("warmup") is not None:
+                algorithms.insert(0, ("warmup", cfg.warmup.algorithm))
+            for stage, node in algorithms:
+                if not build_node(node).uniform_forwards:
+                    raise ConfigError(zero3_refusal(stage))
+
+
 def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Validate, build, train and evaluate one run in `run_dir`; return its final metrics."""
+    """Validate, build, train and evaluate one run in `run_dir`; return its final metrics.
+    Under a launcher, every process calls this with the same `cfg` and `run_dir`."""
     validate(cfg)
+    check_strategy(cfg)
+    runtime = start_runtime(cfg.trainer.strategy, cfg.trainer.device)
     check_output_dir(run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if runtime.is_main:
+        recover(run_dir)  # finish a checkpoint swap a crash interrupted
+    runtime.collective.barrier()
+    check_resumable_config(cfg, run_dir)  # every process reads it, so all refuse together
+    if not runtime.is_main:
+        logging.getLogger("dllm").setLevel(logging.WARNING)
+    run_config = OmegaConf.to_yaml(cfg, resolve=True)
+    if runtime.is_main:
+        (run_dir / "config.yaml").write_text(run_config)
     seed_everything(cfg.seed)
     components = build_components(cfg)
     stages = [Stage("main", build_node(cfg.trainer), components.algorithm)]
     if cfg.get("warmup") is not None:
         stages.insert(0, Stage("warmup", build_node(cfg.warmup.trainer), build_node(cfg.warmup.algorithm)))
-    trainer = Trainer(components, stages, run_dir, seed=cfg.seed)
+    trainer = Trainer(components, stages, run_dir, seed=cfg.seed, runtime=runtime, run_config=run_config)
     trainer.resume_if_possible()
     metrics = trainer.train()
-    logger.info(
-        "held-out accuracy %.3f over %d prompts (%.1f tokens/s, %.2f NFE/token); run directory: %s",
-        metrics["eval/accuracy"],
-        metrics["eval/num_samples"],
-        metrics["eval/tokens_per_s"],
-        metrics["eval/nfe_per_token"],
-        run_dir,
-    )
+    if runtime.is_main:
+        logger.info(
+            "held-out accuracy %.3f over %d prompts (%.1f tokens/s, %.2f NFE/token); run directory: %s",
+            metrics["eval/accuracy"],
+            metrics["eval/num_samples"],
+            metrics["eval/tokens_per_s"],
+            metrics["eval/nfe_per_token"],
+            run_dir,
+        )
     return metrics
+
+
+def launch_processes(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """Run this job on `trainer.num_processes` processes through `torch.distributed.run` (what
+    `accelerate launch` runs too), each with the same overrides and run directory; its metrics."""
+    count = int(cfg.trainer.num_processes)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
+        "-m", "dllm.cli.train", *overrides, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if cfg.trainer.device in ("cpu",) or not torch.cuda.is_available():
+        # One thread per process: CPU processes share the cores, and oversubscribed torch crawls.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+    logger.info("launching %d processes: %s", count, " ".join(command))
+    result = subprocess.run(command, env=env)
+    if result.returncode != 0:
+        raise DllmError(
+            f"the {count}-process run in {run_dir} failed (exit status {result.returncode}); its processes' "
+            f"errors are above"
+        )
+    eval_json = json.loads((run_dir / "eval.json").read_text())
+    return {"eval/accuracy": eval_json["accuracy"]}
 
 
 @hydra.main(config_path="pkg://dllm.conf", config_name="train", version_base="1.3")
 @reports_user_errors
 def _hydra_main(cfg: DictConfig) -> float:
     setup_logging()
-    metrics = run_training(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if int(cfg.trainer.get("num_processes", 1)) > 1 and launched_world_size() == 1:
+        validate(cfg)  # refuse a bad config once, here, rather than once per process
+        check_strategy(cfg)
+        check_output_dir(run_dir)
+        metrics = launch_processes(cfg, run_dir, list(HydraConfig.get().overrides.task))
+    else:
+        metrics = run_training(cfg, run_dir)
     return metrics["eval/accuracy"]
 
 
@@ -89,8 +182,26 @@ def check_requested_output_dir(argv: list[str]) -> None:
             check_output_dir(Path(arg.split("=", 1)[1]))
 
 
+@reports_user_errors
+def check_launch(argv: list[str]) -> None:
+    """Under a launcher with several processes, every process must write the same run directory:
+    a dated default would differ between processes started a second apart."""
+    if launched_world_size() > 1:
+        if any(arg in ("-m", "--multirun") for arg in argv):
+            raise DllmError(
+                "a sweep (-m) cannot run under a launcher; run `dllm-train -m ... trainer.num_processes=N`, which "
+                "launches each run's processes itself"
+            )
+        if not any(arg.startswith("hydra.run.dir=") for arg in argv):
+            raise DllmError(
+                f"launched on {launched_world_size()} processes without hydra.run.dir: every process must write to "
+                f"the same run directory; add hydra.run.dir=outputs/NAME"
+            )
+
+
 def main() -> None:
     check_requested_output_dir(sys.argv[1:])
+    check_launch(sys.argv[1:])
     _hydra_main()
 
 

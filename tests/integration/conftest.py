@@ -9,8 +9,10 @@ BIN = Path(sys.executable).parent
 QUICK = ["experiment=addition_tiny", "trainer.max_steps=2", "task.num_eval=10", "trainer.log_every=1"]
 
 
-def run_cli(command: str, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "TQDM_DISABLE": "1"}
+def run_cli(
+    command: str, *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "TQDM_DISABLE": "1", **(env or {})}
     result = subprocess.run(
         [str(BIN / command), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )

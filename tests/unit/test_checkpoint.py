@@ -29,3 +29,50 @@ def test_a_crash_mid_write_keeps_the_last_good_checkpoint(tmp_path, tiny_model, 
         save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 2})
     monkeypatch.undo()
     assert load_trainer_state(tmp_path)["step"] == 1
+
+
+def test_keep_last_n_retains_the_newest_older_checkpoints(tmp_path, tiny_model, tokenizer):
+    from dllm.checkpoint import KEPT_DIR, kept_checkpoints
+
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": step}, keep=3, label=f"00-main-step{step:08d}")
+    assert load_trainer_state(tmp_path)["step"] == 5
+    assert [p.name for p in kept_checkpoints(tmp_path)] == ["00-main-step00000003", "00-main-step00000004"]
+    assert torch.load(tmp_path / KEPT_DIR / "00-main-step00000004" / "trainer_state.pt")["step"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_DIR, KEPT_DIR]
+
+
+def test_a_crash_between_the_renames_is_recovered(tmp_path, tiny_model, tokenizer, monkeypatch):
+    """Killed after the old checkpoint moved aside but before the new one moved in: the new,
+    complete one is put in place; killed before it was complete: the old one is."""
+    from pathlib import Path
+
+    from dllm.checkpoint import STAGING, recover
+
+    save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 1})
+    real_rename = Path.rename
+
+    def die_on_swap(self, target):
+        if self.name == STAGING:
+            raise KeyboardInterrupt  # stands for SIGKILL between the two renames
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", die_on_swap)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 2})
+    monkeypatch.undo()
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
+    recover(tmp_path)
+    assert load_trainer_state(tmp_path)["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_DIR]
+
+
+def test_config_differences_name_each_changed_key():
+    from dllm.checkpoint import config_differences
+
+    saved = {"model": {"_target_": "a.llada_tiny", "d_model": 64}, "tokenizer": None}
+    current = {"model": {"_target_": "a.llada_tiny", "d_model": 128, "n_layers": 4}, "tokenizer": None}
+    assert config_differences(saved, current) == [
+        "model.d_model is 64 in the checkpoint but 128 now",
+        "model.n_layers is '<absent>' in the checkpoint but 4 now",
+    ]

@@ -73,3 +73,38 @@ def test_a_resumed_run_continues_the_same_loss_curve(tmp_path):
     losses = [(r["step"], r["loss"]) for r in straight if "loss" in r]
     assert [(r["step"], r["loss"]) for r in resumed if "loss" in r] == losses  # bitwise, on the CPU
     assert straight[-1]["eval/accuracy"] == resumed[-1]["eval/accuracy"]
+
+
+def test_resume_refuses_another_tokenizer_strategy_or_partitioning(tmp_path):
+    from dllm.config import build_components, build_node, compose
+    from dllm.errors import DllmError
+    from dllm.trainer import Stage, Trainer, tokenizer_fingerprint
+
+    cfg = compose(["experiment=addition_tiny"])
+    components = build_components(cfg)
+    trainer = Trainer(components, [Stage("main", build_node(cfg.trainer), components.algorithm)], tmp_path, seed=0)
+    same = tokenizer_fingerprint(components.tokenizer)
+    trainer.check_resumable({"tokenizer": same, "strategy": "none", "world_size": 1})
+    with pytest.raises(DllmError, match="another tokenizer .* trainer.resume=false"):
+        trainer.check_resumable({"tokenizer": "0" * 16})
+    with pytest.raises(DllmError, match=r"trainer.strategy=deepspeed \(ZeRO-2\) and this run uses none"):
+        trainer.check_resumable({"tokenizer": same, "strategy": "deepspeed", "zero_stage": 2})
+    trainer.check_resumable({"tokenizer": same, "strategy": "ddp", "world_size": 2})  # a warning: streams restart
+
+
+def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
+    from omegaconf import OmegaConf
+
+    from dllm.cli.train import check_resumable_config
+    from dllm.config import compose
+    from dllm.errors import DllmError
+
+    (tmp_path / "checkpoint").mkdir()
+    saved = compose(["experiment=addition_tiny"])
+    (tmp_path / "checkpoint" / "run_config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
+    check_resumable_config(compose(["experiment=addition_tiny", "trainer.max_steps=99"]), tmp_path)
+    check_resumable_config(compose(["experiment=addition_tiny", "+model.dtype=bfloat16"]), tmp_path)
+    check_resumable_config(compose(["experiment=addition_tiny", "tokenizer=char"]), tmp_path)  # the same vocabulary
+    with pytest.raises(DllmError, match="model._target_ is 'dllm.models.llada.llada_tiny' in the checkpoint"):
+        check_resumable_config(compose(["experiment=addition_tiny", "model=dream_tiny"]), tmp_path)
+    check_resumable_config(compose(["experiment=addition_tiny", "model=dream_tiny", "trainer.resume=false"]), tmp_path)

@@ -1,0 +1,113 @@
+"""Operating runs through the command line: a SIGKILLed run resumes exactly, an incompatible
+resume is refused, loggers write their files, a sweep over algorithms x samplers runs in
+parallel (joblib) and `dllm-compare` turns it into a table and plots."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import BIN, QUICK, run_cli
+
+pytestmark = pytest.mark.slow
+
+KILLED = ["experiment=addition_tiny", "trainer.max_steps=8", "trainer.save_every=1", "trainer.log_every=1"]
+KILLED += ["task.num_eval=4", "trainer.batch_size=8", "trainer.warmup_steps=2"]
+
+
+def lines(run_dir: Path) -> list[dict]:
+    text = (run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+
+def by_step(records: list[dict]) -> dict[int, dict]:
+    """The last record of each step (a resumed run repeats the steps after its checkpoint),
+    without the measured times."""
+    out = {}
+    for record in records:
+        if "loss" in record:
+            out[record["step"]] = {k: v for k, v in record.items() if k != "step_time"}
+    return out
+
+
+@pytest.mark.parametrize("extra", [[], ["trainer=ddp"], ["trainer=zero2"]], ids=["one_process", "ddp", "zero2"])
+def test_a_run_killed_with_sigkill_resumes_with_the_same_metrics(tmp_path, extra):
+    if "trainer=zero2" in extra:
+        pytest.importorskip("deepspeed")
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_cli("dllm-train", *KILLED, *extra, f"hydra.run.dir={straight}")
+    process = subprocess.Popen(
+        [str(BIN / "dllm-train"), *KILLED, *extra, f"hydra.run.dir={killed}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not any(r.get("step", 0) >= 4 for r in lines(killed)) and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and every training process, mid-run
+    process.wait()
+    assert not (killed / "eval.json").exists()
+    run_cli("dllm-train", *KILLED, *extra, f"hydra.run.dir={killed}")
+    expected, resumed = by_step(lines(straight)), by_step(lines(killed))
+    assert sorted(resumed) == list(range(1, 9))
+    assert resumed == expected  # bitwise: loss, grad_norm, lr, masked_fraction at every step
+    final = [json.loads((d / "eval.json").read_text())["samples"] for d in (straight, killed)]
+    assert final[0] == final[1]
+
+
+def test_resuming_with_another_model_is_refused_naming_the_difference(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    result = run_cli("dllm-train", *QUICK, "model=sdar_tiny", f"hydra.run.dir={run_dir}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot resume" in result.stderr
+    difference = "model._target_ is 'dllm.models.llada.llada_tiny' in the checkpoint but 'dllm.models.sdar.sdar_tiny'"
+    assert difference in result.stderr
+    assert "trainer.resume=false" in result.stderr
+    assert "llada_tiny" in (run_dir / "config.yaml").read_text()  # refused before anything was written
+
+
+def test_loggers_tensorboard_wandb_offline_and_samples(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": "", "HTTPS_PROXY": "http://127.0.0.1:9"}  # no network at all
+    run_cli(
+        "dllm-train", *QUICK, "algorithm=tracerl", "algorithm.group_size=2", "algorithm.prompts_per_rollout=2",
+        "trainer.sample_every=1", "trainer.loggers=[jsonl,tensorboard,wandb]", f"hydra.run.dir={tmp_path}", env=env,
+    )  # fmt: skip
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {s["source"] for s in samples} == {"rollout", "eval"}
+    assert {"prompt", "completion", "reward", "step", "stage"} <= set(samples[0])
+    assert len([s for s in samples if s["source"] == "rollout" and s["step"] == 1]) == 4  # 2 prompts x 2
+
+
+def test_a_parallel_sweep_over_algorithms_and_samplers_and_its_comparison(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    run_cli(
+        "dllm-train", "-m", *QUICK, "algorithm=tracerl,diffu_grpo", "sampler=llada,fast_dllm",
+        "++algorithm.group_size=2", "++algorithm.prompts_per_rollout=2", "++algorithm.num_iterations=1",
+        "task.num_eval=4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    runs = sorted(p for p in sweep.iterdir() if (p / "eval.json").is_file())
+    assert len(runs) == 4
+    result = run_cli("dllm-compare", sweep)
+    table = (sweep / "comparison.md").read_text()
+    for algorithm in ("tracerl", "diffu_grpo"):
+        for sampler in ("llada", "fast_dllm"):
+            assert f"| algorithm={algorithm} sampler={sampler} |" in table
+    rows = json.loads((sweep / "comparison.json").read_text())
+    assert len(rows) == 4 and all(row["steps"] == 2 for row in rows)
+    assert all(row["reward final"] is not None and row["eval/accuracy final"] is not None for row in rows)
+    assert {p.name for p in sweep.glob("*.png")} == {"eval_accuracy.png", "reward.png", "loss.png"}
+    assert "comparison.md" in result.stdout
