@@ -123,7 +123,7 @@ def validate_warmup(warmup: Any) -> None:
         got = sorted(warmup.keys()) if isinstance(warmup, DictConfig) else warmup
         raise ConfigError(
             "warmup must be null or {algorithm: ..., trainer: ...} (a first stage, e.g. SFT before RL; see "
-            f"experiment/countdown_tracerl.yaml), got {got}"
+            f"experiment/sudoku_tracerl.yaml), got {got}"
         )
     for key in WARMUP_KEYS:
         check_node(f"warmup.{key}", warmup[key])
