@@ -60,18 +60,6 @@ def noisy_outputs(
     return output[:, : length - noisy_from]
 
 
-def block_diffusion_logits(
-    model: torch.nn.Module,
-    noisy: Tensor,
-    clean: Tensor,
-    attention_mask: Tensor,
-    block_size: int,
-    noisy_from: int = 0,
-) -> Tensor:
-    """[B, L - noisy_from, V] logits of the noisy copy in one `[x_t[noisy_from:] ; x_0]` forward."""
-    return noisy_outputs(model, noisy, clean, attention_mask, block_size, noisy_from)
-
-
 def denoising_log_probs(
     model: torch.nn.Module,
     noisy: Tensor,

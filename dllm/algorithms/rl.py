@@ -411,28 +411,18 @@ class RL(Algorithm):
         rollout, iteration = batch.rollout, batch.iteration
         weights = token_weights(rollout.scored, self.normalisation)
         chunks = self.estimator.chunks(model, rollout, rollout.plans[iteration])
-        while True:
-            with autocast():
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                log_probs, covered = chunk
-                per_token = self._per_token_loss(rollout, iteration, log_probs, covered, tally)
-                part = (per_token * weights * covered).sum()
-            tally.add("policy_loss", part.item())
-            yield part
+
+        def policy_loss(log_probs: Tensor, covered: Tensor) -> Tensor:
+            return self._per_token_loss(rollout, iteration, log_probs, covered, tally)
+
+        yield from _weighted_parts(chunks, policy_loss, weights, autocast, tally, "policy_loss")
         if self.uses_value:
             replay = self.value_replay.chunks(self.value, rollout, None, "values")
-            while True:
-                with autocast():
-                    chunk = next(replay, None)
-                    if chunk is None:
-                        break
-                    values, covered = chunk
-                    per_token = clipped_value_loss(values.float(), rollout.old_values, rollout.returns, self.value_clip)
-                    part = (per_token * weights * covered).sum()
-                tally.add("value_loss", part.item())
-                yield part
+
+            def value_loss(values: Tensor, covered: Tensor) -> Tensor:
+                return clipped_value_loss(values.float(), rollout.old_values, rollout.returns, self.value_clip)
+
+            yield from _weighted_parts(replay, value_loss, weights, autocast, tally, "value_loss")
 
     def _per_token_loss(
         self, rollout: Rollout, iteration: int, log_probs: Tensor, covered: Tensor, tally: Tally
@@ -470,6 +460,20 @@ class RL(Algorithm):
 
     def samples(self) -> list[dict[str, Any]]:
         return self.recent
+
+
+def _weighted_parts(chunks, per_token_loss, weights: Tensor, autocast, tally, name: str) -> Iterator[Tensor]:
+    """Each chunk's `per_token_loss(values, covered)` summed with the step's token `weights` over
+    the tokens it covers — one loss part per chunk, its forward under `autocast`."""
+    while True:
+        with autocast():
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
+            values, covered = chunk
+            part = (per_token_loss(values, covered) * weights * covered).sum()
+        tally.add(name, part.item())
+        yield part
 
 
 class Tally:

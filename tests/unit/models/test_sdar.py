@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import dllm
-from dllm.algorithms.denoise import block_diffusion_logits
+from dllm.algorithms.denoise import noisy_outputs
 from dllm.errors import ConfigError
 from dllm.models.sdar import SDARConfig, SDARForCausalLM
 from tests.unit.models import family_checks
@@ -79,7 +79,7 @@ def test_training_forward_matches_inference_on_clean_blocks(model):
     """With x_t = x_0, the noisy half of [x_t ; x_0] sees what inference sees: its own block and
     the clean earlier blocks — so its logits equal the block-causal forward's."""
     ids = torch.randint(4, 100, (2, 8))
-    training = block_diffusion_logits(model, ids, ids, torch.ones_like(ids), 4)
+    training = noisy_outputs(model, ids, ids, torch.ones_like(ids), 4)
     torch.testing.assert_close(training, model(ids).logits, atol=1e-5, rtol=1e-5)
 
 
@@ -92,4 +92,4 @@ def test_bad_block_settings_are_refused(model):
         SDARConfig(block_size=0)
     ids = torch.randint(4, 100, (1, 6))
     with pytest.raises(ConfigError, match=r"block_size \(4\) must divide the training length"):
-        block_diffusion_logits(model, ids, ids, torch.ones_like(ids), 4)
+        noisy_outputs(model, ids, ids, torch.ones_like(ids), 4)
