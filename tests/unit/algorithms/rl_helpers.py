@@ -6,20 +6,9 @@ import torch
 
 import dllm
 from dllm.algorithms.rollout import Rollout, rollout_from_output
+from tests.recording import RecordingModel
 
-
-class Recorder(torch.nn.Module):
-    """Wraps a model; keeps a copy of every `input_ids` it is called with."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.inputs = inner, []
-        self.config, self.mask_token_id = inner.config, inner.mask_token_id
-        self.block_size, self.shift_logits = inner.block_size, inner.shift_logits
-
-    def forward(self, input_ids, **kwargs):
-        self.inputs.append(input_ids.clone())
-        return self.inner(input_ids, **kwargs)
+Recorder = RecordingModel
 
 
 def tiny(preset: str) -> torch.nn.Module:

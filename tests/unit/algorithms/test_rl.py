@@ -83,15 +83,15 @@ def test_old_reference_and_current_passes_share_each_iterations_masks(tokenizer)
     ctx = context(recorder, tokenizer, dllm.build_sampler("llada", steps=8, block_length=8), batch_size=4, micro=4)
     algorithm.start(ctx)
     reference = algorithm.reference
-    reference.inputs.clear()
-    recorder.inputs.clear()
+    reference.calls.clear()
+    recorder.calls.clear()
     before = torch.get_rng_state()
     batches = [list(algorithm.micro_batches(ctx, 1)) for _ in range(2)]  # both inner iterations
     assert torch.equal(torch.get_rng_state(), before), "masks come from the trainer's generator, not the global RNG"
     old = recorder.inputs[-2:]  # after the rollout's decoding: old passes of iterations 0 and 1
     assert len(reference.inputs) == 2
     for iteration, (batch,) in enumerate(batches):
-        recorder.inputs.clear()
+        recorder.calls.clear()
         algorithm.loss(recorder, batch, ctx.generator)
         (current,) = recorder.inputs
         rows = batch.rollout.sequences.shape[0]

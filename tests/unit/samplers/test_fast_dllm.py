@@ -6,6 +6,7 @@ from dllm.errors import ConfigError
 from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.fast_dllm import FastDLLMSampler
 from dllm.samplers.llada import LLaDASampler
+from tests.recording import RecordingModel
 from tests.unit.samplers.test_llada import fixed_logits
 
 
@@ -31,19 +32,9 @@ def test_without_cache_and_threshold_it_is_the_llada_decoder(preset, prompts):
     assert torch.equal(out.sequences, expected.sequences) and torch.equal(out.step_map, expected.step_map)
 
 
-class RecordingModel(torch.nn.Module):
-    """Wraps a model and records (input length, cache length, replace_position) per call."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls = inner, []
-        self.config, self.mask_token_id = inner.config, inner.mask_token_id
-        self.block_size, self.shift_logits = inner.block_size, inner.shift_logits
-
-    def forward(self, input_ids, past_key_values=None, replace_position=None, **kwargs):
-        cached = past_key_values.length if past_key_values is not None else None
-        self.calls.append((input_ids.shape[1], cached, replace_position))
-        return self.inner(input_ids, past_key_values=past_key_values, replace_position=replace_position, **kwargs)
+def calls(model):
+    """(input length, committed cache length, replace_position) per forward."""
+    return [(call.length, call.cache_length, call.replace_position) for call in model.calls]
 
 
 def fast_dllm(cache):
@@ -69,9 +60,9 @@ def test_cache_modes_recompute_what_fast_dllm_recomputes(sampler, preset, query)
     for mode, expected_later_call in (("prefix", (14 - query, query, None)), ("dual", (4, 14, query))):
         model.calls.clear()
         sampler(mode).generate(model, prompt, gen_length=8)
-        assert model.calls[0] == (14, 0, None)  # each block starts with a full forward that fills the cache
-        assert model.calls[1] == expected_later_call  # block 0, step 1
-        assert len(model.calls) == 8 and model.calls[4] == (14, 0, None)
+        assert calls(model)[0] == (14, 0, None)  # each block starts with a full forward that fills the cache
+        assert calls(model)[1] == expected_later_call  # block 0, step 1
+        assert len(model.calls) == 8 and calls(model)[4] == (14, 0, None)
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])

@@ -42,7 +42,7 @@ def test_one_step_never_touches_the_global_random_state(tokenizer):
 def test_coupled_views_are_complementary_and_weighted_by_hand(tokenizer):
     recorder = Recorder(tiny("llada_tiny"))
     _, rollout = llada_rollout(tokenizer, recorder)
-    recorder.inputs.clear()
+    recorder.calls.clear()
     estimator = CoupledEstimator(full_mask_term=True)
     plan = estimator.plan(rollout, torch.Generator().manual_seed(1))
     assert ((plan["t"] >= 0.2) & (plan["t"] <= 0.8)).all()
