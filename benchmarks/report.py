@@ -23,9 +23,8 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
         # sections it measured in the existing file, keeping the others.
         path = Path(out_path)
         text = path.read_text() if path.exists() else "# Benchmarks\n"
-        for section in (distributed_section(data),):
-            if section:
-                text = splice(text, section)
+        for section in optional_sections(data):
+            text = splice(text, section)
         path.write_text(text)
         return
 
@@ -127,23 +126,97 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
                 f"{ratio:.2f}× | {r['peak_mb']:.0f} | {mask_text} |"
             )
         lines.append("")
-    sandbox_rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "sandbox"]
-    if sandbox_rows:
-        lines += [
-            "## Code sandbox (`code` reward): cost per program, programs per second",
-            "",
-            "| case | programs | workers | ms per program | programs/s |",
-            "|---|---|---|---|---|",
-        ]
-        for b in sandbox_rows:
-            info, seconds = b["extra_info"], b["stats"]["median"]
-            lines.append(
-                f"| {info['label']} | {info['programs']} | {info['workers']} | "
-                f"{1e3 * seconds / info['programs']:.1f} | {info['programs'] / seconds:.0f} |"
-            )
-        lines.append("")
-    lines += distributed_section(data)
+    for section in optional_sections(data):
+        lines += section
     Path(out_path).write_text("\n".join(lines))
+
+
+def optional_sections(data: dict) -> list[list[str]]:
+    """The sections a run may or may not have measured (a partial run splices only these)."""
+    return [
+        section
+        for section in (
+            sandbox_section(data),
+            rl_update_section(data),
+            trained_decoding_section(),
+            distributed_section(data),
+        )
+        if section
+    ]
+
+
+def sandbox_section(data: dict) -> list[str]:
+    rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "sandbox"]
+    if not rows:
+        return []
+    lines = [
+        "## Code sandbox (`code` reward): cost per program, programs per second",
+        "",
+        "| case | programs | workers | ms per program | programs/s |",
+        "|---|---|---|---|---|",
+    ]
+    for b in rows:
+        info, seconds = b["extra_info"], b["stats"]["median"]
+        lines.append(
+            f"| {info['label']} | {info['programs']} | {info['workers']} | "
+            f"{1e3 * seconds / info['programs']:.1f} | {info['programs'] / seconds:.0f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def rl_update_section(data: dict) -> list[str]:
+    """One policy update per estimator on one rollout batch; trace packed vs naive replay."""
+    rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "rl_update"]
+    if not rows:
+        return []
+    lines = [
+        "## RL policy update per estimator (`benchmarks/test_bench_rl.py`)",
+        "",
+        "One update (estimator forwards + PPO loss + backward) on the same rollout: 4 completions of",
+        "64 tokens after a 16-token prompt, ~20M-parameter models, each case in a fresh process.",
+        "`trace_naive` replays one forward per decoding step of each block; `trace` packs one step of",
+        "every block into one `[x_t ; x_0]` forward.",
+        "",
+        "| model | estimator | forwards (rounds) | update (s) | vs trace | peak memory (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    trace = {r["preset"]: r["seconds"] for r in rows if r["estimator"] == "trace"}
+    for r in rows:
+        rounds = r.get("rounds")
+        ratio = r["seconds"] / trace[r["preset"]] if r["preset"] in trace else float("nan")
+        lines.append(
+            f"| {r['preset']} | {r['estimator']} | {rounds if rounds is not None else '—'} | {r['seconds']:.2f} | "
+            f"{ratio:.2f}× | {r['peak_mb']:.0f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def trained_decoding_section() -> list[str]:
+    """Threshold decoding on a trained model (written by benchmarks/trained_decoding.py)."""
+    path = Path(__file__).resolve().parents[1] / ".benchmarks" / "trained_decoding.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    lines = [
+        f"## Parallel decoding of a trained model ({record['gen_length']} tokens, `benchmarks/trained_decoding.py`)",
+        "",
+        f"llada_small ({record['params'] / 1e6:.1f}M parameters) trained on fixed-width addition, then to answer",
+        f"within {record['gen_length']}-token completions (EOS padding); held-out prompts decoded side by side. Token",
+        "agreement: the share of completion tokens equal to plain decoding's.",
+        "",
+        "| decoder | batch | prompts | accuracy | tokens/s | NFE/token | vs plain | token agreement |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    plain = {r["batch"]: r["tokens_per_s"] for r in record["results"] if r["label"].startswith("llada plain")}
+    for r in record["results"]:
+        lines.append(
+            f"| {r['label']} | {r['batch']} | {r['prompts']} | {r['accuracy']:.3f} | {r['tokens_per_s']:.0f} | "
+            f"{r['nfe_per_token']:.3f} | {r['tokens_per_s'] / plain[r['batch']]:.2f}× | {r['agreement']:.3f} |"
+        )
+    lines.append("")
+    return lines
 
 
 def distributed_section(data: dict) -> list[str]:
