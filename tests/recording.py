@@ -13,6 +13,7 @@ class Call:
     cache_length: int | None  # committed cache length when the call began (None: no cache)
     cache_capacity: int  # the cache's buffer size after the call (0: no cache)
     replace_position: int | None
+    logits: torch.Tensor
 
     @property
     def length(self) -> int:
@@ -37,5 +38,5 @@ class RecordingModel(torch.nn.Module):
         out = self.inner(input_ids, past_key_values=past_key_values, replace_position=replace_position, **kwargs)
         keys = past_key_values.keys[0] if past_key_values is not None else None
         capacity = keys.shape[2] if keys is not None else 0
-        self.calls.append(Call(input_ids.clone(), length, capacity, replace_position))
+        self.calls.append(Call(input_ids.clone(), length, capacity, replace_position, out.logits.detach().clone()))
         return out

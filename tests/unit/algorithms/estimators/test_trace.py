@@ -86,3 +86,22 @@ def test_every_scored_token_is_scored_once_with_its_log_prob(tokenizer):
     with torch.no_grad():
         log_probs, scored = TraceEstimator().log_probs(model, rollout, {})
     assert scored.all() and (log_probs < 0).all()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_log_probs_are_the_samplers_own(temperature, tokenizer):
+    """Each token's log-prob is the log-softmax the sampler's forward gave it at the step that
+    revealed it: the policy gradient is taken on the very distribution that sampled it."""
+    recorder = Recorder(tiny("llada_tiny"))
+    sampler = LLaDASampler(steps=4, block_length=8, temperature=temperature, stop_at_eos=False)
+    rollout = sampled_rollout(recorder, sampler, tokenizer)
+    p = rollout.prompt_length
+    with torch.no_grad():
+        log_probs, scored = TraceEstimator().log_probs(recorder.inner, rollout, {})
+    completions = rollout.completions
+    for row in range(completions.shape[0]):
+        for j in range(completions.shape[1]):
+            logits = recorder.calls[int(rollout.step_map[row, j])].logits[row, p + j].double()
+            expected = torch.log_softmax(logits, -1)[completions[row, j]]
+            assert scored[row, j]
+            assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
