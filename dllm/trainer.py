@@ -237,6 +237,7 @@ class Trainer:
         )
         self.sync: GradientSync | None = None
         self.last_samples: list[dict[str, Any]] | None = None
+        self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
         self.begin_stage(0)
 
     def _config_dict(self) -> dict[str, Any] | None:
@@ -316,6 +317,7 @@ class Trainer:
         return {
             "stage": self.stage_index,
             "step": self.step,
+            "elapsed": self.elapsed,
             "world_size": self.dist.world_size,
             "strategy": self.stages[-1].config.strategy,
             "zero_stage": self.zero,
@@ -346,6 +348,7 @@ class Trainer:
         self.begin_stage(state.get("stage", 0))
         self.stage.algorithm.load_models(self.run_dir / CHECKPOINT_DIR)
         self.step = state["step"]
+        self.elapsed = state.get("elapsed", 0.0)
         if isinstance(self.sync, DeepSpeedSync):
             # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
             self.sync.engine.load_checkpoint(
@@ -431,8 +434,7 @@ class Trainer:
         try:
             while True:
                 self.run_stage()
-                result = self.evaluate()
-                self.log({**result.metrics()})
+                result = self.logged_evaluation()
                 if self.stage_index == len(self.stages) - 1:
                     break
                 self.begin_stage(self.stage_index + 1)
@@ -467,7 +469,9 @@ class Trainer:
         while self.step < cfg.max_steps:
             began = time.perf_counter()
             record = self._optimizer_step()
-            record.update(lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - began)
+            step_time = time.perf_counter() - began
+            self.elapsed += step_time
+            record.update(lr=self.scheduler.get_last_lr()[0], step_time=step_time, elapsed=self.elapsed)
             self.scheduler.step()
             self.step += 1
             progress.update(1)
@@ -482,9 +486,17 @@ class Trainer:
             if cfg.save_every and self.step % cfg.save_every == 0:
                 self.save()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                self.log(self.evaluate().metrics())
+                self.logged_evaluation()
                 self.model.train()
         progress.close()
+
+    def logged_evaluation(self):
+        """Evaluate, count its time in `elapsed`, log the metrics; the evaluation's result."""
+        began = time.perf_counter()
+        result = self.evaluate()
+        self.elapsed += time.perf_counter() - began
+        self.log({**result.metrics(), "elapsed": self.elapsed})
+        return result
 
     def _optimizer_step(self) -> dict[str, float]:
         cfg = self.config

@@ -44,6 +44,11 @@ class Run:
         return points
 
     def wall_time(self) -> float:
+        """Seconds of training and evaluation: the last `elapsed` (the trainer's running total,
+        carried over a resume) — else, for older logs, the sum of the logged steps' `step_time`."""
+        elapsed = [float(r["elapsed"]) for r in self.records if "elapsed" in r]
+        if elapsed:
+            return elapsed[-1]
         return sum(float(r.get("step_time", 0.0)) for r in self.records)
 
 

@@ -56,9 +56,11 @@ def test_training_resumes_from_its_checkpoint(trained_run, tmp_path):
 
 
 def test_multirun_sweep_makes_one_directory_per_run(tmp_path):
-    run_cli("dllm-train", "-m", *QUICK, "sampler.steps=4,8", f"hydra.sweep.dir={tmp_path}")
+    run_cli("dllm-train", "-m", *QUICK, "sampler.steps=4,8", "tokenizer=char", f"hydra.sweep.dir={tmp_path}")
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "eval.json").is_file())
     assert len(runs) == 2
+    assert ["sampler.steps=4" in runs[0].name, "sampler.steps=8" in runs[1].name] == [True, True]
+    assert not any("tokenizer=" in r.name for r in runs)  # path-valued keys would nest directories
     assert {json.loads((r / "eval.json").read_text())["nfe_per_token"] for r in runs} == {0.5, 1.0}
 
 

@@ -30,7 +30,7 @@ def by_step(records: list[dict]) -> dict[int, dict]:
     out = {}
     for record in records:
         if "loss" in record:
-            out[record["step"]] = {k: v for k, v in record.items() if k != "step_time"}
+            out[record["step"]] = {k: v for k, v in record.items() if k not in ("step_time", "elapsed")}
     return out
 
 

@@ -108,3 +108,14 @@ def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
     with pytest.raises(DllmError, match="model._target_ is 'dllm.models.llada.llada_tiny' in the checkpoint"):
         check_resumable_config(compose(["experiment=addition_tiny", "model=dream_tiny"]), tmp_path)
     check_resumable_config(compose(["experiment=addition_tiny", "model=dream_tiny", "trainer.resume=false"]), tmp_path)
+
+
+def test_elapsed_time_accumulates_and_carries_over_a_resume(tmp_path):
+    overrides = ["trainer.max_steps=6", "task.num_eval=4"]
+    run(tmp_path, overrides, kill_after=3)  # checkpoint at step 3 (save_every=1), then killed
+    first = [r["elapsed"] for r in run(tmp_path / "probe", overrides) if "elapsed" in r]
+    assert len(first) == 7 and first == sorted(first) and first[0] > 0  # 6 steps and the evaluation
+    resumed = [r for r in run(tmp_path, overrides) if "elapsed" in r]
+    before_kill = [r for r in resumed if r["step"] <= 3 and "loss" in r]
+    after = [r for r in resumed if r["step"] > 3]
+    assert after[0]["elapsed"] > before_kill[-1]["elapsed"]  # counted on from the checkpoint, not from 0

@@ -27,7 +27,10 @@ def sweep(tmp_path):
     make_run(
         tmp_path / "1_b",
         ["experiment=x", "algorithm=diffu_grpo"],
-        [{"step": 5, "loss": 0.7, "reward": 0.1, "step_time": 3.0}, {"step": 5, "eval/accuracy": 0.25}],
+        [
+            {"step": 5, "loss": 0.7, "reward": 0.1, "step_time": 3.0, "elapsed": 6.0},
+            {"step": 5, "eval/accuracy": 0.25, "elapsed": 7.5},
+        ],
     )
     return tmp_path
 
@@ -39,7 +42,8 @@ def test_the_table_names_what_differs_and_the_final_and_best_values(sweep):
     first, second = rows
     assert first["run"] == "algorithm=tracerl" and first["eval/accuracy final"] == 0.4
     assert first["eval/accuracy best"] == 0.4 and first["steps"] == 15  # the stages laid end to end
-    assert first["wall time (s)"] == 3.0
+    assert first["wall time (s)"] == 3.0  # a log without `elapsed`: the logged steps' times
+    assert second["wall time (s)"] == 7.5  # the trainer's running total, evaluations included
     assert second["eval/accuracy final"] == 0.25 and second["reward best"] == 0.1
 
 
