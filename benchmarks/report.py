@@ -173,7 +173,8 @@ def rl_update_section(data: dict) -> list[str]:
     lines = [
         "## RL policy update per estimator (`benchmarks/test_bench_rl.py`)",
         "",
-        "One update (estimator forwards + PPO loss + backward) on the same rollout: 4 completions of",
+        "One update (estimator forwards + PPO loss + backward, each part back-propagated as it is",
+        "computed, as the trainer does) on the same rollout: 4 completions of",
         "64 tokens after a 16-token prompt, ~20M-parameter models, each case in a fresh process.",
         "`trace_naive` replays one forward per decoding step of each block; `trace` packs one step of",
         "every block into one `[x_t ; x_0]` forward.",

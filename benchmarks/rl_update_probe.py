@@ -1,5 +1,5 @@
-"""One policy update (estimator forward(s) + PPO loss + backward) on a fixed rollout batch, in a
-fresh process: prints JSON with the update time and the peak resident memory growth (CPU) or
+"""One policy update (estimator forward(s) + PPO loss + backward, part by part as the trainer
+runs it) on a fixed rollout batch, in a fresh process: prints JSON with the update time and the peak resident memory growth (CPU) or
 peak allocated memory (CUDA). Used by test_bench_rl.py; runnable alone:
 
     python benchmarks/rl_update_probe.py sdar_small trace
@@ -18,7 +18,7 @@ from training_step_probe import ResidentPeak
 
 import dllm
 from dllm.algorithms.estimators.trace import TraceEstimator
-from dllm.algorithms.objectives import clipped_surrogate, reduce_tokens
+from dllm.algorithms.objectives import clipped_surrogate, token_weights
 from dllm.algorithms.rollout import rollout_from_output
 
 BATCH, PROMPT, GEN = 4, 16, 64
@@ -49,10 +49,12 @@ def main(preset: str, name: str) -> None:
     chosen = estimator(name)
     plan = chosen.plan(rollout, torch.Generator(device=device).manual_seed(0))
 
-    def update() -> None:
-        log_probs, scored = chosen.log_probs(model, rollout, plan)
-        surrogate, _ = clipped_surrogate(log_probs, log_probs.detach(), rollout.advantages, 0.2, 0.2)
-        reduce_tokens(-surrogate, scored, "token").backward()
+    weights = token_weights(rollout.scored, "token")
+
+    def update() -> None:  # as the trainer does it: each part of the loss back-propagated as it is computed
+        for log_probs, covered in chosen.chunks(model, rollout, plan):
+            surrogate, _ = clipped_surrogate(log_probs, log_probs.detach(), rollout.advantages, 0.2, 0.2)
+            (-surrogate * weights * covered).sum().backward()
         model.zero_grad(set_to_none=True)
 
     if device.type == "cuda":
