@@ -1,6 +1,7 @@
 """One policy update (estimator forward(s) + PPO loss + backward, part by part as the trainer
-runs it) on a fixed rollout batch, in a fresh process: prints JSON with the update time and the peak resident memory growth (CPU) or
-peak allocated memory (CUDA). Used by test_bench_rl.py; runnable alone:
+runs it) on a fixed rollout batch, in a fresh process: prints JSON with the update time and
+the peak resident memory growth (CPU) or peak allocated memory (CUDA). Used by
+test_bench_rl.py; runnable alone:
 
     python benchmarks/rl_update_probe.py sdar_small trace
     python benchmarks/rl_update_probe.py sdar_small trace_naive

@@ -62,7 +62,7 @@ class TrainerConfig:
     batch_size: int = 64
     grad_accum: int = 1
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.999
     warmup_steps: int = 50

@@ -229,10 +229,11 @@ class ShortAnswer(Reward):
         return [max(0.0, 1.0 - len(text) / 8) for text in completions]
 
 
-@pytest.mark.parametrize(
-    "name, family",
-    [*((name, "llada_tiny") for name in dllm.ALGORITHMS.presets()), ("tracerl", "sdar_tiny"), ("tracerl", "dream_tiny")],
-)
+LEARNERS = [(name, "llada_tiny") for name in dllm.ALGORITHMS.presets()]
+LEARNERS += [("tracerl", "sdar_tiny"), ("tracerl", "dream_tiny")]
+
+
+@pytest.mark.parametrize("name, family", LEARNERS)
 def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_path):
     """The loop ascends the reward: an untrained model learns to stop early within 16 rollouts."""
     torch.manual_seed(0)
@@ -240,8 +241,9 @@ def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_pat
     sampler_name, options = SAMPLERS[family][0]
     algorithm = dllm.build("algorithm", name, group_size=4, prompts_per_rollout=4, accuracy_band=None, temperature=1.0)
     rollouts = 16
-    config = TrainerConfig(max_steps=rollouts * algorithm.num_iterations, batch_size=16, lr=2e-3, warmup_steps=0,
-                           min_lr_ratio=1.0, log_every=1, device="cpu", eval_batch_size=4)  # fmt: skip
+    lr = 2e-3 / algorithm.num_iterations**0.5  # d1's and wd1's 12 passes per rollout take smaller steps
+    config = TrainerConfig(max_steps=rollouts * algorithm.num_iterations, batch_size=16, lr=lr, weight_decay=0.0,
+                           warmup_steps=0, min_lr_ratio=1.0, log_every=1, device="cpu", eval_batch_size=4)  # fmt: skip
     parts = Components(model, tokenizer, dllm.build("task", "addition", num_eval=4),
                        dllm.build_sampler(sampler_name, **options), ShortAnswer(), algorithm)  # fmt: skip
     Trainer(parts, [Stage("main", config, algorithm)], tmp_path, 0).run_stage()
@@ -249,6 +251,5 @@ def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_pat
     rewards = [r["reward"] for r in records if "reward" in r]
     assert len(rewards) == rollouts
     second_half = rewards[rollouts // 2 :]
-    # From ~0.1 untrained; every preset's second half averages 0.26-0.75 here (d1's and wd1's
-    # many passes per rollout at this lr overshoot and recover), a sign error drives it to 0.
+    # From ~0.1 untrained, every preset's second half averages well above it; a sign error drives it to 0.
     assert sum(second_half) / len(second_half) > rewards[0] + 0.1, rewards
