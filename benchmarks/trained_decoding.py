@@ -6,7 +6,7 @@ held-out prompts with plain one-token-per-step decoding and with Fast-dLLM's thr
 decoding under each cache, side by side. Writes .benchmarks/trained_decoding.json, which
 benchmarks/report.py turns into a BENCHMARKS.md section.
 
-    python benchmarks/trained_decoding.py            # trains once (~15 min on 2 cores), then measures
+    python benchmarks/trained_decoding.py            # trains once (~20 min on 2 cores), then measures
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def train() -> Path:
     subprocess.run(
         [
             *env_python, "model=llada", f"model.pretrained={CACHE / 'short' / 'checkpoint'}", f"task.gen_length={GEN}",
-            "trainer.max_steps=1000", "trainer.batch_size=16", "trainer.lr=1e-3", "trainer.warmup_steps=20",
+            "trainer.max_steps=2000", "trainer.batch_size=16", "trainer.lr=1e-3", "trainer.warmup_steps=20",
             "task.num_eval=16",  # its own closing evaluation only; main() measures all 200 held-out prompts
             f"hydra.run.dir={CACHE / 'long'}",
         ],  # fmt: skip
