@@ -63,12 +63,6 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
     ]
     sampler_rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "samplers"]
     if sampler_rows:
-        lines += [
-            "## Cache strategies (one token per forward, prompt 16, ~20M-parameter LLaDA / SDAR)",
-            "",
-            "| sampler | gen length | batch | tokens/s | NFE/token | vs its plain baseline |",
-            "|---|---|---|---|---|---|",
-        ]
         speed = {
             (b["extra_info"]["label"], b["extra_info"]["gen_length"], b["extra_info"]["batch"]): (
                 b["extra_info"]["tokens"] / b["stats"]["median"]
@@ -81,51 +75,54 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
             info = b["extra_info"]
             return info["label"].split()[0], info["gen_length"], info["batch"], info["label"]
 
+        table = []
         for b in sorted(sampler_rows, key=order):
             info = b["extra_info"]
             key = (info["gen_length"], info["batch"])
             base = speed[(baseline[info["label"].split()[0]], *key)]
             rate = speed[(info["label"], *key)]
-            lines.append(
+            table.append(
                 f"| {info['label']} | {info['gen_length']} | {info['batch']} | {rate:.0f} | "
                 f"{info['nfe'] / info['gen_length']:.3f} | {rate / base:.2f}× |"
             )
-        lines.append("")
+        lines += table_section(
+            "Cache strategies (one token per forward, prompt 16, ~20M-parameter LLaDA / SDAR)",
+            [],
+            ["sampler", "gen length", "batch", "tokens/s", "NFE/token", "vs its plain baseline"],
+            table,
+        )
     memory_rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "generation_memory"]
     if memory_rows:
-        lines += [
-            "## Generation memory (batch 16, 1024 tokens, prompt 16, ~20M parameters)",
-            "",
-            "Resident-set growth during generation (CPU), or peak allocated (GPU); the KV cache holds",
-            "committed blocks (SDAR) or one sequence (dual), never one entry per step.",
-            "",
-            "| sampler | peak (MB) | cache buffers allocated (MB) | seconds |",
-            "|---|---|---|---|",
-        ]
-        for r in memory_rows:
-            lines.append(f"| {r['label']} | {r['peak_mb']:.0f} | {r['cache_mb']:.0f} | {r['seconds']:.1f} |")
-        lines.append("")
+        lines += table_section(
+            "Generation memory (batch 16, 1024 tokens, prompt 16, ~20M parameters)",
+            [
+                "Resident-set growth during generation (CPU), or peak allocated (GPU); the KV cache holds",
+                "committed blocks (SDAR) or one sequence (dual), never one entry per step.",
+            ],
+            ["sampler", "peak (MB)", "cache buffers allocated (MB)", "seconds"],
+            [f"| {r['label']} | {r['peak_mb']:.0f} | {r['cache_mb']:.0f} | {r['seconds']:.1f} |" for r in memory_rows],
+        )
     if model_rows:
-        lines += [
-            "## Training forward + backward per family (batch 1, one fresh process per case)",
-            "",
-            "SDAR trains on `[x_t ; x_0]`, twice the length. Peak memory: growth of the resident set over",
-            "the step on the CPU, peak allocated on a GPU. Mask: building the block-diffusion mask with",
-            "padding, as a fraction of the step.",
-            "",
-            "| preset | length | backend | device | step (s) | vs llada_small | peak (MB) | mask / step |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
         base = {(r["length"], r["backend"]): r["step_seconds"] for r in model_rows if r["preset"] == "llada_small"}
+        table = []
         for r in sorted(model_rows, key=lambda r: (r["length"], r["backend"], r["preset"])):
             ratio = r["step_seconds"] / base[(r["length"], r["backend"])]
             mask = r["mask_seconds"] / r["step_seconds"]
             mask_text = "—" if mask != mask else f"{mask:.4f}"  # NaN: no mask to build
-            lines.append(
+            table.append(
                 f"| {r['preset']} | {r['length']} | {r['backend']} | {r['device']} | {r['step_seconds']:.3f} | "
                 f"{ratio:.2f}× | {r['peak_mb']:.0f} | {mask_text} |"
             )
-        lines.append("")
+        lines += table_section(
+            "Training forward + backward per family (batch 1, one fresh process per case)",
+            [
+                "SDAR trains on `[x_t ; x_0]`, twice the length. Peak memory: growth of the resident set over",
+                "the step on the CPU, peak allocated on a GPU. Mask: building the block-diffusion mask with",
+                "padding, as a fraction of the step.",
+            ],
+            ["preset", "length", "backend", "device", "step (s)", "vs llada_small", "peak (MB)", "mask / step"],
+            table,
+        )
     for section in optional_sections(data):
         lines += section
     Path(out_path).write_text("\n".join(lines))
@@ -145,24 +142,31 @@ def optional_sections(data: dict) -> list[list[str]]:
     ]
 
 
+def table_section(title: str, prose: list[str], columns: list[str], rows: list[str]) -> list[str]:
+    """A `## title` section: optional prose, then a markdown table with `columns` and `rows`."""
+    lines = [f"## {title}", ""]
+    if prose:
+        lines += [*prose, ""]
+    return [*lines, f"| {' | '.join(columns)} |", "|" + "---|" * len(columns), *rows, ""]
+
+
 def sandbox_section(data: dict) -> list[str]:
     rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "sandbox"]
     if not rows:
         return []
-    lines = [
-        "## Code sandbox (`code` reward): cost per program, programs per second",
-        "",
-        "| case | programs | workers | ms per program | programs/s |",
-        "|---|---|---|---|---|",
-    ]
+    table = []
     for b in rows:
         info, seconds = b["extra_info"], b["stats"]["median"]
-        lines.append(
+        table.append(
             f"| {info['label']} | {info['programs']} | {info['workers']} | "
             f"{1e3 * seconds / info['programs']:.1f} | {info['programs'] / seconds:.0f} |"
         )
-    lines.append("")
-    return lines
+    return table_section(
+        "Code sandbox (`code` reward): cost per program, programs per second",
+        [],
+        ["case", "programs", "workers", "ms per program", "programs/s"],
+        table,
+    )
 
 
 def rl_update_section(data: dict) -> list[str]:
@@ -170,28 +174,27 @@ def rl_update_section(data: dict) -> list[str]:
     rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "rl_update"]
     if not rows:
         return []
-    lines = [
-        "## RL policy update per estimator (`benchmarks/test_bench_rl.py`)",
-        "",
-        "One update (estimator forwards + PPO loss + backward, each part back-propagated as it is",
-        "computed, as the trainer does) on the same rollout: 4 completions of",
-        "64 tokens after a 16-token prompt, ~20M-parameter models, each case in a fresh process.",
-        "`trace_naive` replays one forward per decoding step of each block; `trace` packs one step of",
-        "every block into one `[x_t ; x_0]` forward.",
-        "",
-        "| model | estimator | forwards (rounds) | update (s) | vs trace | peak memory (MB) |",
-        "|---|---|---|---|---|---|",
-    ]
     trace = {r["preset"]: r["seconds"] for r in rows if r["estimator"] == "trace"}
+    table = []
     for r in rows:
         rounds = r.get("rounds")
         ratio = r["seconds"] / trace[r["preset"]] if r["preset"] in trace else float("nan")
-        lines.append(
+        table.append(
             f"| {r['preset']} | {r['estimator']} | {rounds if rounds is not None else '—'} | {r['seconds']:.2f} | "
             f"{ratio:.2f}× | {r['peak_mb']:.0f} |"
         )
-    lines.append("")
-    return lines
+    return table_section(
+        "RL policy update per estimator (`benchmarks/test_bench_rl.py`)",
+        [
+            "One update (estimator forwards + PPO loss + backward, each part back-propagated as it is",
+            "computed, as the trainer does) on the same rollout: 4 completions of",
+            "64 tokens after a 16-token prompt, ~20M-parameter models, each case in a fresh process.",
+            "`trace_naive` replays one forward per decoding step of each block; `trace` packs one step of",
+            "every block into one `[x_t ; x_0]` forward.",
+        ],
+        ["model", "estimator", "forwards (rounds)", "update (s)", "vs trace", "peak memory (MB)"],
+        table,
+    )
 
 
 def trained_decoding_section() -> list[str]:
@@ -200,26 +203,24 @@ def trained_decoding_section() -> list[str]:
     if not path.is_file():
         return []
     record = json.loads(path.read_text())
-    lines = [
-        f"## Parallel decoding of a trained model ({record['gen_length']} tokens, `benchmarks/trained_decoding.py`)",
-        "",
-        f"llada_small ({record['params'] / 1e6:.1f}M parameters) trained on fixed-width addition, then to answer",
-        f"within {record['gen_length']}-token completions (EOS padding); held-out prompts decoded side by side. Token",
-        "agreement: the share of completion tokens equal to plain decoding's. Every decoder stops a row",
-        "at EOS (hence NFE/token < 1 for plain decoding); the prefix and dual caches are approximate",
-        "(Fast-dLLM), so they may change an answer: compare the accuracy column.",
-        "",
-        "| decoder | batch | prompts | accuracy | tokens/s | NFE/token | vs plain | token agreement |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
     plain = {r["batch"]: r["tokens_per_s"] for r in record["results"] if r["label"].startswith("llada plain")}
-    for r in record["results"]:
-        lines.append(
-            f"| {r['label']} | {r['batch']} | {r['prompts']} | {r['accuracy']:.3f} | {r['tokens_per_s']:.0f} | "
-            f"{r['nfe_per_token']:.3f} | {r['tokens_per_s'] / plain[r['batch']]:.2f}× | {r['agreement']:.3f} |"
-        )
-    lines.append("")
-    return lines
+    table = [
+        f"| {r['label']} | {r['batch']} | {r['prompts']} | {r['accuracy']:.3f} | {r['tokens_per_s']:.0f} | "
+        f"{r['nfe_per_token']:.3f} | {r['tokens_per_s'] / plain[r['batch']]:.2f}× | {r['agreement']:.3f} |"
+        for r in record["results"]
+    ]
+    return table_section(
+        f"Parallel decoding of a trained model ({record['gen_length']} tokens, `benchmarks/trained_decoding.py`)",
+        [
+            f"llada_small ({record['params'] / 1e6:.1f}M parameters) trained on fixed-width addition, then to answer",
+            f"within {record['gen_length']}-token completions (EOS padding); held-out prompts decoded side by side.",
+            "Token agreement: the share of completion tokens equal to plain decoding's. Every decoder stops a row",
+            "at EOS (hence NFE/token < 1 for plain decoding); the prefix and dual caches are approximate",
+            "(Fast-dLLM), so they may change an answer: compare the accuracy column.",
+        ],
+        ["decoder", "batch", "prompts", "accuracy", "tokens/s", "NFE/token", "vs plain", "token agreement"],
+        table,
+    )
 
 
 def distributed_section(data: dict) -> list[str]:
@@ -227,19 +228,7 @@ def distributed_section(data: dict) -> list[str]:
     rows = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"].get("group") == "distributed"]
     if not rows:
         return []
-    lines = [
-        "## Data parallel on this machine (`trainer=ddp`, 2 processes vs 1, gloo on the CPU)",
-        "",
-        "The same run and global batch with 1 and 2 processes (`benchmarks/test_bench_distributed.py`):",
-        "llada_small on addition; SFT at 64 sequences per step, RL (`tracerl`, 8 prompts x 4",
-        "completions, 32 rows per step). Sequences per second from the logged step times (start-up and",
-        "evaluation excluded); `P x T` = processes x threads each. Two ways of using the same cores:",
-        "threads inside one process, or processes that each take half the batch and all-reduce the",
-        "gradient once per step; on GPUs only the second scales past one device.",
-        "",
-        "| run | P x T | s / step | sequences/s | vs 1 x 1 | vs 1 x all threads |",
-        "|---|---|---|---|---|---|",
-    ]
+    table = []
     for kind in ("sft", "rl"):
         mine = [r for r in rows if r["kind"] == kind]
         if not mine:
@@ -249,12 +238,23 @@ def distributed_section(data: dict) -> list[str]:
         for r in sorted(mine, key=lambda r: (r["processes"], r["threads"])):
             vs_single = f"{r['sequences_per_s'] / single['sequences_per_s']:.2f}×" if single else "—"
             vs_widest = f"{r['sequences_per_s'] / widest['sequences_per_s']:.2f}×" if widest else "—"
-            lines.append(
+            table.append(
                 f"| {kind.upper()} | {r['processes']} x {r['threads']} | {r['step_seconds']:.3f} | "
                 f"{r['sequences_per_s']:.1f} | {vs_single} | {vs_widest} |"
             )
-    lines.append("")
-    return lines
+    return table_section(
+        "Data parallel on this machine (`trainer=ddp`, 2 processes vs 1, gloo on the CPU)",
+        [
+            "The same run and global batch with 1 and 2 processes (`benchmarks/test_bench_distributed.py`):",
+            "llada_small on addition; SFT at 64 sequences per step, RL (`tracerl`, 8 prompts x 4",
+            "completions, 32 rows per step). Sequences per second from the logged step times (start-up and",
+            "evaluation excluded); `P x T` = processes x threads each. Two ways of using the same cores:",
+            "threads inside one process, or processes that each take half the batch and all-reduce the",
+            "gradient once per step; on GPUs only the second scales past one device.",
+        ],
+        ["run", "P x T", "s / step", "sequences/s", "vs 1 x 1", "vs 1 x all threads"],
+        table,
+    )
 
 
 def splice(text: str, section: list[str]) -> str:
