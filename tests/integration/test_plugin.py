@@ -5,7 +5,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 import pytest
 
 import dllm
-from dllm.config import compose, validate
+from dllm.config import build_reward, compose, validate
+from dllm.rewards import score_batch
 from tests.integration.conftest import QUICK, run_cli
 
 
@@ -21,11 +22,14 @@ def plugin_installed():
 
 def test_plugin_components_are_listed():
     listing = run_cli("dllm", "list").stdout
-    assert "acme_len" in listing and "acme_left_to_right" in listing
+    assert {"acme_len", "acme_no_digits", "acme_left_to_right"} <= set(listing.replace(",", " ").split())
+    assert "BROKEN" not in listing
 
 
 def test_plugin_components_build():
+    # acme_len: a plain class with __call__ (no dllm base class); acme_no_digits: a plain function
     assert dllm.build("reward", "acme_len", max_chars=2)(["p", "p"], ["ab", "abc"]) == [1.0, 0.5]
+    assert dllm.build("reward", "acme_no_digits")(["p", "p"], ["a1", "b"], truncated=[False, False]) == [0.0, 1.0]
     assert type(dllm.build_sampler("acme_left_to_right")).__name__ == "LeftToRightSampler"
 
 
@@ -33,9 +37,23 @@ def test_plugin_configs_join_the_hydra_groups():
     cfg = compose(["reward=acme_len", "sampler=acme_left_to_right"])
     validate(cfg)
     assert cfg.reward._target_ == "acme_dllm.length_reward.LengthReward"
+    cfg = compose(["reward=acme_no_digits"])
+    validate(cfg)
+    reward = build_reward(cfg.reward)
+    assert reward(["p", "p"], ["7", "seven"], answer=["7", "7"]) == [0.0, 1.0]
+    assert dllm.REWARDS.name_of(reward) == "acme_no_digits"
+
+
+def test_plugin_rewards_are_weighted_sum_terms():
+    terms = {"acme_len": {"weight": 0.5, "max_chars": 2}, "acme_no_digits": 1}
+    reward = dllm.build("reward", "weighted_sum", terms=terms)
+    scores = score_batch(reward, ["p", "p"], ["ab", "a1b"], {"truncated": [False, False]})
+    assert scores.terms == {"acme_len": [1.0, 0.5], "acme_no_digits": [1.0, 0.0]}
+    assert scores.total == [1.5, 0.25]
 
 
 @pytest.mark.slow
-def test_plugin_components_train_from_the_command_line(tmp_path):
-    run_cli("dllm-train", *QUICK, "reward=acme_len", "sampler=acme_left_to_right", f"hydra.run.dir={tmp_path}")
+@pytest.mark.parametrize("reward", ["acme_len", "acme_no_digits"])
+def test_plugin_components_train_from_the_command_line(tmp_path, reward):
+    run_cli("dllm-train", *QUICK, f"reward={reward}", "sampler=acme_left_to_right", f"hydra.run.dir={tmp_path}")
     assert (tmp_path / "eval.json").is_file()
