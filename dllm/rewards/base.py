@@ -60,7 +60,7 @@ class RewardRegistry(Registry):
     checked when it is built."""
 
     def check_entry(self, name: str, obj: Any) -> None:
-        if isinstance(obj, type) and not issubclass(obj, Reward) and "__call__" not in _attributes(obj):
+        if isinstance(obj, type) and "__call__" not in _attributes(obj):  # calling it would only construct it
             raise TypeError(
                 f"reward {name!r}: class {obj.__qualname__} has no __call__; {REWARD_SIGNATURE} "
                 f"(a function, a class with __call__, or an instance of one)"
