@@ -1,5 +1,6 @@
 """The example plugin (examples/plugin), installed into the environment, is seen everywhere."""
 
+import os
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
@@ -57,3 +58,17 @@ def test_plugin_rewards_are_weighted_sum_terms():
 def test_plugin_components_train_from_the_command_line(tmp_path, reward):
     run_cli("dllm-train", *QUICK, f"reward={reward}", "sampler=acme_left_to_right", f"hydra.run.dir={tmp_path}")
     assert (tmp_path / "eval.json").is_file()
+
+
+def test_a_broken_plugin_leaves_the_commands_working(tmp_path):
+    """An installed plugin whose module is gone: `dllm list` still lists everything else, marks
+    it BROKEN, and the warning naming it is printed once."""
+    dist = tmp_path / "dllm_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dllm-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[dllm.plugins]\nbroken = broken_dllm.plugin:register\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = run_cli("dllm", "list", env=env)
+    assert "plugin broken: BROKEN (ModuleNotFoundError: No module named 'broken_dllm')" in result.stdout
+    assert "acme_len" in result.stdout and "exact_match" in result.stdout
+    assert result.stderr.count("dllm plugin 'broken' (broken_dllm.plugin:register) failed to load") == 1
