@@ -56,7 +56,7 @@ class TrainerConfig:
 
     Run-level keys (read from the main stage's `trainer` only): `strategy` (`none`, `ddp`,
     `deepspeed`), `num_processes`, `zero_stage`, `deepspeed` (extra DeepSpeed config),
-    `keep_checkpoints`, `loggers`, `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
+    `resume`, `keep_checkpoints`, `loggers`, `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
 
     max_steps: int = 600
     batch_size: int = 64
@@ -386,14 +386,35 @@ class Trainer:
         )
 
     def resume_if_possible(self) -> None:
-        state = load_trainer_state(self.run_dir, self.dist.rank) if self.config.resume else None
-        if state is None:
-            return
-        self.check_resumable(state)
-        if not isinstance(self.sync, DeepSpeedSync):
-            load_model_weights(self.model, self.run_dir / CHECKPOINT_DIR)
-        self.restore(state)
-        logger.info("resumed from %s: stage %s, step %d", self.run_dir / CHECKPOINT_DIR, self.stage.name, self.step)
+        """Continue from the run directory's checkpoint when `trainer.resume` (a run-level key:
+        it decides for every stage) and there is one; else start afresh at stage 0, step 0 without
+        reading it (its weights are replaced at the first save). Either way the logs drop what was
+        logged after that point, so that they read as one uninterrupted run."""
+        checkpoint = self.run_dir / CHECKPOINT_DIR
+        if self.stages[-1].config.resume:
+            state = load_trainer_state(self.run_dir, self.dist.rank)
+            if state is not None:
+                self.check_resumable(state)
+                if not isinstance(self.sync, DeepSpeedSync):
+                    load_model_weights(self.model, checkpoint)
+                self.restore(state)
+                logger.info("resumed from %s: stage %s, step %d", checkpoint, self.stage.name, self.step)
+        elif checkpoint.exists() and self.dist.is_main:
+            logger.warning(
+                "trainer.resume=false: training from scratch; %s is not read, and the first checkpoint replaces it",
+                checkpoint,
+            )
+        self.loggers.rewind(self.logged_by_now)
+
+    def logged_by_now(self, record: dict[str, Any]) -> bool:
+        """Whether a log record belongs to the run up to its current stage and step (a record of
+        a stage this run does not have is kept)."""
+        names = [stage.name for stage in self.stages]
+        stage = record.get("stage")
+        if stage is not None and stage not in names:
+            return True
+        position = (names.index(stage) if stage is not None else 0, record.get("step", 0))
+        return position <= (self.stage_index, self.step)
 
     def check_resumable(self, state: dict[str, Any]) -> None:
         """Refuse a checkpoint this run cannot continue, naming the difference."""

@@ -25,8 +25,7 @@ def lines(run_dir: Path) -> list[dict]:
 
 
 def by_step(records: list[dict]) -> dict[int, dict]:
-    """The last record of each step (a resumed run repeats the steps after its checkpoint),
-    without the measured times."""
+    """The training record of each step, without the measured times."""
     out = {}
     for record in records:
         if "loss" in record:
@@ -54,7 +53,7 @@ def test_a_run_killed_with_sigkill_resumes_with_the_same_metrics(tmp_path, extra
     assert not (killed / "eval.json").exists()
     run_cli("dllm-train", *KILLED, *extra, f"hydra.run.dir={killed}")
     expected, resumed = by_step(lines(straight)), by_step(lines(killed))
-    assert sorted(resumed) == list(range(1, 9))
+    assert [r["step"] for r in lines(killed) if "loss" in r] == list(range(1, 9))  # each step once
     assert resumed == expected  # bitwise: loss, grad_norm, lr, masked_fraction at every step
     final = [json.loads((d / "eval.json").read_text())["samples"] for d in (straight, killed)]
     assert final[0] == final[1]

@@ -38,9 +38,12 @@ class Killed(Exception):
     pass
 
 
-def run(tmp_path, overrides, kill_after=None):
-    """A tiny SFT run in `tmp_path`, killed right after the checkpoint of step `kill_after`;
-    its metrics lines."""
+def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None):
+    """A tiny SFT run in `tmp_path`, killed right after the checkpoint of step `kill_after`, or
+    right after logging step `kill_after_log`; with `warmup` (overrides of its trainer), an SFT
+    warmup stage first. Its metrics lines."""
+    from omegaconf import OmegaConf
+
     from dllm.cli.train import seed_everything
     from dllm.config import build_components, build_node, compose
     from dllm.trainer import Stage, Trainer
@@ -50,19 +53,31 @@ def run(tmp_path, overrides, kill_after=None):
     seed_everything(cfg.seed)
     components = build_components(cfg)
     trainer_config = build_node(cfg.trainer)
-    trainer = Trainer(components, [Stage("main", trainer_config, components.algorithm)], tmp_path, seed=cfg.seed)
+    stages = [Stage("main", trainer_config, components.algorithm)]
+    if warmup is not None:
+        stages.insert(0, Stage("warmup", build_node(OmegaConf.merge(cfg.trainer, warmup)), build_node(cfg.algorithm)))
+    trainer = Trainer(components, stages, tmp_path, seed=cfg.seed)
     trainer.resume_if_possible()
-    save = trainer.save
+    save, write = trainer.save, trainer.loggers.write
 
     def save_then_maybe_die():
         save()
         if trainer.step == kill_after:
             raise Killed
 
-    trainer.save = save_then_maybe_die
+    def write_then_maybe_die(record):
+        write(record)
+        if record["step"] == kill_after_log and "loss" in record:
+            raise Killed
+
+    trainer.save, trainer.loggers.write = save_then_maybe_die, write_then_maybe_die
     with contextlib.suppress(Killed):
         trainer.train()
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def untimed(records):
+    return [{k: v for k, v in r.items() if k not in ("step_time", "elapsed", "eval/tokens_per_s")} for r in records]
 
 
 def test_a_resumed_run_continues_the_same_loss_curve(tmp_path):
@@ -93,6 +108,7 @@ def test_resume_refuses_another_tokenizer_strategy_or_partitioning(tmp_path):
 
 
 def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
+    import torch
     from omegaconf import OmegaConf
 
     from dllm.cli.train import check_resumable_config
@@ -100,6 +116,7 @@ def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
     from dllm.errors import DllmError
 
     (tmp_path / "checkpoint").mkdir()
+    torch.save({"step": 1}, tmp_path / "checkpoint" / "trainer_state.pt")
     saved = compose(["experiment=addition_tiny"])
     (tmp_path / "checkpoint" / "run_config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
     check_resumable_config(compose(["experiment=addition_tiny", "trainer.max_steps=99"]), tmp_path)
@@ -119,3 +136,52 @@ def test_elapsed_time_accumulates_and_carries_over_a_resume(tmp_path):
     before_kill = [r for r in resumed if r["step"] <= 3 and "loss" in r]
     after = [r for r in resumed if r["step"] > 3]
     assert after[0]["elapsed"] > before_kill[-1]["elapsed"]  # counted on from the checkpoint, not from 0
+
+
+def test_a_resumed_run_logs_each_step_once_like_an_uninterrupted_run(tmp_path):
+    """Checkpoints every 2 steps; killed after logging step 5 (checkpoint at 4), with a torn line
+    after it: the resumed run's metrics.jsonl is the uninterrupted run's, line for line."""
+    overrides = ["trainer.max_steps=6", "trainer.save_every=2", "task.num_eval=4", "trainer.sample_every=1"]
+    straight = run(tmp_path / "straight", overrides)
+    killed = tmp_path / "killed"
+    logged = run(killed, overrides, kill_after_log=5)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]
+    with (killed / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 6, "lo')  # killed mid-write
+    resumed = run(killed, overrides)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6, 6]  # six steps and the final evaluation
+    assert untimed(resumed) == untimed(straight)
+    samples = [json.loads(line) for line in (killed / "samples.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "straight" / "samples.jsonl").read_text().splitlines()]
+    assert [(s["source"], s["step"]) for s in samples] == [(s["source"], s["step"]) for s in expected]
+
+
+def test_a_run_without_a_checkpoint_starts_a_fresh_log(tmp_path):
+    overrides = ["trainer.max_steps=3", "trainer.save_every=0", "task.num_eval=4"]
+    run(tmp_path, overrides, kill_after_log=2)  # killed before its first checkpoint
+    assert [r["step"] for r in run(tmp_path, overrides)] == [1, 2, 3, 3]
+
+
+def test_a_checkpoint_without_its_trainer_state_stops_the_run_and_keeps_the_weights(tmp_path):
+    from dllm.errors import DllmError
+
+    overrides = ["trainer.max_steps=2", "task.num_eval=4"]
+    run(tmp_path, overrides)
+    (tmp_path / "checkpoint" / "trainer_state.pt").unlink()
+    weights = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    with pytest.raises(DllmError, match="has no trainer_state.pt, so the run cannot resume from it"):
+        run(tmp_path, overrides)
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_false_starts_every_stage_afresh_without_reading_the_checkpoint(tmp_path):
+    """`trainer.resume=false` (the main stage's) decides for the whole run: a warmup stage, whose
+    own trainer node says resume: true, does not resume either."""
+    warmup = {"max_steps": 2, "resume": True}
+    overrides = ["trainer.max_steps=2", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides, warmup=warmup)
+    run(tmp_path / "again", overrides, warmup=warmup, kill_after=1)  # a checkpoint at the warmup's step 1
+    (tmp_path / "again" / "checkpoint" / "trainer_state.pt").write_bytes(b"unreadable: never read")
+    fresh = run(tmp_path / "again", [*overrides, "trainer.resume=false"], warmup=warmup)
+    assert [(r["stage"], r["step"]) for r in fresh] == [(r["stage"], r["step"]) for r in straight]
+    assert untimed(fresh) == untimed(straight)
