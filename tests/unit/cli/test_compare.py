@@ -58,3 +58,14 @@ def test_the_command_writes_the_table_json_and_plots(sweep, capsys):
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(DllmError, match="no runs"):
         find_runs([tmp_path])
+
+
+def test_torn_metrics_lines_are_skipped_with_a_warning_naming_each(sweep, caplog):
+    path = sweep / "1_b" / "metrics.jsonl"
+    good = path.read_text().splitlines()
+    path.write_bytes(f"{good[0]}\n{{\"step\": 3, \"lo\n\xff\xfe\n{good[1]}\n{{\"step\": 6, \"eval/acc".encode())
+    with caplog.at_level("WARNING", logger="dllm.compare"):
+        runs = find_runs([sweep])
+    assert [r["step"] for r in runs[1].records] == [5, 5]
+    assert summarise(runs, ["eval/accuracy"])[1]["eval/accuracy final"] == 0.25
+    assert [f"{path}:{n}:" in caplog.text for n in (2, 3, 5)] == [True, True, True]
