@@ -56,7 +56,8 @@ class TrainerConfig:
 
     Run-level keys (read from the main stage's `trainer` only): `strategy` (`none`, `ddp`,
     `deepspeed`), `num_processes`, `zero_stage`, `deepspeed` (extra DeepSpeed config),
-    `resume`, `keep_checkpoints`, `loggers`, `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
+    `resume`, `on_nonfinite`, `max_nonfinite_in_a_row`, `keep_checkpoints`, `loggers`,
+    `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
 
     max_steps: int = 600
     batch_size: int = 64
@@ -75,6 +76,8 @@ class TrainerConfig:
     eval_every: int = 0
     eval_batch_size: int = 100
     resume: bool = True
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_in_a_row: int = 5
     strategy: Literal["none", "ddp", "deepspeed"] = "none"
     num_processes: int = 1
     zero_stage: int = 2
@@ -99,8 +102,16 @@ class TrainerConfig:
             raise ConfigError(
                 f"trainer.batch_size ({self.batch_size}) must be a multiple of trainer.grad_accum ({self.grad_accum})"
             )
+        for key in ("lr", "weight_decay", "beta1", "beta2", "min_lr_ratio"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"trainer.{key}={getattr(self, key)} is not a finite number; give one, e.g. 1e-4")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")
+        if self.on_nonfinite not in ("stop", "skip") or self.max_nonfinite_in_a_row < 1:
+            raise ConfigError(
+                f"trainer.on_nonfinite must be stop or skip (got {self.on_nonfinite!r}) and "
+                f"trainer.max_nonfinite_in_a_row >= 1 (got {self.max_nonfinite_in_a_row})"
+            )
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"trainer.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.num_processes < 1 or self.keep_checkpoints < 1 or self.sample_every < 0:
@@ -238,6 +249,7 @@ class Trainer:
         self.sync: GradientSync | None = None
         self.last_samples: list[dict[str, Any]] | None = None
         self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
+        self.skipped_steps = self.nonfinite_in_a_row = 0  # trainer.on_nonfinite=skip's tally
         self.begin_stage(0)
 
     def _config_dict(self) -> dict[str, Any] | None:
@@ -318,6 +330,8 @@ class Trainer:
             "stage": self.stage_index,
             "step": self.step,
             "elapsed": self.elapsed,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "world_size": self.dist.world_size,
             "strategy": self.stages[-1].config.strategy,
             "zero_stage": self.zero,
@@ -349,6 +363,8 @@ class Trainer:
         self.stage.algorithm.load_models(self.run_dir / CHECKPOINT_DIR)
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
         if isinstance(self.sync, DeepSpeedSync):
             # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
             self.sync.engine.load_checkpoint(
@@ -538,11 +554,42 @@ class Trainer:
                     totals[key] = totals.get(key, 0.0) + value * batch.share
             if not ran and self.sync.needs_null_backward():
                 self._null_backward()
-        totals = self.dist.sum_metrics(totals)
+        totals = self.dist.sum_metrics(totals)  # the same on every process: all decide alike below
         totals.setdefault("loss", 0.0)
-        grad_norm = self.sync.finish(cfg.max_grad_norm)
+        # A non-finite loss never reaches the optimizer; a non-finite norm updates nothing.
+        grad_norm = self.sync.finish(cfg.max_grad_norm) if math.isfinite(totals["loss"]) else math.nan
+        if not math.isfinite(totals["loss"]) or not math.isfinite(grad_norm):
+            self.sync.zero_grad()
+            self.count_nonfinite(totals["loss"], grad_norm)
+        else:
+            self.nonfinite_in_a_row = 0
         totals.update(algorithm.after_step(self.context))
+        if self.skipped_steps:
+            totals["skipped_steps"] = self.skipped_steps
         return {**totals, "grad_norm": grad_norm}
+
+    def count_nonfinite(self, loss: float, grad_norm: float) -> None:
+        """A step whose loss or gradient is not finite, not applied to the weights: under
+        `trainer.on_nonfinite=stop`, or past `max_nonfinite_in_a_row` such steps in a row, the
+        run stops here — before the next checkpoint, so none ever holds non-finite weights."""
+        main = self.stages[-1].config
+        self.skipped_steps += 1
+        self.nonfinite_in_a_row += 1
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+        where = f"{self.stage.name} step {self.step + 1}" if len(self.stages) > 1 else f"step {self.step + 1}"
+        if main.on_nonfinite == "stop":
+            raise DllmError(
+                f"non-finite {what} at {where}: stopped before updating the weights (the last checkpoint is "
+                f"intact); lower trainer.lr (now {self.config.lr:g}), check the data, or set "
+                f"trainer.on_nonfinite=skip to drop such steps"
+            )
+        if self.nonfinite_in_a_row > main.max_nonfinite_in_a_row:
+            raise DllmError(
+                f"{self.nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient (the last: "
+                f"{what} at {where}), more than trainer.max_nonfinite_in_a_row={main.max_nonfinite_in_a_row}: "
+                f"stopped (the last checkpoint is intact); lower trainer.lr (now {self.config.lr:g}) or check the data"
+            )
+        logger.warning("non-finite %s at %s: skipped that optimizer step (trainer.on_nonfinite=skip)", what, where)
 
     def _null_backward(self) -> None:
         """A zero gradient from a process that got no rows this step (an RL process whose groups

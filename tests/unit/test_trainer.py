@@ -32,16 +32,30 @@ def test_bad_trainer_values_are_refused():
         TrainerConfig(max_steps=0)
     with pytest.raises(ConfigError, match="min_lr_ratio"):
         TrainerConfig(min_lr_ratio=2.0)
+    for value in (math.inf, math.nan):
+        with pytest.raises(ConfigError, match=f"trainer.lr={value} is not a finite number"):
+            TrainerConfig(lr=value)
+    with pytest.raises(ConfigError, match="trainer.on_nonfinite must be stop or skip"):
+        TrainerConfig(on_nonfinite="ignore")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_non_finite_lr_is_refused_at_validation(value):
+    from dllm.config import compose, validate
+
+    with pytest.raises(ConfigError, match="trainer.lr=.* is not a finite number") as caught:
+        validate(compose(["experiment=addition_tiny", f"trainer.lr={value}"]))
+    assert "\n" not in str(caught.value)
 
 
 class Killed(Exception):
     pass
 
 
-def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None):
+def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None, setup=None):
     """A tiny SFT run in `tmp_path`, killed right after the checkpoint of step `kill_after`, or
     right after logging step `kill_after_log`; with `warmup` (overrides of its trainer), an SFT
-    warmup stage first. Its metrics lines."""
+    warmup stage first; `setup(trainer)` before it trains. Its metrics lines."""
     from omegaconf import OmegaConf
 
     from dllm.cli.train import seed_everything
@@ -71,6 +85,8 @@ def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None):
             raise Killed
 
     trainer.save, trainer.loggers.write = save_then_maybe_die, write_then_maybe_die
+    if setup is not None:
+        setup(trainer)
     with contextlib.suppress(Killed):
         trainer.train()
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -185,3 +201,75 @@ def test_resume_false_starts_every_stage_afresh_without_reading_the_checkpoint(t
     fresh = run(tmp_path / "again", [*overrides, "trainer.resume=false"], warmup=warmup)
     assert [(r["stage"], r["step"]) for r in fresh] == [(r["stage"], r["step"]) for r in straight]
     assert untimed(fresh) == untimed(straight)
+
+
+def poison(steps):
+    """A `run` setup: the loss and every gradient of the optimizer steps `steps` (1-based) are NaN;
+    records the weights after each step in `trainer.weights`."""
+
+    def setup(trainer):
+        import dataclasses
+
+        import torch
+
+        algorithm, optimizer_step = trainer.stage.algorithm, trainer._optimizer_step
+        original = algorithm.loss_and_backward
+        trainer.weights = []
+
+        def loss_and_backward(model, *args, **kwargs):
+            out = original(model, *args, **kwargs)
+            if trainer.step + 1 in steps:
+                for parameter in model.parameters():
+                    if parameter.grad is not None:
+                        parameter.grad.fill_(math.nan)
+                out = dataclasses.replace(out, loss=torch.tensor(math.nan))
+            return out
+
+        def recorded_step():
+            record = optimizer_step()
+            trainer.weights.append([p.detach().clone() for p in trainer.model.parameters()])
+            return record
+
+        algorithm.loss_and_backward, trainer._optimizer_step = loss_and_backward, recorded_step
+
+    return setup
+
+
+def test_a_non_finite_loss_stops_the_run_before_a_checkpoint_holds_it(tmp_path):
+    import torch
+
+    from dllm.checkpoint import load_trainer_state
+    from dllm.errors import DllmError
+
+    with pytest.raises(DllmError, match=r"non-finite loss nan at step 3: stopped before updating the weights"):
+        run(tmp_path, ["trainer.max_steps=5", "task.num_eval=4"], setup=poison({3}))
+    assert load_trainer_state(tmp_path)["step"] == 2
+    weights = dllm_weights(tmp_path)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
+def dllm_weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "checkpoint" / "model.safetensors")
+
+
+def test_skip_drops_the_non_finite_step_counts_it_and_stops_after_too_many_in_a_row(tmp_path):
+    import torch
+
+    from dllm.errors import DllmError
+
+    overrides = ["trainer.max_steps=5", "task.num_eval=4", "trainer.on_nonfinite=skip"]
+    seen = {}
+    setup = poison({3})
+    records = run(tmp_path / "skip", overrides, setup=lambda t: (setup(t), seen.update(trainer=t)))
+    trainer = seen["trainer"]
+    assert all(torch.equal(a, b) for a, b in zip(trainer.weights[1], trainer.weights[2]))  # step 3 changed nothing
+    assert not all(torch.equal(a, b) for a, b in zip(trainer.weights[2], trainer.weights[3]))  # step 4 trained
+    assert all(torch.isfinite(w).all() for w in dllm_weights(tmp_path / "skip").values())
+    training = [r for r in records if "grad_norm" in r]
+    assert [r.get("skipped_steps", 0) for r in training] == [0, 0, 1, 1, 1]
+    assert math.isnan(training[2]["loss"]) and math.isfinite(training[3]["loss"])
+    with pytest.raises(DllmError, match="3 optimizer steps in a row .* more than trainer.max_nonfinite_in_a_row=2"):
+        run(tmp_path / "many", [*overrides, "trainer.max_nonfinite_in_a_row=2"], setup=poison({2, 3, 4}))
