@@ -127,6 +127,28 @@ class TrainerConfig:
             raise ConfigError(f"trainer.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
         self.check_world(self.num_processes)
         check_logger_names(list(self.loggers))
+        self.check_device()
+
+    def check_device(self) -> None:
+        """Refuse a device this machine does not have, before any model is built."""
+        try:
+            device = torch.device(self.device) if self.device != "auto" else None
+        except RuntimeError:
+            raise ConfigError(
+                f"trainer.device={self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from None
+        if device is None or device.type != "cuda":
+            return
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"trainer.device={self.device} but this machine has no CUDA GPU (or torch was built without CUDA); "
+                f"use trainer.device=auto or trainer.device=cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"trainer.device={self.device} but this machine has {count} CUDA GPU(s): cuda:0..{count - 1}"
+            )
 
     def check_world(self, world_size: int) -> None:
         """Each process takes an equal share of every micro-batch."""

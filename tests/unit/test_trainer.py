@@ -39,6 +39,24 @@ def test_bad_trainer_values_are_refused():
         TrainerConfig(on_nonfinite="ignore")
 
 
+def test_a_cuda_device_without_a_gpu_is_refused_at_validation(monkeypatch):
+    import torch
+
+    from dllm.config import compose, validate
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="trainer.device=cuda but this machine has no CUDA GPU") as caught:
+        validate(compose(["experiment=addition_tiny", "trainer.device=cuda"]))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="trainer.device='gpu' is not a device"):
+        TrainerConfig(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    TrainerConfig(device="cuda:1")
+    with pytest.raises(ConfigError, match=r"has 2 CUDA GPU\(s\): cuda:0..1"):
+        TrainerConfig(device="cuda:2")
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_a_non_finite_lr_is_refused_at_validation(value):
     from dllm.config import compose, validate
