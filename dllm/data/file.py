@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -64,6 +64,7 @@ class Row:
     response: str
     fields: dict[str, Any]
     key: str  # what the held-out hash reads
+    where: str = ""  # FILE:LINE (or FILE: record N) it was read from
 
 
 @TASKS.register("file")
@@ -227,7 +228,7 @@ class FileTask(Task):
         if converted.question is not None:
             namespace["question"] = converted.question
         key = json.dumps({"question": converted.question, **fields}, sort_keys=True, default=str)
-        return Row(namespace, converted.response, fields, key)
+        return Row(namespace, converted.response, fields, key, where)
 
     def _missing(self, role: str, sources: tuple[str, ...], record: Mapping[str, Any], where: str) -> str:
         wanted = " or ".join(repr(name) for name in sources) or repr(role)
@@ -258,6 +259,11 @@ class FileTask(Task):
 
     def eval_examples(self) -> list[Example]:
         return list(self._eval_examples)
+
+    def located_prompts(self) -> Iterator[tuple[str, str]]:
+        """(FILE:LINE, prompt) of every training and held-out record, for start-up checks."""
+        for row in [*self._train_rows, *self._eval_rows]:
+            yield row.where, self.format_prompt(row.values)
 
     @property
     def num_train(self) -> int:
