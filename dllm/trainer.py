@@ -452,6 +452,9 @@ class Trainer:
         if stage is not None and stage not in names:
             return True
         position = (names.index(stage) if stage is not None else 0, record.get("step", 0))
+        evaluation = record.get("source") == "eval" or any(str(key).startswith("eval/") for key in record)
+        if evaluation and position == (self.stage_index, self.step) and self.step >= self.config.max_steps:
+            return False  # the stage's closing evaluation, which a run resumed at its last step runs again
         return position <= (self.stage_index, self.step)
 
     def check_resumable(self, state: dict[str, Any]) -> None:

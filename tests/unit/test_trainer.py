@@ -99,7 +99,8 @@ def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None, 
 
     def write_then_maybe_die(record):
         write(record)
-        if record["step"] == kill_after_log and "loss" in record:
+        dies = kill_after_log(record) if callable(kill_after_log) else record["step"] == kill_after_log
+        if dies and ("loss" in record or callable(kill_after_log)):
             raise Killed
 
     trainer.save, trainer.loggers.write = save_then_maybe_die, write_then_maybe_die
@@ -188,6 +189,16 @@ def test_a_resumed_run_logs_each_step_once_like_an_uninterrupted_run(tmp_path):
     samples = [json.loads(line) for line in (killed / "samples.jsonl").read_text().splitlines()]
     expected = [json.loads(line) for line in (tmp_path / "straight" / "samples.jsonl").read_text().splitlines()]
     assert [(s["source"], s["step"]) for s in samples] == [(s["source"], s["step"]) for s in expected]
+
+
+def test_a_run_killed_after_its_final_evaluation_logs_it_once(tmp_path):
+    """Killed after the closing evaluation was logged but before the final checkpoint: the run
+    resumes at its last step and evaluates again; the log holds that evaluation once."""
+    overrides = ["trainer.max_steps=4", "trainer.save_every=2", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides)
+    run(tmp_path / "killed", overrides, kill_after_log=lambda record: "eval/accuracy" in record)
+    resumed = run(tmp_path / "killed", overrides)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 4] and untimed(resumed) == untimed(straight)
 
 
 def test_a_run_without_a_checkpoint_starts_a_fresh_log(tmp_path):
