@@ -73,6 +73,27 @@ def test_resuming_with_another_model_is_refused_naming_the_difference(trained_ru
     assert "llada_tiny" in (run_dir / "config.yaml").read_text()  # refused before anything was written
 
 
+@pytest.mark.parametrize("damage", ["no_trainer_state", "truncated_trainer_state", "truncated_weights"])
+def test_a_damaged_checkpoint_stops_the_run_with_one_line_naming_the_file(trained_run, tmp_path, damage):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    name = "model.safetensors" if damage == "truncated_weights" else "trainer_state.pt"
+    path = run_dir / "checkpoint" / name
+    kept = path.read_bytes()
+    if damage == "no_trainer_state":
+        path.unlink()
+    else:
+        path.write_bytes(kept[: len(kept) // 2])
+    weights = (run_dir / "checkpoint" / "model.safetensors").read_bytes()
+    result = run_cli("dllm-train", *QUICK, f"hydra.run.dir={run_dir}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(path) in errors[0], result.stderr
+    assert (run_dir / "checkpoint" / "model.safetensors").read_bytes() == weights  # nothing overwritten
+
+
 def test_loggers_tensorboard_wandb_offline_and_samples(tmp_path):
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
