@@ -27,6 +27,7 @@ from dllm.checkpoint import (
     load_model_weights,
     load_trainer_state,
     save_checkpoint,
+    unreadable,
 )
 from dllm.distributed import (
     STRATEGIES,
@@ -389,9 +390,12 @@ class Trainer:
         self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
         if isinstance(self.sync, DeepSpeedSync):
             # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
-            self.sync.engine.load_checkpoint(
-                str(self.run_dir / CHECKPOINT_DIR), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False
-            )
+            try:
+                self.sync.engine.load_checkpoint(
+                    str(self.run_dir / CHECKPOINT_DIR), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False
+                )
+            except Exception as exc:  # torch.load and DeepSpeed's own errors on a damaged partition file
+                raise unreadable(self.run_dir / CHECKPOINT_DIR / DEEPSPEED_DIR, exc) from None
         else:
             self.sync.load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
