@@ -266,6 +266,47 @@ def check_model_tokenizer(model, tokenizer) -> None:
         )
 
 
+CONTEXT_SAMPLES = 64  # training draws checked for a task that cannot list its prompts
+
+
+def model_context(model) -> int | None:
+    """The positions the model was built for (`max_position_embeddings`, LLaDA's
+    `max_sequence_length`), or None when its config names none."""
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", None)
+
+
+def check_context(task, tokenizer, model) -> None:
+    """Refuse, before training, a prompt that with `task.gen_length` new tokens does not fit the
+    model's context: every prompt of a task that lists them (`located_prompts`, a file task),
+    else the held-out prompts and `CONTEXT_SAMPLES` training draws. Names the longest."""
+    import random
+
+    context = model_context(model)
+    if not context:
+        return
+    if hasattr(task, "located_prompts"):
+        located = list(task.located_prompts())
+    else:
+        rng = random.Random(0)
+        located = [(f"held-out example {i + 1}", e.prompt) for i, e in enumerate(task.eval_examples())]
+        draws = [task.train_example(rng).prompt for _ in range(CONTEXT_SAMPLES)]
+        located += [(f"a training example (draw {i + 1})", prompt) for i, prompt in enumerate(draws)]
+    if not located:
+        return
+    lengths = [len(ids) for ids in tokenizer([prompt for _, prompt in located])["input_ids"]]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    needed = lengths[longest] + task.gen_length
+    if needed > context:
+        over = sum(length + task.gen_length > context for length in lengths)
+        raise ConfigError(
+            f"the prompt of {located[longest][0]} has {lengths[longest]} tokens: with task.gen_length="
+            f"{task.gen_length} it needs {needed} positions, more than the model's context of {context} "
+            f"({over} of {len(lengths)} prompts do not fit); shorten or drop the long prompts, or lower "
+            f"task.gen_length"
+        )
+
+
 def build_components(cfg: DictConfig, model=None):
     """Tokenizer, model (unless given), task, sampler, reward and algorithm of a validated config."""
     from dllm.trainer import Components
@@ -273,10 +314,12 @@ def build_components(cfg: DictConfig, model=None):
     tokenizer = resolve_tokenizer(cfg)
     model = build_node(cfg.model) if model is None else model
     check_model_tokenizer(model, tokenizer)
+    task = build_node(cfg.task)
+    check_context(task, tokenizer, model)
     return Components(
         model=model,
         tokenizer=tokenizer,
-        task=build_node(cfg.task),
+        task=task,
         sampler=build_node(cfg.sampler),
         reward=build_reward(cfg.reward),
         algorithm=build_node(cfg.algorithm),

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dllm.cli.common import reports_user_errors
+from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.errors import DllmError
+
+logger = logging.getLogger("dllm.compare")
 
 DEFAULT_METRICS = ("eval/accuracy", "reward", "loss")
 
@@ -69,15 +72,26 @@ def find_runs(paths: list[Path]) -> list[Run]:
     for directory in dict.fromkeys(found):
         overrides_file = directory / ".hydra" / "overrides.yaml"
         overrides = _read_overrides(overrides_file) if overrides_file.is_file() else [directory.name]
-        records, lines = [], (directory / "metrics.jsonl").read_text().splitlines()
-        for number, line in enumerate(lines, 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-                if number != len(lines):
-                    raise DllmError(f"{directory / 'metrics.jsonl'}:{number} is not JSON") from None
-        runs.append(Run(directory, overrides, records))
+        runs.append(Run(directory, overrides, read_records(directory / "metrics.jsonl")))
     return runs
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a `metrics.jsonl`; a line that is not one (a run killed mid-write, a
+    full disk) is skipped with a warning naming FILE:LINE, so the rest of the run still compares."""
+    records = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            logger.warning("warning: skipped %s:%d: not a JSON record (a torn or corrupted write)", path, number)
+    return records
 
 
 def _read_overrides(path: Path) -> list[str]:
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "--over", default=None, metavar="KEY", help="aggregate runs that differ only in KEY=... (e.g. seed): mean ± std"
     )
     args = parser.parse_args(argv)
+    setup_logging()
     metrics = args.metric or list(DEFAULT_METRICS)
     runs = find_runs(args.paths)
     out = args.out or (args.paths[0] if args.paths[0].is_dir() else Path("."))

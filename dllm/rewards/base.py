@@ -137,6 +137,12 @@ def require_field(name: str, fields: dict[str, Any], reward: str, length: int) -
     return column
 
 
+def no_gold(answer: Any) -> bool:
+    """Whether a gold answer is missing: None, or a float NaN (a table's empty cell). Such an
+    answer matches no completion: its `str` (`"None"`, `"nan"`) is no answer."""
+    return answer is None or (isinstance(answer, float) and math.isnan(answer))
+
+
 def reward_name(reward: Any) -> str:
     """The registry key `reward` is registered under, else its function or class name."""
     return REWARDS.name_of(reward) or getattr(reward, "__name__", type(reward).__name__)

@@ -99,3 +99,14 @@ def test_the_command_over_seed_writes_mean_rows(seeded_sweep):
     rows = json.loads((seeded_sweep / "comparison.json").read_text())
     assert rows[0]["eval/accuracy final"]["values"] == [0.9, 0.7]
     assert (seeded_sweep / "eval_accuracy.png").stat().st_size > 1000
+
+
+def test_torn_metrics_lines_are_skipped_with_a_warning_naming_each(sweep, caplog):
+    path = sweep / "1_b" / "metrics.jsonl"
+    good = path.read_text().splitlines()
+    path.write_bytes(f"{good[0]}\n{{\"step\": 3, \"lo\n\xff\xfe\n{good[1]}\n{{\"step\": 6, \"eval/acc".encode())
+    with caplog.at_level("WARNING", logger="dllm.compare"):
+        runs = find_runs([sweep])
+    assert [r["step"] for r in runs[1].records] == [5, 5]
+    assert summarise(runs, ["eval/accuracy"])[1]["eval/accuracy final"] == 0.25
+    assert [f"{path}:{n}:" in caplog.text for n in (2, 3, 5)] == [True, True, True]
