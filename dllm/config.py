@@ -18,6 +18,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dllm.errors import ConfigError, DllmError, did_you_mean
+from dllm.registry import check_plugin_of
 
 CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
@@ -51,15 +52,15 @@ def reject_reward_list(overrides: Sequence[str]) -> None:
             )
 
 
-def group_options(group: str) -> list[str]:
+def group_options(group: str, plugins: bool = True) -> list[str]:
     """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
-    dllm's own YAML files and those of every plugin's config package."""
+    dllm's own YAML files and (`plugins`) those of every plugin's config package."""
     from importlib.resources import files
 
     from dllm.registry import plugin_conf_packages
 
     names: set[str] = set()
-    for package in [CONF_MODULE, *plugin_conf_packages()]:
+    for package in [CONF_MODULE, *(plugin_conf_packages() if plugins else [])]:
         try:
             folder = files(package).joinpath(group)
         except ModuleNotFoundError:
@@ -106,13 +107,21 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
         check_node(group, cfg[group])
     # Everything but the model is cheap to build, and its constructor checks its own values.
-    for group in ("trainer", "algorithm", "reward"):
+    for group in ("trainer", "algorithm"):
         build_node(cfg[group])
+    build_reward(cfg.reward)
     sampler, task = build_node(cfg.sampler), build_node(cfg.task)
     block_size = model_block_size(cfg.model)
     sampler.check_gen_length(task.gen_length, block_size)
     build_node(cfg.algorithm).check_run(task, sampler, block_size)
     validate_warmup(cfg.get("warmup"))
+
+
+def build_reward(node: DictConfig) -> Any:
+    """The reward `node` describes, its signature checked (see `dllm.rewards.base.checked_reward`)."""
+    from dllm.rewards.base import checked_reward
+
+    return checked_reward(build_node(node))
 
 
 def validate_warmup(warmup: Any) -> None:
@@ -147,6 +156,7 @@ def check_node(path: str, node: Any) -> None:
         if OmegaConf.is_missing(node, key):
             raise ConfigError(f"{path}.{key} is required: set it on the command line, e.g. {path}.{key}=VALUE")
     target_path = node._target_
+    check_plugin_of(target_path)
     try:
         target = get_object(target_path)
     except Exception as exc:
@@ -172,6 +182,8 @@ def check_node(path: str, node: Any) -> None:
     for key, value in node.items():
         if isinstance(value, DictConfig) and "_target_" in value:
             check_node(f"{path}.{key}", value)  # a nested component (e.g. algorithm.estimator)
+    if node.get("_partial_", False):
+        return  # the caller passes the rest (a function reward gets prompts and completions)
     for name, parameter in parameters.items():
         required = parameter.default is inspect.Parameter.empty
         if required and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in values:
@@ -266,6 +278,6 @@ def build_components(cfg: DictConfig, model=None):
         tokenizer=tokenizer,
         task=build_node(cfg.task),
         sampler=build_node(cfg.sampler),
-        reward=build_node(cfg.reward),
+        reward=build_reward(cfg.reward),
         algorithm=build_node(cfg.algorithm),
     )
