@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dllm.algorithms.estimators.trace import TraceEstimator, dense_ranks
+from dllm.algorithms.rollout import Rollout
 from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.sdar import SDARSampler
@@ -14,12 +15,27 @@ def test_dense_ranks():
     assert dense_ranks(torch.tensor([[5, 2, 5, 9], [0, 0, 0, 1]])).tolist() == [[1, 0, 1, 2], [0, 0, 0, 1]]
 
 
+def steps_rollout(step_map, block_size, prompt_length=4):
+    """A rollout with `step_map` [1, G] after a `prompt_length`-token prompt (in a 4-column prompt)."""
+    steps = torch.tensor(step_map)
+    prompt_mask = (torch.arange(4) >= 4 - prompt_length).long()[None]
+    return Rollout(
+        sequences=torch.zeros(1, 4 + steps.shape[1], dtype=torch.long),
+        attention_mask=torch.cat([prompt_mask, torch.ones_like(steps)], 1),
+        step_map=steps, scored=torch.ones_like(steps, dtype=torch.bool), group=torch.zeros(1),
+        rewards=torch.zeros(1), truncated=torch.zeros(1, dtype=torch.bool), prompt_length=4,
+        block_size=block_size, mask_id=2,
+    )  # fmt: skip
+
+
 def test_rounds_merge_steps_per_block():
     estimator = TraceEstimator(shrinkage=2)
-    rollout = type("R", (), {"step_map": torch.tensor([[3, 0, 1, 2, 7, 6, 4, 5]]), "block_size": 4})()
-    assert estimator.rounds(rollout).tolist() == [[1, 0, 0, 1, 1, 1, 0, 0]]
-    rollout.block_size = None  # full attention: ranks over the whole completion
-    assert estimator.rounds(rollout).tolist() == [[1, 0, 0, 1, 3, 3, 2, 2]]
+    step_map = [[3, 0, 1, 2, 7, 6, 4, 5]]
+    assert estimator.rounds(steps_rollout(step_map, 4)).tolist() == [[1, 0, 0, 1, 1, 1, 0, 0]]
+    # full attention: ranks over the whole completion
+    assert estimator.rounds(steps_rollout(step_map, None)).tolist() == [[1, 0, 0, 1, 3, 3, 2, 2]]
+    # a 3-token prompt: its tail shares the first block with one completion token; blocks (3), (0 1 2 7), (6 4 5)
+    assert estimator.rounds(steps_rollout(step_map, 4, prompt_length=3)).tolist() == [[0, 0, 0, 1, 1, 1, 0, 0]]
 
 
 def recorded_patterns(recorder, start, end):
@@ -50,29 +66,52 @@ def test_full_attention_states_are_the_samplers(sampler, shrinkage, tokenizer):
                 assert torch.equal(noisy[row, p:] == recorder.mask_token_id, seen[first_step][row])
 
 
+# Prompts of 7, 4, 5 and 6 characters: every phase modulo the block of 4, left-padded into one batch.
+EVERY_PHASE = ("12+345=", "7+8=", "1+22=", "9+9+9=")
+
+
+def decoded_columns(rollout, width):
+    """[N, width] column of each completion (then overhang) position in the canvas a block sampler
+    decoded on: each row shifted by whole blocks so that its prompt's last block starts at the
+    first decoded column."""
+    lengths = rollout.attention_mask[:, : rollout.prompt_length].sum(1, keepdim=True)
+    first_block = int((lengths // rollout.block_size).max()) * rollout.block_size
+    return first_block + lengths % rollout.block_size + torch.arange(width)
+
+
 @pytest.mark.parametrize("strategy", ["low_confidence_dynamic", "sequential", "entropy_bounded"])
 def test_block_states_are_the_samplers(strategy, tokenizer):
     recorder = Recorder(tiny("sdar_tiny"))
     sampler = SDARSampler(remasking_strategy=strategy, denoising_steps=2, confidence_threshold=0.05,
                           temperature=1.0, use_cache=False, stop_at_eos=False)  # fmt: skip
-    rollout = sampled_rollout(recorder, sampler, tokenizer, gen_length=12)
-    p, block = rollout.prompt_length, rollout.block_size
+    rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=12)
+    p, mask = rollout.prompt_length, recorder.mask_token_id
+    compared = 0
     for noisy, actions in TraceEstimator().states(rollout):
+        columns = decoded_columns(rollout, noisy.shape[1] - p)
+        blocks = rollout.completion_blocks(columns.shape[1])
         for row in range(noisy.shape[0]):
-            for first in range(0, 12, block):
-                chosen = actions[row, first : first + block]
-                if not chosen.any():
-                    continue
-                step = int(rollout.step_map[row, first : first + block][chosen].min())
-                # without a cache, forward `step` is x[:, :end] with the block in its state
-                seen = recorder.inputs[step][row, p + first : p + first + block] == recorder.mask_token_id
-                assert torch.equal(noisy[row, p + first : p + first + block] == recorder.mask_token_id, seen)
+            for block in blocks[row, :12][actions[row]].unique().tolist():
+                chosen = actions[row] & (blocks[row, :12] == block)
+                step = int(rollout.step_map[row][chosen].min())
+                # without a cache, forward `step` is the canvas up to the block's end, the block in its state
+                seen = recorder.inputs[step][row]
+                here = blocks[row] == block
+                assert int(columns[row][here].max()) < seen.shape[0]
+                assert torch.equal(noisy[row, p:][here] == mask, seen[columns[row][here]] == mask)
+                if block == 0:  # the prompt's tail, clean in its block
+                    tail = int(rollout.attention_mask[row, :p].sum()) % 4
+                    first = int(columns[row, 0])
+                    assert tail == first % 4
+                    assert torch.equal(noisy[row, p - tail : p], seen[first - tail : first])
+                compared += 1
+    assert compared >= 4 * 4
 
 
 def test_packed_replay_equals_the_naive_one(tokenizer):
     model = tiny("sdar_tiny")
     sampler = SDARSampler(denoising_steps=4, temperature=1.0, stop_at_eos=False)
-    rollout = sampled_rollout(model, sampler, tokenizer, gen_length=16)
+    rollout = sampled_rollout(model, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=16)
     with torch.no_grad():
         packed = TraceEstimator(packed=True).gather(model, rollout)
         naive = TraceEstimator(packed=False).gather(model, rollout)
@@ -105,3 +144,25 @@ def test_log_probs_are_the_samplers_own(temperature, tokenizer):
             expected = torch.log_softmax(logits, -1)[completions[row, j]]
             assert scored[row, j]
             assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize("block_length", [4, 8])
+def test_block_log_probs_are_the_samplers_own_for_every_prompt_phase(block_length, tokenizer):
+    """SDAR: prompts of every phase in one ragged batch; each token's replayed log-prob is the
+    log-softmax of the sampler's forward at the step that revealed it (no cache: forward k is step k)."""
+    recorder = Recorder(tiny("sdar_tiny"))
+    sampler = SDARSampler(block_length=block_length, denoising_steps=2, temperature=1.0, use_cache=False,
+                          stop_at_eos=False)  # fmt: skip
+    rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=16)
+    assert rollout.overhang is not None and bool((rollout.overhang_steps >= 0).any())
+    with torch.no_grad():
+        log_probs, scored = TraceEstimator().log_probs(recorder.inner, rollout, {})
+        naive = TraceEstimator(packed=False).gather(recorder.inner, rollout)
+    columns = decoded_columns(rollout, 16)
+    for row in range(rollout.step_map.shape[0]):
+        for j in range(16):
+            logits = recorder.calls[int(rollout.step_map[row, j])].logits[row, int(columns[row, j])].double()
+            expected = torch.log_softmax(logits, -1)[rollout.completions[row, j]]
+            assert scored[row, j]
+            assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
+            assert float(naive[row, j]) == pytest.approx(float(expected), abs=1e-5)
