@@ -8,7 +8,7 @@ from dllm.algorithms.rollout import Rollout
 from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.sdar import SDARSampler
-from tests.unit.algorithms.rl_helpers import Recorder, sampled_rollout, tiny
+from tests.unit.algorithms.rl_helpers import Recorder, block_states_match, decoded_columns, sampled_rollout, tiny
 
 
 def test_dense_ranks():
@@ -70,42 +70,13 @@ def test_full_attention_states_are_the_samplers(sampler, shrinkage, tokenizer):
 EVERY_PHASE = ("12+345=", "7+8=", "1+22=", "9+9+9=")
 
 
-def decoded_columns(rollout, width):
-    """[N, width] column of each completion (then overhang) position in the canvas a block sampler
-    decoded on: each row shifted by whole blocks so that its prompt's last block starts at the
-    first decoded column."""
-    lengths = rollout.attention_mask[:, : rollout.prompt_length].sum(1, keepdim=True)
-    first_block = int((lengths // rollout.block_size).max()) * rollout.block_size
-    return first_block + lengths % rollout.block_size + torch.arange(width)
-
-
 @pytest.mark.parametrize("strategy", ["low_confidence_dynamic", "sequential", "entropy_bounded"])
 def test_block_states_are_the_samplers(strategy, tokenizer):
     recorder = Recorder(tiny("sdar_tiny"))
     sampler = SDARSampler(remasking_strategy=strategy, denoising_steps=2, confidence_threshold=0.05,
                           temperature=1.0, use_cache=False, stop_at_eos=False)  # fmt: skip
     rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=12)
-    p, mask = rollout.prompt_length, recorder.mask_token_id
-    compared = 0
-    for noisy, actions in TraceEstimator().states(rollout):
-        columns = decoded_columns(rollout, noisy.shape[1] - p)
-        blocks = rollout.completion_blocks(columns.shape[1])
-        for row in range(noisy.shape[0]):
-            for block in blocks[row, :12][actions[row]].unique().tolist():
-                chosen = actions[row] & (blocks[row, :12] == block)
-                step = int(rollout.step_map[row][chosen].min())
-                # without a cache, forward `step` is the canvas up to the block's end, the block in its state
-                seen = recorder.inputs[step][row]
-                here = blocks[row] == block
-                assert int(columns[row][here].max()) < seen.shape[0]
-                assert torch.equal(noisy[row, p:][here] == mask, seen[columns[row][here]] == mask)
-                if block == 0:  # the prompt's tail, clean in its block
-                    tail = int(rollout.attention_mask[row, :p].sum()) % 4
-                    first = int(columns[row, 0])
-                    assert tail == first % 4
-                    assert torch.equal(noisy[row, p - tail : p], seen[first - tail : first])
-                compared += 1
-    assert compared >= 4 * 4
+    assert block_states_match(recorder, rollout, TraceEstimator().states(rollout)) >= 4 * 4
 
 
 def test_packed_replay_equals_the_naive_one(tokenizer):
