@@ -63,11 +63,15 @@ class Rollout:
     def completions(self) -> Tensor:
         return self.sequences[:, self.prompt_length :]
 
+    def prompt_lengths(self) -> Tensor:
+        """[N] real (unpadded) prompt tokens of each row."""
+        return self.attention_mask[:, : self.prompt_length].sum(1)
+
     def completion_blocks(self, width: int | None = None) -> Tensor:
         """[N, width] (default G) block of each completion position, counted from each row's block
         holding its first completion token (all 0 for full attention)."""
         width = width or self.step_map.shape[1]
-        lengths = self.attention_mask[:, : self.prompt_length].sum(1, keepdim=True)
+        lengths = self.prompt_lengths()[:, None]
         offsets = torch.arange(width, device=lengths.device)
         if self.block_size is None:
             return torch.zeros_like(offsets)[None].expand(lengths.shape[0], -1)
@@ -178,6 +182,7 @@ def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
         "scored": rollout.scored.tolist(),
         "rewards": rollout.rewards.tolist(),
         "block_size": rollout.block_size,
+        "prompt_phases": (rollout.prompt_lengths() % (rollout.block_size or 1)).tolist(),
         "sequences": rollout.sequences.cpu(),
         "prompt_length": rollout.prompt_length,
     }
