@@ -3,9 +3,12 @@ its own training layout. One place computes log-probs from logits.
 
 - full attention (LLaDA, Dream): one forward over the noisy sequence; shifted (Dream-style)
   logits are realigned so position i predicts token i;
-- block diffusion (SDAR): one forward over `[x_t[noisy_from:] ; x_0]` under the block-diffusion
-  mask (noisy block i sees itself and the clean blocks before it), both copies at their own
-  positions; only the noisy copy is read.
+- block diffusion (SDAR): one forward over `[x_t[n:] ; x_0]` under the block-diffusion mask
+  (noisy block i sees itself and the clean blocks before it), both copies at their own
+  positions; only the noisy copy is read. Blocks and positions are each row's own, counted
+  from its first real token (as the sampler decodes them), so the noisy copy starts at the
+  earliest row's block holding `noisy_from`: a prompt's tail shares its block with the first
+  completion tokens, in the state the caller gives it.
 A value model (same backbone, scalar head) goes through the same forwards and is read the same
 way: its value at each noisy position.
 """
@@ -17,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dllm.models.masks import block_diffusion_mask, check_block_size, combine
+from dllm.models.masks import block_diffusion_mask, combine, row_positions
 
 Field = Literal["logits", "values"]
 
@@ -51,13 +54,15 @@ def noisy_outputs(
         return torch.cat([output[:, :1], output[:, :-1]], dim=1)  # token 0 reads position 0, as denoiser_logits
     if shift:
         raise NotImplementedError("block diffusion training of a shifted-logits model is not implemented")
-    check_block_size(length, block_size, "training length (prompt padded to whole blocks + gen_length)")
-    structure = block_diffusion_mask(length, block_size, device=clean.device, noisy_from=noisy_from)
-    keys = torch.cat([attention_mask[:, noisy_from:], attention_mask], dim=1)
-    positions = torch.cat([torch.arange(noisy_from, length), torch.arange(length)]).to(clean.device)
-    inputs = torch.cat([noisy[:, noisy_from:], clean], dim=1)
-    output = getattr(model(inputs, attention_mask=combine(structure, keys), position_ids=positions), field)
-    return output[:, : length - noisy_from]
+    positions = row_positions(attention_mask)
+    # The noisy copy starts where the earliest row's block holding `noisy_from` does.
+    start = noisy_from - int((positions[:, noisy_from] % block_size).max()) if noisy_from < length else noisy_from
+    structure = block_diffusion_mask(length, block_size, device=clean.device, noisy_from=start, positions=positions)
+    keys = torch.cat([attention_mask[:, start:], attention_mask], dim=1)
+    inputs = torch.cat([noisy[:, start:], clean], dim=1)
+    both_positions = torch.cat([positions[:, start:], positions], dim=1)
+    output = getattr(model(inputs, attention_mask=combine(structure, keys), position_ids=both_positions), field)
+    return output[:, noisy_from - start : length - start]
 
 
 def denoising_log_probs(

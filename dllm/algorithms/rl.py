@@ -226,7 +226,7 @@ class RL(Algorithm):
                 if size % self.training_block_size:
                     raise ConfigError(
                         f"algorithm.training_block_size ({self.training_block_size}) must divide the rollout block "
-                        f"size ({size}): prompts are padded to whole rollout blocks"
+                        f"size ({size}): training blocks must tile the rollout's blocks"
                     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -361,7 +361,7 @@ class RL(Algorithm):
         with torch.no_grad(), ctx.autocast():
             for rows in torch.arange(len(rollout), device=ctx.device).split(ctx.micro_batch_size):
                 values[rows] = self.value_replay.gather(self.value, rollout.select(rows), "values").float()
-        steps = decoding_steps(self.value_replay.rounds(rollout), rollout.block_size)
+        steps = decoding_steps(self.value_replay.rounds(rollout), rollout.completion_blocks())
         # As TraceRL, the value model learns group-normalised returns: the outcome is centred
         # on its group's mean total and every reward scaled by the group's std, so a
         # completion's rewards sum to its z-score whatever step carries them.

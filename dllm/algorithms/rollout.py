@@ -18,18 +18,18 @@ from torch import Tensor
 
 from dllm.data.base import Example, reward_fields
 from dllm.evaluation import decode_completions
-from dllm.models.base import pad_token_id
-from dllm.models.masks import left_pad_to_blocks
 from dllm.rewards.base import RewardError, score_batch
 from dllm.samplers.base import GenerationOutput
 
 
 @dataclass
 class Rollout:
-    """N = prompts x group_size completions. Per row: `sequences` [N, P + G] (the prompt left-
-    padded to whole blocks of the training block size, then the completion), `attention_mask`
-    [N, P + G] (0 on prompt padding), `step_map` [N, G] (decoding step of each completion
-    token), `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
+    """N = prompts x group_size completions. Per row: `sequences` [N, P + G] (the left-padded
+    prompt, then the completion; a block model's blocks count from each row's first real token,
+    as the sampler decoded them), `attention_mask` [N, P + G] (0 on prompt padding), `step_map`
+    [N, G] (decoding step of each completion token), `overhang` / `overhang_steps` [N, E] (block
+    models: the tokens the sampler decoded after G to finish each row's last block, see
+    `GenerationOutput`), `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
     `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
     `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
@@ -46,6 +46,8 @@ class Rollout:
     prompt_length: int
     block_size: int | None
     mask_id: int
+    overhang: Tensor | None = None
+    overhang_steps: Tensor | None = None
     process_rewards: Tensor | None = None  # [N, G] step-level reward values at the tokens they name
     advantages: Tensor | None = None
     returns: Tensor | None = None
@@ -60,6 +62,20 @@ class Rollout:
     @property
     def completions(self) -> Tensor:
         return self.sequences[:, self.prompt_length :]
+
+    def prompt_lengths(self) -> Tensor:
+        """[N] real (unpadded) prompt tokens of each row."""
+        return self.attention_mask[:, : self.prompt_length].sum(1)
+
+    def completion_blocks(self, width: int | None = None) -> Tensor:
+        """[N, width] (default G) block of each completion position, counted from each row's block
+        holding its first completion token (all 0 for full attention)."""
+        width = width or self.step_map.shape[1]
+        lengths = self.prompt_lengths()[:, None]
+        offsets = torch.arange(width, device=lengths.device)
+        if self.block_size is None:
+            return torch.zeros_like(offsets)[None].expand(lengths.shape[0], -1)
+        return (lengths + offsets) // self.block_size - lengths // self.block_size
 
     def map_rows(self, function: Callable[[Tensor], Tensor]) -> Rollout:
         """A copy with `function` applied to every per-row tensor (to slice rows, move devices)."""
@@ -101,9 +117,7 @@ def rollout_from_output(
     group_size: int = 1,
 ) -> Rollout:
     """The rollout of a sampler's `output` for left-padded prompts [N, P] (rewards 0 until
-    scored): the prompt re-padded to whole blocks of the decoding's block size, as the sampler
-    decoded it, so that training blocks are the rollout's blocks."""
-    prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, output.block_size, pad_token_id(model))
+    scored), in the layout the sampler decoded: blocks from each row's first real token."""
     completions = output.completions(output.sequences.shape[1] - output.step_map.shape[1])
     rows = completions.shape[0]
     has_eos = (completions == eos_id).any(1) if eos_id is not None else torch.zeros(rows, dtype=torch.bool)
@@ -118,6 +132,8 @@ def rollout_from_output(
         prompt_length=prompt_ids.shape[1],
         block_size=output.block_size,
         mask_id=model.mask_token_id,
+        overhang=output.overhang,
+        overhang_steps=output.overhang_steps,
     )
 
 
@@ -166,6 +182,7 @@ def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
         "scored": rollout.scored.tolist(),
         "rewards": rollout.rewards.tolist(),
         "block_size": rollout.block_size,
+        "prompt_phases": (rollout.prompt_lengths() % (rollout.block_size or 1)).tolist(),
         "sequences": rollout.sequences.cpu(),
         "prompt_length": rollout.prompt_length,
     }

@@ -6,8 +6,9 @@ of the masked tokens weighted 1/p, summed per sequence, divided by its response 
 and averaged over the batch. Prompt tokens are never masked and never scored.
 
 Block SFT (block diffusion models such as SDAR): one forward over `[x_t ; x_0]` under the
-block-diffusion mask, both halves at positions 0..L-1, scoring the noisy half; prompts are
-left-padded to whole blocks so that training blocks are the blocks the model decodes.
+block-diffusion mask, both halves at each row's own positions, scoring the noisy half; blocks
+count from each row's first real token, as the sampler decodes them, so a prompt's tail shares
+its block with the first response tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
 from dllm.algorithms.denoise import denoising_log_probs, token_log_probs
 from dllm.data.base import Example
 from dllm.errors import ConfigError
-from dllm.models.masks import left_pad_to_blocks
 
 
 @dataclass
@@ -50,13 +50,9 @@ class SFTBatch:
         return SFTBatch(*tensors, share=self.share, global_rows=self.input_ids.shape[0], offset=start)
 
 
-def collate_sft(tokenizer, examples: list[Example], gen_length: int, block_size: int | None = None) -> SFTBatch:
-    """Tokenise examples into an `SFTBatch` whose responses span exactly `gen_length` tokens
-    (and whose prompts span whole blocks of `block_size`, when given)."""
+def collate_sft(tokenizer, examples: list[Example], gen_length: int) -> SFTBatch:
+    """Tokenise examples into an `SFTBatch` whose responses span exactly `gen_length` tokens."""
     prompts = tokenizer([e.prompt for e in examples], padding=True, return_tensors="pt")
-    prompt_ids, prompt_mask, _ = left_pad_to_blocks(
-        prompts["input_ids"], prompts["attention_mask"], block_size, tokenizer.pad_token_id
-    )
     responses = []
     for example in examples:
         ids = tokenizer(example.response, add_special_tokens=False)["input_ids"]
@@ -120,13 +116,13 @@ class SFT(Algorithm):
         return block_size if use_blocks else None
 
     def micro_batches(self, ctx: TrainContext, num_micro_batches: int) -> Iterator[SFTBatch]:
-        block_size = self.training_block_size(ctx.model)
+        self.training_block_size(ctx.model)  # refuse block SFT of a model without blocks before drawing
         world = ctx.world_size
         for _ in range(num_micro_batches):
             # Every process draws and collates the global micro-batch (same padding, same
             # positions) and keeps its rows.
             examples = ctx.task.sample(ctx.rng, ctx.micro_batch_size * world)
-            batch = collate_sft(ctx.tokenizer, examples, ctx.task.gen_length, block_size).to(ctx.device)
+            batch = collate_sft(ctx.tokenizer, examples, ctx.task.gen_length).to(ctx.device)
             if world > 1:
                 batch = batch.rows(ctx.rank * ctx.micro_batch_size, (ctx.rank + 1) * ctx.micro_batch_size)
             batch.share = 1 / (num_micro_batches * world)

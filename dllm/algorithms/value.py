@@ -41,13 +41,11 @@ def value_model_for(policy: torch.nn.Module, checkpoint: str | None = None) -> t
     return value_model.to(next(policy.parameters()).device)
 
 
-def decoding_steps(rounds: Tensor, block_size: int | None) -> Tensor:
+def decoding_steps(rounds: Tensor, blocks: Tensor) -> Tensor:
     """[N, G] index of each token's merged decoding step in decoding order (blocks in order,
-    then rounds within a block), 0-based and contiguous per row."""
-    if block_size is None:
-        return dense_ranks(rounds)
-    blocks = torch.arange(rounds.shape[1], device=rounds.device) // block_size
-    return dense_ranks(blocks[None, :] * (int(rounds.max()) + 1) + rounds)
+    then rounds within a block), 0-based and contiguous per row; `blocks` [N, G] from
+    `Rollout.completion_blocks`."""
+    return dense_ranks(blocks * (int(rounds.max()) + 1) + rounds)
 
 
 def step_gae(

@@ -68,9 +68,11 @@ def render_html(record: dict[str, Any], rows: list[int]) -> str:
             f"<div class='row'><div class='prompt'>row {row} · reward {record['rewards'][row]:.3g} · prompt "
             f"<code>{html.escape(record['prompts'][row])}</code></div><div class='cells'>"
         )
+        # blocks count from the row's first prompt token: its prompt's tail fills the first one's start
+        phase = record["prompt_phases"][row] if "prompt_phases" in record else 0
         for position, (token, step) in enumerate(zip(record["tokens"][row], steps)):
             classes = ["cell"] + ([] if scored[position] else ["dim"])
-            if block and position and position % block == 0:
+            if block and position and (position + phase) % block == 0:
                 classes.append("edge")
             text = html.escape(token if token.strip() else repr(token)[1:-1] or "␣")
             parts.append(

@@ -11,6 +11,10 @@ structural masks below; `combine` broadcasts them with a [B, Lk] padding mask in
   completion after P is noisy): noisy block i sees noisy block i and clean blocks < i; clean
   block i sees clean blocks <= i. With `document_ids` (packed samples) blocks restart at each
   document and nothing crosses documents.
+
+Blocks count from each row's own position 0, as SDAR's decoder counts them: a left-padded row
+takes its positions from its real tokens (`row_positions`), so a prompt that ends inside a
+block shares that block with the first generated tokens, whatever the padding.
 """
 
 from __future__ import annotations
@@ -30,8 +34,15 @@ def check_block_size(length: int, block_size: int, what: str = "sequence length"
 
 
 def block_causal_mask(q_positions: Tensor, k_positions: Tensor, block_size: int) -> Tensor:
-    """[Lq, Lk]: key block <= query block, for absolute positions (queries may sit after a cache)."""
-    return (k_positions[None, :] // block_size) <= (q_positions[:, None] // block_size)
+    """[Lq, Lk] (or [B, Lq, Lk] for per-row [B, L] positions): key block <= query block, for
+    absolute positions (queries may sit after a cache)."""
+    return (k_positions[..., None, :] // block_size) <= (q_positions[..., :, None] // block_size)
+
+
+def row_positions(attention_mask: Tensor) -> Tensor:
+    """[B, L] position of each column counted from the row's first real token (0 on the left
+    padding before it): the positions a left-padded row has as if it were alone."""
+    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
 
 
 def _document_blocks(length: int, block_size: int, document_ids: Tensor | None, device) -> tuple[Tensor, Tensor]:
@@ -52,22 +63,28 @@ def block_diffusion_mask(
     document_ids: Tensor | None = None,
     device: torch.device | str = "cpu",
     noisy_from: int = 0,
+    positions: Tensor | None = None,
 ) -> Tensor:
     """[N + L, N + L] training mask over `[x_t[noisy_from:] ; x_0]`: the noisy copy of positions
     `noisy_from..L-1` first (N = L - noisy_from; a clean prompt need not be copied), then the
-    clean sequence. Block i of the noisy copy sees itself and clean blocks < i."""
-    blocks, documents = _document_blocks(length, block_size, document_ids, device)
-    block = torch.cat([blocks[noisy_from:], blocks])
-    document = torch.cat([documents[noisy_from:], documents])
+    clean sequence. Block i of the noisy copy sees itself and clean blocks < i. With per-row
+    `positions` [B, L] (`row_positions`) the blocks are each row's own: [B, N + L, N + L]."""
+    if positions is not None:
+        blocks = positions.to(device) // block_size
+        documents = torch.zeros_like(blocks)
+    else:
+        blocks, documents = _document_blocks(length, block_size, document_ids, device)
+    block = torch.cat([blocks[..., noisy_from:], blocks], dim=-1)
+    document = torch.cat([documents[..., noisy_from:], documents], dim=-1)
     noisy = torch.cat(
         [
             torch.ones(length - noisy_from, dtype=torch.bool, device=device),
             torch.zeros(length, dtype=torch.bool, device=device),
         ]
     )
-    q_block, k_block = block[:, None], block[None, :]
+    q_block, k_block = block[..., :, None], block[..., None, :]
     q_noisy, k_noisy = noisy[:, None], noisy[None, :]
-    same_document = document[:, None] == document[None, :]
+    same_document = document[..., :, None] == document[..., None, :]
     noisy_sees_own_block = q_noisy & k_noisy & (k_block == q_block)
     noisy_sees_earlier_clean = q_noisy & ~k_noisy & (k_block < q_block)
     clean_sees_clean = ~q_noisy & ~k_noisy & (k_block <= q_block)
@@ -75,28 +92,17 @@ def block_diffusion_mask(
 
 
 def combine(structure: Tensor | None, attention_mask: Tensor | None) -> Tensor | None:
-    """[B, 1, Lq, Lk] from a structural [Lq, Lk] mask and a [B, Lk] 0/1 padding mask (keys only);
-    None when neither restricts anything."""
+    """[B, 1, Lq, Lk] from a structural [Lq, Lk] (or per-row [B, Lq, Lk]) mask and a [B, Lk] 0/1
+    padding mask (keys only); None when neither restricts anything."""
     padded = attention_mask is not None and not bool(attention_mask.all())
     if structure is None and not padded:
         return None
+    if structure is not None:
+        structure = structure[:, None] if structure.dim() == 3 else structure[None, None]
     if not padded:
-        return structure[None, None]
+        return structure
     keys = attention_mask.bool()[:, None, None, :]
-    return keys if structure is None else keys & structure[None, None]
-
-
-def left_pad_to_blocks(
-    ids: Tensor, attention_mask: Tensor, block_size: int | None, pad_id: int
-) -> tuple[Tensor, Tensor, int]:
-    """Left-pad [B, P] ids and mask so that P becomes a multiple of `block_size`: generated
-    (and trained) blocks then coincide with the model's blocks, counted from position 0.
-    Returns the padded ids, mask, and the number of columns added."""
-    if block_size is None or ids.shape[1] % block_size == 0:
-        return ids, attention_mask, 0
-    extra = block_size - ids.shape[1] % block_size
-    pad = ids.new_full((ids.shape[0], extra), pad_id)
-    return torch.cat([pad, ids], 1), torch.cat([torch.zeros_like(pad), attention_mask], 1), extra
+    return keys if structure is None else keys & structure
 
 
 def forward_mask(

@@ -25,12 +25,21 @@ from dllm.registry import Registry
 class GenerationOutput:
     """`sequences` [B, P+G] (prompt then completion), `step_map` [B, G] (global step at which
     each generated token was revealed; tokens filled after EOS carry the EOS's step), and
-    `nfe`, the number of network evaluations per sequence."""
+    `nfe`, the number of network evaluations per sequence.
+
+    A block diffusion model decodes whole blocks counted from each row's position 0, so when
+    P + G is not a multiple of the block the last block runs past the G tokens returned (SDAR's
+    decoder returns them too: 17 new tokens for G = 16 after a 7-token prompt in blocks of 4).
+    Those tokens are kept apart, for exact replay: `overhang` [B, E] and `overhang_steps` [B, E]
+    (E < block_size), each row's tokens after its G up to the end of its own last block, then
+    masks with step -1 (None for full-attention models)."""
 
     sequences: Tensor
     step_map: Tensor
     nfe: int
     block_size: int | None = None  # the blocks a block diffusion model decoded (None: full attention)
+    overhang: Tensor | None = None
+    overhang_steps: Tensor | None = None
 
     def completions(self, prompt_length: int) -> Tensor:
         return self.sequences[:, prompt_length:]
@@ -86,8 +95,8 @@ class Sampler(ABC):
         return state.output()
 
     def decoding_block_size(self, model: torch.nn.Module) -> int | None:
-        """The blocks a block diffusion model decodes (its attention's blocks in this decoding;
-        the prompt is left-padded to them): its own by default; None for full attention."""
+        """The blocks a block diffusion model decodes (its attention's blocks in this decoding,
+        counted from each row's position 0): its own by default; None for full attention."""
         return model.block_size
 
     @abstractmethod
@@ -128,18 +137,28 @@ SAMPLERS = Registry("sampler", interface=Sampler)
 
 @dataclass
 class Decoding:
-    """The state every decoder shares: the sequence `x` [B, P+G] (prompt, then masks), the key
-    padding mask, the trajectory, the step and forward counters. For block diffusion models
-    the prompt is left-padded to whole blocks (`alignment` columns), removed again at the end."""
+    """The state every decoder shares: the sequence `x` [B, L] (prompt, then masks), the key
+    padding mask, the trajectory, the step and forward counters.
+
+    Full-attention models decode `x` = [prompt | G masks]: the completion starts at column
+    `prompt_length`. A block diffusion model decodes blocks counted from each row's own position 0
+    (as SDAR's decoder): each row is left-padded by whole blocks so that all rows' blocks share
+    columns, `prompt_length` is the start of the first block any row decodes, each row's prompt
+    tail (its last P_b mod block tokens) sits in that block before its masks, `position_ids` are
+    each row's own, and the decoding runs whole blocks past the G tokens (see
+    `GenerationOutput`). `step_map` covers the columns from `prompt_length` on (-1: never revealed)."""
 
     x: Tensor
     key_mask: Tensor
     step_map: Tensor
     prompt_length: int
-    alignment: int
     mask_id: int
     eos_id: int | None
+    prompt_ids: Tensor  # [B, P] the prompts as given
+    completion_start: Tensor  # [B] column of each row's first generated token
+    gen_length: int
     block_size: int | None = None
+    position_ids: Tensor | None = None  # [B, L] each row's own positions (block models)
     step: int = 0
     nfe: int = 0
 
@@ -153,25 +172,57 @@ class Decoding:
         stop_at_eos: bool,
         block_size: int | None = None,
     ) -> Decoding:
-        """`block_size`: the decoding's blocks (block diffusion models); the prompt is padded to them."""
+        """`block_size`: the decoding's blocks (block diffusion models), counted from each row's position 0."""
         from dllm.models.base import pad_token_id
-        from dllm.models.masks import left_pad_to_blocks
 
         prompt_mask = check_prompts(model, prompt_ids, attention_mask, gen_length)
         block_size = block_size if model.block_size is not None else None
-        ids, prompt_mask, alignment = left_pad_to_blocks(prompt_ids, prompt_mask, block_size, pad_token_id(model))
-        batch, prompt_length = ids.shape
         mask_id = model.mask_token_id
-        return cls(
-            x=torch.cat([ids, ids.new_full((batch, gen_length), mask_id)], dim=1),
-            key_mask=torch.cat([prompt_mask, prompt_mask.new_ones(batch, gen_length)], dim=1),
-            step_map=torch.full((batch, gen_length), -1, dtype=torch.long, device=ids.device),
-            prompt_length=prompt_length,
-            alignment=alignment,
-            mask_id=mask_id,
-            eos_id=getattr(model.config, "eos_token_id", None) if stop_at_eos else None,
-            block_size=block_size,
+        batch, length = prompt_ids.shape
+        eos_id = getattr(model.config, "eos_token_id", None) if stop_at_eos else None
+        common = dict(mask_id=mask_id, eos_id=eos_id, prompt_ids=prompt_ids, gen_length=gen_length)
+        if block_size is None:
+            return cls(
+                x=torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_id)], dim=1),
+                key_mask=torch.cat([prompt_mask, prompt_mask.new_ones(batch, gen_length)], dim=1),
+                step_map=torch.full((batch, gen_length), -1, dtype=torch.long, device=prompt_ids.device),
+                prompt_length=length,
+                completion_start=torch.full((batch,), length, device=prompt_ids.device),
+                **common,
+            )
+        x, key_mask, positions, first_block = block_layout(
+            prompt_ids, prompt_mask, block_size, gen_length, pad_token_id(model), mask_id
         )
+        lengths = prompt_mask.sum(1)
+        return cls(
+            x=x,
+            key_mask=key_mask,
+            step_map=torch.full((batch, x.shape[1] - first_block), -1, dtype=torch.long, device=x.device),
+            prompt_length=first_block,
+            completion_start=first_block + lengths % block_size,
+            block_size=block_size,
+            position_ids=positions,
+            **common,
+        )
+
+    def completion(self) -> tuple[Tensor, Tensor]:
+        """Each row's G generated tokens and their steps, [B, G] each (from its own first generated column)."""
+        return self._from_completion_start(0, self.gen_length)
+
+    def overhang(self) -> tuple[Tensor | None, Tensor | None]:
+        """[B, E] tokens and steps after each row's G, to the end of its last block (then masks, step -1)."""
+        if self.block_size is None:
+            return None, None
+        overflow = (self.prompt_length - self.completion_start - self.gen_length) % self.block_size
+        extra = int(overflow.max())
+        tokens, steps = self._from_completion_start(self.gen_length, extra)
+        inside = torch.arange(extra, device=self.x.device) < overflow[:, None]
+        return tokens.masked_fill(~inside, self.mask_id), steps.masked_fill(~inside, -1)
+
+    def _from_completion_start(self, offset: int, width: int) -> tuple[Tensor, Tensor]:
+        columns = self.completion_start[:, None] - self.prompt_length + offset
+        columns = (columns + torch.arange(width, device=self.x.device)).clamp(max=self.step_map.shape[1] - 1)
+        return self.x[:, self.prompt_length :].gather(1, columns), self.step_map.gather(1, columns)
 
     def block_masked(self, start: int, end: int) -> Tensor:
         return self.x[:, start:end] == self.mask_id
@@ -183,18 +234,43 @@ class Decoding:
         self.step_map[:, offset : offset + (end - start)][revealed] = self.step
         self.step += 1
 
-    def all_stopped(self, end: int | None = None) -> bool:
-        """Every row has an EOS with nothing masked before it (within the completion up to `end`)."""
+    def all_stopped(self) -> bool:
+        """Every row has an EOS with nothing masked before it within its G tokens."""
         if self.eos_id is None:
             return False
-        completion = self.x[:, self.prompt_length : end]
+        completion = self.completion()[0]
         return bool((stop_positions(completion, self.eos_id, self.mask_id) < completion.shape[1]).all())
 
     def output(self) -> GenerationOutput:
-        completion, step_map = fill_after_eos(self.x[:, self.prompt_length :], self.step_map, self.eos_id, self.mask_id)
-        prompt = self.x[:, self.alignment : self.prompt_length]
-        sequences = torch.cat([prompt, completion], dim=1)
-        return GenerationOutput(sequences=sequences, step_map=step_map, nfe=self.nfe, block_size=self.block_size)
+        completion, step_map = fill_after_eos(*self.completion(), self.eos_id, self.mask_id)
+        sequences = torch.cat([self.prompt_ids, completion], dim=1)
+        overhang, overhang_steps = self.overhang()
+        return GenerationOutput(
+            sequences=sequences, step_map=step_map, nfe=self.nfe, block_size=self.block_size,
+            overhang=overhang, overhang_steps=overhang_steps,
+        )  # fmt: skip
+
+
+def block_layout(
+    prompt_ids: Tensor, prompt_mask: Tensor, block_size: int, gen_length: int, pad_id: int, mask_id: int
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """The canvas a block diffusion model decodes left-padded prompts [B, P] on, with blocks
+    counted from each row's own position 0: (x [B, L], key mask [B, L], position ids [B, L],
+    first decoded column). Each row is shifted by whole blocks so that every row's block
+    holding its prompt's end starts at that column; its masks follow its prompt, through
+    enough whole blocks for every row's G tokens."""
+    lengths = prompt_mask.sum(1)
+    whole_blocks = lengths // block_size
+    first_block = int(whole_blocks.max()) * block_size
+    num_blocks = -(-(int((lengths % block_size).max()) + gen_length) // block_size)
+    shift = first_block - whole_blocks * block_size  # column of each row's position 0
+    positions = torch.arange(first_block + num_blocks * block_size, device=prompt_ids.device) - shift[:, None]
+    # position i of row b is column P - lengths[b] + i of its left-padded prompt
+    source = (positions + prompt_ids.shape[1] - lengths[:, None]).clamp(0, prompt_ids.shape[1] - 1)
+    in_prompt = (positions >= 0) & (positions < lengths[:, None])
+    x = torch.where(in_prompt, prompt_ids.gather(1, source), mask_id)
+    x = x.masked_fill(positions < 0, pad_id)
+    return x, (positions >= 0).to(prompt_mask.dtype), positions.clamp(min=0), first_block
 
 
 def check_prompts(model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Tensor | None, gen_length: int) -> Tensor:

@@ -11,8 +11,9 @@ the positions a step reveals (`candidates`).
   prefix; later steps recompute the block and everything after it over that cache;
 - `dual` (Fast-dLLM, approximate): the first forward caches prefix and suffix; later steps
   recompute the block alone, written in place into the cache;
-- `block` (exact, block diffusion models): the prompt and every finished block are committed
-  once; each step runs the block alone over the cache, and one more forward commits it.
+- `block` (exact, block diffusion models): the prompt's whole blocks and every finished block
+  are committed once; each step runs the block alone over the cache, and one more forward
+  commits it (a prompt's tail is decoded with the block it shares with the first masks).
 The approximate caches see keys computed from an older state, refreshed every block; the
 exact one gives the same tokens as recomputing.
 """
@@ -87,14 +88,18 @@ class NoCache(CacheStrategy):
     def block_logits(self, model, state, start, end, step):
         stop = end if model.block_size is not None else state.x.shape[1]
         x, keys = state.x[:, :stop], state.key_mask[:, :stop]
+        positions = state.position_ids[:, :stop] if state.position_ids is not None else None
         offset = start - _shift(model)
         if self.cfg_scale <= 0:
             state.nfe += 1
-            return model(x, attention_mask=keys, block_size=state.block_size).logits, offset
+            return model(x, attention_mask=keys, position_ids=positions, block_size=state.block_size).logits, offset
         unconditional = x.clone()
         unconditional[:, : state.prompt_length] = state.mask_id
         both = torch.cat([x, unconditional])
-        logits = model(both, attention_mask=torch.cat([keys, keys]), block_size=state.block_size).logits
+        both_positions = torch.cat([positions, positions]) if positions is not None else None
+        logits = model(
+            both, attention_mask=torch.cat([keys, keys]), position_ids=both_positions, block_size=state.block_size
+        ).logits
         state.nfe += 2
         conditional, unconditional_logits = logits.chunk(2)
         return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits), offset
@@ -148,7 +153,8 @@ class BlockCache(CacheStrategy):
 
     def start(self, model, state):
         self.cache = KVCache(model.config.num_hidden_layers)
-        self._forward(model, state, 0, state.prompt_length, commit=True)
+        if state.prompt_length > 0:  # no whole prompt block: nothing to prefill
+            self._forward(model, state, 0, state.prompt_length, commit=True)
 
     def block_logits(self, model, state, start, end, step):
         return self._forward(model, state, start, end, commit=False).logits, 0
@@ -161,8 +167,8 @@ class BlockCache(CacheStrategy):
         state.nfe += 1
         keys = state.key_mask[:, :end]
         return model(
-            state.x[:, start:end], attention_mask=keys, past_key_values=self.cache, use_cache=commit,
-            block_size=state.block_size,
+            state.x[:, start:end], attention_mask=keys, position_ids=state.position_ids[:, start:end],
+            past_key_values=self.cache, use_cache=commit, block_size=state.block_size,
         )  # fmt: skip
 
 

@@ -3,7 +3,9 @@ policy x cache strategy, each chosen independently. The reference presets (`llad
 `fast_dllm`, `sdar`) are this engine with their own argument names.
 
 - blocks: semi-autoregressive blocks of `block_length` (None: the model's block size, or the
-  whole completion for full-attention models), decoded left to right;
+  whole completion for full-attention models), decoded left to right; a block diffusion model's
+  blocks count from each row's position 0, so a prompt ending inside a block shares it with the
+  first generated tokens and the last block may run past `gen_length` (`Decoding`);
 - steps: `steps` in all (None: `gen_length`), split evenly over the blocks; in a block the
   masked count is spread over its steps as evenly as possible, earlier steps taking the
   remainder (LLaDA's linear schedule) — the quota of `top_k`, `dynamic` and `sequential`;
@@ -40,6 +42,9 @@ class DiffusionSampler(Sampler):
     noise_over_forward: ClassVar[bool] = False
     # Gumbel sampling scores confidence with a float64 softmax (Fast-dLLM); LLaDA uses the logits' dtype.
     confidence_in_float64: ClassVar[bool] = True
+    # The step quotas split the whole block (SDAR), not the masks in it: they differ in the block a
+    # prompt's tail shares with the first generated tokens. A step never reveals more than is masked.
+    quota_of_whole_block: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -130,9 +135,12 @@ class DiffusionSampler(Sampler):
         block_length, steps_per_block = self.layout(gen_length, model.block_size)
         cache = self.make_cache(model)
         cache.start(model, state)
-        for start in range(state.prompt_length, state.prompt_length + gen_length, block_length):
+        for start in range(state.prompt_length, state.x.shape[1], block_length):
             end = start + block_length
-            quotas = transfer_schedule(state.block_masked(start, end).sum(1), steps_per_block)
+            counts = state.block_masked(start, end).sum(1)
+            if self.quota_of_whole_block:
+                counts = torch.full_like(counts, block_length)
+            quotas = transfer_schedule(counts, steps_per_block)
             for step in itertools.count():
                 masked = state.block_masked(start, end)
                 if not masked.any():

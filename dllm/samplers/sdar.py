@@ -1,11 +1,14 @@
 """`sdar`: SDAR's block diffusion decoder (JetAstra/SDAR `block_diffusion_generate`), batched,
 with the exact KV cache of committed blocks.
 
-The prompt is left-padded to whole blocks and run once into the cache; then each block of
-`block_length` masks is denoised in `denoising_steps` steps — every step one forward of the
-block alone over the cache (nothing stored) — and, once no mask is left, one more forward
-commits the block's keys and values. Per step `block_length // denoising_steps` tokens are
-revealed (the first `block_length % denoising_steps` steps one more), chosen by
+Blocks count from position 0 of each row's own prompt, as the reference's: the prompt's whole
+blocks run once into the cache (none when it is shorter than a block); its last
+`P % block_length` tokens share the next block with the first generated tokens and are re-encoded
+with it until that block is done. Each block is denoised in `denoising_steps` steps — every step
+one forward of the block alone over the cache (nothing stored) — and, once no mask is left, one
+more forward commits the block's keys and values. Per step `block_length // denoising_steps`
+tokens are revealed (the first `block_length % denoising_steps` steps one more; counted over the
+whole block, prompt tokens included, and capped at the masks left), chosen by
 `remasking_strategy`:
 
 - `sequential`: the leftmost masked positions;
@@ -16,6 +19,10 @@ revealed (the first `block_length % denoising_steps` steps one more), chosen by
   `eb_threshold` (at least one; steps continue past `denoising_steps` until the block is done).
 
 It is the `diffusion` engine with categorical sampling (top-k / top-p) and the `block` cache.
+The decoding runs to the end of the block holding token P + gen_length, as the reference's does
+(17 new tokens for gen_length 16 after a 7-token prompt, blocks of 4); `sequences` keeps the
+`gen_length` asked for and `GenerationOutput.overhang` the rest. Ragged batches decode each row
+in its own block phase, with its own positions: each row's tokens are those of a batch of one.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ class SDARSampler(DiffusionSampler):
     `use_cache=False` recomputes the prefix every step (same tokens, for checking the cache).
     As in the reference, `eb_threshold` (None there) is needed by `entropy_bounded` only and
     `confidence_threshold` by `low_confidence_dynamic` only; `top_k` / `top_p` None: no limit."""
+
+    quota_of_whole_block = True
 
     def __init__(
         self,

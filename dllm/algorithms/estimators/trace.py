@@ -9,6 +9,9 @@ Block diffusion models: every block's k-th merged step is scored in ONE forward 
 `[x_t[P:] ; x_0]` under the block-diffusion mask — noisy block b sees its own state and the
 clean blocks before it, exactly what the sampler's block-causal attention saw — so a
 completion of many blocks costs as many forwards as its longest block has merged steps.
+Blocks are each row's own, as decoded: a prompt's tail sits, clean, in the block of the first
+completion tokens, and the rollout's `overhang` (tokens decoded past G to finish the last
+block) is replayed in its states too, though never scored.
 Full-attention models need one forward per merged step. `packed=False` replays naively, one
 forward per merged step of each block (the same numbers; for benchmarks and checks).
 """
@@ -24,6 +27,7 @@ from dllm.algorithms.denoise import Field, noisy_outputs, token_log_probs
 from dllm.algorithms.estimators.base import ESTIMATORS, Estimator, Plan
 from dllm.algorithms.rollout import Rollout
 from dllm.errors import ConfigError
+from dllm.models.masks import block_causal_mask, combine, row_positions
 
 
 def dense_ranks(steps: Tensor) -> Tensor:
@@ -48,22 +52,31 @@ class TraceEstimator(Estimator):
     def rounds(self, rollout: Rollout) -> Tensor:
         """[N, G] merged step of each completion token: the dense rank of its decoding step in
         its row (in its block, for block models), divided by `shrinkage`."""
-        steps = rollout.step_map
-        block = rollout.block_size or steps.shape[1]
-        ranks = dense_ranks(steps.view(steps.shape[0], -1, block)).view_as(steps)
-        return ranks // self.shrinkage
+        return self._rounds(rollout)[:, : rollout.step_map.shape[1]]
+
+    def _rounds(self, rollout: Rollout) -> Tensor:
+        """`rounds` over the completion and the overhang, [N, G + E]."""
+        steps = extended_completion(rollout)[1]
+        blocks = rollout.completion_blocks(steps.shape[1])
+        ranks = dense_ranks(blocks * (int(steps.max()) + 2) + steps + 1)  # block-major, then step (-1 >= 0)
+        first = torch.full_like(ranks, ranks.numel()).scatter_reduce(1, blocks, ranks, "amin")
+        return (ranks - first.gather(1, blocks)) // self.shrinkage
 
     def states(self, rollout: Rollout) -> Iterator[tuple[Tensor, Tensor]]:
-        """(noisy sequence [N, P + G], actions [N, G]) for each merged step, in order."""
-        rounds = self.rounds(rollout)
-        if not bool(rollout.scored.any()):
+        """(noisy sequence [N, P + G + E], actions [N, G]) for each merged step, in order; E: the
+        overhang's width (0 without one)."""
+        completions = extended_completion(rollout)[0]
+        rounds = self._rounds(rollout)
+        scored = torch.zeros_like(rounds, dtype=torch.bool)
+        scored[:, : rollout.scored.shape[1]] = rollout.scored
+        if not bool(scored.any()):
             return
         prompt = rollout.sequences[:, : rollout.prompt_length]
-        for merged in range(int(rounds[rollout.scored].max()) + 1):
-            actions = (rounds == merged) & rollout.scored
+        for merged in range(int(rounds[scored].max()) + 1):
+            actions = (rounds == merged) & scored
             if bool(actions.any()):
-                completion = rollout.completions.masked_fill(rounds >= merged, rollout.mask_id)
-                yield torch.cat([prompt, completion], dim=1), actions
+                noisy = completions.masked_fill(rounds >= merged, rollout.mask_id)
+                yield torch.cat([prompt, noisy], dim=1), actions[:, : rollout.scored.shape[1]]
 
     def chunks(
         self, model: torch.nn.Module, rollout: Rollout, plan: Plan | None = None, field: Field = "logits"
@@ -88,25 +101,48 @@ class TraceEstimator(Estimator):
 
     @staticmethod
     def _read(model, rollout: Rollout, noisy: Tensor, field: Field) -> Tensor:
-        output = noisy_outputs(
-            model, noisy, rollout.sequences, rollout.attention_mask, rollout.block_size, rollout.prompt_length, field
-        )
+        clean, keys = extended_sequences(rollout)
+        output = noisy_outputs(model, noisy, clean, keys, rollout.block_size, rollout.prompt_length, field)
+        output = output[:, : rollout.step_map.shape[1]]
         return token_log_probs(output, rollout.completions) if field == "logits" else output
 
     @staticmethod
     def _read_block_by_block(model, rollout: Rollout, noisy: Tensor, actions: Tensor, field: Field) -> Tensor:
-        """The naive replay: one forward per block that has actions, over the sequence up to
-        its end (the block in its state, the blocks before it clean) with the model's own mask."""
+        """The naive replay: one forward per block that has actions, over the whole sequence with
+        the model's own block-causal mask (each row's blocks, from its positions): the block in its
+        state, the blocks before it clean (those after it cannot be seen)."""
+        clean, keys = extended_sequences(rollout)
+        start, width = rollout.prompt_length, actions.shape[1]
+        blocks = rollout.completion_blocks(clean.shape[1] - start)
+        positions = row_positions(keys)
+        structure = block_causal_mask(positions, positions, rollout.block_size)
         read = torch.zeros(actions.shape, device=noisy.device)
-        block, start = rollout.block_size, rollout.prompt_length
-        for first in range(0, actions.shape[1], block):
-            if not bool(actions[:, first : first + block].any()):
+        for block in range(int(blocks.max()) + 1):
+            here = blocks[:, :width] == block
+            if not bool((actions & here).any()):
                 continue
-            end = start + first + block
-            inputs = torch.cat([rollout.sequences[:, : start + first], noisy[:, start + first : end]], dim=1)
-            keys = rollout.attention_mask[:, :end]
-            output = getattr(model(inputs, attention_mask=keys, block_size=block), field)[:, -block:]
-            targets = rollout.sequences[:, start + first : end]
-            values = token_log_probs(output, targets) if field == "logits" else output
-            read[:, first : first + block] = values
+            inputs = clean.clone()
+            inputs[:, start:] = torch.where(blocks == block, noisy[:, start:], clean[:, start:])
+            output = getattr(model(inputs, attention_mask=combine(structure, keys), position_ids=positions), field)
+            output = output[:, start : start + width]
+            values = token_log_probs(output, rollout.completions) if field == "logits" else output
+            read = torch.where(here, values, read)
         return read
+
+
+def extended_completion(rollout: Rollout) -> tuple[Tensor, Tensor]:
+    """(tokens, steps) [N, G + E]: the completion, then the overhang the sampler decoded to finish
+    each row's last block (never revealed there: a step after every other)."""
+    if rollout.overhang is None:
+        return rollout.completions, rollout.step_map
+    late = int(rollout.step_map.max()) + 1
+    steps = torch.where(rollout.overhang_steps < 0, late, rollout.overhang_steps)
+    return torch.cat([rollout.completions, rollout.overhang], 1), torch.cat([rollout.step_map, steps], 1)
+
+
+def extended_sequences(rollout: Rollout) -> tuple[Tensor, Tensor]:
+    """(sequences, attention mask) [N, P + G + E], the overhang after each row's completion."""
+    if rollout.overhang is None:
+        return rollout.sequences, rollout.attention_mask
+    ones = torch.ones_like(rollout.overhang, dtype=rollout.attention_mask.dtype)
+    return torch.cat([rollout.sequences, rollout.overhang], 1), torch.cat([rollout.attention_mask, ones], 1)

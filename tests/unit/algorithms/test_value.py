@@ -37,8 +37,10 @@ def test_with_gamma_and_lambda_one_the_advantage_is_the_return_minus_the_value()
 
 def test_decoding_steps_order_blocks_then_rounds():
     rounds = torch.tensor([[1, 0, 0, 0, 2, 1]])  # block size 2: blocks (1, 0), (0, 0), (2, 1)
-    assert decoding_steps(rounds, 2).tolist() == [[1, 0, 2, 2, 4, 3]]
-    assert decoding_steps(rounds, None).tolist() == [[1, 0, 0, 0, 2, 1]]
+    assert decoding_steps(rounds, torch.tensor([[0, 0, 1, 1, 2, 2]])).tolist() == [[1, 0, 2, 2, 4, 3]]
+    assert decoding_steps(rounds, torch.zeros(1, 6, dtype=torch.long)).tolist() == [[1, 0, 0, 0, 2, 1]]
+    # a row whose prompt ends inside a block: its first block holds one completion token
+    assert decoding_steps(rounds, torch.tensor([[0, 1, 1, 2, 2, 3]])).tolist() == [[0, 1, 1, 2, 3, 4]]
 
 
 def test_clipped_value_loss_by_hand():

@@ -23,7 +23,10 @@ def test_the_page_shows_every_token_with_the_step_that_revealed_it(saved):
     for row in range(2):
         for position, step in enumerate(rollout.step_map[row].tolist()):
             assert f"title='position {position}, step {step}'" in page
-    assert page.count("class='cell edge'") + page.count("class='cell dim edge'") == 2 * 1  # one boundary per row
+    # blocks of 4 from each row's position 0: the 7-token prompt's 8 tokens cross boundaries before
+    # tokens 1 and 5, the 4-token prompt's before token 4
+    assert record["prompt_phases"] == [3, 0]
+    assert page.count("class='cell edge'") + page.count("class='cell dim edge'") == 2 + 1
 
 
 def test_the_command_writes_html_and_png(saved, capsys):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dllm.errors import ConfigError
-from dllm.models.masks import block_causal_mask, block_diffusion_mask, check_block_size, combine
+from dllm.models.masks import block_causal_mask, block_diffusion_mask, check_block_size, combine, row_positions
 
 T, F = True, False
 
@@ -64,3 +64,18 @@ def test_block_size_must_divide():
     check_block_size(8, 4)
     with pytest.raises(ConfigError, match=r"block_size \(3\) must divide the sequence length \(8\)"):
         check_block_size(8, 3)
+
+
+def test_row_positions_and_per_row_block_masks_ignore_left_padding():
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    positions = row_positions(mask)
+    assert positions.tolist() == [[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]
+    per_row = block_diffusion_mask(6, 2, noisy_from=2, positions=positions)
+    assert per_row.shape == (2, 10, 10)
+    assert torch.equal(per_row[1], block_diffusion_mask(6, 2, noisy_from=2))
+    # row 0 is the 4-token sequence shifted right by 2: its real part is the unpadded mask
+    alone = block_diffusion_mask(4, 2)  # [x_t ; x_0] of the 4 real tokens
+    real = torch.tensor([0, 1, 2, 3, 6, 7, 8, 9])  # noisy copy of columns 2..5, then clean columns 2..5
+    assert torch.equal(per_row[0][real][:, real], alone)
+    causal = block_causal_mask(positions, positions, 2)
+    assert torch.equal(causal[0, 2:, 2:], block_causal_mask(torch.arange(4), torch.arange(4), 2))

@@ -90,6 +90,18 @@ def test_gradient_checkpointing(model):
 def test_bad_block_settings_are_refused(model):
     with pytest.raises(ConfigError, match="block_size must be positive"):
         SDARConfig(block_size=0)
+
+
+def test_block_training_counts_blocks_from_each_rows_first_real_token(model):
+    """A 6-token sequence (a partial last block) scored from position 2 (inside block 0) gives the
+    same logits alone and left-padded by 3 columns: blocks and positions are the row's own."""
+    torch.manual_seed(0)
     ids = torch.randint(4, 100, (1, 6))
-    with pytest.raises(ConfigError, match=r"block_size \(4\) must divide the training length"):
-        noisy_outputs(model, ids, ids, torch.ones_like(ids), 4)
+    noisy = ids.clone()
+    noisy[0, [2, 4]] = model.mask_token_id
+    alone = noisy_outputs(model, noisy, ids, torch.ones_like(ids), 4, noisy_from=2)
+    pad = torch.zeros(1, 3, dtype=torch.long)
+    mask = torch.cat([pad, torch.ones_like(ids)], 1)
+    padded = noisy_outputs(model, torch.cat([pad, noisy], 1), torch.cat([pad, ids], 1), mask, 4, noisy_from=5)
+    assert alone.shape == (1, 4, model.config.vocab_size)
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)

@@ -23,7 +23,7 @@ class NeverPredictsMask(torch.nn.Module):
 
 
 def case_id(case):
-    skip = {"expected", "reference_quirks", "nfe", "gen_length", "alg"}
+    skip = {"expected", "reference_quirks", "nfe", "gen_length", "alg", "steps", "capped", "ragged_group"}
     return "-".join(f"{k}={v}" for k, v in case.items() if k not in skip and v is not None)
 
 

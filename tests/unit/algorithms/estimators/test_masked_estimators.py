@@ -78,16 +78,23 @@ def test_random_mask_averages_the_views_that_mask_a_token(tokenizer):
 
 
 def test_block_models_score_each_block_given_the_clean_blocks_before_it(tokenizer):
+    """Blocks are each row's own (from its first real token): with prompts of 7 and 4 tokens the
+    second whole completion block is tokens 5-8 of the first row and 4-7 of the second. By hand: the
+    row alone, unpadded, its completion clean before that block and masked from it on, with the
+    model's own block-causal mask."""
     model = tiny("sdar_tiny")
-    rollout = sampled_rollout(model, SDARSampler(denoising_steps=4, stop_at_eos=False), tokenizer, gen_length=8)
+    rollout = sampled_rollout(model, SDARSampler(denoising_steps=4, stop_at_eos=False), tokenizer, gen_length=12)
     with torch.no_grad():
         packed, _ = OneStepEstimator(p_mask_prompt=0.0).log_probs(
             model, rollout, OneStepEstimator(0.0).plan(rollout, torch.Generator())
         )
         p = rollout.prompt_length
-        # block 1 by hand: the prompt and block 0 clean, block 1 fully masked, the model's own mask
-        inputs = rollout.sequences.clone()
-        inputs[:, p + 4 :] = rollout.mask_id
-        logits = model(inputs, attention_mask=rollout.attention_mask).logits[:, p + 4 :]
-        by_hand = logits.float().log_softmax(-1).gather(-1, rollout.completions[:, 4:, None]).squeeze(-1)
-    torch.testing.assert_close(packed[:, 4:], by_hand, atol=2e-5, rtol=1e-5)
+        for row, first in ((0, 5), (1, 4)):
+            prompt = rollout.sequences[row, :p][rollout.attention_mask[row, :p].bool()]
+            assert (len(prompt) + first) % 4 == 0
+            completion = rollout.completions[row]
+            masks = torch.full((12 - first,), rollout.mask_id)
+            inputs = torch.cat([prompt, completion[:first], masks])[None]
+            logits = model(inputs).logits[0, len(prompt) + first : len(prompt) + first + 4]
+            by_hand = logits.float().log_softmax(-1).gather(-1, completion[first : first + 4, None]).squeeze(-1)
+            torch.testing.assert_close(packed[row, first : first + 4], by_hand, atol=2e-5, rtol=1e-5)

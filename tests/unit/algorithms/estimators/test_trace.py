@@ -4,22 +4,38 @@ import pytest
 import torch
 
 from dllm.algorithms.estimators.trace import TraceEstimator, dense_ranks
+from dllm.algorithms.rollout import Rollout
 from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.sdar import SDARSampler
-from tests.unit.algorithms.rl_helpers import Recorder, sampled_rollout, tiny
+from tests.unit.algorithms.rl_helpers import Recorder, block_states_match, decoded_columns, sampled_rollout, tiny
 
 
 def test_dense_ranks():
     assert dense_ranks(torch.tensor([[5, 2, 5, 9], [0, 0, 0, 1]])).tolist() == [[1, 0, 1, 2], [0, 0, 0, 1]]
 
 
+def steps_rollout(step_map, block_size, prompt_length=4):
+    """A rollout with `step_map` [1, G] after a `prompt_length`-token prompt (in a 4-column prompt)."""
+    steps = torch.tensor(step_map)
+    prompt_mask = (torch.arange(4) >= 4 - prompt_length).long()[None]
+    return Rollout(
+        sequences=torch.zeros(1, 4 + steps.shape[1], dtype=torch.long),
+        attention_mask=torch.cat([prompt_mask, torch.ones_like(steps)], 1),
+        step_map=steps, scored=torch.ones_like(steps, dtype=torch.bool), group=torch.zeros(1),
+        rewards=torch.zeros(1), truncated=torch.zeros(1, dtype=torch.bool), prompt_length=4,
+        block_size=block_size, mask_id=2,
+    )  # fmt: skip
+
+
 def test_rounds_merge_steps_per_block():
     estimator = TraceEstimator(shrinkage=2)
-    rollout = type("R", (), {"step_map": torch.tensor([[3, 0, 1, 2, 7, 6, 4, 5]]), "block_size": 4})()
-    assert estimator.rounds(rollout).tolist() == [[1, 0, 0, 1, 1, 1, 0, 0]]
-    rollout.block_size = None  # full attention: ranks over the whole completion
-    assert estimator.rounds(rollout).tolist() == [[1, 0, 0, 1, 3, 3, 2, 2]]
+    step_map = [[3, 0, 1, 2, 7, 6, 4, 5]]
+    assert estimator.rounds(steps_rollout(step_map, 4)).tolist() == [[1, 0, 0, 1, 1, 1, 0, 0]]
+    # full attention: ranks over the whole completion
+    assert estimator.rounds(steps_rollout(step_map, None)).tolist() == [[1, 0, 0, 1, 3, 3, 2, 2]]
+    # a 3-token prompt: its tail shares the first block with one completion token; blocks (3), (0 1 2 7), (6 4 5)
+    assert estimator.rounds(steps_rollout(step_map, 4, prompt_length=3)).tolist() == [[0, 0, 0, 1, 1, 1, 0, 0]]
 
 
 def recorded_patterns(recorder, start, end):
@@ -50,29 +66,23 @@ def test_full_attention_states_are_the_samplers(sampler, shrinkage, tokenizer):
                 assert torch.equal(noisy[row, p:] == recorder.mask_token_id, seen[first_step][row])
 
 
+# Prompts of 7, 4, 5 and 6 characters: every phase modulo the block of 4, left-padded into one batch.
+EVERY_PHASE = ("12+345=", "7+8=", "1+22=", "9+9+9=")
+
+
 @pytest.mark.parametrize("strategy", ["low_confidence_dynamic", "sequential", "entropy_bounded"])
 def test_block_states_are_the_samplers(strategy, tokenizer):
     recorder = Recorder(tiny("sdar_tiny"))
     sampler = SDARSampler(remasking_strategy=strategy, denoising_steps=2, confidence_threshold=0.05,
                           temperature=1.0, use_cache=False, stop_at_eos=False)  # fmt: skip
-    rollout = sampled_rollout(recorder, sampler, tokenizer, gen_length=12)
-    p, block = rollout.prompt_length, rollout.block_size
-    for noisy, actions in TraceEstimator().states(rollout):
-        for row in range(noisy.shape[0]):
-            for first in range(0, 12, block):
-                chosen = actions[row, first : first + block]
-                if not chosen.any():
-                    continue
-                step = int(rollout.step_map[row, first : first + block][chosen].min())
-                # without a cache, forward `step` is x[:, :end] with the block in its state
-                seen = recorder.inputs[step][row, p + first : p + first + block] == recorder.mask_token_id
-                assert torch.equal(noisy[row, p + first : p + first + block] == recorder.mask_token_id, seen)
+    rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=12)
+    assert block_states_match(recorder, rollout, TraceEstimator().states(rollout)) >= 4 * 4
 
 
 def test_packed_replay_equals_the_naive_one(tokenizer):
     model = tiny("sdar_tiny")
     sampler = SDARSampler(denoising_steps=4, temperature=1.0, stop_at_eos=False)
-    rollout = sampled_rollout(model, sampler, tokenizer, gen_length=16)
+    rollout = sampled_rollout(model, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=16)
     with torch.no_grad():
         packed = TraceEstimator(packed=True).gather(model, rollout)
         naive = TraceEstimator(packed=False).gather(model, rollout)
@@ -105,3 +115,25 @@ def test_log_probs_are_the_samplers_own(temperature, tokenizer):
             expected = torch.log_softmax(logits, -1)[completions[row, j]]
             assert scored[row, j]
             assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize("block_length", [4, 8])
+def test_block_log_probs_are_the_samplers_own_for_every_prompt_phase(block_length, tokenizer):
+    """SDAR: prompts of every phase in one ragged batch; each token's replayed log-prob is the
+    log-softmax of the sampler's forward at the step that revealed it (no cache: forward k is step k)."""
+    recorder = Recorder(tiny("sdar_tiny"))
+    sampler = SDARSampler(block_length=block_length, denoising_steps=2, temperature=1.0, use_cache=False,
+                          stop_at_eos=False)  # fmt: skip
+    rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=16)
+    assert rollout.overhang is not None and bool((rollout.overhang_steps >= 0).any())
+    with torch.no_grad():
+        log_probs, scored = TraceEstimator().log_probs(recorder.inner, rollout, {})
+        naive = TraceEstimator(packed=False).gather(recorder.inner, rollout)
+    columns = decoded_columns(rollout, 16)
+    for row in range(rollout.step_map.shape[0]):
+        for j in range(16):
+            logits = recorder.calls[int(rollout.step_map[row, j])].logits[row, int(columns[row, j])].double()
+            expected = torch.log_softmax(logits, -1)[rollout.completions[row, j]]
+            assert scored[row, j]
+            assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
+            assert float(naive[row, j]) == pytest.approx(float(expected), abs=1e-5)
