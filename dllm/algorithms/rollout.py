@@ -3,6 +3,8 @@
 `collect_rollout` samples prompts, decodes `group_size` completions of each with the run's
 sampler from the current weights, and scores them; nothing is re-tokenised: the trainer
 trains on the very tokens (and the decoding trajectory, `step_map`) the sampler produced.
+Rewards read the completions as users do (cut at the first EOS); the rollout keeps the
+sampler's raw trajectory, so that a replay sees every state exactly as the sampler saw it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from dllm.samplers.base import GenerationOutput
 @dataclass
 class Rollout:
     """N = prompts x group_size completions. Per row: `sequences` [N, P + G] (the prompt left-
-    padded to whole blocks of the training block size, then the completion), `attention_mask`
-    [N, P + G] (0 on prompt padding), `step_map` [N, G] (decoding step of each completion
-    token), `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
+    padded to whole blocks of the training block size, then the completion as decoding left it:
+    the sampler's `raw_completions` — its own tokens also after the first EOS, the mask id where it
+    never revealed one), `attention_mask` [N, P + G] (0 on prompt padding), `step_map` [N, G]
+    (the decoding step that revealed each completion position; never revealed: after the last),
+    `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
     `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
     `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
@@ -102,9 +106,10 @@ def rollout_from_output(
 ) -> Rollout:
     """The rollout of a sampler's `output` for left-padded prompts [N, P] (rewards 0 until
     scored): the prompt re-padded to whole blocks of the decoding's block size, as the sampler
-    decoded it, so that training blocks are the rollout's blocks."""
+    decoded it, so that training blocks are the rollout's blocks; the completion is the raw
+    trajectory, whose tokens up to the first EOS are the users' completion."""
     prompt_ids, prompt_mask, _ = left_pad_to_blocks(prompt_ids, prompt_mask, output.block_size, pad_token_id(model))
-    completions = output.completions(output.sequences.shape[1] - output.step_map.shape[1])
+    completions = output.raw_completions
     rows = completions.shape[0]
     has_eos = (completions == eos_id).any(1) if eos_id is not None else torch.zeros(rows, dtype=torch.bool)
     return Rollout(
@@ -210,7 +215,7 @@ def collect_rollout(
     decode_time = time.perf_counter() - began
     model.train(was_training)
 
-    completions = out.completions(prompts["input_ids"].shape[1])
+    completions = out.completions(prompts["input_ids"].shape[1])  # as users read them, for the rewards
     texts, lengths = decode_completions(tokenizer, completions)
     rollout = rollout_from_output(
         model, prompts["input_ids"], prompts["attention_mask"], out, tokenizer.eos_token_id, group_size

@@ -41,13 +41,14 @@ def value_model_for(policy: torch.nn.Module, checkpoint: str | None = None) -> t
     return value_model.to(next(policy.parameters()).device)
 
 
-def decoding_steps(rounds: Tensor, block_size: int | None) -> Tensor:
-    """[N, G] index of each token's merged decoding step in decoding order (blocks in order,
-    then rounds within a block), 0-based and contiguous per row."""
-    if block_size is None:
-        return dense_ranks(rounds)
-    blocks = torch.arange(rounds.shape[1], device=rounds.device) // block_size
-    return dense_ranks(blocks[None, :] * (int(rounds.max()) + 1) + rounds)
+def decoding_steps(rounds: Tensor, block_size: int | None, scored: Tensor) -> Tensor:
+    """[N, G] index of each scored token's merged decoding step in decoding order (blocks in
+    order, then rounds within a block), 0-based and contiguous over the row's scored tokens;
+    an unscored position gets the index after them (steps that revealed only tokens after EOS
+    are no steps of the trajectory the rewards judge, as in TraceRL's reference)."""
+    blocks = torch.arange(rounds.shape[1], device=rounds.device) // (block_size or rounds.shape[1])
+    order = blocks * (int(rounds.max()) + 1) + rounds
+    return dense_ranks(torch.where(scored, order, int(order.max()) + 1))
 
 
 def step_gae(

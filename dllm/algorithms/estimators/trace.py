@@ -1,9 +1,13 @@
 """`trace` (TraceRL): score each completion token in the very state the sampler revealed it from.
 
 The rollout's `step_map` says when each token was revealed. Consecutive decoding steps are
-merged `shrinkage` at a time (counting the distinct steps of a row, or of a block for block
-diffusion models). For merged step k the state masks every token revealed at step >= k, and
-the actions are the tokens revealed in k; log pi(action) is the log-softmax at its position.
+merged `shrinkage` at a time (counting the distinct steps that revealed actions in a row, or in
+a block for block diffusion models). For merged step k the state masks every position revealed
+at or after k's first step, and the actions are the scored tokens revealed in k; log pi(action)
+is the log-softmax at its position. The rollout holds the sampler's raw trajectory, so with EOS
+stopping on the states are still exactly the sampler's: positions after a row's EOS show what
+the sampler had revealed there (decoding goes on while other rows are unfinished), and
+positions it never revealed (every row had stopped) are masked in every state.
 
 Block diffusion models: every block's k-th merged step is scored in ONE forward over
 `[x_t[P:] ; x_0]` under the block-diffusion mask — noisy block b sees its own state and the
@@ -46,15 +50,30 @@ class TraceEstimator(Estimator):
         self.packed = packed
 
     def rounds(self, rollout: Rollout) -> Tensor:
-        """[N, G] merged step of each completion token: the dense rank of its decoding step in
-        its row (in its block, for block models), divided by `shrinkage`."""
-        steps = rollout.step_map
+        """[N, G] merged step of each completion position: the rank of its decoding step among
+        the distinct steps that revealed an action (a scored token) in its row (in its block, for
+        block models), divided by `shrinkage`. A position revealed between two such steps takes
+        the earlier one's rank, one revealed before all of them -1: in merged step k's state a
+        position is masked iff its round is >= k, i.e. iff the sampler had not revealed it before
+        the first step of k — whether or not it is an action (tokens after EOS, revealed while
+        other rows decoded on, included)."""
+        steps, scored = rollout.step_map, rollout.scored
         block = rollout.block_size or steps.shape[1]
-        ranks = dense_ranks(steps.view(steps.shape[0], -1, block)).view_as(steps)
-        return ranks // self.shrinkage
+        steps, scored = steps.reshape(steps.shape[0], -1, block), scored.reshape(steps.shape[0], -1, block)
+        after_all = int(steps.max()) + 1
+        action_steps = torch.where(scored, steps, after_all).sort(dim=-1).values.contiguous()
+        distinct = torch.ones_like(action_steps, dtype=torch.bool)
+        distinct[..., 1:] = action_steps[..., 1:] != action_steps[..., :-1]
+        distinct_so_far = torch.cumsum(distinct & (action_steps < after_all), dim=-1)
+        distinct_so_far = torch.cat([torch.zeros_like(distinct_so_far[..., :1]), distinct_so_far], dim=-1)
+        # the number of sorted action steps <= each position's step, then of distinct ones among them
+        at_or_before = torch.searchsorted(action_steps, steps.contiguous(), right=True)
+        ranks = distinct_so_far.gather(-1, at_or_before) - 1
+        return torch.div(ranks, self.shrinkage, rounding_mode="floor").reshape_as(rollout.step_map)
 
     def states(self, rollout: Rollout) -> Iterator[tuple[Tensor, Tensor]]:
-        """(noisy sequence [N, P + G], actions [N, G]) for each merged step, in order."""
+        """(noisy sequence [N, P + G], actions [N, G]) for each merged step, in order: the
+        completion as the sampler left it, masked where it had not revealed it yet."""
         rounds = self.rounds(rollout)
         if not bool(rollout.scored.any()):
             return
