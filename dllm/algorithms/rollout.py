@@ -160,8 +160,9 @@ def place_step_values(steps: list[list[tuple[int, float]]], length: int, device)
 
 
 def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
-    """Write what `dllm-trace` renders: per row the prompt text, each completion token as text,
-    the step that revealed it, and the row's reward; plus the raw tensors."""
+    """Write what `dllm-trace` renders: per row the prompt text, each completion token of the raw
+    trajectory as text (after the first EOS: what decoding revealed there, or the mask), the
+    step that revealed it, and the row's reward; plus the raw tensors."""
     completions = rollout.completions.tolist()
     prompt_ids = rollout.sequences[:, : rollout.prompt_length]
     record = {
