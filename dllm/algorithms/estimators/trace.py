@@ -74,9 +74,9 @@ class TraceEstimator(Estimator):
     def states(self, rollout: Rollout) -> Iterator[tuple[Tensor, Tensor]]:
         """(noisy sequence [N, P + G], actions [N, G]) for each merged step, in order: the
         completion as the sampler left it, masked where it had not revealed it yet."""
-        rounds = self.rounds(rollout)
         if not bool(rollout.scored.any()):
             return
+        rounds = self.rounds(rollout)
         prompt = rollout.sequences[:, : rollout.prompt_length]
         for merged in range(int(rounds[rollout.scored].max()) + 1):
             actions = (rounds == merged) & rollout.scored
