@@ -136,10 +136,38 @@ def prune(run_dir: Path, keep: int) -> None:
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path | None:
-    """`run_dir/checkpoint` when it holds a checkpoint, else None (call `recover` first to finish
-    a swap a crash interrupted)."""
+    """`run_dir/checkpoint` when there is one, else None (call `recover` first to finish a swap a
+    crash interrupted). A `checkpoint/` without `trainer_state.pt` (emptied, or the file lost) is
+    an error: starting over would overwrite the weights it still holds."""
     final = Path(run_dir) / CHECKPOINT_DIR
-    return final if final.is_dir() and (final / TRAINER_STATE).is_file() else None
+    if not final.exists():
+        return None
+    if not (final / TRAINER_STATE).is_file():
+        what = "is empty" if final.is_dir() and not any(final.iterdir()) else f"has no {TRAINER_STATE}"
+        raise DllmError(
+            f"{final} {what}, so the run cannot resume from it, and starting over would overwrite it: restore "
+            f"{final / TRAINER_STATE}, or start afresh in another run directory (hydra.run.dir=...) or here with "
+            f"trainer.resume=false (its first checkpoint replaces this one)"
+        )
+    return final
+
+
+def unreadable(path: Path, exc: BaseException) -> DllmError:
+    """The one-line error for a checkpoint file that exists but cannot be read."""
+    why = (str(exc).strip().splitlines() or [""])[0][:200]
+    return DllmError(
+        f"cannot read {path}: it is truncated or corrupted ({type(exc).__name__}: {why}); restore it, resume "
+        f"from an older checkpoint (copy one of checkpoints/ over checkpoint/), or start afresh with "
+        f"trainer.resume=false or another hydra.run.dir"
+    )
+
+
+def read_torch(path: Path) -> Any:
+    """`torch.load` of a checkpoint file onto the CPU; a damaged file is an `unreadable` error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle, zip and torch errors alike
+        raise unreadable(path, exc) from None
 
 
 def load_trainer_state(run_dir: str | Path, rank: int | None = None) -> dict[str, Any] | None:
@@ -149,10 +177,12 @@ def load_trainer_state(run_dir: str | Path, rank: int | None = None) -> dict[str
     directory = checkpoint_dir(run_dir)
     if directory is None:
         return None
-    state = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=False)
+    state = read_torch(directory / TRAINER_STATE)
+    if not isinstance(state, dict) or "step" not in state:
+        raise unreadable(directory / TRAINER_STATE, ValueError("no trainer state in it"))
     own = directory / RANK_STATES / f"rank{rank}.pt"
     if rank is not None and own.is_file():
-        state.update(torch.load(own, map_location="cpu", weights_only=False))
+        state.update(read_torch(own))
         state["has_rank_state"] = True
     return state
 
@@ -171,14 +201,20 @@ def load_model_weights(model: torch.nn.Module, directory: str | Path) -> None:
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise unreadable(index, exc) from None
     else:
         files = ["model.safetensors"]
     state: dict[str, torch.Tensor] = {}
     for name in files:
         if not (directory / name).is_file():
             raise DllmError(f"checkpoint {str(directory)!r} lacks {name}; it cannot be resumed")
-        state.update(load_file(directory / name))
+        try:
+            state.update(load_file(directory / name))
+        except Exception as exc:  # safetensors' own error type, or an OSError
+            raise unreadable(directory / name, exc) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or ())
     missing = [key for key in missing if key not in tied]

@@ -18,6 +18,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dllm.errors import ConfigError, DllmError, did_you_mean
+from dllm.registry import check_plugin_of
 
 CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
@@ -51,15 +52,15 @@ def reject_reward_list(overrides: Sequence[str]) -> None:
             )
 
 
-def group_options(group: str) -> list[str]:
+def group_options(group: str, plugins: bool = True) -> list[str]:
     """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
-    dllm's own YAML files and those of every plugin's config package."""
+    dllm's own YAML files and (`plugins`) those of every plugin's config package."""
     from importlib.resources import files
 
     from dllm.registry import plugin_conf_packages
 
     names: set[str] = set()
-    for package in [CONF_MODULE, *plugin_conf_packages()]:
+    for package in [CONF_MODULE, *(plugin_conf_packages() if plugins else [])]:
         try:
             folder = files(package).joinpath(group)
         except ModuleNotFoundError:
@@ -106,13 +107,21 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
         check_node(group, cfg[group])
     # Everything but the model is cheap to build, and its constructor checks its own values.
-    for group in ("trainer", "algorithm", "reward"):
+    for group in ("trainer", "algorithm"):
         build_node(cfg[group])
+    build_reward(cfg.reward)
     sampler, task = build_node(cfg.sampler), build_node(cfg.task)
     block_size = model_block_size(cfg.model)
     sampler.check_gen_length(task.gen_length, block_size)
     build_node(cfg.algorithm).check_run(task, sampler, block_size)
     validate_warmup(cfg.get("warmup"))
+
+
+def build_reward(node: DictConfig) -> Any:
+    """The reward `node` describes, its signature checked (see `dllm.rewards.base.checked_reward`)."""
+    from dllm.rewards.base import checked_reward
+
+    return checked_reward(build_node(node))
 
 
 def validate_warmup(warmup: Any) -> None:
@@ -147,6 +156,7 @@ def check_node(path: str, node: Any) -> None:
         if OmegaConf.is_missing(node, key):
             raise ConfigError(f"{path}.{key} is required: set it on the command line, e.g. {path}.{key}=VALUE")
     target_path = node._target_
+    check_plugin_of(target_path)
     try:
         target = get_object(target_path)
     except Exception as exc:
@@ -172,6 +182,8 @@ def check_node(path: str, node: Any) -> None:
     for key, value in node.items():
         if isinstance(value, DictConfig) and "_target_" in value:
             check_node(f"{path}.{key}", value)  # a nested component (e.g. algorithm.estimator)
+    if node.get("_partial_", False):
+        return  # the caller passes the rest (a function reward gets prompts and completions)
     for name, parameter in parameters.items():
         required = parameter.default is inspect.Parameter.empty
         if required and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in values:
@@ -254,6 +266,47 @@ def check_model_tokenizer(model, tokenizer) -> None:
         )
 
 
+CONTEXT_SAMPLES = 64  # training draws checked for a task that cannot list its prompts
+
+
+def model_context(model) -> int | None:
+    """The positions the model was built for (`max_position_embeddings`, LLaDA's
+    `max_sequence_length`), or None when its config names none."""
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", None)
+
+
+def check_context(task, tokenizer, model) -> None:
+    """Refuse, before training, a prompt that with `task.gen_length` new tokens does not fit the
+    model's context: every prompt of a task that lists them (`located_prompts`, a file task),
+    else the held-out prompts and `CONTEXT_SAMPLES` training draws. Names the longest."""
+    import random
+
+    context = model_context(model)
+    if not context:
+        return
+    if hasattr(task, "located_prompts"):
+        located = list(task.located_prompts())
+    else:
+        rng = random.Random(0)
+        located = [(f"held-out example {i + 1}", e.prompt) for i, e in enumerate(task.eval_examples())]
+        draws = [task.train_example(rng).prompt for _ in range(CONTEXT_SAMPLES)]
+        located += [(f"a training example (draw {i + 1})", prompt) for i, prompt in enumerate(draws)]
+    if not located:
+        return
+    lengths = [len(ids) for ids in tokenizer([prompt for _, prompt in located])["input_ids"]]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    needed = lengths[longest] + task.gen_length
+    if needed > context:
+        over = sum(length + task.gen_length > context for length in lengths)
+        raise ConfigError(
+            f"the prompt of {located[longest][0]} has {lengths[longest]} tokens: with task.gen_length="
+            f"{task.gen_length} it needs {needed} positions, more than the model's context of {context} "
+            f"({over} of {len(lengths)} prompts do not fit); shorten or drop the long prompts, or lower "
+            f"task.gen_length"
+        )
+
+
 def build_components(cfg: DictConfig, model=None):
     """Tokenizer, model (unless given), task, sampler, reward and algorithm of a validated config."""
     from dllm.trainer import Components
@@ -261,11 +314,13 @@ def build_components(cfg: DictConfig, model=None):
     tokenizer = resolve_tokenizer(cfg)
     model = build_node(cfg.model) if model is None else model
     check_model_tokenizer(model, tokenizer)
+    task = build_node(cfg.task)
+    check_context(task, tokenizer, model)
     return Components(
         model=model,
         tokenizer=tokenizer,
-        task=build_node(cfg.task),
+        task=task,
         sampler=build_node(cfg.sampler),
-        reward=build_node(cfg.reward),
+        reward=build_reward(cfg.reward),
         algorithm=build_node(cfg.algorithm),
     )

@@ -290,10 +290,12 @@ class GradientSync:
         self.optimizer.zero_grad(set_to_none=True)
 
     def finish(self, max_grad_norm: float) -> float:
-        """Reduce the step's gradients, clip them to `max_grad_norm`, update; the norm before clipping."""
+        """Reduce the step's gradients, clip them to `max_grad_norm`, update; the norm before
+        clipping. A non-finite norm (the same on every process) updates nothing."""
         self.collective.mean_gradients(self.model.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
-        self.optimizer.step()
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
         return float(grad_norm)
 
     def reset_optimizer(self, lr: float, betas: tuple[float, float], weight_decay: float) -> None:

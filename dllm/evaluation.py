@@ -293,8 +293,9 @@ def _fingerprint(examples: list[Example], sampler, reward, gen_length, seed, bat
     """A hash of what decides an evaluation's completions and scores."""
 
     def settings(obj: Any) -> dict[str, Any]:
-        """The type and the constructor arguments an object keeps under their own names (its
-        settings; counters and caches it grows later are not)."""
+        """A reward's type and the constructor arguments it keeps under their own names (its
+        settings; counters and caches it grows later are not). Rewards may be any callable, so
+        this reads them back; samplers record theirs (`Sampler.settings`)."""
         plain = (bool, int, float, str, type(None))
         try:
             names = inspect.signature(type(obj)).parameters
@@ -305,7 +306,7 @@ def _fingerprint(examples: list[Example], sampler, reward, gen_length, seed, bat
 
     content = {
         "examples": [[e.prompt, e.fields] for e in examples],
-        "sampler": settings(sampler),
+        "sampler": {"type": type(sampler).__qualname__, "settings": sampler.settings()},
         "reward": settings(reward),
         "gen_length": gen_length,
         "seed": seed,

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,13 @@ class Loggers:
         for sink in self.sinks:
             sink.write(record)
 
+    def rewind(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        """Drop the records of `metrics.jsonl` and `samples.jsonl` that `keep` refuses (those a
+        resumed run is about to log again), so that each file reads as one uninterrupted run."""
+        if self.enabled:
+            for name in (METRICS_FILE, SAMPLES_FILE):
+                rewind_jsonl(self.run_dir / name, keep)
+
     def samples(self, source: str, context: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         """Append `samples` (prompt, completion, reward, ...) to `samples.jsonl`, one per line."""
         if not self.enabled or not samples:
@@ -145,3 +153,35 @@ def check_logger_names(names: list[str]) -> None:
             raise ConfigError(
                 f"unknown logger {name!r} in trainer.loggers{did_you_mean(name, LOGGERS)} (known: {', '.join(LOGGERS)})"
             )
+
+
+def rewind_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite the JSON Lines file `path` with only the records `keep` accepts, atomically (a
+    temporary file, then `os.replace`: a crash leaves the old file or the new one). A line that
+    is not a JSON object is dropped: a torn last line (a run killed mid-write) silently, any
+    other with a warning naming FILE:LINE."""
+    if not path.is_file():
+        return
+    lines = path.read_bytes().split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            record = None
+        if not isinstance(record, dict):
+            if number < len(lines):
+                logger.warning("%s:%d is not a JSON record (a torn write); dropped it", path, number)
+            continue
+        if keep(record):
+            kept.append(line + b"\n")
+    if len(kept) == len(lines):
+        return
+    partial = path.with_name(f".{path.name}.partial")
+    with partial.open("wb") as handle:
+        handle.writelines(kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)

@@ -1,13 +1,18 @@
 """Registries: stable short names for components, and third-party plugin discovery.
 
-Every registry entry is a factory: `registry.build(name, **kwargs)` calls it. Built-in
+Every registry entry is a factory: `registry.build(name, **kwargs)` calls it (a registry of
+components that may be plain callables, as rewards, says otherwise through `make`). Built-in
 components register when `dllm` is imported; plugins register through the `dllm.plugins`
 entry-point group the first time any registry is read, so a plugin needs no import by
-the user and no fork of `dllm`.
+the user and no fork of `dllm`. A plugin that fails to load (an import error, its
+`register()` raising, a name taken already or by a shipped preset) is logged once and left
+out, the names it registered with it; the other components load, and a lookup of a name no
+registry knows names the broken plugin and its error.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -51,16 +56,37 @@ class Registry:
                     f"{self.kind} {name!r} is registered already (by {existing}); "
                     f"choose another name for {_qualified_name(obj)}"
                 )
-            if not callable(obj):
-                raise TypeError(f"{self.kind} {name!r}: {obj!r} is not callable")
-            if self.interface is not None and isinstance(obj, type) and not issubclass(obj, self.interface):
-                raise TypeError(
-                    f"{self.kind} {name!r}: {_qualified_name(obj)} must subclass {_qualified_name(self.interface)}"
-                )
+            self.check_entry(name, obj)
+            if _plugin_names is not None and name not in self._entries:  # a plugin's register() is running
+                self._refuse_preset_name(name, obj)
+                _plugin_names.append((self, name))
             self._entries[name] = obj
             return obj
 
         return decorator
+
+    def check_entry(self, name: str, obj: Any) -> None:
+        """Refuse `obj` at registration: not callable, or a class outside this kind's interface."""
+        if not callable(obj):
+            raise TypeError(f"{self.kind} {name!r}: {obj!r} is not callable")
+        if self.interface is not None and isinstance(obj, type) and not issubclass(obj, self.interface):
+            raise TypeError(
+                f"{self.kind} {name!r}: {_qualified_name(obj)} must subclass {_qualified_name(self.interface)}"
+            )
+
+    def make(self, name: str, entry: Any, kwargs: dict[str, Any]) -> Any:
+        """The component the entry `name` gives with `kwargs`: the factory called."""
+        return entry(**kwargs)
+
+    def _refuse_preset_name(self, name: str, obj: Any) -> None:
+        # `dllm-train` would still compose dllm's YAML of that name while `dllm.build` built the plugin's.
+        from dllm.config import group_options
+
+        if name in group_options(self.config_group, plugins=False):
+            raise DuplicateNameError(
+                f"{self.kind} {name!r} is a preset dllm ships (conf/{self.config_group}/{name}.yaml); "
+                f"choose another name for {_qualified_name(obj)}"
+            )
 
     def get(self, name: str) -> Callable[..., Any]:
         load_plugins()
@@ -70,6 +96,7 @@ class Registry:
             known = sorted(self._entries) + self.presets()
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{did_you_mean(name, known)} known: {', '.join(known) or '(none)'}"
+                + "".join(f"; plugin {plugin!r} failed to load: {error}" for plugin, error in PLUGIN_FAILURES.items())
             ) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:
@@ -81,7 +108,7 @@ class Registry:
             from dllm.config import build_preset
 
             return build_preset(self.config_group, name, kwargs)
-        return self.get(name)(**kwargs)
+        return self.make(name, self.get(name), kwargs)
 
     def presets(self) -> list[str]:
         """The YAML options of this kind's config group that are not registered names: presets
@@ -98,6 +125,7 @@ class Registry:
     def name_of(self, obj: Any) -> str | None:
         """The name `obj` (a factory, or an instance of a registered class) is registered under."""
         load_plugins()
+        obj = getattr(obj, "func", obj) if isinstance(obj, functools.partial) else obj  # Hydra's `_partial_`
         for name, entry in self._entries.items():
             if entry is obj or (isinstance(entry, type) and type(obj) is entry):
                 return name
@@ -137,24 +165,48 @@ def build(kind: str, name: str, **kwargs: Any) -> Any:
 
 
 _plugins_loaded = False
+_plugin_names: list[tuple[Registry, str]] | None = None  # what the plugin now loading registered
+PLUGIN_FAILURES: dict[str, str] = {}  # plugin name -> why it failed to load
+_plugin_packages: dict[str, str] = {}  # broken plugin -> the top-level package of its entry point
 
 
 def load_plugins() -> None:
-    """Call every `dllm.plugins` entry point's `register()` once; a failure names the plugin."""
-    global _plugins_loaded
+    """Call every `dllm.plugins` entry point's `register()` once. A plugin that fails is logged
+    (naming it and the error), its registrations are undone, and the others still load."""
+    global _plugins_loaded, _plugin_names
     if _plugins_loaded:
         return
     _plugins_loaded = True
     for ep in entry_points(group=PLUGIN_GROUP):
+        _plugin_names = []
         try:
-            register = ep.load()
-            register()
+            ep.load()()
         except Exception as exc:
-            raise PluginError(
-                f"dllm plugin {ep.name!r} ({ep.value}) failed to load: "
-                f"{type(exc).__name__}: {exc}. Fix or uninstall the package that provides it."
-            ) from exc
-        logger.debug("loaded dllm plugin %s", ep.name)
+            for registry_of_kind, name in _plugin_names:
+                del registry_of_kind._entries[name]
+            PLUGIN_FAILURES[ep.name] = f"{type(exc).__name__}: {exc}"
+            _plugin_packages[ep.name] = ep.value.split(":")[0].split(".")[0]
+            logger.warning(
+                "dllm plugin %r (%s) failed to load and is left out: %s. Fix or uninstall the package providing it.",
+                ep.name,
+                ep.value,
+                PLUGIN_FAILURES[ep.name],
+            )
+        else:
+            logger.debug("loaded dllm plugin %s", ep.name)
+        finally:
+            _plugin_names = None
+
+
+def check_plugin_of(target: str) -> None:
+    """Raise the load error of the broken plugin whose package holds `target` (a dotted path,
+    e.g. a YAML `_target_`), so its components fail with that error, not a later one."""
+    load_plugins()
+    package = target.split(".")[0]
+    for plugin, top in _plugin_packages.items():
+        if top == package != "dllm":
+            error = PLUGIN_FAILURES[plugin]
+            raise PluginError(f"{target} belongs to dllm plugin {plugin!r}, which failed to load: {error}")
 
 
 def plugin_conf_packages() -> list[str]:

@@ -56,6 +56,13 @@ def load_tokenizer(path_or_preset: str | Path) -> PreTrainedTokenizerBase:
             f"directory holding tokenizer files, {CHAR_TOKENIZER_NAME!r}, or a model preset "
             f"({', '.join(MODELS.names())})."
         )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # a truncated tokenizer.json raises from the Rust parser, a bad config from json
+        why = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DllmError(
+            f"cannot read the tokenizer in {path} ({type(exc).__name__}: {why}); its tokenizer files "
+            f"(tokenizer.json, tokenizer_config.json, ...) are missing, truncated or corrupted: restore them"
+        ) from None
     tokenizer.padding_side = "left"
     return tokenizer

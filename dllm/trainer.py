@@ -27,6 +27,7 @@ from dllm.checkpoint import (
     load_model_weights,
     load_trainer_state,
     save_checkpoint,
+    unreadable,
 )
 from dllm.distributed import (
     STRATEGIES,
@@ -56,7 +57,8 @@ class TrainerConfig:
 
     Run-level keys (read from the main stage's `trainer` only): `strategy` (`none`, `ddp`,
     `deepspeed`), `num_processes`, `zero_stage`, `deepspeed` (extra DeepSpeed config),
-    `keep_checkpoints`, `loggers`, `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
+    `resume`, `on_nonfinite`, `max_nonfinite_in_a_row`, `keep_checkpoints`, `loggers`,
+    `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
 
     max_steps: int = 600
     batch_size: int = 64
@@ -75,6 +77,8 @@ class TrainerConfig:
     eval_every: int = 0
     eval_batch_size: int = 100
     resume: bool = True
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_in_a_row: int = 5
     strategy: Literal["none", "ddp", "deepspeed"] = "none"
     num_processes: int = 1
     zero_stage: int = 2
@@ -99,8 +103,16 @@ class TrainerConfig:
             raise ConfigError(
                 f"trainer.batch_size ({self.batch_size}) must be a multiple of trainer.grad_accum ({self.grad_accum})"
             )
+        for key in ("lr", "weight_decay", "beta1", "beta2", "min_lr_ratio"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"trainer.{key}={getattr(self, key)} is not a finite number; give one, e.g. 1e-4")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")
+        if self.on_nonfinite not in ("stop", "skip") or self.max_nonfinite_in_a_row < 1:
+            raise ConfigError(
+                f"trainer.on_nonfinite must be stop or skip (got {self.on_nonfinite!r}) and "
+                f"trainer.max_nonfinite_in_a_row >= 1 (got {self.max_nonfinite_in_a_row})"
+            )
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"trainer.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.num_processes < 1 or self.keep_checkpoints < 1 or self.sample_every < 0:
@@ -116,6 +128,28 @@ class TrainerConfig:
             raise ConfigError(f"trainer.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
         self.check_world(self.num_processes)
         check_logger_names(list(self.loggers))
+        self.check_device()
+
+    def check_device(self) -> None:
+        """Refuse a device this machine does not have, before any model is built."""
+        try:
+            device = torch.device(self.device) if self.device != "auto" else None
+        except RuntimeError:
+            raise ConfigError(
+                f"trainer.device={self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from None
+        if device is None or device.type != "cuda":
+            return
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"trainer.device={self.device} but this machine has no CUDA GPU (or torch was built without CUDA); "
+                f"use trainer.device=auto or trainer.device=cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"trainer.device={self.device} but this machine has {count} CUDA GPU(s): cuda:0..{count - 1}"
+            )
 
     def check_world(self, world_size: int) -> None:
         """Each process takes an equal share of every micro-batch."""
@@ -238,6 +272,7 @@ class Trainer:
         self.sync: GradientSync | None = None
         self.last_samples: list[dict[str, Any]] | None = None
         self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
+        self.skipped_steps = self.nonfinite_in_a_row = 0  # trainer.on_nonfinite=skip's tally
         self.begin_stage(0)
 
     def _config_dict(self) -> dict[str, Any] | None:
@@ -318,6 +353,8 @@ class Trainer:
             "stage": self.stage_index,
             "step": self.step,
             "elapsed": self.elapsed,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "world_size": self.dist.world_size,
             "strategy": self.stages[-1].config.strategy,
             "zero_stage": self.zero,
@@ -349,11 +386,16 @@ class Trainer:
         self.stage.algorithm.load_models(self.run_dir / CHECKPOINT_DIR)
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
         if isinstance(self.sync, DeepSpeedSync):
             # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
-            self.sync.engine.load_checkpoint(
-                str(self.run_dir / CHECKPOINT_DIR), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False
-            )
+            try:
+                self.sync.engine.load_checkpoint(
+                    str(self.run_dir / CHECKPOINT_DIR), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False
+                )
+            except Exception as exc:  # torch.load and DeepSpeed's own errors on a damaged partition file
+                raise unreadable(self.run_dir / CHECKPOINT_DIR / DEEPSPEED_DIR, exc) from None
         else:
             self.sync.load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -386,14 +428,38 @@ class Trainer:
         )
 
     def resume_if_possible(self) -> None:
-        state = load_trainer_state(self.run_dir, self.dist.rank) if self.config.resume else None
-        if state is None:
-            return
-        self.check_resumable(state)
-        if not isinstance(self.sync, DeepSpeedSync):
-            load_model_weights(self.model, self.run_dir / CHECKPOINT_DIR)
-        self.restore(state)
-        logger.info("resumed from %s: stage %s, step %d", self.run_dir / CHECKPOINT_DIR, self.stage.name, self.step)
+        """Continue from the run directory's checkpoint when `trainer.resume` (a run-level key:
+        it decides for every stage) and there is one; else start afresh at stage 0, step 0 without
+        reading it (its weights are replaced at the first save). Either way the logs drop what was
+        logged after that point, so that they read as one uninterrupted run."""
+        checkpoint = self.run_dir / CHECKPOINT_DIR
+        if self.stages[-1].config.resume:
+            state = load_trainer_state(self.run_dir, self.dist.rank)
+            if state is not None:
+                self.check_resumable(state)
+                if not isinstance(self.sync, DeepSpeedSync):
+                    load_model_weights(self.model, checkpoint)
+                self.restore(state)
+                logger.info("resumed from %s: stage %s, step %d", checkpoint, self.stage.name, self.step)
+        elif checkpoint.exists() and self.dist.is_main:
+            logger.warning(
+                "trainer.resume=false: training from scratch; %s is not read, and the first checkpoint replaces it",
+                checkpoint,
+            )
+        self.loggers.rewind(self.logged_by_now)
+
+    def logged_by_now(self, record: dict[str, Any]) -> bool:
+        """Whether a log record belongs to the run up to its current stage and step (a record of
+        a stage this run does not have is kept)."""
+        names = [stage.name for stage in self.stages]
+        stage = record.get("stage")
+        if stage is not None and stage not in names:
+            return True
+        position = (names.index(stage) if stage is not None else 0, record.get("step", 0))
+        evaluation = record.get("source") == "eval" or any(str(key).startswith("eval/") for key in record)
+        if evaluation and position == (self.stage_index, self.step) and self.step >= self.config.max_steps:
+            return False  # the stage's closing evaluation, which a run resumed at its last step runs again
+        return position <= (self.stage_index, self.step)
 
     def check_resumable(self, state: dict[str, Any]) -> None:
         """Refuse a checkpoint this run cannot continue, naming the difference."""
@@ -517,11 +583,42 @@ class Trainer:
                     totals[key] = totals.get(key, 0.0) + value * batch.share
             if not ran and self.sync.needs_null_backward():
                 self._null_backward()
-        totals = self.dist.sum_metrics(totals)
+        totals = self.dist.sum_metrics(totals)  # the same on every process: all decide alike below
         totals.setdefault("loss", 0.0)
-        grad_norm = self.sync.finish(cfg.max_grad_norm)
+        # A non-finite loss never reaches the optimizer; a non-finite norm updates nothing.
+        grad_norm = self.sync.finish(cfg.max_grad_norm) if math.isfinite(totals["loss"]) else math.nan
+        if not math.isfinite(totals["loss"]) or not math.isfinite(grad_norm):
+            self.sync.zero_grad()
+            self.count_nonfinite(totals["loss"], grad_norm)
+        else:
+            self.nonfinite_in_a_row = 0
         totals.update(algorithm.after_step(self.context))
+        if self.skipped_steps:
+            totals["skipped_steps"] = self.skipped_steps
         return {**totals, "grad_norm": grad_norm}
+
+    def count_nonfinite(self, loss: float, grad_norm: float) -> None:
+        """A step whose loss or gradient is not finite, not applied to the weights: under
+        `trainer.on_nonfinite=stop`, or past `max_nonfinite_in_a_row` such steps in a row, the
+        run stops here — before the next checkpoint, so none ever holds non-finite weights."""
+        main = self.stages[-1].config
+        self.skipped_steps += 1
+        self.nonfinite_in_a_row += 1
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+        where = f"{self.stage.name} step {self.step + 1}" if len(self.stages) > 1 else f"step {self.step + 1}"
+        if main.on_nonfinite == "stop":
+            raise DllmError(
+                f"non-finite {what} at {where}: stopped before updating the weights (the last checkpoint is "
+                f"intact); lower trainer.lr (now {self.config.lr:g}), check the data, or set "
+                f"trainer.on_nonfinite=skip to drop such steps"
+            )
+        if self.nonfinite_in_a_row > main.max_nonfinite_in_a_row:
+            raise DllmError(
+                f"{self.nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient (the last: "
+                f"{what} at {where}), more than trainer.max_nonfinite_in_a_row={main.max_nonfinite_in_a_row}: "
+                f"stopped (the last checkpoint is intact); lower trainer.lr (now {self.config.lr:g}) or check the data"
+            )
+        logger.warning("non-finite %s at %s: skipped that optimizer step (trainer.on_nonfinite=skip)", what, where)
 
     def _null_backward(self) -> None:
         """A zero gradient from a process that got no rows this step (an RL process whose groups

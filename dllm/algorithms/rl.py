@@ -63,6 +63,7 @@ from dllm.checkpoint import load_model_weights
 from dllm.distributed import rollout_metrics
 from dllm.errors import ConfigError
 from dllm.progress import forward_progress
+from dllm.samplers.base import Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ class RL(Algorithm):
             else:
                 prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
             # Every process drew the same prompts (shared rng) and decodes its share, whole groups.
-            with forward_progress(ctx.model, getattr(sampler, "steps", None) or gen_length, "rollout", ctx.rank == 0):
+            with forward_progress(ctx.model, sampler.settings().get("steps") or gen_length, "rollout", ctx.rank == 0):
                 rollout, stats = collect_rollout(
                     ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
                     ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
@@ -494,23 +495,20 @@ class Tally:
         return {name: total / self.counts.get(name, 1.0) or 0.0 for name, total in self.sums.items()}
 
 
-def rollout_sampler(sampler, temperature: float | None, block_length: int | None = None):
+def rollout_sampler(sampler: Sampler, temperature: float | None, block_length: int | None = None) -> Sampler:
     """The run's sampler for rollouts: at `temperature`, decoding blocks of `block_length` when
-    given (evaluation keeps the sampler's own settings)."""
+    given (evaluation keeps the sampler's own settings); a changed copy is rebuilt through the
+    sampler's constructor, which validates it."""
+    settings = sampler.settings()
     wanted = {"temperature": temperature, "block_length": block_length}
-    changes = {key: v for key, v in wanted.items() if v is not None and getattr(sampler, key, None) != v}
-    if not changes:
-        return sampler
+    changes = {key: v for key, v in wanted.items() if v is not None and settings.get(key) != v}
     for key, value in changes.items():
-        if not hasattr(sampler, key):
+        if key not in settings:
             raise ConfigError(
                 f"algorithm asks rollouts for {key}={value} but the sampler {type(sampler).__name__} has no {key}; "
                 f"set the algorithm's option to null"
             )
-    rollout = copy.copy(sampler)
-    for key, value in changes.items():
-        setattr(rollout, key, value)
-    return rollout
+    return sampler.replace(**changes) if changes else sampler
 
 
 def _partition(

@@ -2,23 +2,30 @@
 
 dllm-compare multirun/2026-11-25/10-00-00             # every run under a sweep directory
 dllm-compare outputs/a outputs/b --metric eval/accuracy --out report/
+dllm-compare multirun/... --over seed                   # one row per setting: mean ± std over seeds
 
 For each run (a directory with `metrics.jsonl`): the command-line overrides that differ
 between runs (from Hydra's `.hydra/overrides.yaml`, else the run's name), the final and best
 value of each chosen metric, its steps and wall time. Writes `comparison.md` (the table),
-`comparison.json`, and one PNG per metric with a curve per run.
+`comparison.json`, and one PNG per metric with a curve per run. With `--over KEY`, runs that
+differ only in `KEY=...` (several seeds of one setting) make one row: the mean ± sample standard
+deviation of each number and the count of runs, and one curve: the mean at the steps every run
+logged, with the runs' min-max band.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dllm.cli.common import reports_user_errors
+from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.errors import DllmError
+
+logger = logging.getLogger("dllm.compare")
 
 DEFAULT_METRICS = ("eval/accuracy", "reward", "loss")
 
@@ -65,15 +72,26 @@ def find_runs(paths: list[Path]) -> list[Run]:
     for directory in dict.fromkeys(found):
         overrides_file = directory / ".hydra" / "overrides.yaml"
         overrides = _read_overrides(overrides_file) if overrides_file.is_file() else [directory.name]
-        records, lines = [], (directory / "metrics.jsonl").read_text().splitlines()
-        for number, line in enumerate(lines, 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-                if number != len(lines):
-                    raise DllmError(f"{directory / 'metrics.jsonl'}:{number} is not JSON") from None
-        runs.append(Run(directory, overrides, records))
+        runs.append(Run(directory, overrides, read_records(directory / "metrics.jsonl")))
     return runs
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a `metrics.jsonl`; a line that is not one (a run killed mid-write, a
+    full disk) is skipped with a warning naming FILE:LINE, so the rest of the run still compares."""
+    records = []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            logger.warning("warning: skipped %s:%d: not a JSON record (a torn or corrupted write)", path, number)
+    return records
 
 
 def _read_overrides(path: Path) -> list[str]:
@@ -103,34 +121,92 @@ def summarise(runs: list[Run], metrics: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def group_runs(runs: list[Run], over: str) -> list[tuple[str, list[Run]]]:
+    """Runs grouped by their differing overrides less `over=...` (e.g. the seeds of one
+    setting), in order of first appearance: (label, runs)."""
+    groups: dict[str, list[Run]] = {}
+    for run, label in zip(runs, differing_overrides(runs)):
+        kept = [item for item in label if item.split("=", 1)[0].lstrip("+~") != over]
+        groups.setdefault(" ".join(kept) or "(all)", []).append(run)
+    return list(groups.items())
+
+
+@dataclass
+class Spread:
+    """Several runs' values of one number: mean, sample standard deviation, the values."""
+
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def std(self) -> float:
+        if len(self.values) < 2:
+            return 0.0
+        mean = self.mean
+        return (sum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1)) ** 0.5
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {self.std:.2g}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "values": self.values}
+
+
+def summarise_groups(groups: list[tuple[str, list[Run]]], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per group: the mean ± std over its runs of every number `summarise` gives."""
+    rows = []
+    for label, members in groups:
+        member_rows = summarise(members, metrics)
+        row: dict[str, Any] = {"run": label, "runs": len(members), "path": [str(run.path) for run in members]}
+        for key in member_rows[0]:
+            if key in ("run", "path"):
+                continue
+            values = [r[key] for r in member_rows if r[key] is not None]
+            row[key] = Spread([float(v) for v in values]) if values else None
+        rows.append(row)
+    return rows
+
+
+def mean_series(members: list[Run], metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) of `metric` over `members` at the steps every one of them logged."""
+    tables = [dict(run.series(metric)) for run in members]
+    steps = sorted(set.intersection(*(set(table) for table in tables))) if tables else []
+    columns = [[table[step] for table in tables] for step in steps]
+    return steps, [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     columns = [key for key in rows[0] if key != "path"]
 
     def cell(value: Any) -> str:
         if value is None:
             return "—"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
+        return f"{value:.4g}" if isinstance(value, float) else str(value)  # Spread prints mean ± std
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: list[Run], metric: str, path: Path) -> bool:
-    """A PNG with `metric` against the step for every run that logged it; False if none did."""
+def plot_curves(groups: list[tuple[str, list[Run]]], metric: str, path: Path) -> bool:
+    """A PNG with `metric` against the step for every group of runs that logged it (the mean,
+    with the min-max band where a group holds several runs); False if none did."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = differing_overrides(runs)
     figure, axes = plt.subplots(figsize=(7, 4))
     plotted = False
-    for run, label in zip(runs, labels):
-        series = run.series(metric)
-        if series:
-            steps, values = zip(*series)
-            axes.plot(steps, values, marker="o" if len(series) < 30 else None, markersize=3, label=" ".join(label))
+    for label, members in groups:
+        steps, mean, low, high = mean_series(members, metric)
+        if steps:
+            (line,) = axes.plot(steps, mean, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+            if len(members) > 1:
+                axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
             plotted = True
     if plotted:
         axes.set_xlabel("optimizer step (stages end to end)")
@@ -151,16 +227,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, or directories holding runs")
     parser.add_argument("--metric", action="append", help=f"metric to compare (repeatable; default {DEFAULT_METRICS})")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first path)")
+    parser.add_argument(
+        "--over", default=None, metavar="KEY", help="aggregate runs that differ only in KEY=... (e.g. seed): mean ± std"
+    )
     args = parser.parse_args(argv)
+    setup_logging()
     metrics = args.metric or list(DEFAULT_METRICS)
     runs = find_runs(args.paths)
     out = args.out or (args.paths[0] if args.paths[0].is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
-    rows = summarise(runs, metrics)
+    if args.over:
+        groups = group_runs(runs, args.over)
+        rows = summarise_groups(groups, metrics)
+    else:
+        groups = [(" ".join(label), [run]) for run, label in zip(runs, differing_overrides(runs))]
+        rows = summarise(runs, metrics)
     table = markdown_table(rows)
     (out / "comparison.md").write_text(table)
-    (out / "comparison.json").write_text(json.dumps(rows, indent=2))
-    pictures = [m for m in metrics if plot_curves(runs, m, out / f"{m.replace('/', '_')}.png")]
+    (out / "comparison.json").write_text(json.dumps(rows, indent=2, default=lambda spread: spread.as_json()))
+    pictures = [m for m in metrics if plot_curves(groups, m, out / f"{m.replace('/', '_')}.png")]
     print(table, end="")
     print(f"wrote {out / 'comparison.md'}, comparison.json and {len(pictures)} plot(s) to {out}")
 

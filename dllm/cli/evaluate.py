@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.cli.runs import Target, load_target_model, resolve_target, target_parser
-from dllm.config import build_node, validate
+from dllm.config import build_node, build_reward, validate
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult, evaluate, markdown_table
 from dllm.registry import registry
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = target.config
     validate(cfg)
     use_target_tokenizer(cfg, target, args.overrides)
-    task, sampler, reward = build_node(cfg.task), build_node(cfg.sampler), build_node(cfg.reward)
+    task, sampler, reward = build_node(cfg.task), build_node(cfg.sampler), build_reward(cfg.reward)
     batch_size = args.batch_size or cfg.trainer.eval_batch_size
     fingerprint = evaluation_fingerprint(cfg, target, args.seed, args.num_samples, batch_size)
     out_dir = args.output_dir or default_output_dir(cfg, target, args.num_samples, fingerprint)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from dllm import registry as registries
 from dllm.cli.common import reports_user_errors
 from dllm.registry import REGISTRIES, registry
 
 
 def list_components(kind: str | None) -> str:
     """One line per kind: `sampler: llada, ...` (YAML presets of a registered component after
-    it, as `name (preset)`), or the names of one kind, one per line."""
+    it, as `name (preset)`), or the names of one kind, one per line; then a line per plugin
+    that failed to load: `plugin acme: BROKEN (ImportError: ...)`."""
     import dllm  # noqa: F401  (registers the built-in components)
 
     def names(registry_of_kind) -> list[str]:
         return registry_of_kind.names() + [f"{name} (preset)" for name in registry_of_kind.presets()]
 
     if kind is not None:
-        return "\n".join(names(registry(kind)))
-    return "\n".join(f"{name}: {', '.join(names(REGISTRIES[name]))}" for name in sorted(REGISTRIES))
+        lines = names(registry(kind))
+    else:
+        lines = [f"{name}: {', '.join(names(REGISTRIES[name]))}" for name in sorted(REGISTRIES)]
+    broken = [f"plugin {plugin}: BROKEN ({error})" for plugin, error in registries.PLUGIN_FAILURES.items()]
+    return "\n".join(lines + broken)
 
 
 @reports_user_errors

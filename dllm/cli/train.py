@@ -24,7 +24,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dllm.checkpoint import config_differences, load_run_config, recover
+from dllm.checkpoint import (
+    CHECKPOINT_DIR,
+    RUN_CONFIG,
+    checkpoint_dir,
+    config_differences,
+    load_run_config,
+    recover,
+    unreadable,
+)
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.config import build_components, build_node, validate
 from dllm.distributed import launched_world_size, require_deepspeed, start_runtime
@@ -64,12 +72,15 @@ def check_output_dir(run_dir: Path) -> None:
 def check_resumable_config(cfg: DictConfig, run_dir: Path) -> None:
     """Refuse to resume a checkpoint written under another model, naming the differing keys
     (before anything is built; `Trainer.check_resumable` compares the tokenizers' vocabularies)."""
-    if not cfg.trainer.resume:
+    if not cfg.trainer.resume or checkpoint_dir(run_dir) is None:  # refuses a checkpoint without its state
         return
     saved_text = load_run_config(run_dir)
     if saved_text is None:
         return
-    saved = OmegaConf.to_container(OmegaConf.create(saved_text), resolve=False)
+    try:
+        saved = OmegaConf.to_container(OmegaConf.create(saved_text), resolve=False)
+    except Exception as exc:  # omegaconf or yaml parse errors
+        raise unreadable(run_dir / CHECKPOINT_DIR / RUN_CONFIG, exc) from None
     current = OmegaConf.to_container(cfg, resolve=True)
     def weights_part(config: dict) -> dict:
         part = {key: config.get(key) for key in RESUME_KEYS}

@@ -10,6 +10,7 @@ import random
 from functools import cached_property
 
 from dllm.data.base import TASKS, Example, Task
+from dllm.data.split import HeldoutSplit
 from dllm.errors import ConfigError
 
 _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash; any odd constant would do
@@ -42,10 +43,6 @@ class AdditionTask(Task):
                 f"addition: gen_length ({gen_length}) must hold the longest sum ({max_digits + 1} "
                 f"digits) and an EOS; set gen_length >= {max_digits + 2}"
             )
-        if not 0 < heldout_percent < 100:
-            raise ConfigError(f"addition: heldout_percent must be in 1..99, got {heldout_percent}")
-        if num_eval < 1:
-            raise ConfigError(f"addition: num_eval must be positive, got {num_eval}")
         self.min_digits = min_digits
         self.max_digits = max_digits
         self.gen_length = gen_length
@@ -53,6 +50,17 @@ class AdditionTask(Task):
         self.heldout_percent = heldout_percent
         self.eval_seed = eval_seed
         self.fixed_width = fixed_width
+        operands = sum(10 if digits == 1 else 9 * 10 ** (digits - 1) for digits in range(min_digits, max_digits + 1))
+        width = f"{min_digits}-digit" if min_digits == max_digits else f"{min_digits}- to {max_digits}-digit"
+        self.split = HeldoutSplit(
+            pool_name=f"addition with {width} operands",
+            pool=operands**2,
+            heldout_percent=heldout_percent,
+            num_eval=num_eval,
+            generate=self._pair,
+            in_heldout=self._pair_is_heldout,
+            fix="raise task.max_digits or task.heldout_percent",
+        )
 
     def is_heldout(self, a: int, b: int) -> bool:
         return (a * 1_000_003 + b) * _HASH_MULTIPLIER % 2**32 % 100 < self.heldout_percent
@@ -61,11 +69,11 @@ class AdditionTask(Task):
         digits = rng.randint(self.min_digits, self.max_digits)
         return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
-    def _pair(self, rng: random.Random, heldout: bool) -> tuple[int, int]:
-        while True:
-            a, b = self._operand(rng), self._operand(rng)
-            if self.is_heldout(a, b) == heldout:
-                return a, b
+    def _pair(self, rng: random.Random) -> tuple[int, int]:
+        return self._operand(rng), self._operand(rng)
+
+    def _pair_is_heldout(self, pair: tuple[int, int]) -> bool:
+        return self.is_heldout(*pair)
 
     def example(self, a: int, b: int) -> Example:
         width = self.max_digits if self.fixed_width else 0
@@ -73,15 +81,11 @@ class AdditionTask(Task):
         return Example(prompt=f"{a:0{width}d}+{b:0{width}d}=", response=answer, fields={"answer": answer})
 
     def train_example(self, rng: random.Random) -> Example:
-        return self.example(*self._pair(rng, heldout=False))
+        return self.example(*self.split.draw(rng, heldout=False))
 
     @cached_property
     def _eval_pairs(self) -> list[tuple[int, int]]:
-        rng = random.Random(self.eval_seed)
-        pairs: dict[tuple[int, int], None] = {}
-        while len(pairs) < self.num_eval:
-            pairs[self._pair(rng, heldout=True)] = None
-        return list(pairs)
+        return self.split.eval_problems(self.eval_seed)
 
     def eval_examples(self) -> list[Example]:
         return [self.example(a, b) for a, b in self._eval_pairs]

@@ -20,21 +20,16 @@ same distance from it whatever the target's width.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from functools import cached_property
 
 from dllm.data.base import TASKS, Example, Task
-from dllm.data.split import is_heldout
+from dllm.data.split import HeldoutSplit, is_heldout
 from dllm.errors import ConfigError
 
 OPERATORS = "+-*/"
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
-# A settings combination with (almost) no solvable or no held-out prompt fails loudly
-# instead of looping forever: this many draws in a row without success.
-_MAX_ATTEMPTS = 10_000
-# Collecting distinct held-out examples stops after this many repeats in a row: the held-out
-# split is (nearly) exhausted.
-_MAX_REPEATS = 200
 
 Node = int | tuple[str, "Node", "Node"]  # a number, or (operator, left, right)
 
@@ -152,10 +147,6 @@ class CountdownTask(Task):
                 f"task.gen_length ({gen_length}) must hold the longest expression ({longest} characters) and an "
                 f"EOS; set task.gen_length >= {longest + 1}"
             )
-        if not 0 < heldout_percent < 100:
-            raise ConfigError(f"task.heldout_percent must be in 1..99, got {heldout_percent}")
-        if num_eval < 1:
-            raise ConfigError(f"task.num_eval must be positive, got {num_eval}")
         self.num_numbers = num_numbers
         self.min_number = min_number
         self.max_number = max_number
@@ -164,10 +155,25 @@ class CountdownTask(Task):
         self.num_eval = num_eval
         self.heldout_percent = heldout_percent
         self.eval_seed = eval_seed
+        number_sets = math.comb(max_number - min_number + num_numbers, num_numbers)  # sorted, repeats allowed
+        self.split = HeldoutSplit(
+            pool_name=f"countdown with {num_numbers} numbers in {min_number}..{max_number} and operators {operators!r}",
+            pool=number_sets * largest_target(num_numbers, max_number, operators),
+            pool_is_bound=True,
+            heldout_percent=heldout_percent,
+            num_eval=num_eval,
+            generate=self._play,
+            in_heldout=self._game_is_heldout,
+            key=game_key,
+            fix="widen the numbers, allow more operators or raise task.heldout_percent",
+        )
 
     def is_heldout(self, numbers: list[int], target: int) -> bool:
         """Whether the prompt with these numbers (in any order) and target is held out."""
         return is_heldout(split_key(numbers, target), self.heldout_percent)
+
+    def _game_is_heldout(self, game: tuple[list[int], int]) -> bool:
+        return self.is_heldout(*game)
 
     def _play(self, rng: random.Random) -> tuple[list[int], int] | None:
         """One random game: (numbers, target), or None when it got stuck."""
@@ -182,17 +188,6 @@ class CountdownTask(Task):
             pool = [value for k, value in enumerate(pool) if k not in (i, j)] + [rng.choice(options)[1]]
         return numbers, pool[0]
 
-    def _draw(self, rng: random.Random, heldout: bool) -> tuple[list[int], int]:
-        for _ in range(_MAX_ATTEMPTS):
-            game = self._play(rng)
-            if game is not None and self.is_heldout(game[0], game[1]) == heldout:
-                return game
-        raise ConfigError(
-            f"countdown: no {'held-out' if heldout else 'training'} prompt found in {_MAX_ATTEMPTS} draws with "
-            f"numbers {self.min_number}..{self.max_number} and operators {self.operators!r}; widen the range, "
-            "allow more operators, or change task.heldout_percent"
-        )
-
     def example(self, numbers: list[int], target: int) -> Example:
         """The example for a solvable prompt; its response is `solve`'s solution."""
         solution = solve(numbers, target, self.operators)
@@ -205,29 +200,28 @@ class CountdownTask(Task):
         )
 
     def train_example(self, rng: random.Random) -> Example:
-        return self.example(*self._draw(rng, heldout=False))
+        return self.example(*self.split.draw(rng, heldout=False))
 
     @cached_property
     def _eval_games(self) -> list[tuple[list[int], int]]:
-        rng = random.Random(self.eval_seed)
-        games: dict[str, tuple[list[int], int]] = {}
-        misses = 0
-        while len(games) < self.num_eval:
-            game = self._draw(rng, heldout=True)
-            key = split_key(game[0], game[1])
-            misses = misses + 1 if key in games else 0
-            if misses >= _MAX_REPEATS:
-                raise ConfigError(
-                    f"countdown: only {len(games)} distinct held-out prompts found (the split is nearly exhausted); "
-                    f"lower task.num_eval ({self.num_eval}) or raise task.heldout_percent"
-                )
-            games.setdefault(key, game)
-        return list(games.values())
+        return self.split.eval_problems(self.eval_seed)
 
     def eval_examples(self) -> list[Example]:
         return [self.example(numbers, target) for numbers, target in self._eval_games]
 
 
+def largest_target(num_numbers: int, max_number: int, operators: str) -> int:
+    """An upper bound on a target: `-` and `/` never exceed their left operand, `a + b <= a * b`
+    for a, b >= 2, so a product of `max(2, max_number)`s bounds any expression with `*`."""
+    if "*" in operators:
+        return max(2, max_number) ** num_numbers
+    return num_numbers * max_number if "+" in operators else max_number
+
+
 def split_key(numbers: list[int], target: int) -> str:
     """The held-out hash key: the sorted numbers and the target (ordering-independent)."""
     return f"{','.join(map(str, sorted(numbers)))}>{target}"
+
+
+def game_key(game: tuple[list[int], int]) -> str:
+    return split_key(*game)

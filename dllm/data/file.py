@@ -11,8 +11,10 @@ run ever trains on an evaluation record.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -24,8 +26,34 @@ from dllm.data.prompts import PromptFormatter, render
 from dllm.data.split import is_heldout
 from dllm.errors import ConfigError, did_you_mean
 
+logger = logging.getLogger(__name__)
+
 # Names a reward call already uses for its own arguments: never passed through as fields.
 RESERVED_FIELDS = frozenset({"prompts", "completions", "truncated"})
+# Characters a record's text value may hold: far above any model's context, far below what makes
+# a tokenizer abort the process (a line of hundreds of MB).
+MAX_FIELD_CHARS = 1_000_000
+ANSWER = "answer"
+
+
+class SkippedRecord(Exception):
+    """A record without a gold answer: reported and skipped like a malformed line."""
+
+
+def _absent(value: Any) -> bool:
+    """None, or a float NaN (how parquet and CSV readers spell a missing value)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _longest_text(value: Any) -> int:
+    """The length of the longest string in `value` (strings inside lists and mappings too)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return max((_longest_text(item) for item in value), default=0)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +64,7 @@ class Row:
     response: str
     fields: dict[str, Any]
     key: str  # what the held-out hash reads
+    where: str = ""  # FILE:LINE (or FILE: record N) it was read from
 
 
 @TASKS.register("file")
@@ -136,31 +165,62 @@ class FileTask(Task):
         if self.layout.passthrough:  # the union over records, so that every example has the same fields
             read = set(self.mapped.values()) | {name for names in self.layout.roles.values() for name in names}
             passthrough = {name for row in records.rows for name in row} - read - RESERVED_FIELDS
-        return [self._row(record, index, records, passthrough) for index, record in enumerate(records.rows)]
+        rows, skipped = [], []
+        for index, record in enumerate(records.rows):
+            try:
+                rows.append(self._row(record, index, records, passthrough))
+            except SkippedRecord as exc:
+                skipped.append(str(exc))
+        if skipped and not rows:
+            raise ConfigError(skipped[0])
+        if skipped:
+            self.skipped_lines += len(skipped)
+            logger.warning(
+                "skipped %d record(s) of %s without a gold answer (%d loaded): %s%s",
+                len(skipped),
+                records.path,
+                len(rows),
+                "; ".join(skipped[:3]),
+                f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "",
+            )
+        return rows
 
     def _sources(self, role: str) -> tuple[str, ...]:
         return (self.mapped[role],) if role in self.mapped else self.layout.roles[role]
 
     def _row(self, record: Mapping[str, Any], index: int, records: Records, passthrough: set[str]) -> Row:
+        where = records.where(index)
+        for name, value in record.items():
+            if _longest_text(value) > MAX_FIELD_CHARS:
+                raise ConfigError(
+                    f"{where}: field {name!r} holds {_longest_text(value):,} characters, more than the "
+                    f"{MAX_FIELD_CHARS:,} a record's text may have (dllm.data.file.MAX_FIELD_CHARS): no prompt or "
+                    f"answer is this long; fix or drop that line"
+                )
         values = {}
         for role in self.layout.roles:
-            values[role] = next((record[name] for name in self._sources(role) if record.get(name) is not None), None)
+            values[role] = next((record[name] for name in self._sources(role) if not _absent(record.get(name))), None)
             mapped_but_absent = role in self.mapped and self.mapped[role] not in record
-            if mapped_but_absent or (values[role] is None and role in self.layout.required):
-                raise self._missing(role, self._sources(role), record, index, records)
+            if values[role] is None and (role in self.layout.required or (role == ANSWER and role in self.mapped)):
+                raise SkippedRecord(self._missing(role, self._sources(role), record, where))
+            if mapped_but_absent:
+                raise ConfigError(self._missing(role, self._sources(role), record, where))
+        if ANSWER in passthrough and _absent(record.get(ANSWER)):
+            raise SkippedRecord(f"{where} has no {ANSWER!r} (null or missing) while other records of the file do")
         try:
             converted = self.layout.convert(values, record)
         except MissingRole as exc:
-            raise self._missing(exc.role, exc.candidates or self._sources(exc.role), record, index, records) from None
+            message = self._missing(exc.role, exc.candidates or self._sources(exc.role), record, where)
+            raise (SkippedRecord if exc.role == ANSWER else ConfigError)(message) from None
         except ConfigError as exc:
-            raise ConfigError(f"{records.path}: record {index + 1} (layout {self.layout.name}): {exc}") from None
+            raise ConfigError(f"{where} (layout {self.layout.name}): {exc}") from None
         fields = dict(converted.fields)
         for name in sorted(passthrough):
             fields[name] = record.get(name)
         for name, source in self.extra_fields.items():
             if source not in record:
                 raise ConfigError(
-                    f"{records.path}: record {index + 1} has no field {source!r} for task.extra_fields.{name}; "
+                    f"{where} has no field {source!r} for task.extra_fields.{name}; "
                     f"its fields: {', '.join(sorted(record))}"
                 )
             fields[name] = record[source]
@@ -168,15 +228,13 @@ class FileTask(Task):
         if converted.question is not None:
             namespace["question"] = converted.question
         key = json.dumps({"question": converted.question, **fields}, sort_keys=True, default=str)
-        return Row(namespace, converted.response, fields, key)
+        return Row(namespace, converted.response, fields, key, where)
 
-    def _missing(
-        self, role: str, sources: tuple[str, ...], record: Mapping[str, Any], index: int, records: Records
-    ) -> ConfigError:
+    def _missing(self, role: str, sources: tuple[str, ...], record: Mapping[str, Any], where: str) -> str:
         wanted = " or ".join(repr(name) for name in sources) or repr(role)
-        present = sorted(name for name, value in record.items() if value is not None)
-        return ConfigError(
-            f"{records.path}: record {index + 1} has no field {wanted} (the {role!r} of layout "
+        present = sorted(name for name, value in record.items() if not _absent(value))
+        return (
+            f"{where} has no field {wanted} (the {role!r} of layout "
             f"{self.layout.name!r}); its fields: {', '.join(present) or 'none'}. Map the role to your "
             f"field with task.fields.{role}=FIELD_NAME, or choose another task.layout"
         )
@@ -201,6 +259,11 @@ class FileTask(Task):
 
     def eval_examples(self) -> list[Example]:
         return list(self._eval_examples)
+
+    def located_prompts(self) -> Iterator[tuple[str, str]]:
+        """(FILE:LINE, prompt) of every training and held-out record, for start-up checks."""
+        for row in [*self._train_rows, *self._eval_rows]:
+            yield row.where, self.format_prompt(row.values)
 
     @property
     def num_train(self) -> int:

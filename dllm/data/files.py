@@ -46,10 +46,15 @@ class Records:
     path: Path
     rows: tuple[dict[str, Any], ...]
     bad_lines: tuple[str, ...] = ()
+    lines: tuple[int, ...] = ()  # each row's line number, in a JSON Lines file
 
     @property
     def skipped(self) -> int:
         return len(self.bad_lines)
+
+    def where(self, index: int) -> str:
+        """`FILE:LINE` of row `index` in a JSON Lines file, else `FILE: record N`."""
+        return f"{self.path}:{self.lines[index]}" if self.lines else f"{self.path}: record {index + 1}"
 
 
 def resolve_path(path: str, option: str = "task.train_file") -> Path:
@@ -127,12 +132,21 @@ def _read_cached(path: str, fmt: str, mtime_ns: int, size: int) -> Records:
     if fmt == "json":
         _refuse_wrapped_records(resolved)
     try:
-        return Records(resolved, tuple(_load_with_datasets(resolved, fmt)))
+        rows = tuple(_load_with_datasets(resolved, fmt))
+        return Records(resolved, rows, lines=_line_numbers(resolved, len(rows)) if fmt == "jsonl" else ())
     except Exception as exc:  # datasets raises many types; JSON gets a second, forgiving reader
         if fmt not in ("json", "jsonl"):
             raise ConfigError(f"cannot read {resolved} as {fmt}: {type(exc).__name__}: {exc}") from None
         logger.debug("datasets could not load %s whole (%s); reading it line by line", resolved, exc)
     return _read_json_by_lines(resolved, fmt)
+
+
+def _line_numbers(path: Path, count: int) -> tuple[int, ...]:
+    """The numbers of the non-blank lines of `path`, which hold its `count` records (or none
+    when they are not `count`)."""
+    with path.open("rb") as handle:
+        numbers = tuple(number for number, line in enumerate(handle, 1) if line.strip())
+    return numbers if len(numbers) == count else ()
 
 
 def _load_with_datasets(path: Path, fmt: str) -> list[dict[str, Any]]:
@@ -188,7 +202,7 @@ def _read_json_by_lines(path: Path, fmt: str) -> Records:
             else:
                 bad.append(f"{path}: item {index} is {type(item).__name__}, not an object")
         return Records(path, tuple(rows), tuple(bad))
-    rows, bad = [], []
+    rows, bad, lines = [], [], []
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -202,6 +216,7 @@ def _read_json_by_lines(path: Path, fmt: str) -> Records:
             continue
         if isinstance(item, dict):
             rows.append(item)
+            lines.append(number)
         else:
             bad.append(f"{path}:{number}: a JSON {type(item).__name__}, not an object")
-    return Records(path, tuple(rows), tuple(bad))
+    return Records(path, tuple(rows), tuple(bad), tuple(lines))

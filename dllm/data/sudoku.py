@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import random
 from functools import cache, cached_property
+from math import comb
+from operator import itemgetter
 
 from dllm.data.base import TASKS, Example, Task
-from dllm.data.split import is_heldout
+from dllm.data.split import HeldoutSplit, is_heldout
 from dllm.errors import ConfigError
 
 SIZE = 4
@@ -22,11 +24,6 @@ CELLS = SIZE * SIZE
 BLANK = "."
 # 4x4 puzzles with a unique solution have at least 4 givens, so at most 12 blanks.
 MAX_BLANKS = 12
-# A settings combination with (almost) no held-out puzzle fails loudly instead of looping.
-_MAX_ATTEMPTS = 10_000
-# Collecting distinct held-out examples stops after this many repeats in a row: the held-out
-# split is (nearly) exhausted.
-_MAX_REPEATS = 200
 
 
 @cache
@@ -113,19 +110,29 @@ class SudokuTask(Task):
                 f"task.gen_length ({gen_length}) must hold the {CELLS}-digit grid and an EOS; "
                 f"set task.gen_length >= {CELLS + 1}"
             )
-        if not 0 < heldout_percent < 100:
-            raise ConfigError(f"task.heldout_percent must be in 1..99, got {heldout_percent}")
-        if num_eval < 1:
-            raise ConfigError(f"task.num_eval must be positive, got {num_eval}")
         self.min_blanks = min_blanks
         self.max_blanks = max_blanks
         self.gen_length = gen_length
         self.num_eval = num_eval
         self.heldout_percent = heldout_percent
         self.eval_seed = eval_seed
+        self.split = HeldoutSplit(
+            pool_name=f"sudoku with {min_blanks}..{max_blanks} blanks",
+            pool=len(all_grids()) * sum(comb(CELLS, blanks) for blanks in range(min_blanks, max_blanks + 1)),
+            pool_is_bound=True,  # counts ambiguous puzzles too
+            heldout_percent=heldout_percent,
+            num_eval=num_eval,
+            generate=self._puzzle,
+            in_heldout=self._pair_is_heldout,
+            key=itemgetter(0),  # the puzzle
+            fix="allow more blanks or raise task.heldout_percent",
+        )
 
     def is_heldout(self, puzzle: str) -> bool:
         return is_heldout(puzzle, self.heldout_percent)
+
+    def _pair_is_heldout(self, pair: tuple[str, str]) -> bool:
+        return self.is_heldout(pair[0])
 
     def _puzzle(self, rng: random.Random) -> tuple[str, str]:
         """A (puzzle, solution) pair with a unique solution; the blank count is uniform over
@@ -139,37 +146,15 @@ class SudokuTask(Task):
             if len(solutions(puzzle)) == 1:
                 return puzzle, solution
 
-    def _draw(self, rng: random.Random, heldout: bool) -> tuple[str, str]:
-        for _ in range(_MAX_ATTEMPTS):
-            puzzle, solution = self._puzzle(rng)
-            if self.is_heldout(puzzle) == heldout:
-                return puzzle, solution
-        raise ConfigError(
-            f"sudoku: no {'held-out' if heldout else 'training'} puzzle found in {_MAX_ATTEMPTS} draws; "
-            "change task.heldout_percent or allow more blanks"
-        )
-
     def example(self, puzzle: str, solution: str) -> Example:
         return Example(prompt=f"{puzzle}:", response=solution, fields={"puzzle": puzzle, "solution": solution})
 
     def train_example(self, rng: random.Random) -> Example:
-        return self.example(*self._draw(rng, heldout=False))
+        return self.example(*self.split.draw(rng, heldout=False))
 
     @cached_property
     def _eval_puzzles(self) -> list[tuple[str, str]]:
-        rng = random.Random(self.eval_seed)
-        puzzles: dict[str, str] = {}
-        misses = 0
-        while len(puzzles) < self.num_eval:
-            puzzle, solution = self._draw(rng, heldout=True)
-            misses = misses + 1 if puzzle in puzzles else 0
-            if misses >= _MAX_REPEATS:
-                raise ConfigError(
-                    f"sudoku: only {len(puzzles)} distinct held-out puzzles found (the split is nearly exhausted); "
-                    f"lower task.num_eval ({self.num_eval}), allow more blanks or raise task.heldout_percent"
-                )
-            puzzles[puzzle] = solution
-        return list(puzzles.items())
+        return self.split.eval_problems(self.eval_seed)
 
     def eval_examples(self) -> list[Example]:
         return [self.example(puzzle, solution) for puzzle, solution in self._eval_puzzles]

@@ -13,6 +13,8 @@ runs past a deadline, and reports the total, each term's scores and the failure 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
 import numbers
@@ -50,7 +52,65 @@ class Reward(ABC):
         return combine_terms(self, prompts, completions, fields).terms
 
 
-REWARDS = Registry("reward", interface=Reward)
+class RewardRegistry(Registry):
+    """Rewards are any callables with the reward signature, as the docs promise: a class (a
+    `Reward` subclass or any class with `__call__`) is a factory, built with the options; a
+    function or an instance is the reward itself (a function's options are bound with
+    `functools.partial`, as Hydra's `_partial_: true` does). Each reward's signature is
+    checked when it is built."""
+
+    def check_entry(self, name: str, obj: Any) -> None:
+        if isinstance(obj, type) and "__call__" not in _attributes(obj):  # calling it would only construct it
+            raise TypeError(
+                f"reward {name!r}: class {obj.__qualname__} has no __call__; {REWARD_SIGNATURE} "
+                f"(a function, a class with __call__, or an instance of one)"
+            )
+        super().check_entry(name, obj)
+
+    def make(self, name: str, entry: Any, kwargs: dict[str, Any]) -> Any:
+        if isinstance(entry, type):
+            reward = entry(**kwargs)
+        elif kwargs and (inspect.isfunction(entry) or inspect.ismethod(entry)):
+            reward = functools.partial(entry, **kwargs)
+        elif kwargs:
+            raise RewardError(
+                f"reward {name!r} is a registered instance and takes no options (got {', '.join(kwargs)}); "
+                f"register its class to build it with options"
+            )
+        else:
+            reward = entry
+        return checked_reward(reward, name)
+
+
+REWARD_SIGNATURE = "a reward is called as reward(prompts, completions, **fields) -> list[float]"
+_FIELD_PROBE = "any_task_field"  # every task column and `truncated` reach every reward as keywords
+
+
+def checked_reward(reward: Any, name: str | None = None) -> Any:
+    """`reward`, after checking it can be called as `reward(prompts, completions, **fields)`:
+    a wrong signature would otherwise fail on every batch (and `score_batch` score it 0)."""
+    name = name or reward_name(reward)
+    if not callable(reward):
+        raise RewardError(f"reward {name!r}: {_preview(reward)} is not callable; {REWARD_SIGNATURE}")
+    try:
+        signature = inspect.signature(reward)
+    except (TypeError, ValueError):
+        return reward  # no signature to read (a builtin): its first call is the check
+    try:
+        signature.bind(["prompt"], ["completion"], **{_FIELD_PROBE: []})
+    except TypeError as exc:
+        raise RewardError(
+            f"reward {name!r} has the signature {signature} ({exc}); {REWARD_SIGNATURE}: take the prompts and "
+            f"completions positionally and the task's fields as **fields"
+        ) from None
+    return reward
+
+
+def _attributes(cls: type) -> set[str]:
+    return {key for klass in cls.__mro__[:-1] for key in vars(klass)}  # all but `object`'s
+
+
+REWARDS = RewardRegistry("reward")
 
 
 class RewardError(DllmError, ValueError):
@@ -75,6 +135,12 @@ def require_field(name: str, fields: dict[str, Any], reward: str, length: int) -
     if len(column) != length:
         raise RewardError(f"reward {reward!r}: {len(column)} values of {name!r} for {length} completions")
     return column
+
+
+def no_gold(answer: Any) -> bool:
+    """Whether a gold answer is missing: None, or a float NaN (a table's empty cell). Such an
+    answer matches no completion: its `str` (`"None"`, `"nan"`) is no answer."""
+    return answer is None or (isinstance(answer, float) and math.isnan(answer))
 
 
 def reward_name(reward: Any) -> str:

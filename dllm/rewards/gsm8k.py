@@ -13,7 +13,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from dllm.rewards.base import REWARDS, Reward, RewardError, require_field
+from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field
 
 # A minus sign counts only when it does not follow a word character or a closing bracket,
 # so the range "10-15" ends in 15, not -15. Commas group digits only in threes.
@@ -43,6 +43,9 @@ class GSM8K(Reward):
         answers = require_field("answer", fields, "gsm8k", len(completions))
         scores = []
         for i, (completion, answer) in enumerate(zip(completions, answers)):
+            if no_gold(answer):  # no gold answer: nothing matches it
+                scores.append(0.0)
+                continue
             gold = final_number(answer)
             if gold is None:
                 raise RewardError(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dllm.errors import ConfigError
-from dllm.rewards.base import REWARDS, Reward, RewardError, require_field
+from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Math(Reward):
         scores: list[float] = []
         for completion, answer in zip(completions, answers):
             boxed = last_boxed(completion)
-            pred, gold = strip_delimiters(boxed or ""), gold_expression(answer)
+            pred, gold = strip_delimiters(boxed or ""), "" if no_gold(answer) else gold_expression(answer)
             if not pred or not gold:
                 scores.append(0.0)
                 continue

@@ -94,13 +94,15 @@ def check_term_options(spec: TermSpec) -> None:
     from dllm.config import check_node
 
     factory = REWARDS.get(spec.reward)
-    target = f"{factory.__module__}.{factory.__qualname__}"
+    target = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', '')}"
     try:
         importable = get_object(target) is factory
     except Exception:
         importable = False
-    if importable:  # else (a factory made at run time) its constructor is the only check
-        check_node(f"reward.terms.{spec.name}", OmegaConf.create({"_target_": target, **spec.options}))
+    if importable:  # else (an instance, a factory made at run time) building it is the only check
+        partial = not isinstance(factory, type)  # a function reward: its options are bound, not called
+        node = {"_target_": target, **({"_partial_": True} if partial else {}), **spec.options}
+        check_node(f"reward.terms.{spec.name}", OmegaConf.create(node))
 
 
 @REWARDS.register(NAME)

@@ -7,8 +7,12 @@ and `step_map`: the global step at which each position was revealed), which RL e
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,9 +54,33 @@ class GenerationOutput:
 class Sampler(ABC):
     """Decodes `gen_length` tokens after left-padded prompts with a diffusion LM.
 
-    Implement `decode` (the loop over a prepared `Decoding`), or override `generate` whole."""
+    Implement `decode` (the loop over a prepared `Decoding`), or override `generate` whole.
+    A sampler records the arguments it was built with (`settings`): fingerprints read them, and
+    copies go through the constructor again (`replace`), so its validation always runs."""
 
     stop_at_eos: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_settings(cls.__init__)
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments, defaults included, as given (as diffusers'
+        `register_to_config`): everything that decides this sampler's decoding."""
+        return dict(self.__dict__.get("_settings", {}))
+
+    def replace(self, **changes: Any) -> Sampler:
+        """A new sampler of this type with `changes` to its settings, built (and so validated)
+        by its constructor; raises `ConfigError` for a setting it does not have."""
+        settings = self.settings()
+        unknown = sorted(set(changes) - set(settings))
+        if unknown:
+            raise ConfigError(
+                f"sampler {type(self).__name__} has no setting {', '.join(unknown)}; its settings: "
+                f"{', '.join(settings) or 'none'}"
+            )
+        return type(self)(**{**settings, **changes})
 
     @torch.no_grad()
     def generate(
@@ -88,6 +116,26 @@ class Sampler(ABC):
         with blocks of `model_block_size`)."""
         if gen_length < 1:
             raise ConfigError(f"gen_length must be a positive number of tokens, got {gen_length}")
+
+
+def _recording_settings(init: Callable[..., None]) -> Callable[..., None]:
+    """`init`, recording its bound arguments (defaults applied) as the instance's settings; only
+    the outermost constructor records (a subclass's `super().__init__` call does not)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "_settings" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            settings: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:
+                kind = signature.parameters[name].kind
+                settings.update(value if kind is inspect.Parameter.VAR_KEYWORD else {name: value})
+            self._settings = settings
+        init(self, *args, **kwargs)
+
+    return __init__
 
 
 SAMPLERS = Registry("sampler", interface=Sampler)

@@ -46,18 +46,25 @@ class DiffusionSampler(Sampler):
         block_length: int | None = None,
         steps: int | None = None,
         temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        top_k: int | None = 0,
+        top_p: float | None = 1.0,
         sampling: Sampling = "categorical",
         score: Score = "confidence",
         selection: Selection = "top_k",
-        threshold: float = 0.9,
-        factor: float = 1.0,
-        eb_threshold: float = 0.35,
+        threshold: float | None = 0.9,
+        factor: float | None = 1.0,
+        eb_threshold: float | None = 0.35,
         cache: CacheName = "none",
         cfg_scale: float = 0.0,
         stop_at_eos: bool = True,
     ) -> None:
+        """`top_k` / `top_p` None: no limit (as 0 / 1); `threshold`, `factor`, `eb_threshold`
+        may be None where `selection` does not use them."""
+        top_k, top_p = top_k or 0, 1.0 if top_p is None else top_p
+        if temperature is None or cfg_scale is None:
+            raise ConfigError(
+                f"temperature ({temperature}) and cfg_scale ({cfg_scale}) must be numbers >= 0 (0: greedy, none)"
+            )
         if (steps is not None and steps < 1) or (block_length is not None and block_length < 1):
             raise ConfigError(f"steps ({steps}) and block_length ({block_length}) must be positive (or null)")
         if temperature < 0 or cfg_scale < 0 or top_k < 0:

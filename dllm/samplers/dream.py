@@ -85,20 +85,25 @@ class DreamSampler(Sampler):
         eps: float = 1e-3,
         stop_at_eos: bool = True,
     ) -> None:
+        """As in Dream's generation config: `top_p` / `top_k` / `alg_temp` None (or 0): off."""
         if alg not in ("origin", "maskgit_plus", "topk_margin", "entropy"):
             raise ConfigError(f"dream: alg must be origin, maskgit_plus, topk_margin or entropy, got {alg!r}")
+        if temperature is None or eps is None:
+            raise ConfigError(f"dream: temperature ({temperature}) and eps ({eps}) must be numbers (0 is greedy)")
         if not 0 < eps < 1 or temperature < 0 or (steps is not None and steps < 1):
             raise ConfigError(
                 f"dream: need 0 < eps < 1 ({eps}), temperature >= 0 ({temperature}), steps >= 1 ({steps})"
             )
         if top_p is not None and not 0 < top_p <= 1:
             raise ConfigError(f"dream: top_p must be in (0, 1], got {top_p}")
+        if (top_k is not None and top_k < 0) or (alg_temp is not None and alg_temp < 0):
+            raise ConfigError(f"dream: top_k ({top_k}) and alg_temp ({alg_temp}) must be >= 0 (or null: off)")
         self.steps = steps
         self.alg = alg
         self.alg_temp = alg_temp
         self.temperature = temperature
         self.top_p = top_p
-        self.top_k = top_k
+        self.top_k = top_k or None  # 0: no limit (the reference's top-k of 0 would fail mid-decode)
         self.eps = eps
         self.stop_at_eos = stop_at_eos
 

@@ -104,8 +104,8 @@ class FastDLLMSampler(DiffusionSampler):
             sampling="gumbel",
             score=remasking_score(remasking, "fast_dllm"),
             selection=selection,
-            threshold=threshold or 0.9,
-            factor=factor or 1.0,
+            threshold=threshold,
+            factor=factor,
             cache=use_cache,
             stop_at_eos=stop_at_eos,
         )

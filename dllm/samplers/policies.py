@@ -8,7 +8,7 @@ masked positions to reveal given the scores and the step's quota). Each selectio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -108,22 +108,33 @@ class UnmaskingPolicy:
     every other scoring >= `threshold`; `factor` Fast-dLLM's factor rule; `dynamic` everything
     above `threshold` when that meets the quota, else the quota (SDAR); `entropy_bounded` the
     lowest-entropy positions within an entropy budget `eb_threshold` (SDAR); `sequential` the
-    leftmost positions (quota)."""
+    leftmost positions (quota). A parameter its selection does not use may be None."""
+
+    # The selections that read each parameter.
+    USES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "threshold": ("threshold", "dynamic"),
+        "factor": ("factor",),
+        "eb_threshold": ("entropy_bounded",),
+    }
 
     score: Score = "confidence"
     selection: Selection = "top_k"
-    threshold: float = 0.9
-    factor: float = 1.0
-    eb_threshold: float = 0.35
+    threshold: float | None = 0.9
+    factor: float | None = 1.0
+    eb_threshold: float | None = 0.35
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ConfigError(f"unknown score {self.score!r}; choose one of {', '.join(SCORES)}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}")
-        if not 0 < self.threshold <= 1:
+        values = {"threshold": self.threshold, "factor": self.factor, "eb_threshold": self.eb_threshold}
+        for name, value in values.items():
+            if value is None and self.selection in self.USES[name]:
+                raise ConfigError(f"selection {self.selection!r} needs {name}, got null")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.factor <= 0 or self.eb_threshold <= 0:
+        if (self.factor is not None and self.factor <= 0) or (self.eb_threshold is not None and self.eb_threshold <= 0):
             raise ConfigError(f"factor ({self.factor}) and eb_threshold ({self.eb_threshold}) must be > 0")
 
     @property

@@ -39,18 +39,20 @@ STRATEGY_SELECTIONS = {
 class SDARSampler(DiffusionSampler):
     """SDAR's decoder with its argument names. `block_length` None = the model's block size;
     another size decodes (and attends) in blocks of that size (block-size adaptation).
-    `use_cache=False` recomputes the prefix every step (same tokens, for checking the cache)."""
+    `use_cache=False` recomputes the prefix every step (same tokens, for checking the cache).
+    As in the reference, `eb_threshold` (None there) is needed by `entropy_bounded` only and
+    `confidence_threshold` by `low_confidence_dynamic` only; `top_k` / `top_p` None: no limit."""
 
     def __init__(
         self,
         block_length: int | None = None,
         denoising_steps: int = 4,
         remasking_strategy: Strategy = "low_confidence_dynamic",
-        confidence_threshold: float = 0.85,
-        eb_threshold: float = 0.35,
+        confidence_threshold: float | None = 0.85,
+        eb_threshold: float | None = 0.35,
         temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        top_k: int | None = 0,
+        top_p: float | None = 1.0,
         use_cache: bool = True,
         stop_at_eos: bool = True,
     ) -> None:
@@ -58,7 +60,12 @@ class SDARSampler(DiffusionSampler):
             raise ConfigError(
                 f"remasking_strategy must be one of {', '.join(STRATEGY_SELECTIONS)}, got {remasking_strategy!r}"
             )
-        if not 0 < confidence_threshold <= 1:
+        needed = {"low_confidence_dynamic": "confidence_threshold", "entropy_bounded": "eb_threshold"}
+        values = {"confidence_threshold": confidence_threshold, "eb_threshold": eb_threshold}
+        name = needed.get(remasking_strategy)
+        if name is not None and values[name] is None:
+            raise ConfigError(f"sdar: remasking_strategy {remasking_strategy} needs {name}, got null")
+        if confidence_threshold is not None and not 0 < confidence_threshold <= 1:
             raise ConfigError(f"confidence_threshold must be in (0, 1], got {confidence_threshold}")
         if denoising_steps < 1:
             raise ConfigError(f"denoising_steps must be >= 1, got {denoising_steps}")

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -76,3 +78,65 @@ def test_config_differences_name_each_changed_key():
         "model.d_model is 64 in the checkpoint but 128 now",
         "model.n_layers is '<absent>' in the checkpoint but 4 now",
     ]
+
+
+@pytest.mark.parametrize("damage", ["no_trainer_state", "empty"])
+def test_a_checkpoint_without_its_trainer_state_is_refused_not_restarted(tmp_path, tiny_model, tokenizer, damage):
+    from dllm.errors import DllmError
+
+    save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 3})
+    directory = tmp_path / CHECKPOINT_DIR
+    if damage == "empty":
+        for path in directory.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    else:
+        (directory / "trainer_state.pt").unlink()
+    with pytest.raises(DllmError) as caught:
+        load_trainer_state(tmp_path)
+    message = str(caught.value)
+    assert str(directory / "trainer_state.pt") in message and "\n" not in message
+    assert "trainer.resume=false" in message and "hydra.run.dir" in message
+    assert ("is empty" in message) == (damage == "empty")
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_trainer_state_is_one_error_naming_it(tmp_path, tiny_model, tokenizer):
+    from dllm.errors import DllmError
+
+    save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 3, "optimizer": {"x": torch.zeros(1000)}})
+    state = tmp_path / CHECKPOINT_DIR / "trainer_state.pt"
+    truncate(state)
+    with pytest.raises(DllmError, match=f"cannot read {state}: it is truncated or corrupted") as caught:
+        load_trainer_state(tmp_path)
+    assert "\n" not in str(caught.value)
+    state.write_bytes(b"\x00garbage")
+    with pytest.raises(DllmError, match=f"cannot read {state}"):
+        load_trainer_state(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0001])  # cut in the tensors, cut in the header
+def test_truncated_weights_are_one_error_naming_the_file(tmp_path, tiny_model, tokenizer, keep):
+    from dllm.checkpoint import load_model_weights
+    from dllm.errors import DllmError
+
+    save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 3})
+    weights = tmp_path / CHECKPOINT_DIR / "model.safetensors"
+    truncate(weights, keep)
+    with pytest.raises(DllmError, match=f"cannot read {weights}: it is truncated or corrupted") as caught:
+        load_model_weights(dllm.load_model("llada_tiny"), tmp_path / CHECKPOINT_DIR)
+    assert "\n" not in str(caught.value)
+
+
+def test_truncated_tokenizer_files_are_one_error_naming_the_directory(tmp_path, tiny_model, tokenizer):
+    from dllm.errors import DllmError
+
+    save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": 3})
+    directory = tmp_path / CHECKPOINT_DIR
+    truncate(directory / "tokenizer.json")
+    with pytest.raises(DllmError, match=f"cannot read the tokenizer in {directory}") as caught:
+        dllm.load_tokenizer(directory)
+    assert "\n" not in str(caught.value)

@@ -18,7 +18,7 @@ from dllm.evaluation import (
     score_completions,
 )
 from dllm.rewards.exact_match import ExactMatch
-from dllm.samplers.base import GenerationOutput
+from dllm.samplers.base import GenerationOutput, Sampler
 from dllm.samplers.llada import LLaDASampler
 
 
@@ -95,11 +95,14 @@ class TableTask(Task):
         return [Example(f"p{i}=", str(i), {"answer": str(i)}) for i in range(3)]
 
 
-class ScriptedSampler:
+class ScriptedSampler(Sampler):
     """Writes the answer for the samples `correct[prompt]` marks, else "x"; one sampler call per
     batch, counted; raises once `fail_after` calls are done (a killed evaluation)."""
 
     fail_after = None
+
+    def decode(self, model, state, gen_length, generator):
+        raise NotImplementedError("generate is scripted whole")
 
     def __init__(self, tokenizer, correct, nfe=2):
         self.tokenizer, self.correct, self.nfe = tokenizer, correct, nfe
@@ -276,6 +279,33 @@ def test_a_progress_file_of_another_evaluation_is_refused(tokenizer, tmp_path):
         table_evaluate(tokenizer, ScriptedSampler(tokenizer, TABLE), progress_path=path, seed=1)
     with pytest.raises(DllmError, match=r"another evaluation"):
         table_evaluate(tokenizer, ScriptedSampler(tokenizer, TABLE), progress_path=path, fingerprint="other weights")
+
+
+@pytest.mark.parametrize(
+    "name, setting, first, second",
+    [
+        ("fast_dllm", "threshold", 0.9, 0.8),
+        ("sdar", "confidence_threshold", 0.85, 0.7),  # kept only inside the sampler's policy
+        ("sdar", "eb_threshold", 0.35, 0.5),
+        ("diffusion", "threshold", 0.9, 0.8),
+    ],
+)
+def test_a_sampler_setting_change_is_another_evaluation(tokenizer, tmp_path, name, setting, first, second):
+    torch.manual_seed(0)
+    model = dllm.load_model("sdar_tiny" if name == "sdar" else "llada_tiny").eval()
+
+    def run(value):
+        sampler = dllm.build(
+            "sampler", name, **{setting: value}, **({"block_length": 8} if name == "fast_dllm" else {})
+        )
+        return evaluate(
+            model, tokenizer, sampler, AdditionTask(num_eval=2), ExactMatch(), progress_path=tmp_path / "p.jsonl"
+        )
+
+    run(first)
+    run(first)  # the same settings resume (here: the whole evaluation is on file)
+    with pytest.raises(DllmError, match="another evaluation"):
+        run(second)
 
 
 def test_a_line_cut_short_by_a_kill_is_dropped_and_redone(tokenizer, tmp_path):

@@ -32,15 +32,50 @@ def test_bad_trainer_values_are_refused():
         TrainerConfig(max_steps=0)
     with pytest.raises(ConfigError, match="min_lr_ratio"):
         TrainerConfig(min_lr_ratio=2.0)
+    for value in (math.inf, math.nan):
+        with pytest.raises(ConfigError, match=f"trainer.lr={value} is not a finite number"):
+            TrainerConfig(lr=value)
+    with pytest.raises(ConfigError, match="trainer.on_nonfinite must be stop or skip"):
+        TrainerConfig(on_nonfinite="ignore")
+
+
+def test_a_cuda_device_without_a_gpu_is_refused_at_validation(monkeypatch):
+    import torch
+
+    from dllm.config import compose, validate
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="trainer.device=cuda but this machine has no CUDA GPU") as caught:
+        validate(compose(["experiment=addition_tiny", "trainer.device=cuda"]))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="trainer.device='gpu' is not a device"):
+        TrainerConfig(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    TrainerConfig(device="cuda:1")
+    with pytest.raises(ConfigError, match=r"has 2 CUDA GPU\(s\): cuda:0..1"):
+        TrainerConfig(device="cuda:2")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_non_finite_lr_is_refused_at_validation(value):
+    from dllm.config import compose, validate
+
+    with pytest.raises(ConfigError, match="trainer.lr=.* is not a finite number") as caught:
+        validate(compose(["experiment=addition_tiny", f"trainer.lr={value}"]))
+    assert "\n" not in str(caught.value)
 
 
 class Killed(Exception):
     pass
 
 
-def run(tmp_path, overrides, kill_after=None):
-    """A tiny SFT run in `tmp_path`, killed right after the checkpoint of step `kill_after`;
-    its metrics lines."""
+def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None, setup=None):
+    """A tiny SFT run in `tmp_path`, killed right after the checkpoint of step `kill_after`, or
+    right after logging step `kill_after_log`; with `warmup` (overrides of its trainer), an SFT
+    warmup stage first; `setup(trainer)` before it trains. Its metrics lines."""
+    from omegaconf import OmegaConf
+
     from dllm.cli.train import seed_everything
     from dllm.config import build_components, build_node, compose
     from dllm.trainer import Stage, Trainer
@@ -50,19 +85,34 @@ def run(tmp_path, overrides, kill_after=None):
     seed_everything(cfg.seed)
     components = build_components(cfg)
     trainer_config = build_node(cfg.trainer)
-    trainer = Trainer(components, [Stage("main", trainer_config, components.algorithm)], tmp_path, seed=cfg.seed)
+    stages = [Stage("main", trainer_config, components.algorithm)]
+    if warmup is not None:
+        stages.insert(0, Stage("warmup", build_node(OmegaConf.merge(cfg.trainer, warmup)), build_node(cfg.algorithm)))
+    trainer = Trainer(components, stages, tmp_path, seed=cfg.seed)
     trainer.resume_if_possible()
-    save = trainer.save
+    save, write = trainer.save, trainer.loggers.write
 
     def save_then_maybe_die():
         save()
         if trainer.step == kill_after:
             raise Killed
 
-    trainer.save = save_then_maybe_die
+    def write_then_maybe_die(record):
+        write(record)
+        dies = kill_after_log(record) if callable(kill_after_log) else record["step"] == kill_after_log
+        if dies and ("loss" in record or callable(kill_after_log)):
+            raise Killed
+
+    trainer.save, trainer.loggers.write = save_then_maybe_die, write_then_maybe_die
+    if setup is not None:
+        setup(trainer)
     with contextlib.suppress(Killed):
         trainer.train()
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def untimed(records):
+    return [{k: v for k, v in r.items() if k not in ("step_time", "elapsed", "eval/tokens_per_s")} for r in records]
 
 
 def test_a_resumed_run_continues_the_same_loss_curve(tmp_path):
@@ -93,6 +143,7 @@ def test_resume_refuses_another_tokenizer_strategy_or_partitioning(tmp_path):
 
 
 def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
+    import torch
     from omegaconf import OmegaConf
 
     from dllm.cli.train import check_resumable_config
@@ -100,6 +151,7 @@ def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
     from dllm.errors import DllmError
 
     (tmp_path / "checkpoint").mkdir()
+    torch.save({"step": 1}, tmp_path / "checkpoint" / "trainer_state.pt")
     saved = compose(["experiment=addition_tiny"])
     (tmp_path / "checkpoint" / "run_config.yaml").write_text(OmegaConf.to_yaml(saved, resolve=True))
     check_resumable_config(compose(["experiment=addition_tiny", "trainer.max_steps=99"]), tmp_path)
@@ -119,3 +171,134 @@ def test_elapsed_time_accumulates_and_carries_over_a_resume(tmp_path):
     before_kill = [r for r in resumed if r["step"] <= 3 and "loss" in r]
     after = [r for r in resumed if r["step"] > 3]
     assert after[0]["elapsed"] > before_kill[-1]["elapsed"]  # counted on from the checkpoint, not from 0
+
+
+def test_a_resumed_run_logs_each_step_once_like_an_uninterrupted_run(tmp_path):
+    """Checkpoints every 2 steps; killed after logging step 5 (checkpoint at 4), with a torn line
+    after it: the resumed run's metrics.jsonl is the uninterrupted run's, line for line."""
+    overrides = ["trainer.max_steps=6", "trainer.save_every=2", "task.num_eval=4", "trainer.sample_every=1"]
+    straight = run(tmp_path / "straight", overrides)
+    killed = tmp_path / "killed"
+    logged = run(killed, overrides, kill_after_log=5)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]
+    with (killed / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 6, "lo')  # killed mid-write
+    resumed = run(killed, overrides)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6, 6]  # six steps and the final evaluation
+    assert untimed(resumed) == untimed(straight)
+    samples = [json.loads(line) for line in (killed / "samples.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "straight" / "samples.jsonl").read_text().splitlines()]
+    assert [(s["source"], s["step"]) for s in samples] == [(s["source"], s["step"]) for s in expected]
+
+
+def test_a_run_killed_after_its_final_evaluation_logs_it_once(tmp_path):
+    """Killed after the closing evaluation was logged but before the final checkpoint: the run
+    resumes at its last step and evaluates again; the log holds that evaluation once."""
+    overrides = ["trainer.max_steps=4", "trainer.save_every=2", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides)
+    run(tmp_path / "killed", overrides, kill_after_log=lambda record: "eval/accuracy" in record)
+    resumed = run(tmp_path / "killed", overrides)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 4] and untimed(resumed) == untimed(straight)
+
+
+def test_a_run_without_a_checkpoint_starts_a_fresh_log(tmp_path):
+    overrides = ["trainer.max_steps=3", "trainer.save_every=0", "task.num_eval=4"]
+    run(tmp_path, overrides, kill_after_log=2)  # killed before its first checkpoint
+    assert [r["step"] for r in run(tmp_path, overrides)] == [1, 2, 3, 3]
+
+
+def test_a_checkpoint_without_its_trainer_state_stops_the_run_and_keeps_the_weights(tmp_path):
+    from dllm.errors import DllmError
+
+    overrides = ["trainer.max_steps=2", "task.num_eval=4"]
+    run(tmp_path, overrides)
+    (tmp_path / "checkpoint" / "trainer_state.pt").unlink()
+    weights = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    with pytest.raises(DllmError, match="has no trainer_state.pt, so the run cannot resume from it"):
+        run(tmp_path, overrides)
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_false_starts_every_stage_afresh_without_reading_the_checkpoint(tmp_path):
+    """`trainer.resume=false` (the main stage's) decides for the whole run: a warmup stage, whose
+    own trainer node says resume: true, does not resume either."""
+    warmup = {"max_steps": 2, "resume": True}
+    overrides = ["trainer.max_steps=2", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides, warmup=warmup)
+    run(tmp_path / "again", overrides, warmup=warmup, kill_after=1)  # a checkpoint at the warmup's step 1
+    (tmp_path / "again" / "checkpoint" / "trainer_state.pt").write_bytes(b"unreadable: never read")
+    fresh = run(tmp_path / "again", [*overrides, "trainer.resume=false"], warmup=warmup)
+    assert [(r["stage"], r["step"]) for r in fresh] == [(r["stage"], r["step"]) for r in straight]
+    assert untimed(fresh) == untimed(straight)
+
+
+def poison(steps):
+    """A `run` setup: the loss and every gradient of the optimizer steps `steps` (1-based) are NaN;
+    records the weights after each step in `trainer.weights`."""
+
+    def setup(trainer):
+        import dataclasses
+
+        import torch
+
+        algorithm, optimizer_step = trainer.stage.algorithm, trainer._optimizer_step
+        original = algorithm.loss_and_backward
+        trainer.weights = []
+
+        def loss_and_backward(model, *args, **kwargs):
+            out = original(model, *args, **kwargs)
+            if trainer.step + 1 in steps:
+                for parameter in model.parameters():
+                    if parameter.grad is not None:
+                        parameter.grad.fill_(math.nan)
+                out = dataclasses.replace(out, loss=torch.tensor(math.nan))
+            return out
+
+        def recorded_step():
+            record = optimizer_step()
+            trainer.weights.append([p.detach().clone() for p in trainer.model.parameters()])
+            return record
+
+        algorithm.loss_and_backward, trainer._optimizer_step = loss_and_backward, recorded_step
+
+    return setup
+
+
+def test_a_non_finite_loss_stops_the_run_before_a_checkpoint_holds_it(tmp_path):
+    import torch
+
+    from dllm.checkpoint import load_trainer_state
+    from dllm.errors import DllmError
+
+    with pytest.raises(DllmError, match=r"non-finite loss nan at step 3: stopped before updating the weights"):
+        run(tmp_path, ["trainer.max_steps=5", "task.num_eval=4"], setup=poison({3}))
+    assert load_trainer_state(tmp_path)["step"] == 2
+    weights = dllm_weights(tmp_path)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
+def dllm_weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "checkpoint" / "model.safetensors")
+
+
+def test_skip_drops_the_non_finite_step_counts_it_and_stops_after_too_many_in_a_row(tmp_path):
+    import torch
+
+    from dllm.errors import DllmError
+
+    overrides = ["trainer.max_steps=5", "task.num_eval=4", "trainer.on_nonfinite=skip"]
+    seen = {}
+    setup = poison({3})
+    records = run(tmp_path / "skip", overrides, setup=lambda t: (setup(t), seen.update(trainer=t)))
+    trainer = seen["trainer"]
+    assert all(torch.equal(a, b) for a, b in zip(trainer.weights[1], trainer.weights[2]))  # step 3 changed nothing
+    assert not all(torch.equal(a, b) for a, b in zip(trainer.weights[2], trainer.weights[3]))  # step 4 trained
+    assert all(torch.isfinite(w).all() for w in dllm_weights(tmp_path / "skip").values())
+    training = [r for r in records if "grad_norm" in r]
+    assert [r.get("skipped_steps", 0) for r in training] == [0, 0, 1, 1, 1]
+    assert math.isnan(training[2]["loss"]) and math.isfinite(training[3]["loss"])
+    with pytest.raises(DllmError, match="3 optimizer steps in a row .* more than trainer.max_nonfinite_in_a_row=2"):
+        run(tmp_path / "many", [*overrides, "trainer.max_nonfinite_in_a_row=2"], setup=poison({2, 3, 4}))

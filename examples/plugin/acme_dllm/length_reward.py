@@ -1,13 +1,13 @@
-"""`acme_len`: 1.0 for a completion of at most `max_chars` characters, falling linearly to 0 at twice that."""
+"""`acme_len`: 1.0 for a completion of at most `max_chars` characters, falling linearly to 0 at twice that.
+
+A plain class with `__call__`, as TRL users write rewards: dllm needs no base class."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dllm.rewards.base import Reward
 
-
-class LengthReward(Reward):
+class LengthReward:
     def __init__(self, max_chars: int = 8) -> None:
         self.max_chars = max_chars
 

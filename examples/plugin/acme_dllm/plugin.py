@@ -7,6 +7,8 @@ def register() -> None:
     import dllm
     from acme_dllm.left_to_right import LeftToRightSampler
     from acme_dllm.length_reward import LengthReward
+    from acme_dllm.no_digits import no_digits
 
-    dllm.REWARDS.register("acme_len")(LengthReward)
+    dllm.REWARDS.register("acme_len")(LengthReward)  # a class with __call__: built with its options
+    dllm.REWARDS.register("acme_no_digits")(no_digits)  # a function: the reward itself
     dllm.SAMPLERS.register("acme_left_to_right")(LeftToRightSampler)

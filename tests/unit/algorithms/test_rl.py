@@ -253,3 +253,22 @@ def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_pat
     second_half = rewards[rollouts // 2 :]
     # From ~0.1 untrained, every preset's second half averages well above it; a sign error drives it to 0.
     assert sum(second_half) / len(second_half) > rewards[0] + 0.1, rewards
+
+
+def test_the_rollout_sampler_is_rebuilt_through_its_constructor():
+    from dllm.algorithms.rl import rollout_sampler
+
+    sampler = dllm.build_sampler("sdar", denoising_steps=2, confidence_threshold=0.7, eb_threshold=0.5)
+    assert rollout_sampler(sampler, None) is sampler
+    rollout = rollout_sampler(sampler, 1.0, 4)
+    assert type(rollout) is type(sampler) and rollout is not sampler
+    assert rollout.settings() == {**sampler.settings(), "temperature": 1.0, "block_length": 4}
+    assert rollout.policy == sampler.policy  # settings kept inside the policy carry over
+    assert (rollout.temperature, rollout.block_length) == (1.0, 4)
+    # A copy validates like a sampler built from a config (copy.copy + setattr did not).
+    with pytest.raises(ConfigError, match=r"block_length \(0\) must be positive"):
+        rollout_sampler(sampler, None, 0)
+    with pytest.raises(ConfigError, match=r"temperature \(-1.0\)"):
+        rollout_sampler(dllm.build_sampler("fast_dllm"), -1.0)
+    with pytest.raises(ConfigError, match="sampler DreamSampler has no block_length"):
+        rollout_sampler(dllm.build_sampler("dream"), None, 4)

@@ -111,7 +111,9 @@ def test_registered_and_bad_settings_refused():
 
 
 def test_impossible_settings_fail_loudly_instead_of_looping():
-    with pytest.raises(ConfigError, match="no training prompt"):
-        CountdownTask(min_number=1, max_number=1, operators="-").train_example(random.Random(0))
+    with pytest.raises(ConfigError, match="no training problem"):
+        CountdownTask(min_number=5, max_number=5, operators="-", heldout_percent=50, num_eval=1).train_example(
+            random.Random(0)
+        )
     with pytest.raises(ConfigError, match="num_eval"):
         CountdownTask(min_number=1, max_number=2, num_numbers=2, num_eval=50).eval_examples()

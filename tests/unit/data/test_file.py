@@ -112,34 +112,34 @@ def test_fields_map_roles_to_other_record_fields(tmp_path):
 
 def test_plain_passes_every_other_field_to_rewards(tmp_path):
     path = write_jsonl(
-        tmp_path / "p.jsonl", [{"prompt": "x", "answer": "1", "tests": ["assert True"]}, {"prompt": "y"}]
+        tmp_path / "p.jsonl", [{"prompt": "x", "answer": "1", "tests": ["assert True"]}, {"prompt": "y", "answer": "2"}]
     )
     examples = FileTask(eval_file=path).eval_examples()
     assert examples[0].fields == {"answer": "1", "tests": ["assert True"]}
-    assert examples[1].fields == {"answer": None, "tests": None}  # every example has the same fields
+    assert examples[1].fields == {"answer": "2", "tests": None}  # every example has the same fields
     assert examples[0].response == "1"  # no `response` field: the answer is the SFT target
 
 
 def test_a_missing_field_names_the_field_the_file_and_the_option(tmp_path):
-    path = write_jsonl(tmp_path / "t.json", [{"question": "q", "ground_truth_answer": "1"}, {"question": "q2"}])
+    path = write_jsonl(tmp_path / "t.json", [{"question": "q", "ground_truth_answer": None}, {"question": "q2"}])
     with pytest.raises(ConfigError) as error:
         FileTask(eval_file=path, layout="tracerl_math")
     message = str(error.value)
-    assert f"{tmp_path / 't.json'}: record 2 has no field 'ground_truth_answer'" in message
+    assert f"{tmp_path / 't.json'}: record 1 has no field 'ground_truth_answer'" in message
     assert "(the 'answer' of layout 'tracerl_math'); its fields: question" in message
     assert "task.fields.answer=FIELD_NAME" in message
 
 
 def test_a_mapped_field_that_records_lack_is_an_error_even_for_an_optional_role(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "test_list": ["assert True"], "limit": 2}])
-    with pytest.raises(ConfigError, match=r"record 1 has no field 'tl' \(the 'time_limit' .* task.fields.time_limit="):
+    with pytest.raises(ConfigError, match=r"c.jsonl:1 has no field 'tl' \(the 'time_limit' .* task.fields.time_limit="):
         FileTask(eval_file=path, fields={"time_limit": "tl"})
     assert FileTask(eval_file=path, fields={"time_limit": "limit"}).eval_examples()[0].fields["time_limit"] == 2.0
 
 
 def test_a_missing_test_list_of_a_function_record_is_named(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "test_method": "function", "test_input": ["1"]}])
-    with pytest.raises(ConfigError, match=r"record 1 has no field 'test_list' .* task.fields.test_list=FIELD_NAME"):
+    with pytest.raises(ConfigError, match=r"c.jsonl:1 has no field 'test_list' .* task.fields.test_list=FIELD_NAME"):
         FileTask(eval_file=path, layout="tracerl_code")
 
 
@@ -162,3 +162,44 @@ def test_malformed_lines_are_skipped_with_a_count(tmp_path, caplog):
         task = FileTask(eval_file=str(path))
     assert task.skipped_lines == 1 and [e.prompt for e in task.eval_examples()] == ["a", "b"]
     assert f"{path}:2: invalid JSON" in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["tracerl_math", "gsm8k", "math", "plain"])
+def test_a_null_or_missing_answer_is_skipped_like_a_malformed_line(tmp_path, caplog, layout):
+    """Never trained as an empty target, never scored against `None`: reported FILE:LINE and skipped."""
+    question, answer = {"tracerl_math": ("question", "ground_truth_answer"), "gsm8k": ("question", "answer"),
+                        "math": ("problem", "answer"), "plain": ("prompt", "answer")}[layout]  # fmt: skip
+    good = "#### 4" if layout == "gsm8k" else "4"
+    path = tmp_path / "d.jsonl"
+    lines = [{question: "a", answer: good}, {question: "b", answer: None}, {question: "c"}]
+    lines.append({question: "d", answer: good})
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    with caplog.at_level(logging.WARNING):
+        task = FileTask(eval_file=str(path), layout=layout)
+    examples = task.eval_examples()
+    assert [e.prompt.split("\n")[0] for e in examples] == ["a", "d"] and task.skipped_lines == 2
+    assert [e.fields["answer"] for e in examples] == ["4", "4"] and all(e.response for e in examples)
+    assert f"{path}:2 has no" in caplog.text and f"{path}:3 has no" in caplog.text
+
+
+def test_a_nan_answer_from_a_table_is_missing(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"question": ["a", "b"], "ground_truth_answer": [4.0, float("nan")]}).to_parquet(path)
+    task = FileTask(eval_file=str(path), layout="tracerl_math")
+    assert [e.fields["answer"] for e in task.eval_examples()] == ["4"] and task.skipped_lines == 1
+
+
+def test_a_huge_line_is_a_clear_error_before_any_tokenizer_sees_it(tmp_path, monkeypatch):
+    import dllm.data.file as file_module
+
+    monkeypatch.setattr(file_module, "MAX_FIELD_CHARS", 1_000_000)
+    path = tmp_path / "huge.jsonl"
+    huge = "x" * 30_000_000  # 30 MB on one line
+    write_jsonl(path, [{"prompt": "a", "answer": "1"}, {"prompt": huge, "answer": "2"}])
+    with pytest.raises(ConfigError) as error:
+        FileTask(eval_file=str(path))
+    message = str(error.value)
+    assert f"{path}:2: field 'prompt' holds 30,000,000 characters, more than the 1,000,000" in message
+    assert "\n" not in message

@@ -3,6 +3,7 @@
 import pickle
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -44,10 +45,31 @@ def fenced(code, tag="python"):
         ("def f():\n    return 1", "def f():\n    return 1"),  # no block: the whole text
         ("```bash\nls\n```", "```bash\nls\n```"),  # no Python block: the whole text
         ("```python\n```", ""),
+        ("see ```python\nx = 1\n```", "x = 1\n"),  # a fence may open mid-line
+        ("```python\n  ```\n```bash\nx\n```", ""),  # an indented closing fence; a bash block after it
+        ("```bash\n```python\nx = 1\n```", "```bash\n```python\nx = 1\n```"),  # closes bash; no block after
+        ("```python\nx = 1\n```", "x = 1\n"),
+        ("x = 1\n```python", "x = 1\n```python"),  # a fence on the last line opens nothing
     ],
 )
 def test_extract_code(completion, code):
     assert extract_code(completion) == code
+
+
+@pytest.mark.parametrize(
+    "completion, code",
+    [
+        ("`" * 200_000, "`" * 200_000),  # 19 s before the scan was linear
+        ("```a" * 50_000 + "\n", "```a" * 50_000 + "\n"),
+        ("```python\n" * 20_000, ""),  # nested / unclosed fences: each closes the one before
+        ("```python\n" + "x = 1\n" * 30_000, "x = 1\n" * 30_000),
+        ("\n" + "`" * 100_000 + "\n" + "```\n" * 10_000, ""),
+    ],
+)
+def test_extract_code_is_linear_in_adversarial_text(completion, code):
+    started = time.perf_counter()
+    assert extract_code(completion) == code
+    assert time.perf_counter() - started < 1.0  # a generous guard: milliseconds when linear
 
 
 def test_normalise_output():

@@ -55,3 +55,9 @@ def test_batch():
     reward = dllm.build("reward", "gsm8k")
     assert reward(["a", "b", "c"], ["#### 3", "2", "x"], answer=["3", "3", "3"]) == [1.0, 0.0, 0.0]
     assert reward([], [], answer=[]) == []
+
+
+def test_a_null_or_nan_gold_answer_scores_zero_not_an_error():
+    reward = dllm.build("reward", "gsm8k")
+    completions = ["#### 0", "the answer is nan", "None"]
+    assert reward(["q"] * 3, completions, answer=[None, float("nan"), None]) == [0.0, 0.0, 0.0]

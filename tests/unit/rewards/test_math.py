@@ -166,6 +166,15 @@ def test_answer_field_is_required_and_unknown_fields_are_ignored(reward):
     assert reward(["q"], [r"\boxed{1}"], answer=["1"], truncated=[True], extra=[0]) == [1.0]
 
 
+def test_a_null_or_nan_gold_answer_matches_nothing(reward):
+    import numpy as np
+
+    completions = [r"\boxed{None}", r"\boxed{nan}", r"\boxed{NaN}", r"\boxed{}", "nan"]
+    for gold in (None, float("nan"), np.float64("nan")):
+        assert reward(["q"] * 5, completions, answer=[gold] * 5) == [0.0] * 5
+    assert reward(["q"], [r"\boxed{4}"], answer=[4.0]) == [1.0]  # a number is a gold answer
+
+
 def test_timeout_must_be_positive():
     with pytest.raises(ConfigError, match=r"reward.timeout_s=0 must be a positive number"):
         dllm.build("reward", "math", timeout_s=0)
