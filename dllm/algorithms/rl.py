@@ -361,7 +361,7 @@ class RL(Algorithm):
         with torch.no_grad(), ctx.autocast():
             for rows in torch.arange(len(rollout), device=ctx.device).split(ctx.micro_batch_size):
                 values[rows] = self.value_replay.gather(self.value, rollout.select(rows), "values").float()
-        steps = decoding_steps(self.value_replay.rounds(rollout), rollout.completion_blocks())
+        steps = decoding_steps(self.value_replay.rounds(rollout), rollout.completion_blocks(), rollout.scored)
         # As TraceRL, the value model learns group-normalised returns: the outcome is centred
         # on its group's mean total and every reward scaled by the group's std, so a
         # completion's rewards sum to its z-score whatever step carries them.

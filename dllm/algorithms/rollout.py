@@ -3,6 +3,8 @@
 `collect_rollout` samples prompts, decodes `group_size` completions of each with the run's
 sampler from the current weights, and scores them; nothing is re-tokenised: the trainer
 trains on the very tokens (and the decoding trajectory, `step_map`) the sampler produced.
+Rewards read the completions as users do (cut at the first EOS); the rollout keeps the
+sampler's raw trajectory, so that a replay sees every state exactly as the sampler saw it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from dllm.samplers.base import GenerationOutput
 @dataclass
 class Rollout:
     """N = prompts x group_size completions. Per row: `sequences` [N, P + G] (the left-padded
-    prompt, then the completion; a block model's blocks count from each row's first real token,
-    as the sampler decoded them), `attention_mask` [N, P + G] (0 on prompt padding), `step_map`
-    [N, G] (decoding step of each completion token), `overhang` / `overhang_steps` [N, E] (block
-    models: the tokens the sampler decoded after G to finish each row's last block, see
-    `GenerationOutput`), `scored` [N, G] (the actions: completion tokens up to and including the first EOS),
+    prompt, then the completion as decoding left it: the sampler's `raw_completions` — its own
+    tokens also after the first EOS, the mask id where it never revealed one; a block model's
+    blocks count from each row's first real token, as the sampler decoded them),
+    `attention_mask` [N, P + G] (0 on prompt padding), `step_map` [N, G] (the decoding step that
+    revealed each completion position; never revealed: after the last), `overhang` /
+    `overhang_steps` [N, E] (block models: the tokens the sampler decoded after G to finish each
+    row's last block, see `GenerationOutput`), `scored` [N, G] (the actions: completion tokens up
+    to and including the first EOS),
     `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
     `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
@@ -117,8 +122,9 @@ def rollout_from_output(
     group_size: int = 1,
 ) -> Rollout:
     """The rollout of a sampler's `output` for left-padded prompts [N, P] (rewards 0 until
-    scored), in the layout the sampler decoded: blocks from each row's first real token."""
-    completions = output.completions(output.sequences.shape[1] - output.step_map.shape[1])
+    scored), in the layout the sampler decoded (blocks from each row's first real token); the
+    completion is the raw trajectory, whose tokens up to the first EOS are the users' completion."""
+    completions = output.raw_completions
     rows = completions.shape[0]
     has_eos = (completions == eos_id).any(1) if eos_id is not None else torch.zeros(rows, dtype=torch.bool)
     return Rollout(
@@ -171,8 +177,9 @@ def place_step_values(steps: list[list[tuple[int, float]]], length: int, device)
 
 
 def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
-    """Write what `dllm-trace` renders: per row the prompt text, each completion token as text,
-    the step that revealed it, and the row's reward; plus the raw tensors."""
+    """Write what `dllm-trace` renders: per row the prompt text, each completion token of the raw
+    trajectory as text (after the first EOS: what decoding revealed there, or the mask), the
+    step that revealed it, and the row's reward; plus the raw tensors."""
     completions = rollout.completions.tolist()
     prompt_ids = rollout.sequences[:, : rollout.prompt_length]
     record = {
@@ -227,7 +234,7 @@ def collect_rollout(
     decode_time = time.perf_counter() - began
     model.train(was_training)
 
-    completions = out.completions(prompts["input_ids"].shape[1])
+    completions = out.completions(prompts["input_ids"].shape[1])  # as users read them, for the rewards
     texts, lengths = decode_completions(tokenizer, completions)
     rollout = rollout_from_output(
         model, prompts["input_ids"], prompts["attention_mask"], out, tokenizer.eos_token_id, group_size

@@ -41,11 +41,14 @@ def value_model_for(policy: torch.nn.Module, checkpoint: str | None = None) -> t
     return value_model.to(next(policy.parameters()).device)
 
 
-def decoding_steps(rounds: Tensor, blocks: Tensor) -> Tensor:
-    """[N, G] index of each token's merged decoding step in decoding order (blocks in order,
-    then rounds within a block), 0-based and contiguous per row; `blocks` [N, G] from
-    `Rollout.completion_blocks`."""
-    return dense_ranks(blocks * (int(rounds.max()) + 1) + rounds)
+def decoding_steps(rounds: Tensor, blocks: Tensor, scored: Tensor) -> Tensor:
+    """[N, G] index of each scored token's merged decoding step in decoding order (blocks in
+    order, then rounds within a block), 0-based and contiguous over the row's scored tokens;
+    `blocks` [N, G] from `Rollout.completion_blocks`. An unscored position gets the index after
+    them (steps that revealed only tokens after EOS are no steps of the trajectory the rewards
+    judge, as in TraceRL's reference)."""
+    order = blocks * (int(rounds.max()) + 1) + rounds
+    return dense_ranks(torch.where(scored, order, int(order.max()) + 1))
 
 
 def step_gae(

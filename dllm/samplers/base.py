@@ -1,8 +1,8 @@
 """The sampler interface, its registry, and the pieces every decoder shares.
 
-A sampler turns prompts into completions by iterative unmasking. It returns the tokens and
-the trajectory (`step_map`: the global step at which each generated token was revealed),
-which RL estimators replay.
+A sampler turns prompts into completions by iterative unmasking. It returns the completions
+as users read them (EOS after a stopped row's EOS) and the raw trajectory (`raw_completions`,
+and `step_map`: the global step at which each position was revealed), which RL estimators replay.
 """
 
 from __future__ import annotations
@@ -23,16 +23,25 @@ from dllm.registry import Registry
 
 @dataclass
 class GenerationOutput:
-    """`sequences` [B, P+G] (prompt then completion), `step_map` [B, G] (global step at which
-    each generated token was revealed; tokens filled after EOS carry the EOS's step), and
-    `nfe`, the number of network evaluations per sequence.
+    """What a decoding produced, for users and for RL.
+
+    - `sequences` [B, P+G]: the prompt, then the completion as users read it: once a row has
+      stopped (an EOS with nothing masked before it), every position after its first EOS reads EOS;
+    - `raw_completions` [B, G]: the completion as decoding left it, the trajectory RL replays:
+      every position holds the token the sampler revealed there — also after a row's EOS, where
+      decoding went on while other rows were unfinished — or the mask id where it was never
+      revealed (every row had stopped first); equal to `sequences`' completion up to and
+      including each row's first EOS. Left unset, the completion of `sequences`;
+    - `step_map` [B, G]: the global step at which the sampler revealed each position of
+      `raw_completions`; a position never revealed gets the step after the last one taken;
+    - `nfe`: the number of network evaluations per sequence.
 
     A block diffusion model decodes whole blocks counted from each row's position 0, so when
     P + G is not a multiple of the block the last block runs past the G tokens returned (SDAR's
     decoder returns them too: 17 new tokens for G = 16 after a 7-token prompt in blocks of 4).
     Those tokens are kept apart, for exact replay: `overhang` [B, E] and `overhang_steps` [B, E]
     (E < block_size), each row's tokens after its G up to the end of its own last block, then
-    masks with step -1 (None for full-attention models)."""
+    masks with step -1 (-1 also where never revealed; None for full-attention models)."""
 
     sequences: Tensor
     step_map: Tensor
@@ -40,8 +49,14 @@ class GenerationOutput:
     block_size: int | None = None  # the blocks a block diffusion model decoded (None: full attention)
     overhang: Tensor | None = None
     overhang_steps: Tensor | None = None
+    raw_completions: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.raw_completions is None:  # a sampler that fills nothing after EOS: its trajectory is its output
+            self.raw_completions = self.sequences[:, self.sequences.shape[1] - self.step_map.shape[1] :]
 
     def completions(self, prompt_length: int) -> Tensor:
+        """[B, G] the completions as users read them (filled with EOS after a stopped row's EOS)."""
         return self.sequences[:, prompt_length:]
 
 
@@ -242,13 +257,17 @@ class Decoding:
         return bool((stop_positions(completion, self.eos_id, self.mask_id) < completion.shape[1]).all())
 
     def output(self) -> GenerationOutput:
-        completion, step_map = fill_after_eos(*self.completion(), self.eos_id, self.mask_id)
-        sequences = torch.cat([self.prompt_ids, completion], dim=1)
+        """The users' completions (filled with EOS after each stopped row's EOS) and the raw
+        trajectory: what every position was revealed as, and when (see `GenerationOutput`)."""
+        raw, step_map = self.completion()
+        # never revealed (decoding stopped at EOS first): masked in every state the sampler saw,
+        # so after its last step, as TraceRL's reference pads a response's steps with max + 1
+        step_map = step_map.masked_fill(step_map < 0, self.step)
+        sequences = torch.cat([self.prompt_ids, fill_after_eos(raw, self.eos_id, self.mask_id)], dim=1)
         overhang, overhang_steps = self.overhang()
         return GenerationOutput(
-            sequences=sequences, step_map=step_map, nfe=self.nfe, block_size=self.block_size,
-            overhang=overhang, overhang_steps=overhang_steps,
-        )  # fmt: skip
+            sequences, step_map, self.nfe, self.block_size, overhang, overhang_steps, raw_completions=raw
+        )
 
 
 def block_layout(
@@ -317,16 +336,10 @@ def stop_positions(completion: Tensor, eos_token_id: int | None, mask_token_id: 
     return torch.where(masked_before, length, first_eos)
 
 
-def fill_after_eos(
-    completion: Tensor, step_map: Tensor, eos_token_id: int | None, mask_token_id: int
-) -> tuple[Tensor, Tensor]:
-    """Put EOS, revealed at the EOS's own step, after each stopped row's EOS."""
+def fill_after_eos(completion: Tensor, eos_token_id: int | None, mask_token_id: int) -> Tensor:
+    """`completion` with EOS after each stopped row's EOS: the text users read ends there."""
+    if eos_token_id is None:
+        return completion
     stop = stop_positions(completion, eos_token_id, mask_token_id)
     positions = torch.arange(completion.shape[1], device=completion.device)
-    after = positions[None, :] > stop[:, None]
-    if not bool(after.any()):
-        return completion, step_map
-    eos_step = step_map.gather(1, stop.clamp(max=completion.shape[1] - 1)[:, None])
-    completion = completion.masked_fill(after, eos_token_id)
-    step_map = torch.where(after, eos_step.expand_as(step_map), step_map)
-    return completion, step_map
+    return completion.masked_fill(positions[None, :] > stop[:, None], eos_token_id)

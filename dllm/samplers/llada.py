@@ -35,8 +35,9 @@ class LLaDASampler(DiffusionSampler):
 
     `steps` or `block_length` None means `gen_length` (one token per step; one block); a block
     diffusion model decodes its own blocks unless `block_length` is set. `stop_at_eos`: stop
-    once every row has revealed an EOS with nothing masked before it; tokens after a row's EOS
-    become EOS. Tokens up to the EOS equal the reference's.
+    once every row has revealed an EOS with nothing masked before it; in `sequences` tokens after
+    a row's EOS become EOS (`raw_completions` keeps what was revealed there). Tokens up to the
+    EOS equal the reference's.
     """
 
     noise_over_forward = True

@@ -42,7 +42,11 @@ def test_sampler_contract(name, model, prompts):
     assert torch.equal(out.sequences[:, : ids.shape[1]], ids), "the prompt must be untouched"
     assert not (out.sequences == model.mask_token_id).any(), "no mask may be left"
     assert out.step_map.shape == (ids.shape[0], GEN_LENGTH)
-    assert out.step_map.min() >= 0 and out.step_map.max() < out.nfe, "steps are counted from 0 below nfe"
+    revealed = out.raw_completions != model.mask_token_id
+    assert torch.equal(out.raw_completions[revealed], out.sequences[:, ids.shape[1] :][revealed])
+    steps = out.step_map[revealed]
+    assert steps.min() >= 0 and steps.max() < out.nfe, "steps are counted from 0 below nfe"
+    assert (out.step_map[~revealed] > steps.max()).all(), "a position never revealed comes after the last step"
     assert out.nfe >= 1
 
 

@@ -42,6 +42,7 @@ class RowSeededSampler(LLaDASampler):
             step_map=torch.cat([o.step_map for o in outputs]),
             nfe=max(o.nfe for o in outputs),
             block_size=outputs[0].block_size,
+            raw_completions=torch.cat([o.raw_completions for o in outputs]),
         )
 
 

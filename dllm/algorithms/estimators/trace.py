@@ -1,9 +1,13 @@
 """`trace` (TraceRL): score each completion token in the very state the sampler revealed it from.
 
 The rollout's `step_map` says when each token was revealed. Consecutive decoding steps are
-merged `shrinkage` at a time (counting the distinct steps of a row, or of a block for block
-diffusion models). For merged step k the state masks every token revealed at step >= k, and
-the actions are the tokens revealed in k; log pi(action) is the log-softmax at its position.
+merged `shrinkage` at a time (counting the distinct steps that revealed actions in a row, or in
+a block for block diffusion models). For merged step k the state masks every position revealed
+at or after k's first step, and the actions are the scored tokens revealed in k; log pi(action)
+is the log-softmax at its position. The rollout holds the sampler's raw trajectory, so with EOS
+stopping on the states are still exactly the sampler's: positions after a row's EOS show what
+the sampler had revealed there (decoding goes on while other rows are unfinished), and
+positions it never revealed (every row had stopped) are masked in every state.
 
 Block diffusion models: every block's k-th merged step is scored in ONE forward over
 `[x_t[P:] ; x_0]` under the block-diffusion mask — noisy block b sees its own state and the
@@ -50,33 +54,49 @@ class TraceEstimator(Estimator):
         self.packed = packed
 
     def rounds(self, rollout: Rollout) -> Tensor:
-        """[N, G] merged step of each completion token: the dense rank of its decoding step in
-        its row (in its block, for block models), divided by `shrinkage`."""
+        """[N, G] merged step of each completion position: the rank of its decoding step among
+        the distinct steps that revealed an action (a scored token) in its row's block (each
+        row's own blocks; the whole row for full attention), divided by `shrinkage`. A position
+        revealed between two such steps takes the earlier one's rank, one revealed before all of
+        them -1: in merged step k's state a position is masked iff its round is >= k, i.e. iff the
+        sampler had not revealed it before the first step of k — whether or not it is an action
+        (tokens after EOS, revealed while other rows decoded on, included)."""
         return self._rounds(rollout)[:, : rollout.step_map.shape[1]]
 
     def _rounds(self, rollout: Rollout) -> Tensor:
         """`rounds` over the completion and the overhang, [N, G + E]."""
         steps = extended_completion(rollout)[1]
         blocks = rollout.completion_blocks(steps.shape[1])
-        ranks = dense_ranks(blocks * (int(steps.max()) + 2) + steps + 1)  # block-major, then step (-1 >= 0)
-        first = torch.full_like(ranks, ranks.numel()).scatter_reduce(1, blocks, ranks, "amin")
-        return (ranks - first.gather(1, blocks)) // self.shrinkage
+        scored = torch.zeros_like(steps, dtype=torch.bool)
+        scored[:, : rollout.scored.shape[1]] = rollout.scored
+        span = int(steps.max()) + 1
+        keys = blocks * span + steps  # block-major, then step: one sorted order for every block of a row
+        beyond = (int(blocks.max()) + 1) * span
+        action_keys = torch.where(scored, keys, beyond).sort(dim=-1).values.contiguous()
+        distinct = torch.ones_like(action_keys, dtype=torch.bool)
+        distinct[:, 1:] = action_keys[:, 1:] != action_keys[:, :-1]
+        distinct_so_far = torch.cumsum(distinct & (action_keys < beyond), dim=-1)
+        distinct_so_far = torch.cat([torch.zeros_like(distinct_so_far[:, :1]), distinct_so_far], dim=-1)
+        # distinct action keys <= each position's key, less those of the blocks before its own
+        at_or_before = distinct_so_far.gather(1, torch.searchsorted(action_keys, keys.contiguous(), right=True))
+        before_block = distinct_so_far.gather(1, torch.searchsorted(action_keys, (blocks * span).contiguous()))
+        return torch.div(at_or_before - before_block - 1, self.shrinkage, rounding_mode="floor")
 
     def states(self, rollout: Rollout) -> Iterator[tuple[Tensor, Tensor]]:
-        """(noisy sequence [N, P + G + E], actions [N, G]) for each merged step, in order; E: the
-        overhang's width (0 without one)."""
+        """(noisy sequence [N, P + G + E], actions [N, G]) for each merged step, in order: the
+        completion (and the overhang, E wide; 0 without one) as the sampler left it, masked where
+        it had not revealed it yet."""
+        if not bool(rollout.scored.any()):
+            return
         completions = extended_completion(rollout)[0]
         rounds = self._rounds(rollout)
-        scored = torch.zeros_like(rounds, dtype=torch.bool)
-        scored[:, : rollout.scored.shape[1]] = rollout.scored
-        if not bool(scored.any()):
-            return
+        width = rollout.scored.shape[1]
         prompt = rollout.sequences[:, : rollout.prompt_length]
-        for merged in range(int(rounds[scored].max()) + 1):
-            actions = (rounds == merged) & scored
+        for merged in range(int(rounds[:, :width][rollout.scored].max()) + 1):
+            actions = (rounds[:, :width] == merged) & rollout.scored
             if bool(actions.any()):
                 noisy = completions.masked_fill(rounds >= merged, rollout.mask_id)
-                yield torch.cat([prompt, noisy], dim=1), actions[:, : rollout.scored.shape[1]]
+                yield torch.cat([prompt, noisy], dim=1), actions
 
     def chunks(
         self, model: torch.nn.Module, rollout: Rollout, plan: Plan | None = None, field: Field = "logits"

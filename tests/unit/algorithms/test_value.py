@@ -37,10 +37,24 @@ def test_with_gamma_and_lambda_one_the_advantage_is_the_return_minus_the_value()
 
 def test_decoding_steps_order_blocks_then_rounds():
     rounds = torch.tensor([[1, 0, 0, 0, 2, 1]])  # block size 2: blocks (1, 0), (0, 0), (2, 1)
-    assert decoding_steps(rounds, torch.tensor([[0, 0, 1, 1, 2, 2]])).tolist() == [[1, 0, 2, 2, 4, 3]]
-    assert decoding_steps(rounds, torch.zeros(1, 6, dtype=torch.long)).tolist() == [[1, 0, 0, 0, 2, 1]]
+    scored = torch.ones_like(rounds, dtype=torch.bool)
+    assert decoding_steps(rounds, torch.tensor([[0, 0, 1, 1, 2, 2]]), scored).tolist() == [[1, 0, 2, 2, 4, 3]]
+    assert decoding_steps(rounds, torch.zeros(1, 6, dtype=torch.long), scored).tolist() == [[1, 0, 0, 0, 2, 1]]
     # a row whose prompt ends inside a block: its first block holds one completion token
-    assert decoding_steps(rounds, torch.tensor([[0, 1, 1, 2, 2, 3]])).tolist() == [[0, 1, 1, 2, 3, 4]]
+    assert decoding_steps(rounds, torch.tensor([[0, 1, 1, 2, 2, 3]]), scored).tolist() == [[0, 1, 1, 2, 3, 4]]
+
+
+def test_decoding_steps_count_only_the_steps_of_scored_tokens():
+    # EOS at position 1; after it, tokens of rounds 1 and 3 (revealed while other rows decoded
+    # on) and -1 (before every action): only rounds 0 and 2 are steps of the judged trajectory
+    rounds = torch.tensor([[2, 0, 1, 3, -1]])
+    scored = torch.tensor([[True, True, False, False, False]])
+    full_attention = torch.zeros_like(rounds)
+    assert decoding_steps(rounds, full_attention, scored)[scored].tolist() == [1, 0]
+    advantages, _ = step_gae(decoding_steps(rounds, full_attention, scored), torch.tensor([[1.0, 0.0, 0, 0, 0]]),
+                             torch.tensor([[0.5, 0.25, 0, 0, 0]]), scored, 0.5, 1.0)  # fmt: skip
+    # two steps, no empty one between: A_1 = 1 - 0.5; A_0 = 0 - 0.25 + 0.5 * 0.5 + 0.5 * 0.5
+    assert advantages.tolist() == [[0.5, 0.25, 0.0, 0.0, 0.0]]
 
 
 def test_clipped_value_loss_by_hand():

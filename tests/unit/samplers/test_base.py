@@ -23,12 +23,10 @@ def test_stop_positions():
     assert stop_positions(completion, None, M).tolist() == [4, 4, 4, 4]
 
 
-def test_fill_after_eos_uses_the_eos_step():
+def test_fill_after_eos_fills_stopped_rows_only():
     completion = torch.tensor([[5, E, 6, M], [M, E, 6, 7]])
-    steps = torch.tensor([[3, 1, 0, -1], [-1, 0, 1, 2]])
-    filled, step_map = fill_after_eos(completion, steps, E, M)
-    assert filled.tolist() == [[5, E, E, E], [M, E, 6, 7]]
-    assert step_map.tolist() == [[3, 1, 1, 1], [-1, 0, 1, 2]]
+    assert fill_after_eos(completion, E, M).tolist() == [[5, E, E, E], [M, E, 6, 7]]
+    assert fill_after_eos(completion, None, M).tolist() == completion.tolist()
 
 
 @pytest.mark.parametrize("name", dllm.SAMPLERS.names())

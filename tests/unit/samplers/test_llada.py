@@ -73,7 +73,9 @@ def test_stops_at_eos_and_fills_after_it(scripted_model):
     sampler = LLaDASampler(steps=8, block_length=2)
     out = sampler.generate(model, torch.tensor([[9]]), gen_length=8)
     assert out.sequences[0, 1:].tolist() == [6] + [EOS] * 7
-    assert out.step_map.tolist() == [[1, 0, 0, 0, 0, 0, 0, 0]]
+    # the raw trajectory: blocks 2-4 were never decoded, masked at the step after the last
+    assert out.raw_completions[0].tolist() == [6, EOS] + [MASK] * 6
+    assert out.step_map.tolist() == [[1, 0, 2, 2, 2, 2, 2, 2]]
     assert out.nfe == 2
     full = LLaDASampler(steps=8, block_length=2, stop_at_eos=False).generate(model, torch.tensor([[9]]), gen_length=8)
     assert full.nfe == 8

@@ -71,7 +71,9 @@ def test_stops_as_soon_as_every_row_has_its_eos(block_model):
     # block 0, step 0: .9 and .95 clear the 0.85 threshold together; the row now has an EOS with
     # nothing masked before it, so it has stopped: nothing after it is ever decoded
     assert out.nfe == 1
-    assert out.step_map.tolist() == [[0] * 12]  # after the EOS: the EOS's step
+    # the raw trajectory: nothing after the EOS was revealed, so it is masked at the step after the last
+    assert out.raw_completions[0].tolist() == [6, EOS] + [model.mask_token_id] * 10
+    assert out.step_map.tolist() == [[0, 0] + [1] * 10]
 
 
 def test_cache_gives_the_same_tokens_as_recomputing(tokenizer):

@@ -5,24 +5,40 @@ import torch
 
 from dllm.algorithms.estimators.trace import TraceEstimator, dense_ranks
 from dllm.algorithms.rollout import Rollout
+from dllm.algorithms.value import value_model_for
 from dllm.samplers.diffusion import DiffusionSampler
+from dllm.samplers.fast_dllm import FastDLLMSampler
 from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.sdar import SDARSampler
-from tests.unit.algorithms.rl_helpers import Recorder, block_states_match, decoded_columns, sampled_rollout, tiny
+from tests.unit.algorithms.rl_helpers import (
+    EarlyEOS,
+    Recorder,
+    block_states_match,
+    decoded_columns,
+    replay_errors,
+    sampled_rollout,
+    tiny,
+)
+
+EOS = 1
+EOS_BIAS = 3.0  # rows stop at different steps, most before the last block
+RAGGED = ("12+345=", "7+8=", "99*9=1", "1=", "314+15=", "2*3=")
 
 
 def test_dense_ranks():
     assert dense_ranks(torch.tensor([[5, 2, 5, 9], [0, 0, 0, 1]])).tolist() == [[1, 0, 1, 2], [0, 0, 0, 1]]
 
 
-def steps_rollout(step_map, block_size, prompt_length=4):
-    """A rollout with `step_map` [1, G] after a `prompt_length`-token prompt (in a 4-column prompt)."""
+def steps_rollout(step_map, block_size, prompt_length=4, scored=None):
+    """A rollout with `step_map` [1, G] after a `prompt_length`-token prompt (in a 4-column prompt);
+    `scored` [1, G] the actions (default: every token)."""
     steps = torch.tensor(step_map)
     prompt_mask = (torch.arange(4) >= 4 - prompt_length).long()[None]
+    scored = torch.ones_like(steps, dtype=torch.bool) if scored is None else torch.tensor(scored)
     return Rollout(
         sequences=torch.zeros(1, 4 + steps.shape[1], dtype=torch.long),
         attention_mask=torch.cat([prompt_mask, torch.ones_like(steps)], 1),
-        step_map=steps, scored=torch.ones_like(steps, dtype=torch.bool), group=torch.zeros(1),
+        step_map=steps, scored=scored, group=torch.zeros(1),
         rewards=torch.zeros(1), truncated=torch.zeros(1, dtype=torch.bool), prompt_length=4,
         block_size=block_size, mask_id=2,
     )  # fmt: skip
@@ -38,32 +54,53 @@ def test_rounds_merge_steps_per_block():
     assert estimator.rounds(steps_rollout(step_map, 4, prompt_length=3)).tolist() == [[0, 0, 0, 1, 1, 1, 0, 0]]
 
 
+def test_rounds_count_the_steps_that_revealed_actions():
+    # EOS at position 2 (step 2); after it, tokens the sampler revealed at steps 0, 4 and 3, and
+    # one it never revealed (step 6, after the last): only steps 1, 2, 5 revealed actions
+    step_map = [[5, 1, 2, 0, 4, 3, 6]]
+    scored = [[True, True, True, False, False, False, False]]
+    rounds = TraceEstimator().rounds(steps_rollout(step_map, None, scored=scored))
+    # revealed before step 1: visible in every state (-1); steps 3 and 4 fall in step 2's round
+    assert rounds.tolist() == [[2, 0, 1, -1, 1, 1, 2]]
+    assert TraceEstimator(shrinkage=2).rounds(steps_rollout(step_map, None, scored=scored)).tolist() == [
+        [1, 0, 0, -1, 0, 0, 1]
+    ]
+
+
 def recorded_patterns(recorder, start, end):
     """[forward][row] bool mask pattern of positions start..end in each recorded input."""
     return [(inputs[:, start:end] == recorder.mask_token_id) for inputs in recorder.inputs]
 
 
+def policy(preset, eos):
+    """A tiny model; with `eos`, one that emits EOS early (rows stop at different steps)."""
+    return EarlyEOS(tiny(preset), bias=EOS_BIAS) if eos else tiny(preset)
+
+
 @pytest.mark.parametrize(
-    "sampler",
+    "make_sampler",
     [
-        LLaDASampler(steps=8, block_length=4, stop_at_eos=False),
-        DiffusionSampler(block_length=4, selection="threshold", threshold=0.05, temperature=1.0, stop_at_eos=False),
+        lambda eos: LLaDASampler(steps=16, block_length=4, temperature=1.0, stop_at_eos=eos),
+        lambda eos: DiffusionSampler(block_length=4, selection="threshold", threshold=0.02, temperature=1.0,
+                                     stop_at_eos=eos),
     ],
     ids=["llada", "threshold"],
-)
+)  # fmt: skip
 @pytest.mark.parametrize("shrinkage", [1, 2])
-def test_full_attention_states_are_the_samplers(sampler, shrinkage, tokenizer):
-    recorder = Recorder(tiny("llada_tiny"))
-    rollout = sampled_rollout(recorder, sampler, tokenizer)
+@pytest.mark.parametrize("eos", [False, True], ids=["no-eos-stop", "eos-stop"])
+def test_full_attention_states_are_the_samplers(make_sampler, shrinkage, eos, tokenizer):
+    """Each replayed state is, token for token, the sequence the sampler's forward saw before
+    the first step of the merged step (the sampler runs one forward per step)."""
+    recorder = Recorder(policy("llada_tiny", eos))
+    rollout = sampled_rollout(recorder, make_sampler(eos), tokenizer, RAGGED, gen_length=16, eos_id=EOS)
     p = rollout.prompt_length
-    seen = recorded_patterns(recorder, p, None)  # one forward per step: the state before step k
     states = list(TraceEstimator(shrinkage).states(rollout))
-    assert states and sum(int(actions.sum()) for _, actions in states) == rollout.scored.numel()
+    assert states and sum(int(actions.sum()) for _, actions in states) == int(rollout.scored.sum())
     for noisy, actions in states:
         for row in range(noisy.shape[0]):
             if actions[row].any():
                 first_step = int(rollout.step_map[row][actions[row]].min())
-                assert torch.equal(noisy[row, p:] == recorder.mask_token_id, seen[first_step][row])
+                assert torch.equal(noisy[row, p:], recorder.inputs[first_step][row, p:])
 
 
 # Prompts of 7, 4, 5 and 6 characters: every phase modulo the block of 4, left-padded into one batch.
@@ -71,12 +108,14 @@ EVERY_PHASE = ("12+345=", "7+8=", "1+22=", "9+9+9=")
 
 
 @pytest.mark.parametrize("strategy", ["low_confidence_dynamic", "sequential", "entropy_bounded"])
-def test_block_states_are_the_samplers(strategy, tokenizer):
-    recorder = Recorder(tiny("sdar_tiny"))
+@pytest.mark.parametrize("eos", [False, True], ids=["no-eos-stop", "eos-stop"])
+def test_block_states_are_the_samplers(strategy, eos, tokenizer):
+    recorder = Recorder(policy("sdar_tiny", eos))
     sampler = SDARSampler(remasking_strategy=strategy, denoising_steps=2, confidence_threshold=0.05,
-                          temperature=1.0, use_cache=False, stop_at_eos=False)  # fmt: skip
-    rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=12)
-    assert block_states_match(recorder, rollout, TraceEstimator().states(rollout)) >= 4 * 4
+                          temperature=1.0, use_cache=False, stop_at_eos=eos)  # fmt: skip
+    rollout = sampled_rollout(recorder, sampler, tokenizer, prompts=EVERY_PHASE, gen_length=12, eos_id=EOS)
+    # every row's blocks (fewer where a row stops at EOS early) were compared, token for token
+    assert block_states_match(recorder, rollout, TraceEstimator().states(rollout)) >= (8 if eos else 4 * 4)
 
 
 def test_packed_replay_equals_the_naive_one(tokenizer):
@@ -137,3 +176,44 @@ def test_block_log_probs_are_the_samplers_own_for_every_prompt_phase(block_lengt
             assert scored[row, j]
             assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
             assert float(naive[row, j]) == pytest.approx(float(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "preset, sampler",
+    [
+        ("llada_tiny", LLaDASampler(steps=16, block_length=4, temperature=1.0)),
+        ("dream_tiny", LLaDASampler(steps=16, block_length=4, temperature=1.0)),  # shifted logits
+        ("llada_tiny", FastDLLMSampler(block_length=8, threshold=0.012, temperature=1.0, use_cache="none")),
+        ("sdar_tiny", SDARSampler(denoising_steps=2, confidence_threshold=0.05, temperature=1.0, use_cache=False)),
+        ("sdar_tiny", LLaDASampler(steps=8, block_length=4, temperature=1.0)),
+    ],
+    ids=["llada", "llada-dream", "fast_dllm", "sdar", "llada-sdar"],
+)
+def test_log_probs_are_the_samplers_own_when_it_stops_at_eos(preset, sampler, tokenizer):
+    """Under the shipped default (stop at EOS), with a policy that stops early and ragged
+    prompts, every scored token's replayed log-prob is the sampler's own log-softmax."""
+    errors, rollout = replay_errors(EarlyEOS(tiny(preset), bias=EOS_BIAS), sampler, tokenizer, RAGGED, 16)
+    completions = rollout.completions
+    first_eos = torch.where((completions == EOS).any(1), (completions == EOS).float().argmax(1), 16)
+    # the conditions that matter: rows stop at different places, some before the last block
+    # (4 tokens), and decoding ended before revealing everything
+    assert len(set(first_eos.tolist())) > 2 and bool((first_eos < 12).any())
+    assert bool((completions == rollout.mask_id).any())
+    assert float(errors.max()) < 1e-5
+
+
+def test_the_value_model_reads_the_samplers_states(tokenizer):
+    """The value replay reads the states the sampler decoded from: a token's value is the value
+    model's output at its position in the sampler's own input at the step that revealed it."""
+    recorder = Recorder(EarlyEOS(tiny("llada_tiny"), bias=EOS_BIAS))
+    sampler = LLaDASampler(steps=16, block_length=4, temperature=1.0)
+    rollout = sampled_rollout(recorder, sampler, tokenizer, RAGGED, gen_length=16, eos_id=EOS)
+    value_model = value_model_for(tiny("llada_tiny")).eval()
+    torch.nn.init.normal_(value_model.value_head.weight)  # a zero head would read 0 anywhere
+    p = rollout.prompt_length
+    with torch.no_grad():
+        values = TraceEstimator().gather(value_model, rollout, "values")
+        for row, j in rollout.scored.nonzero().tolist():
+            state = recorder.inputs[int(rollout.step_map[row, j])][row : row + 1]
+            expected = value_model(state, attention_mask=rollout.attention_mask[row : row + 1]).values[0, p + j]
+            assert float(values[row, j]) == pytest.approx(float(expected), abs=1e-5)
