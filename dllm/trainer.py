@@ -13,9 +13,9 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ from dllm.checkpoint import (
     unreadable,
 )
 from dllm.distributed import (
-    STRATEGIES,
     DeepSpeedSync,
     GradientSync,
     Runtime,
@@ -40,151 +39,14 @@ from dllm.distributed import (
 )
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
-from dllm.loggers import Loggers, MetricsLog, check_logger_names
+from dllm.loggers import Loggers, MetricsLog
+from dllm.trainer_config import TrainerConfig, lr_factor
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Components", "MetricsLog", "Stage", "Trainer", "TrainerConfig", "lr_factor"]
 
 DEEPSPEED_DIR = "deepspeed"
-
-
-@dataclass
-class TrainerConfig:
-    """How to train: `batch_size` sequences per optimizer step (over all processes), split on
-    each of `num_processes` processes into `grad_accum` micro-batches; AdamW with linear
-    warmup then cosine decay to `min_lr_ratio * lr`.
-
-    Run-level keys (read from the main stage's `trainer` only): `strategy` (`none`, `ddp`,
-    `deepspeed`), `num_processes`, `zero_stage`, `deepspeed` (extra DeepSpeed config),
-    `resume`, `on_nonfinite`, `max_nonfinite_in_a_row`, `keep_checkpoints`, `loggers`,
-    `wandb_project`, `wandb_mode`, `sample_every`, `progress`."""
-
-    max_steps: int = 600
-    batch_size: int = 64
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    device: str = "auto"
-    log_every: int = 10
-    save_every: int = 0
-    eval_every: int = 0
-    eval_batch_size: int = 100
-    resume: bool = True
-    on_nonfinite: Literal["stop", "skip"] = "stop"
-    max_nonfinite_in_a_row: int = 5
-    strategy: Literal["none", "ddp", "deepspeed"] = "none"
-    num_processes: int = 1
-    zero_stage: int = 2
-    deepspeed: dict[str, Any] | None = None
-    keep_checkpoints: int = 1
-    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
-    wandb_project: str = "dllm"
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
-    sample_every: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(self.loggers, ListConfig):
-            self.loggers = list(OmegaConf.to_container(self.loggers, resolve=True))
-        if isinstance(self.deepspeed, DictConfig):
-            self.deepspeed = OmegaConf.to_container(self.deepspeed, resolve=True)
-        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("trainer.max_steps, trainer.batch_size and trainer.grad_accum must be positive")
-        if self.batch_size % self.grad_accum:
-            raise ConfigError(
-                f"trainer.batch_size ({self.batch_size}) must be a multiple of trainer.grad_accum ({self.grad_accum})"
-            )
-        for key in ("lr", "weight_decay", "beta1", "beta2", "min_lr_ratio"):
-            if not math.isfinite(getattr(self, key)):
-                raise ConfigError(f"trainer.{key}={getattr(self, key)} is not a finite number; give one, e.g. 1e-4")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")
-        if self.on_nonfinite not in ("stop", "skip") or self.max_nonfinite_in_a_row < 1:
-            raise ConfigError(
-                f"trainer.on_nonfinite must be stop or skip (got {self.on_nonfinite!r}) and "
-                f"trainer.max_nonfinite_in_a_row >= 1 (got {self.max_nonfinite_in_a_row})"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"trainer.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.num_processes < 1 or self.keep_checkpoints < 1 or self.sample_every < 0:
-            raise ConfigError(
-                "trainer.num_processes and trainer.keep_checkpoints must be >= 1, trainer.sample_every >= 0"
-            )
-        if self.num_processes > 1 and self.strategy == "none":
-            raise ConfigError(
-                f"trainer.num_processes={self.num_processes} needs a distributed strategy: use trainer=ddp, "
-                f"trainer=zero2 or trainer=zero3 (or set trainer.strategy=ddp)"
-            )
-        if self.zero_stage not in (1, 2, 3):
-            raise ConfigError(f"trainer.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
-        self.check_world(self.num_processes)
-        check_logger_names(list(self.loggers))
-        self.check_device()
-
-    def check_device(self) -> None:
-        """Refuse a device this machine does not have, before any model is built."""
-        try:
-            device = torch.device(self.device) if self.device != "auto" else None
-        except RuntimeError:
-            raise ConfigError(
-                f"trainer.device={self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
-            ) from None
-        if device is None or device.type != "cuda":
-            return
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(
-                f"trainer.device={self.device} but this machine has no CUDA GPU (or torch was built without CUDA); "
-                f"use trainer.device=auto or trainer.device=cpu"
-            )
-        if device.index is not None and device.index >= count:
-            raise ConfigError(
-                f"trainer.device={self.device} but this machine has {count} CUDA GPU(s): cuda:0..{count - 1}"
-            )
-
-    def check_world(self, world_size: int) -> None:
-        """Each process takes an equal share of every micro-batch."""
-        if self.batch_size % (self.grad_accum * world_size):
-            raise ConfigError(
-                f"trainer.batch_size ({self.batch_size}) must be a multiple of trainer.grad_accum "
-                f"({self.grad_accum}) x the number of processes ({world_size}): each process takes an equal share "
-                f"of every micro-batch"
-            )
-
-    @property
-    def zero(self) -> int | None:
-        """The ZeRO stage when DeepSpeed runs, else None."""
-        return self.zero_stage if self.strategy == "deepspeed" else None
-
-    def resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """bf16 autocast where asked, or with `auto` on a GPU that supports it; else None."""
-        if self.precision == "bf16":
-            return torch.bfloat16
-        if self.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-
-
-def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from 1 down to `min_lr_ratio`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 @dataclass
