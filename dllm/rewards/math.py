@@ -12,6 +12,13 @@ verification: math-verify's own timeout relies on SIGALRM, which only works in t
 thread, and some expressions (`9^{9^{9^{9}}}`) never finish. The worker stops itself at
 `timeout_s`; a worker stuck past `timeout_s + 1` s is killed and restarted. Either way the
 answer scores 0. This works from any thread, and the reward's process never runs sympy.
+
+A call verifies its distinct answers side by side on a pool of such workers (one per usable
+CPU, or `workers`), under a total budget `batch_timeout_s`: an answer whose turn comes after
+the budget is spent scores 0 unverified, and one running when it ends is stopped, so a call
+returns within about `batch_timeout_s + 1` s (plus the start of a worker restarted after a
+kill) however many answers are pathological. Answers equal to the gold up to whitespace,
+and completions without an answer, never reach a worker.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -114,6 +122,12 @@ class MathVerifier:
         self._process: subprocess.Popen[str] | None = None
         self._replies: queue.Queue[str | None] | None = None
 
+    def start(self) -> None:
+        """Start the worker now if none runs (`equivalent` would start it anyway), so that
+        a caller can keep the startup out of a verification's deadline."""
+        with self._lock:
+            self._started()
+
     def equivalent(self, gold: str, pred: str, timeout_s: float, kill_after_s: float | None = None) -> bool | None:
         """math-verify's verdict on `pred` against `gold` (LaTeX without delimiters), or None
         when it did not finish: the worker gave up at `timeout_s`, or did not answer within
@@ -200,40 +214,125 @@ def _pump(stream: IO[str], replies: queue.Queue[str | None]) -> None:
     replies.put(None)
 
 
-VERIFIER = MathVerifier()
-atexit.register(VERIFIER.close)
+class VerifierPool:
+    """The math-verify workers of a process, shared by its `math` rewards: as many as the
+    largest call asked for, each started on first use. Thread-safe; a copy (pickle) gets
+    its own, and a forked child starts afresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._verifiers: list[MathVerifier] = []
+
+    def take(self, count: int) -> list[MathVerifier]:
+        """`count` verifiers (the first ones, created as needed); concurrent calls share
+        them, each verifier serialising its own requests."""
+        with self._lock:
+            while len(self._verifiers) < count:
+                self._verifiers.append(MathVerifier())
+            return self._verifiers[:count]
+
+    def close(self) -> None:
+        """Stop every worker (they restart on the next call)."""
+        with self._lock:
+            verifiers = list(self._verifiers)
+        for verifier in verifiers:
+            verifier.close()
+
+    def __reduce__(self):
+        return (VerifierPool, ())
+
+    def _forget(self) -> None:
+        # In a forked child: the workers belong to the parent; start afresh.
+        self._lock = threading.Lock()
+        self._verifiers = []
+
+
+POOL = VerifierPool()
+atexit.register(POOL.close)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=VERIFIER._forget)
+    os.register_at_fork(after_in_child=POOL._forget)
 
 
 @REWARDS.register("math")
 class Math(Reward):
-    def __init__(self, timeout_s: float = 5.0) -> None:
+    """Options: `timeout_s` per verification; `batch_timeout_s` for all the verifications of
+    one call (default `2 * timeout_s`); `workers` verifying side by side (default one per
+    usable CPU). `timeouts` counts the answers that scored 0 for lack of time."""
+
+    def __init__(
+        self, timeout_s: float = 5.0, batch_timeout_s: float | None = None, workers: int | None = None
+    ) -> None:
         if not timeout_s > 0:
             raise ConfigError(f"reward.timeout_s={timeout_s!r} must be a positive number of seconds, e.g. 5")
+        if batch_timeout_s is not None and not batch_timeout_s > 0:
+            raise ConfigError(
+                f"reward.batch_timeout_s={batch_timeout_s!r} must be a positive number of seconds, "
+                f"e.g. 10, or null for 2 * timeout_s"
+            )
+        if workers is not None and not workers >= 1:
+            raise ConfigError(f"reward.workers={workers!r}: need at least 1, or null for one per usable CPU")
         self.timeout_s = float(timeout_s)
-        self.verifier = VERIFIER
+        self.batch_timeout_s = 2 * self.timeout_s if batch_timeout_s is None else float(batch_timeout_s)
+        self.workers = int(workers) if workers is not None else len(os.sched_getaffinity(0))
+        self.pool = POOL
+        self.timeouts = 0
 
     def __call__(self, prompts: list[str], completions: list[str], **fields: Any) -> list[float]:
         answers = require_field("answer", fields, "math", len(completions))
+        keys: list[tuple[str, str] | None] = []
         verdicts: dict[tuple[str, str], bool | None] = {}  # a group often repeats an answer
-        scores: list[float] = []
         for completion, answer in zip(completions, answers):
-            boxed = last_boxed(completion)
-            pred, gold = strip_delimiters(boxed or ""), "" if no_gold(answer) else gold_expression(answer)
-            if not pred or not gold:
-                scores.append(0.0)
-                continue
-            key = (gold, pred)
-            if key not in verdicts:
-                same = "".join(gold.split()) == "".join(pred.split())
-                verdicts[key] = True if same else self.verifier.equivalent(gold, pred, self.timeout_s)
-            scores.append(1.0 if verdicts[key] else 0.0)
+            pred = strip_delimiters(last_boxed(completion) or "")
+            gold = "" if no_gold(answer) else gold_expression(answer)
+            key = (gold, pred) if pred and gold else None
+            if key is not None and key not in verdicts and "".join(gold.split()) == "".join(pred.split()):
+                verdicts[key] = True
+            keys.append(key)
+        verdicts.update(self._verify([key for key in dict.fromkeys(keys) if key is not None and key not in verdicts]))
         unfinished = sum(v is None for v in verdicts.values())
         if unfinished:
+            self.timeouts += unfinished
             logger.warning(
-                "math: %d verification(s) ran past %gs and scored 0; raise reward.timeout_s if answers are long",
+                "math: %d answer(s) not verified within reward.timeout_s=%g / reward.batch_timeout_s=%g scored 0; "
+                "raise them if answers are long",
                 unfinished,
                 self.timeout_s,
+                self.batch_timeout_s,
             )
-        return scores
+        return [1.0 if key is not None and verdicts[key] else 0.0 for key in keys]
+
+    def _verify(self, todo: list[tuple[str, str]]) -> dict[tuple[str, str], bool | None]:
+        """math-verify's verdict on each (gold, pred), None for those not finished when the
+        call's budget ran out; verified on up to `workers` workers side by side."""
+        verdicts: dict[tuple[str, str], bool | None] = dict.fromkeys(todo)
+        if not todo:
+            return verdicts
+        deadline = time.monotonic() + self.batch_timeout_s
+        pending = iter(todo)
+        take = threading.Lock()
+        errors: list[Exception] = []
+
+        def work(verifier: MathVerifier) -> None:
+            try:
+                while True:
+                    with take:
+                        key = next(pending, None)
+                    if key is None or time.monotonic() >= deadline:
+                        return  # past the deadline, this and every later answer stay None
+                    verifier.start()  # a (re)start after a kill is not the verification's time
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    verdicts[key] = verifier.equivalent(*key, min(self.timeout_s, remaining))
+            except Exception as exc:  # a worker that cannot start: raised in the caller's thread
+                errors.append(exc)
+
+        verifiers = self.pool.take(min(len(todo), self.workers))
+        threads = [threading.Thread(target=work, args=(v,), name="dllm-math-batch", daemon=True) for v in verifiers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return verdicts

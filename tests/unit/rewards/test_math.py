@@ -216,18 +216,52 @@ def test_a_stuck_worker_is_killed_and_replaced():
         verifier.close()
 
 
-def test_identical_answers_are_verified_once(reward, monkeypatch):
+def test_identical_answers_are_verified_once_and_obvious_ones_never(reward, monkeypatch):
     calls = []
-    original = reward.verifier.equivalent
+    original = MathVerifier.equivalent
 
-    def counting(gold, pred, timeout_s, kill_after_s=None):
+    def counting(self, gold, pred, timeout_s, kill_after_s=None):
         calls.append((gold, pred))
-        return original(gold, pred, timeout_s, kill_after_s)
+        return original(self, gold, pred, timeout_s, kill_after_s)
 
-    monkeypatch.setattr(reward.verifier, "equivalent", counting)
-    scores = reward(["q"] * 4, [r"\boxed{0.5}"] * 3 + [r"\boxed{1/2}"], answer=[r"\frac{1}{2}"] * 4)
-    assert scores == [1.0, 1.0, 1.0, 1.0]
-    assert calls == [(r"\frac{1}{2}", "0.5"), (r"\frac{1}{2}", "1/2")]
+    monkeypatch.setattr(MathVerifier, "equivalent", counting)
+    completions = [r"\boxed{0.5}"] * 3 + [r"\boxed{1/2}", r"\boxed{ \frac{1} {2} }", "no answer"]
+    scores = reward(["q"] * 6, completions, answer=[r"\frac{1}{2}"] * 6)
+    assert scores == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert sorted(calls) == [(r"\frac{1}{2}", "0.5"), (r"\frac{1}{2}", "1/2")]  # side by side: any order
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"batch_timeout_s": 0}, r"reward.batch_timeout_s=0 must be a positive number of seconds"),
+        ({"batch_timeout_s": -1.5}, r"reward.batch_timeout_s=-1.5 must be a positive number of seconds"),
+        ({"workers": 0}, r"reward.workers=0: need at least 1"),
+    ],
+)
+def test_batch_options_must_be_positive(options, message):
+    with pytest.raises(ConfigError, match=message):
+        dllm.build("reward", "math", **options)
+
+
+def test_batch_budget_defaults_to_twice_the_timeout():
+    reward = dllm.build("reward", "math", timeout_s=3)
+    assert reward.batch_timeout_s == 6.0 and reward.workers >= 1
+
+
+def test_a_batch_of_slow_answers_returns_within_its_budget():
+    # Before the budget, 16 of these took 16 x (timeout_s + 1) s one after another.
+    reward = dllm.build("reward", "math", timeout_s=5, batch_timeout_s=2)
+    slow = [rf"\boxed{{9^{{9^{{9^{{{9 + i}}}}}}}}}" for i in range(16)]  # distinct: each would be verified
+    fast = [r"\boxed{0.5}", r"\boxed{\frac{6}{3}}"]  # equivalent, not equal: they need math-verify
+    for verifier in reward.pool.take(reward.workers):
+        verifier.start()  # the workers' own startup is not under test
+    began = time.perf_counter()
+    scores = reward(["q"] * 18, fast + slow, answer=["1/2", "2"] + ["1"] * 16)
+    seconds = time.perf_counter() - began
+    assert scores == [1.0, 1.0] + [0.0] * 16
+    assert seconds < 2 + 4
+    assert reward.timeouts == 16
 
 
 def test_empty_batch(reward):
@@ -237,7 +271,7 @@ def test_empty_batch(reward):
 def test_a_copied_reward_works(reward):
     copy = pickle.loads(pickle.dumps(reward))
     try:
-        assert copy.timeout_s == reward.timeout_s and copy.verifier is not reward.verifier
+        assert copy.timeout_s == reward.timeout_s and copy.pool is not reward.pool
         assert copy(["q"], [r"\boxed{0.25}"], answer=[r"\frac14"]) == [1.0]
     finally:
-        copy.verifier.close()
+        copy.pool.close()
