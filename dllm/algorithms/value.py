@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dllm.algorithms.estimators.trace import dense_ranks
 from dllm.errors import ConfigError
 
 
@@ -39,6 +38,15 @@ def value_model_for(policy: torch.nn.Module, checkpoint: str | None = None) -> t
     value_model = value_class(policy.config)
     value_model.load_state_dict(policy.state_dict(), strict=False)  # the backbone; the head stays zero
     return value_model.to(next(policy.parameters()).device)
+
+
+def dense_ranks(steps: Tensor) -> Tensor:
+    """[..., n] rank of each value among the distinct values of its last-dimension row (0 = smallest)."""
+    ordered, order = steps.sort(dim=-1)
+    new_value = torch.ones_like(ordered, dtype=torch.long)
+    new_value[..., 0] = 0
+    new_value[..., 1:] = (ordered[..., 1:] != ordered[..., :-1]).long()
+    return torch.empty_like(order).scatter_(-1, order, new_value.cumsum(-1))
 
 
 def decoding_steps(rounds: Tensor, blocks: Tensor, scored: Tensor) -> Tensor:

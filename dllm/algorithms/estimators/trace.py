@@ -34,15 +34,6 @@ from dllm.errors import ConfigError
 from dllm.models.masks import block_causal_mask, combine, row_positions
 
 
-def dense_ranks(steps: Tensor) -> Tensor:
-    """[..., n] rank of each value among the distinct values of its last-dimension row (0 = smallest)."""
-    ordered, order = steps.sort(dim=-1)
-    new_value = torch.ones_like(ordered, dtype=torch.long)
-    new_value[..., 0] = 0
-    new_value[..., 1:] = (ordered[..., 1:] != ordered[..., :-1]).long()
-    return torch.empty_like(order).scatter_(-1, order, new_value.cumsum(-1))
-
-
 @ESTIMATORS.register("trace")
 class TraceEstimator(Estimator):
     fresh_each_iteration = False

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dllm.algorithms.value import clipped_value_loss, decoding_steps, step_gae, step_token_rewards
+from dllm.algorithms.value import clipped_value_loss, decoding_steps, dense_ranks, step_gae, step_token_rewards
 
 
 def test_step_gae_on_a_three_step_example_by_hand():
@@ -33,6 +33,10 @@ def test_with_gamma_and_lambda_one_the_advantage_is_the_return_minus_the_value()
     advantages, returns = step_gae(steps, rewards, values, scored, 1.0, 1.0)
     assert returns.tolist() == [[2.0] * 4, [-1.0, -1.0, -1.0, 0.0]]
     assert advantages.flatten().tolist() == pytest.approx([1.9, 1.8, 1.7, 1.6, -1.5, -1.6, -1.7, 0.0])
+
+
+def test_dense_ranks():
+    assert dense_ranks(torch.tensor([[5, 2, 5, 9], [0, 0, 0, 1]])).tolist() == [[1, 0, 1, 2], [0, 0, 0, 1]]
 
 
 def test_decoding_steps_order_blocks_then_rounds():

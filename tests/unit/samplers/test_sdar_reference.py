@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import dllm
-from dllm.algorithms.estimators.trace import dense_ranks
+from dllm.algorithms.value import dense_ranks
 from tests.unit.samplers.references import NeverPredictsMask, case_id, marked
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "sdar_reference"

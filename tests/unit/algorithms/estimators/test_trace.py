@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dllm.algorithms.estimators.trace import TraceEstimator, dense_ranks
+from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.rollout import Rollout
 from dllm.algorithms.value import value_model_for
 from dllm.samplers.diffusion import DiffusionSampler
@@ -23,10 +23,6 @@ from tests.unit.algorithms.rl_helpers import (
 EOS = 1
 EOS_BIAS = 3.0  # rows stop at different steps, most before the last block
 RAGGED = ("12+345=", "7+8=", "99*9=1", "1=", "314+15=", "2*3=")
-
-
-def test_dense_ranks():
-    assert dense_ranks(torch.tensor([[5, 2, 5, 9], [0, 0, 0, 1]])).tolist() == [[1, 0, 1, 2], [0, 0, 0, 1]]
 
 
 def steps_rollout(step_map, block_size, prompt_length=4, scored=None):
