@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dllm.errors import ConfigError
-from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field
+from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field, usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ class Math(Reward):
             raise ConfigError(f"reward.workers={workers!r}: need at least 1, or null for one per usable CPU")
         self.timeout_s = float(timeout_s)
         self.batch_timeout_s = 2 * self.timeout_s if batch_timeout_s is None else float(batch_timeout_s)
-        self.workers = int(workers) if workers is not None else len(os.sched_getaffinity(0))
+        self.workers = int(workers) if workers is not None else usable_cpus()
         self.pool = POOL
         self.timeouts = 0
 

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 
 from dllm.errors import DllmError
 from dllm.rewards._sandbox_worker import receive, send
+from dllm.rewards.base import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class Sandbox:
             raise SandboxError(f"the code sandbox needs Linux (namespaces, rlimits, pidfd); this is {sys.platform}")
         if workers is not None and workers < 1:
             raise ValueError(f"workers={workers}: need at least 1 (or None for one per usable CPU)")
-        self.workers = workers or len(os.sched_getaffinity(0))
+        self.workers = workers or usable_cpus()
         self.limits = limits or Limits()
         self._root = tempfile.mkdtemp(prefix="dllm-sandbox-", dir=root)
         os.chmod(self._root, 0o711)  # slot uids must reach their own work directory, and list nothing
