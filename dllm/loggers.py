@@ -155,6 +155,16 @@ def check_logger_names(names: list[str]) -> None:
             )
 
 
+def json_record(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on one line of a JSON Lines file, or None when it holds none (a torn or
+    corrupted write)."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def rewind_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Rewrite the JSON Lines file `path` with only the records `keep` accepts, atomically (a
     temporary file, then `os.replace`: a crash leaves the old file or the new one). A line that
@@ -167,11 +177,8 @@ def rewind_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
         lines.pop()
     kept = []
     for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
-            record = None
-        if not isinstance(record, dict):
+        record = json_record(line)
+        if record is None:
             if number < len(lines):
                 logger.warning("%s:%d is not a JSON record (a torn write); dropped it", path, number)
             continue

@@ -24,6 +24,7 @@ from typing import Any
 
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.errors import DllmError
+from dllm.loggers import json_record
 
 logger = logging.getLogger("dllm.compare")
 
@@ -83,11 +84,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
-            record = None
-        if isinstance(record, dict):
+        record = json_record(line)
+        if record is not None:
             records.append(record)
         else:
             logger.warning("warning: skipped %s:%d: not a JSON record (a torn or corrupted write)", path, number)
