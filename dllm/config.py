@@ -269,20 +269,15 @@ def check_model_tokenizer(model, tokenizer) -> None:
 CONTEXT_SAMPLES = 64  # training draws checked for a task that cannot list its prompts
 
 
-def model_context(model) -> int | None:
-    """The positions the model was built for (`max_position_embeddings`, LLaDA's
-    `max_sequence_length`), or None when its config names none."""
-    config = getattr(model, "config", None)
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", None)
-
-
 def check_context(task, tokenizer, model) -> None:
     """Refuse, before training, a prompt that with `task.gen_length` new tokens does not fit the
     model's context: every prompt of a task that lists them (`located_prompts`, a file task),
     else the held-out prompts and `CONTEXT_SAMPLES` training draws. Names the longest."""
     import random
 
-    context = model_context(model)
+    from dllm.models.base import context_length
+
+    context = context_length(model)
     if not context:
         return
     if hasattr(task, "located_prompts"):

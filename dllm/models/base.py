@@ -139,6 +139,13 @@ def pad_token_id(model: torch.nn.Module) -> int:
     return pad[0] if isinstance(pad, list) else int(pad)
 
 
+def context_length(model: torch.nn.Module) -> int | None:
+    """The positions the model was built for (`max_position_embeddings`; LLaDA-style configs
+    name it `max_sequence_length`), or None when its config names none."""
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", None)
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype

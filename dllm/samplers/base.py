@@ -310,7 +310,9 @@ def check_prompts(model: torch.nn.Module, prompt_ids: Tensor, attention_mask: Te
         )
     if bool((prompt_ids[attention_mask.bool()] == model.mask_token_id).any()):
         raise ConfigError(f"a prompt contains the mask token (id {model.mask_token_id}); prompts must be clean text")
-    max_length = getattr(model.config, "max_position_embeddings", None)
+    from dllm.models.base import context_length
+
+    max_length = context_length(model)
     total = prompt_ids.shape[1] + gen_length
     if max_length is not None and total > max_length:
         raise ConfigError(
