@@ -35,6 +35,7 @@ import contextlib
 import functools
 import gc
 import io
+import json
 import linecache
 import os
 import pwd
@@ -43,7 +44,7 @@ import sys
 import traceback
 import types
 
-NONCE_FD, PROOF_FD = 3, 4
+NONCE_FD, PROOF_FD = 3, 4  # the proof channel carries a probe job's answers (its report)
 SOLUTION_FILE = "solution.py"
 _MISSING = object()
 _MODULES = sys.modules  # the interpreter's own dict, whatever the program rebinds `sys.modules` to
@@ -66,6 +67,7 @@ def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -
     builtins, `os` functions and `sys` hooks, and none of that reaches this frame's locals.
     """
     read, write, exec_, settrace, setprofile = os.read, os.write, builtins.exec, sys.settrace, sys.setprofile
+    setrecursionlimit = sys.setrecursionlimit
     collect, disable_gc, restore, test_namespace = gc.collect, gc.disable, _restore, _test_namespace
     streams = _fresh_streams()
     stdout, stderr = streams[1:]
@@ -77,14 +79,18 @@ def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -
     module.__file__ = filename
     sys.modules[module.__name__] = module
     sys.argv = [filename]
+    probes = job.get("probes")
     code = 0
     try:
         test, module_names = (None, frozenset()) if job["test"] is None else _compiled(job["test"])
         program_code = compile(program, filename, "exec")
+        answer = None if probes is None else _prober(probes, module.__dict__, write, setrecursionlimit)
         if refuse:
             sys.addaudithook(_audit_hook(refuse))
         exec_(program_code, module.__dict__)
-        if test is not None:
+        if answer is not None:
+            answer()
+        elif test is not None:
             settrace(None)  # a tracer could jump over the test's lines
             setprofile(None)
             collect()  # run the program's pending finalizers now, not in the middle of the test
@@ -116,6 +122,81 @@ def _fresh_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapp
     )
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = stdin, stdout, stderr
     return stdin, stdout, stderr
+
+
+# --- probes: values for the trusted process to judge ---------------------------------------
+
+
+def _prober(probes: list, namespace: dict, write, setrecursionlimit):
+    """What answers a probe job once the program ran: each probe's expression evaluated in
+    the program's namespace, in order (`__dllm_probe_<k>` holds result k for later ones),
+    written to the report channel as JSON: ["v", plain value] where the value is sent back,
+    ["k"] where it only feeds later probes, ["x"] where it raised, ["u", type] where it is
+    no plain data. The program may tamper with any of this: it only ever reports values it
+    could have returned, and the trusted process decodes them strictly."""
+    compiled = []
+    for source, _ in probes:
+        try:
+            compiled.append(compile(source, "<probe>", "eval"))
+        except (SyntaxError, ValueError):
+            compiled.append(None)
+    eval_, dumps, prefix = builtins.eval, json.dumps, "__dllm_probe_"
+
+    def answer() -> None:
+        entries = []
+        for index, ((_, send), code) in enumerate(zip(probes, compiled)):
+            try:
+                value = eval_(code, namespace)
+            except BaseException:  # a probe that raises (SystemExit included) fails its checks alone
+                entries.append(["x"])
+                continue
+            namespace[prefix + str(index)] = value
+            if not send:
+                entries.append(["k"])
+                continue
+            try:
+                setrecursionlimit(max(1000, 4 * MAX_DEPTH))
+                entries.append(["v", plain(value, 0)])
+            except BaseException as exc:
+                entries.append(["u", exc.args[0] if type(exc) is _NotPlain else "unreadable"])
+        write(PROOF_FD, dumps(entries).encode())
+
+    return answer
+
+
+MAX_DEPTH = 200
+_CONTAINER_TAGS = ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "f"))
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def plain(value: object, depth: int) -> object:
+    """`value` as JSON of exact built-in types (containers tagged: ["l", ...], ["t", ...],
+    ["s", ...], ["f", ...], ["d", k, v, ...], ["b", latin-1 text], ["I", hex] for ints past
+    2**53). A subclass of a plain type is read as its base type (its content, never its own
+    `__eq__`); a numpy scalar as the Python value it holds; anything else is not plain."""
+    kind = type(value)
+    if depth > MAX_DEPTH:
+        raise _NotPlain(f"nested deeper than {MAX_DEPTH}")
+    if value is None or kind is bool or kind is str or kind is float:
+        return value
+    if kind is int:
+        return value if -(1 << 53) < value < (1 << 53) else ["I", hex(value)]
+    if kind is bytes:
+        return ["b", value.decode("latin-1")]
+    if kind is dict:
+        return ["d", *[plain(x, depth + 1) for pair in value.items() for x in pair]]
+    for base, tag in _CONTAINER_TAGS:
+        if kind is base:
+            return [tag, *[plain(item, depth + 1) for item in value]]
+    for base in (bool, int, float, str, bytes, dict, list, tuple, set, frozenset):
+        if isinstance(value, base):
+            return plain(base(value) if base is not str else str.__str__(value), depth)
+    if getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", None) == 0:
+        return plain(value.item(), depth)
+    raise _NotPlain(kind.__name__ if isinstance(getattr(kind, "__name__", None), str) else "object")
 
 
 _BYPASSES = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "pty.spawn")

@@ -38,6 +38,7 @@ ctypes calls, which would bypass the hook.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import gc
@@ -196,13 +197,13 @@ def run_job(job: dict, config: dict, isolation: dict, harness) -> dict:
         with contextlib.suppress(OSError):  # the child may be gone already
             os.write(pipes["nonce"][1], nonce)
         os.close(pipes["nonce"][1])
-        report = _supervise(pid, pipes["out"][0], pipes["err"][0], limits, started)
+        streams = {"out": pipes["out"][0], "err": pipes["err"][0], "proof": pipes["proof"][0]}
+        report = _supervise(pid, streams, limits, started)
         _clean_up(pid, isolation, report)
-        _drain(report, pipes["out"][0], pipes["err"][0], limits["output_bytes"])
-        proof = _read_nonblocking(pipes["proof"][0], 64)
+        _drain(report, streams, limits["output_bytes"])
         setup = _read_nonblocking(pipes["setup"][0], 1 << 16)
         setup = json.loads(setup) if setup else {"error": "the child ended before reporting its setup"}
-        return _reply(report, proof == nonce, setup, limits)
+        return _reply(report, bytes(report["proof"]) == nonce, setup, limits)
     finally:
         for fd in [stdin, pipes["out"][0], pipes["err"][0], pipes["proof"][0], pipes["setup"][0]]:
             with contextlib.suppress(OSError):
@@ -213,11 +214,13 @@ def run_job(job: dict, config: dict, isolation: dict, harness) -> dict:
             shutil.rmtree(workdir, onerror=_force_remove)
 
 
-def _supervise(pid: int, out_fd: int, err_fd: int, limits: dict, started: float) -> dict:
-    """Collect output until the child exits, runs out of wall time, or writes too much."""
-    report = {"out": bytearray(), "err": bytearray(), "status": None, "wait": None}
+def _supervise(pid: int, streams: dict[str, int], limits: dict, started: float) -> dict:
+    """Collect what the child writes on `streams` (name: fd) until it exits, runs out of wall
+    time, or writes too much on one of them."""
+    report: dict = {name: bytearray() for name in streams} | {"status": None, "wait": None}
+    names = {fd: name for name, fd in streams.items()}
     selector = selectors.DefaultSelector()
-    for fd in (out_fd, err_fd):
+    for fd in streams.values():
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ)
     try:
@@ -233,8 +236,8 @@ def _supervise(pid: int, out_fd: int, err_fd: int, limits: dict, started: float)
                 report["status"] = "timeout"
                 break
             for key, _ in selector.select(remaining if pidfd is not None else min(remaining, 0.005)):
-                if key.fd in (out_fd, err_fd):
-                    buffer = report["out"] if key.fd == out_fd else report["err"]
+                if key.fd in names:
+                    buffer = report[names[key.fd]]
                     chunk = _read_chunk(key.fd)
                     if chunk == b"":
                         selector.unregister(key.fd)
@@ -311,10 +314,11 @@ def _kill_all_of(uid: int) -> None:
     os.waitpid(sweeper, 0)
 
 
-def _drain(report: dict, out_fd: int, err_fd: int, cap: int) -> None:
+def _drain(report: dict, streams: dict[str, int], cap: int) -> None:
     """Read what is left in the pipes (briefly: a process that escaped may hold them open)."""
     deadline = time.monotonic() + 0.5
-    for fd, buffer in ((out_fd, report["out"]), (err_fd, report["err"])):
+    for name, fd in streams.items():
+        buffer = report[name]
         while len(buffer) <= cap and time.monotonic() < deadline:
             chunk = _read_chunk(fd)
             if chunk == b"":
@@ -362,6 +366,7 @@ def _reply(report: dict, proof: bool, setup: dict, limits: dict) -> dict:
         "stdout": bytes(report["out"][:cap]).decode("utf-8", "replace"),
         "stderr": bytes(report["err"][:cap]).decode("utf-8", "replace"),
         "proof": proof and status == "ok",
+        "report": base64.b64encode(report["proof"][:cap]).decode() if status == "ok" else "",
         "seconds": report["seconds"],
         "cpu_seconds": cpu,
         "setup": setup,

@@ -1,14 +1,23 @@
 """`code`: the fraction of its tests a completion's program passes, each run in the sandbox.
 
-`tests[i]` is either a list of assert strings (function tests: each runs after the program,
-in the program's namespace, in its own sandboxed process, and passes only when the harness
-proves its last line ran) or a list of `{"input": str, "output": str}` cases (the program
+`tests[i]` is either a list of assert strings (function tests, each run in its own
+sandboxed process) or a list of `{"input": str, "output": str}` cases (the program
 reads `input` on stdin, exits with status 0 and prints `output`, compared after stripping
 trailing whitespace from every line and dropping trailing blank lines). A JSON string
 holding such a list is accepted too. A completion's program is its last ```python block
 (```py, ```python3 and bare ``` count; an unclosed last block runs to the end of the text),
 or the whole text when it has none. The optional field `time_limit[i]` (seconds) overrides
 `time_limit` for row i.
+
+A function test is judged outside the sandbox (`code_checks`): the sandbox evaluates only
+the calls of the program the test makes and returns their values as plain data; the
+assert itself runs here. An assert string may hold several statements, and a
+HumanEval-style test (`def check(candidate): ...` then `check(entry_point)`) is one
+string. A test that cannot be split so (it branches on the program's output, catches
+exceptions, imports modules other than math and copy) runs inside the sandbox after the
+program, passing only when the harness proves its last line ran; `last_counts` says how
+many did. A test that does not compile or asserts nothing is malformed: named in a
+warning and left out of its row's score.
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ from typing import Any
 
 from dllm.errors import ConfigError
 from dllm.rewards.base import REWARDS, Reward, RewardError, require_field
+from dllm.rewards.code_checks import MalformedTest, Split, judge, split_test
 from dllm.rewards.sandbox import Job, Limits, Result, Sandbox
+from dllm.rewards.trusted_eval import Unsplittable
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +147,8 @@ class CodeReward(Reward):
         self.namespaces = namespaces
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
+        self.last_counts: dict[str, int] = {}
+        self._reported: set[str] = set()
 
     @property
     def sandbox(self) -> Sandbox:
@@ -164,28 +177,49 @@ class CodeReward(Reward):
         n = len(completions)
         tests = require_field("tests", fields, "code", n)
         time_limits = require_field("time_limit", fields, "code", n) if "time_limit" in fields else [None] * n
-        rows: list[list[tuple[Job, str | None]]] = []
+        counts = dict.fromkeys(("judged_outside", "judged_inside", "malformed"), 0)
+        rows: list[list[tuple[Job, Split | str | None]]] = []
         for i, (completion, row, time_limit) in enumerate(zip(completions, tests, time_limits)):
             program = extract_code(completion)
             limits = self.limits if time_limit is None else self._row_limits(time_limit, i)
-            cases = parse_tests(row, i)
-            rows.append(
-                [
-                    (Job(program, test=case, limits=limits), None)
-                    if isinstance(case, str)
-                    else (Job(program, stdin=case["input"], limits=limits), case["output"])
-                    for case in cases
-                ]
-            )
+            jobs = []
+            for j, case in enumerate(parse_tests(row, i)):
+                if not isinstance(case, str):
+                    jobs.append((Job(program, stdin=case["input"], limits=limits), case["output"]))
+                    continue
+                try:
+                    split = split_test(case)
+                except MalformedTest as exc:
+                    counts["malformed"] += 1
+                    self._report_malformed(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc)
+                    continue
+                except Unsplittable:
+                    counts["judged_inside"] += 1
+                    jobs.append((Job(program, test=case, limits=limits), None))
+                    continue
+                counts["judged_outside"] += 1
+                jobs.append((Job(program, limits=limits, probes=tuple(zip(split.probes, split.sent))), split))
+            rows.append(jobs)
         # Each distinct job runs once: a group of completions often repeats one program.
         unique = list(dict.fromkeys(job for row in rows for job, _ in row))
         results = dict(zip(unique, self.sandbox.run(unique))) if unique else {}
         _warn_sandbox_errors(results.values())
+        self.last_counts = counts
         scores = []
         for row in rows:
             passed = sum(_passed(results[job], expected) for job, expected in row)
-            scores.append(float(passed == len(row)) if self.all_or_nothing else passed / len(row))
+            scores.append(0.0 if not row else float(passed == len(row)) if self.all_or_nothing else passed / len(row))
         return scores
+
+    def _report_malformed(self, test: str, where: str, exc: MalformedTest) -> None:
+        if test not in self._reported:  # once per test, not once per completion and step
+            self._reported.add(test)
+            logger.warning(
+                "code reward: %s is malformed (%s) and is left out of its row's score; fix the data set: %s",
+                where,
+                exc,
+                _preview(test),
+            )
 
     def _row_limits(self, time_limit: Any, index: int) -> Limits:
         try:
@@ -202,10 +236,21 @@ def _limits(time_limit: float, base: Limits) -> Limits:
     return replace(base, cpu_seconds=float(time_limit), wall_seconds=2 * float(time_limit) + 1)
 
 
-def _passed(result: Result, expected: str | None) -> bool:
-    if expected is None:  # a function test: the harness's proof that it ran to the end
+def _passed(result: Result, expected: Split | str | None) -> bool:
+    if expected is None:  # a test run inside the sandbox: the harness's proof that it ran to the end
         return result.passed
+    if isinstance(expected, Split):
+        return result.status == "ok" and judge(expected, result.report)
     return result.status == "ok" and normalise_output(result.stdout) == normalise_output(expected)
+
+
+def _record_name(fields: dict[str, Any], index: int) -> str:
+    """` (task_id=...)` where the batch carries an identifying field, else ""."""
+    for name in ("task_id", "id", "problem_id", "question_id"):
+        values = fields.get(name)
+        if isinstance(values, (list, tuple)) and index < len(values):
+            return f" ({name}={values[index]!r})"
+    return ""
 
 
 def _warn_sandbox_errors(results) -> None:

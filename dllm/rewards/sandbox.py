@@ -26,6 +26,7 @@ program exits with status 0; its stdout is the caller's to judge.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
@@ -109,12 +110,15 @@ class Limits:
 @dataclass(frozen=True)
 class Job:
     """A program; `test`: code run after it in its namespace (pass = proof it ran to the end);
-    `stdin`: the program's standard input; `limits`: None for the sandbox's own."""
+    `stdin`: the program's standard input; `limits`: None for the sandbox's own; `probes`:
+    `(expression, send)` pairs evaluated after the program, in its namespace, whose values
+    come back as plain data in `Result.report` (see `code_checks`)."""
 
     program: str
     test: str | None = None
     stdin: str = ""
     limits: Limits | None = None
+    probes: tuple[tuple[str, bool], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class Result:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     setup: dict = field(default_factory=dict, repr=False)
+    report: bytes = field(default=b"", repr=False)
 
 
 class Sandbox:
@@ -236,6 +241,7 @@ class _Slot:
 
     def run(self, job: Job, limits: Limits) -> Result:
         request = {"program": job.program, "test": job.test, "stdin": job.stdin, "limits": asdict(limits)}
+        request["probes"] = None if job.probes is None else [list(probe) for probe in job.probes]
         for attempt in (1, 2):  # a worker that died between jobs is restarted once, before the job runs
             try:
                 self._start()
@@ -267,6 +273,7 @@ class _Slot:
             reply["seconds"],
             reply["cpu_seconds"],
             reply["setup"],
+            base64.b64decode(reply.get("report", "")),
         )
 
     def _start(self) -> None:

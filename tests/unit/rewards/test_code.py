@@ -147,9 +147,20 @@ def test_time_limit_per_row(reward):
     assert score(reward, [busy] * 3, tests, time_limit=[0.1, 2.0, None]) == [0.0, 1.0, 1.0]
 
 
-def test_a_test_that_does_not_compile_fails_alone(reward):
+def test_malformed_tests_are_named_and_left_out(reward, caplog):
     program = fenced("def add(a, b):\n    return a + b")
-    assert score(reward, [program], [["assert add(1, 2) == 3", "assert add(1, 2 == 3"]]) == [0.5]
+    rows = [["assert add(1, 2) == 3", "assert add(1, 2 == 3"], ["add(1, 2)"], ["assert add(2, 2) == 4"]]
+    with caplog.at_level("WARNING"):
+        assert score(reward, [program] * 3, rows, task_id=["a", "b", "c"]) == [1.0, 0.0, 1.0]
+    warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "tests[0][1] (task_id='a') is malformed (does not compile" in warnings[0]
+    assert "tests[1][0] (task_id='b') is malformed (asserts nothing" in warnings[1]
+    assert reward.last_counts == {"judged_outside": 2, "judged_inside": 0, "malformed": 2}
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # named once, not at every step
+        score(reward, [program], rows[:1])
+    assert not [r for r in caplog.records if "malformed" in r.getMessage()]
 
 
 def test_duplicate_programs_run_once(reward, monkeypatch):
