@@ -37,6 +37,7 @@ import gc
 import io
 import json
 import linecache
+import operator
 import os
 import pwd
 import socket
@@ -75,11 +76,11 @@ def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -
     program = job["program"]
     linecache.cache[filename] = (len(program), None, program.splitlines(True), filename)
     snapshot = (_SNAPSHOT or _snapshot()) if job["test"] is not None else None
-    module = types.ModuleType("__main__" if job["test"] is None else "solution")
+    probes = job.get("probes")
+    module = types.ModuleType("__main__" if job["test"] is None and probes is None else "solution")
     module.__file__ = filename
     sys.modules[module.__name__] = module
     sys.argv = [filename]
-    probes = job.get("probes")
     code = 0
     try:
         test, module_names = (None, frozenset()) if job["test"] is None else _compiled(job["test"])
@@ -140,7 +141,7 @@ def _prober(probes: list, namespace: dict, write, setrecursionlimit):
             compiled.append(compile(source, "<probe>", "eval"))
         except (SyntaxError, ValueError):
             compiled.append(None)
-    eval_, dumps, prefix = builtins.eval, json.dumps, "__dllm_probe_"
+    eval_, dumps, prefix, to_plain, to_json = builtins.eval, json.dumps, "__dllm_probe_", as_plain, tagged
 
     def answer() -> None:
         entries = []
@@ -156,7 +157,7 @@ def _prober(probes: list, namespace: dict, write, setrecursionlimit):
                 continue
             try:
                 setrecursionlimit(max(1000, 4 * MAX_DEPTH))
-                entries.append(["v", plain(value, 0)])
+                entries.append(["v", to_json(to_plain(value))])
             except BaseException as exc:
                 entries.append(["u", exc.args[0] if type(exc) is _NotPlain else "unreadable"])
         write(PROOF_FD, dumps(entries).encode())
@@ -165,38 +166,50 @@ def _prober(probes: list, namespace: dict, write, setrecursionlimit):
 
 
 MAX_DEPTH = 200
-_CONTAINER_TAGS = ((list, "l"), (tuple, "t"), (set, "s"), (frozenset, "f"))
+_PLAIN_BASES = (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+_TAGS = {list: "l", tuple: "t", set: "s", frozenset: "f"}
 
 
 class _NotPlain(Exception):
     pass
 
 
-def plain(value: object, depth: int) -> object:
-    """`value` as JSON of exact built-in types (containers tagged: ["l", ...], ["t", ...],
-    ["s", ...], ["f", ...], ["d", k, v, ...], ["b", latin-1 text], ["I", hex] for ints past
-    2**53). A subclass of a plain type is read as its base type (its content, never its own
-    `__eq__`); a numpy scalar as the Python value it holds; anything else is not plain."""
+def as_plain(value: object, depth: int = 0) -> object:
+    """`value` rebuilt from exact built-in types. A subclass of a plain type is read as its
+    base type (its content; its own `__eq__` is never consulted), a numpy scalar as the
+    Python value it holds; anything else (and nesting past MAX_DEPTH) raises _NotPlain."""
     kind = type(value)
     if depth > MAX_DEPTH:
         raise _NotPlain(f"nested deeper than {MAX_DEPTH}")
-    if value is None or kind is bool or kind is str or kind is float:
+    if value is None or kind in (bool, int, float, complex, str, bytes):
         return value
+    if kind is dict:
+        return {as_plain(k, depth + 1): as_plain(v, depth + 1) for k, v in value.items()}
+    if kind in _TAGS:
+        return kind(as_plain(item, depth + 1) for item in value)
+    for base in _PLAIN_BASES:
+        if isinstance(value, base):
+            return as_plain(str.__str__(value) if base is str else base(value), depth)
+    if getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", None) == 0:
+        return as_plain(value.item(), depth)
+    raise _NotPlain(kind.__name__ if isinstance(getattr(kind, "__name__", None), str) else "object")
+
+
+def tagged(value: object) -> object:
+    """A plain value as JSON: containers tagged (["l", ...], ["t", ...], ["s", ...], ["f", ...],
+    ["d", k, v, ...]), ["b", latin-1 text] for bytes, ["I", hex] for ints past 2**53."""
+    kind = type(value)
     if kind is int:
         return value if -(1 << 53) < value < (1 << 53) else ["I", hex(value)]
     if kind is bytes:
         return ["b", value.decode("latin-1")]
+    if kind is complex:
+        return ["c", value.real, value.imag]
     if kind is dict:
-        return ["d", *[plain(x, depth + 1) for pair in value.items() for x in pair]]
-    for base, tag in _CONTAINER_TAGS:
-        if kind is base:
-            return [tag, *[plain(item, depth + 1) for item in value]]
-    for base in (bool, int, float, str, bytes, dict, list, tuple, set, frozenset):
-        if isinstance(value, base):
-            return plain(base(value) if base is not str else str.__str__(value), depth)
-    if getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", None) == 0:
-        return plain(value.item(), depth)
-    raise _NotPlain(kind.__name__ if isinstance(getattr(kind, "__name__", None), str) else "object")
+        return ["d", *[tagged(x) for pair in value.items() for x in pair]]
+    if kind in _TAGS:
+        return [_TAGS[kind], *[tagged(item) for item in value]]
+    return value
 
 
 _BYPASSES = ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "pty.spawn")
@@ -295,6 +308,7 @@ def _test_namespace(program_globals: dict, snapshot: list, module_names: frozens
     for name in module_names & namespace.keys() & modules.keys():
         namespace[name] = modules[name]  # `math.isclose(...)` in a test means the real math module
     namespace.update(__builtins__=builtins, __name__="test", __dllm_compare__=_compare, __dllm_truth__=_truth)
+    namespace["__dllm_arith__"] = _arith
     threads = _thread_count()
     if threads > 1:
         raise RuntimeError(f"the program left {threads - 1} thread(s) running; a test runs alone")
@@ -314,15 +328,19 @@ def _thread_count() -> int:
 
 
 class _Harden(ast.NodeTransformer):
-    """Route `==`/`!=` comparisons and assert conditions through `_compare` and `_truth`."""
+    """Route comparisons, arithmetic and assert conditions through `_compare`, `_arith` and
+    `_truth`, which judge a program's value against a plain one by its plain content."""
 
     def visit_Compare(self, node: ast.Compare) -> ast.AST:
         self.generic_visit(node)
-        if not all(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
-            return node
-        equal = ast.Tuple([ast.Constant(isinstance(op, ast.Eq)) for op in node.ops], ast.Load())
+        ops = ast.Tuple([ast.Constant(type(op).__name__) for op in node.ops], ast.Load())
         values = ast.List([node.left, *node.comparators], ast.Load())
-        return ast.copy_location(ast.Call(ast.Name("__dllm_compare__", ast.Load()), [values, equal], []), node)
+        return ast.copy_location(ast.Call(ast.Name("__dllm_compare__", ast.Load()), [values, ops], []), node)
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        args = [node.left, node.right, ast.Constant(type(node.op).__name__)]
+        return ast.copy_location(ast.Call(ast.Name("__dllm_arith__", ast.Load()), args, []), node)
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         self.generic_visit(node)
@@ -372,21 +390,45 @@ def _forges(value: object, names: tuple[str, ...]) -> bool:
     return False
 
 
-def _compare(values: list, equal: tuple[bool, ...]) -> object:
-    """`values[0] == values[1] != values[2] ...` as Python chains it (each value evaluated once,
-    all of them up front), refusing a program-defined equality against a plain value."""
+_OPERATORS = {
+    "Eq": operator.eq, "NotEq": operator.ne, "Lt": operator.lt, "LtE": operator.le, "Gt": operator.gt,
+    "GtE": operator.ge, "Is": operator.is_, "IsNot": operator.is_not, "In": lambda a, b: a in b,
+    "NotIn": lambda a, b: a not in b, "Add": operator.add, "Sub": operator.sub, "Mult": operator.mul,
+    "Div": operator.truediv, "FloorDiv": operator.floordiv, "Mod": operator.mod, "Pow": operator.pow,
+    "LShift": operator.lshift, "RShift": operator.rshift, "BitOr": operator.or_, "BitXor": operator.xor,
+    "BitAnd": operator.and_, "MatMult": operator.matmul,
+}  # fmt: skip
+
+
+def _by_content(a: object, b: object, op: str) -> tuple[object, object]:
+    """Where one side is a plain value, both sides as their plain content: the program's
+    object never sees the other operand (the expected value) and cannot answer for it."""
+    if op in ("Is", "IsNot") or not (type(a) in _PLAIN or type(b) in _PLAIN):
+        return a, b
+    try:
+        return as_plain(a), as_plain(b)
+    except _NotPlain as exc:
+        raise AssertionError(f"{exc.args[0]} is not plain data; compared with a plain value") from None
+
+
+def _compare(values: list, ops: tuple[str, ...]) -> object:
+    """`values[0] op values[1] op values[2] ...` as Python chains it (each value evaluated once,
+    all of them up front), by content where a side is plain."""
     result: object = True
-    for left, right, eq in zip(values, values[1:], equal):
-        for a, b in ((left, right), (right, left)):
-            if type(b) in _PLAIN and _forges(a, ("__eq__", "__ne__")):
-                raise AssertionError(f"{type(a).__name__} overrides equality; compared with a {type(b).__name__}")
-        result = left == right if eq else left != right
+    for left, right, op in zip(values, values[1:], ops):
+        result = _OPERATORS[op](*_by_content(left, right, op))
         if not result:
             return result
     return result
 
 
+def _arith(left: object, right: object, op: str) -> object:
+    return _OPERATORS[op](*_by_content(left, right, op))
+
+
 def _truth(value: object) -> object:
-    if type(value) not in _PLAIN and _forges(value, ("__bool__", "__len__")):
+    with contextlib.suppress(_NotPlain):
+        return as_plain(value)
+    if _forges(value, ("__bool__", "__len__")):
         raise AssertionError(f"{type(value).__name__} overrides truth")
     return value

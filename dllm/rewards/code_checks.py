@@ -65,6 +65,13 @@ _MUTATORS = frozenset(
 )
 
 
+_MUTABLE = (list, dict, set)
+_OWN = (Program, ProbeValue)
+_CONVERTERS = frozenset(
+    ("list", "tuple", "set", "frozenset", "sorted", "sum", "len", "min", "max", "any", "all", "dict", "str", "repr")
+)
+
+
 class MalformedTest(ValueError):
     """The test itself is broken: it does not compile, or it asserts nothing."""
 
@@ -183,6 +190,8 @@ def _decode(value: Any, depth: int) -> Any:
         return items[0].encode("latin-1")
     if tag == "I" and len(items) == 1 and type(items[0]) is str:
         return int(items[0], 16)
+    if tag == "c" and len(items) == 2 and all(type(x) in (int, float) for x in items):
+        return complex(*items)
     if tag in _CONTAINERS:
         return _CONTAINERS[tag](_decode(item, depth + 1) for item in items)
     if tag == "d" and len(items) % 2 == 0:
@@ -216,12 +225,14 @@ class _Scope:
         self.parent = parent
 
     def find(self, name: str) -> tuple[bool, Any]:
+        owner = self.owner(name)
+        return (False, None) if owner is None else (True, owner.names[name])
+
+    def owner(self, name: str) -> _Scope | None:
         scope: _Scope | None = self
-        while scope is not None:
-            if name in scope.names:
-                return True, scope.names[name]
+        while scope is not None and name not in scope.names:
             scope = scope.parent
-        return False, None
+        return scope
 
 
 class _TestFunction:
@@ -268,6 +279,7 @@ class _Walker:
         self.checks: list[Any] = []
         self.steps = 0
         self.recording = True
+        self.last_call = -1  # the last probe that ran the program's code (it may change earlier values)
 
     def run(self, body: list[ast.stmt]) -> None:
         try:
@@ -297,18 +309,24 @@ class _Walker:
             raise Unsplittable(f"the builtin {name!r} is not available to tests judged outside the sandbox")
         return Program(name)
 
-    def probe(self, source: str) -> ProbeValue:
+    def probe(self, source: str, call: bool = True) -> ProbeValue:
+        """A new probe; `call=False` for one that only reads a value (runs no program code)."""
         if not self.recording:
             raise Unsplittable("the program is called while judging")
         if len(self.probes) >= MAX_PROBES:
             raise Unsplittable(f"more than {MAX_PROBES} calls of the program")
         self.probes.append(source)
+        if call:
+            self.last_call = len(self.probes) - 1
         return ProbeValue(len(self.probes) - 1)
 
     def value(self, value: Any) -> Any:
-        """`value` for use here: a program's name becomes a probe whose value comes back."""
+        """`value` for use here: a program's name becomes a probe whose value comes back; a
+        result the program may have changed since (a later call ran) is read again."""
         if isinstance(value, Program):
             value = self.probe(value.source)
+        if isinstance(value, ProbeValue) and value.index < self.last_call:
+            value = self.probe(f"{PROBE_PREFIX}{value.index}", call=False)
         if isinstance(value, ProbeValue):
             self.sent.add(value.index)
         if isinstance(value, _TestFunction) and value.uses_program:
@@ -402,6 +420,9 @@ class _Walker:
     def _Compare(self, node: ast.Compare, scope: _Scope) -> Any:
         operations = [COMPARE[type(op)] for op in node.ops]
         values = [self.eval(node.left, scope)] + [self.eval(c, scope) for c in node.comparators]
+        if any(isinstance(a, _OWN) and isinstance(b, _OWN) for a, b in zip(values, values[1:])):
+            # `midpoint(p, q) == Point(2, 3)`: the program's objects, equal by its own rules
+            raise Unsplittable("a comparison of two of the program's values")
 
         def chain(*operands: Any) -> bool:
             return all(op(a, b) for op, a, b in zip(operations, operands, operands[1:]))
@@ -488,6 +509,12 @@ class _Walker:
             if isinstance(node, ast.List):
                 return f"[{items}]"
             return f"({items}{',' * (len(node.elts) == 1)})" if isinstance(node, ast.Tuple) else f"{{{items}}}"
+        if isinstance(node, ast.Name) and (owner := scope.owner(node.id)) and type(owner.names[node.id]) in _MUTABLE:
+            # the program may change it in place (`xs = [3, 1]; sort_in_place(xs)`): from now on
+            # it lives in the sandbox, and the test reads it back from there
+            moved = self.probe(literal(owner.names[node.id]), call=False)
+            owner.names[node.id] = Program(f"{PROBE_PREFIX}{moved.index}")
+            return owner.names[node.id].source
         if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
             return (
                 "{"
@@ -505,6 +532,9 @@ class _Walker:
         args, starred = self._items(node.args, scope)
         kwargs = {kw.arg: self.eval(kw.value, scope) for kw in node.keywords if kw.arg is not None}
         spreads = [self.eval(kw.value, scope) for kw in node.keywords if kw.arg is None]
+        converted = self._converted(function, args, kwargs) if not (any(starred) or spreads) else None
+        if converted is not None:
+            return converted
         if any(starred) or spreads:
             raise Unsplittable("*args or **kwargs in a call the test makes")
         if isinstance(function, _TestFunction):
@@ -521,6 +551,20 @@ class _Walker:
         if not callable(function) or isinstance(function, (Program, Module)):
             raise Unsplittable(f"a call of {type(function).__name__}")
         return self.lift(function, *args, **kwargs)
+
+    def _converted(self, function: Any, args: list[Any], kwargs: dict[str, Any]) -> ProbeValue | None:
+        """`list(gen())`, `sorted(obj)`, `len(obj)`...: a builtin that reads only the program's
+        values is applied in the sandbox, so a generator or another iterable object the program
+        returns reaches the test as the plain value the builtin makes of it. None otherwise."""
+        name = getattr(function, "__name__", None)
+        if name not in _CONVERTERS or SAFE_BUILTINS.get(name) is not function or not args:
+            return None
+        if not all(isinstance(a, (Program, ProbeValue)) for a in args):
+            return None
+        if not all(type(v) in (bool, int, float, str, type(None)) for v in kwargs.values()):
+            return None
+        parts = [self.source(a) for a in args] + [f"{k}={literal(v)}" for k, v in kwargs.items()]
+        return self.probe(f"{name}({', '.join(parts)})")
 
     def _comprehension(self, node: Any, scope: _Scope, element: Any) -> list[Any]:
         results: list[Any] = []

@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
-PLAIN = (type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset)
+PLAIN = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
 MAX_BITS = 1 << 22  # a power or shift past ~4 Mbit (1.2 M decimal digits) is refused
 MAX_ITEMS = 10_000_000  # a repeated sequence or a range longer than this is refused
 
@@ -189,6 +189,8 @@ def literal(value: Any, depth: int = 0) -> str:
         return f"float({str(value)!r})"
     if kind is int and value.bit_length() > 10_000:  # decimal text of big ints is capped; hex is not
         return f"({'-' if value < 0 else ''}{hex(abs(value))})"
+    if kind is complex:
+        return f"complex({literal(value.real)}, {literal(value.imag)})"
     if kind in (type(None), bool, int, float, str, bytes):
         return repr(value)
     if kind is dict:
