@@ -44,7 +44,7 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise DllmError(
-                'trainer.loggers has tensorboard, which is not installed; install it with: pip install tensorboard '
+                "trainer.loggers has tensorboard, which is not installed; install it with: pip install tensorboard "
                 '(or pip install -e ".[tensorboard]"), or drop it from trainer.loggers'
             ) from None
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
@@ -72,7 +72,7 @@ class WandbLog:
             import wandb
         except ImportError:
             raise DllmError(
-                'trainer.loggers has wandb, which is not installed; install it with: pip install wandb '
+                "trainer.loggers has wandb, which is not installed; install it with: pip install wandb "
                 '(or pip install -e ".[wandb]"), or drop it from trainer.loggers'
             ) from None
         id_file = run_dir / "wandb_id"

@@ -262,4 +262,5 @@ def collect_rollout(
     }
     if len(scores.terms) > 1:
         metrics.update({f"reward/{name}": sum(values) / len(values) for name, values in scores.terms.items()})
+    metrics.update(scores.counts)
     return rollout, RolloutStats(metrics, texts, prompt_texts)

@@ -27,18 +27,14 @@ REQUIRED = ("prompts", "tokens", "step_map", "rewards")
 def load_trace(path: Path) -> dict[str, Any]:
     """A saved rollout, checked to hold what a trace needs."""
     if not path.is_file():
-        raise DllmError(
-            f"{str(path)!r} is not a file; give a rollout saved by an RL run (RUN/checkpoint/rollout.pt)"
-        )
+        raise DllmError(f"{str(path)!r} is not a file; give a rollout saved by an RL run (RUN/checkpoint/rollout.pt)")
     try:
         record = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise DllmError(f"{str(path)!r} is not a saved rollout ({type(exc).__name__}: {exc})") from None
     missing = [key for key in REQUIRED if not isinstance(record, dict) or key not in record]
     if missing:
-        raise DllmError(
-            f"{str(path)!r} lacks {', '.join(missing)}: save it with dllm.algorithms.rollout.save_rollout"
-        )
+        raise DllmError(f"{str(path)!r} lacks {', '.join(missing)}: save it with dllm.algorithms.rollout.save_rollout")
     return record
 
 

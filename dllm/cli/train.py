@@ -82,6 +82,7 @@ def check_resumable_config(cfg: DictConfig, run_dir: Path) -> None:
     except Exception as exc:  # omegaconf or yaml parse errors
         raise unreadable(run_dir / CHECKPOINT_DIR / RUN_CONFIG, exc) from None
     current = OmegaConf.to_container(cfg, resolve=True)
+
     def weights_part(config: dict) -> dict:
         part = {key: config.get(key) for key in RESUME_KEYS}
         if isinstance(part["model"], dict):

@@ -163,12 +163,15 @@ class RewardScores:
     own scores (unweighted; a step-level term's score is the sum of its values); `failures`:
     term calls that raised or ran out of time, plus scores that were NaN or infinite; each of
     those scored 0. `steps[i]`: the weighted step-level values `(token_position, value)` of
-    completion i (see `StepValues`), whose sum is part of `total[i]`."""
+    completion i (see `StepValues`), whose sum is part of `total[i]`. `counts`: what the
+    terms counted in this batch (a term's `last_counts`, e.g. the code reward's tests judged
+    inside the sandbox), as `"reward/<term>/<name>"`, for the run's metrics."""
 
     total: list[float]
     terms: dict[str, list[float]] = field(default_factory=dict)
     failures: int = 0
     steps: list[list[tuple[int, float]]] = field(default_factory=list)
+    counts: dict[str, float] = field(default_factory=dict)
 
 
 def score_batch(
@@ -207,6 +210,7 @@ def combine_terms(
     terms: list[Term] = terms_of() if terms_of is not None else [(reward_name(reward), 1.0, reward)]
     scores: dict[str, list[float]] = {}
     step_values: dict[str, list[StepValues]] = {}
+    counts: dict[str, float] = {}
     failures = 0
     for name, _, term in terms:
         if guard:
@@ -218,6 +222,7 @@ def combine_terms(
             raw = term(prompts, completions, **fields)
         scores[name], bad, step_values[name] = _checked_scores(name, raw, n)
         failures += bad
+        counts |= {f"reward/{name}/{key}": float(v) for key, v in (getattr(term, "last_counts", None) or {}).items()}
     if getattr(reward, "zero_truncated", False) and "truncated" in fields:
         cut = [bool(c) for c in require_field("truncated", fields, reward_name(reward), n)]
         scores = {name: [0.0 if c else s for s, c in zip(values, cut)] for name, values in scores.items()}
@@ -227,7 +232,7 @@ def combine_terms(
         [(position, weight * value) for name, weight, _ in terms for position, value in step_values[name][i]]
         for i in range(n)
     ]
-    return RewardScores(total=[float(t) for t in total], terms=scores, failures=failures, steps=steps)
+    return RewardScores(total=[float(t) for t in total], terms=scores, failures=failures, steps=steps, counts=counts)
 
 
 class _TimedOut(Exception):

@@ -257,7 +257,8 @@ if hasattr(os, "register_at_fork"):
 class Math(Reward):
     """Options: `timeout_s` per verification; `batch_timeout_s` for all the verifications of
     one call (default `2 * timeout_s`); `workers` verifying side by side (default one per
-    usable CPU). `timeouts` counts the answers that scored 0 for lack of time."""
+    usable CPU). `timeouts` counts the answers that scored 0 for lack of time (`last_counts`:
+    in the last call, logged as the metric `reward/math/timeouts`)."""
 
     def __init__(
         self, timeout_s: float = 5.0, batch_timeout_s: float | None = None, workers: int | None = None
@@ -276,6 +277,7 @@ class Math(Reward):
         self.workers = int(workers) if workers is not None else usable_cpus()
         self.pool = POOL
         self.timeouts = 0
+        self.last_counts: dict[str, int] = {}
 
     def __call__(self, prompts: list[str], completions: list[str], **fields: Any) -> list[float]:
         answers = require_field("answer", fields, "math", len(completions))
@@ -290,6 +292,7 @@ class Math(Reward):
             keys.append(key)
         verdicts.update(self._verify([key for key in dict.fromkeys(keys) if key is not None and key not in verdicts]))
         unfinished = sum(v is None for v in verdicts.values())
+        self.last_counts = {"timeouts": unfinished}
         if unfinished:
             self.timeouts += unfinished
             logger.warning(

@@ -73,9 +73,7 @@ class DiffusionSampler(Sampler):
         if (steps is not None and steps < 1) or (block_length is not None and block_length < 1):
             raise ConfigError(f"steps ({steps}) and block_length ({block_length}) must be positive (or null)")
         if temperature < 0 or cfg_scale < 0 or top_k < 0:
-            raise ConfigError(
-                f"temperature ({temperature}), cfg_scale ({cfg_scale}) and top_k ({top_k}) must be >= 0"
-            )
+            raise ConfigError(f"temperature ({temperature}), cfg_scale ({cfg_scale}) and top_k ({top_k}) must be >= 0")
         if not 0 < top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
         if sampling not in ("gumbel", "categorical"):

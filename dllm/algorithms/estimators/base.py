@@ -59,6 +59,4 @@ def masked_completion_log_probs(
     prompt = rollout.sequences[:, : rollout.prompt_length] if prompt is None else prompt
     context = torch.cat([prompt, rollout.completions], dim=1)
     noisy = torch.cat([prompt, noisy_completion], dim=1)
-    return denoising_log_probs(
-        model, noisy, context, rollout.attention_mask, rollout.block_size, rollout.prompt_length
-    )
+    return denoising_log_probs(model, noisy, context, rollout.attention_mask, rollout.block_size, rollout.prompt_length)

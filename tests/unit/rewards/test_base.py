@@ -152,3 +152,17 @@ def test_require_field_errors_are_key_and_value_errors():
     with pytest.raises(ValueError):
         require_field("answer", {"answer": [1, 2]}, "r", 1)
     assert require_field("answer", {"answer": (1, 2)}, "r", 2) == [1, 2]
+
+
+def test_what_a_term_counts_reaches_the_metrics():
+    class Counting:
+        def __init__(self):
+            self.last_counts = {}
+
+        def __call__(self, prompts, completions, **fields):
+            self.last_counts = {"skipped": len(completions) - 1}
+            return [1.0] * len(completions)
+
+    scores = score_batch(Counting(), ["p"] * 3, ["a", "b", "c"], {})
+    assert scores.counts == {"reward/Counting/skipped": 2.0}
+    assert score_batch(lambda prompts, completions, **f: [0.0] * len(completions), ["p"], ["a"], {}).counts == {}
