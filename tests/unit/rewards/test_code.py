@@ -208,3 +208,39 @@ def test_a_pickled_copy_starts_its_own_sandbox(reward):
         assert copy.sandbox is not reward.sandbox
     finally:
         copy.close()
+
+
+INSIDE = "try:\n    {}\nexcept ZeroDivisionError:\n    raise"  # a try: this test is judged inside the sandbox
+
+FORGED = {
+    "mock.ANY": "from unittest import mock\ndef add(a, b):\n    return mock.ANY",
+    "int subclass, C-slot __eq__": "class X(int):\n    __eq__ = int.__ne__\ndef add(a, b):\n    return X(0)",
+    "always equal, in a list": "class E:\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return [E()]",
+    "__sub__ returns 0": "class Z:\n    __sub__ = __rsub__ = lambda s, o: 0\ndef add(a, b):\n    return Z()",
+    "float subclass": "class F(float):\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return F(0.0)",
+    "__contains__": "class C:\n    __contains__ = lambda s, o: True\ndef add(a, b):\n    return C()",
+}
+FORGED_TESTS = [
+    "assert add(1, 2) == 3",
+    "assert add(1, 2) in (3, 4)",
+    "assert abs(add(1, 2) - 3) < 1e-9",
+    "assert add(1, 2) == [3]",
+    "assert 3 in add(1, 2)",
+]
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["judged outside", "judged inside"])
+@pytest.mark.parametrize("cheat", FORGED)
+def test_values_that_forge_equality_score_zero_on_both_paths(reward, cheat, inside):
+    tests = [INSIDE.format(t) if inside else t for t in FORGED_TESTS]
+    assert score(reward, [fenced(FORGED[cheat])], [tests]) == [0.0]
+    assert reward.last_counts["judged_inside" if inside else "judged_outside"] == len(FORGED_TESTS)
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["judged outside", "judged inside"])
+def test_honest_values_pass_on_both_paths(reward, inside):
+    program = "from collections import Counter\nclass N(int):\n    pass\ndef add(a, b):\n    return N(a + b)\n"
+    program += "def count(s):\n    return Counter(s)"
+    tests = ["assert add(1, 2) == 3", "assert abs(add(1, 2) - 3) < 1e-9", "assert count('aab') == {'a': 2, 'b': 1}"]
+    tests = [INSIDE.format(t) if inside else t for t in tests]
+    assert score(reward, [fenced(program)], [tests]) == [1.0]
