@@ -26,8 +26,10 @@ program exits with status 0; its stdout is the caller's to judge.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import queue
@@ -115,14 +117,18 @@ class Job:
     test: str | None = None
     stdin: str = ""
     limits: Limits | None = None
+    probes: tuple | None = None
 
 
 @dataclass(frozen=True)
 class Result:
     """How a program ended. `status`: "ok" (exit 0), "error" (nonzero exit, an exception or a
-    signal), "timeout" (CPU or wall limit), "output_limit", or "sandbox_error" (the sandbox
-    failed, not the program). `passed`: the test ran to its end (a job with a test), else
-    status "ok". Output is decoded as UTF-8 and cut at `Limits.output_bytes`."""
+    signal), "timeout" (CPU or wall limit), "output_limit", "memory_limit" (the job's processes
+    together went over `Limits.memory_mb`, where a memory cgroup counts them: see
+    `Sandbox.isolation["memory"]`), or "sandbox_error" (the sandbox failed, not the program).
+    `passed`: the test ran to its end (a job with a test), else status "ok". Output is decoded
+    as UTF-8 and cut at `Limits.output_bytes`; `report`: the raw bytes the harness wrote to
+    its report channel (fd 4), cut at the same size."""
 
     status: str
     passed: bool
@@ -132,13 +138,16 @@ class Result:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     setup: dict = field(default_factory=dict, repr=False)
+    report: bytes = b""
 
 
 class Sandbox:
     """A pool of sandbox workers. `workers`: programs at once (None: the usable CPUs);
     `uid`: first uid of the per-slot range used when running as root (None: keep root, and
     RLIMIT_NPROC cannot bind); `namespaces`: use Linux namespaces where the kernel allows;
-    `preload`: modules every worker imports once; `root`: where work directories go."""
+    `preload`: modules every worker imports once; `root`: where work directories go;
+    `allowed_packages`: installed top-level packages programs may import, besides the standard
+    library (with a mount namespace, nothing else of the Python installation is there)."""
 
     def __init__(
         self,
@@ -148,6 +157,7 @@ class Sandbox:
         namespaces: bool = True,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         root: str | None = None,
+        allowed_packages: Sequence[str] = ("numpy",),
     ) -> None:
         if not sys.platform.startswith("linux"):
             raise SandboxError(f"the code sandbox needs Linux (namespaces, rlimits, pidfd); this is {sys.platform}")
@@ -163,6 +173,7 @@ class Sandbox:
             "preload": list(preload),
             "root": self._root,
             "env": MINIMAL_ENV,
+            "packages": package_paths(allowed_packages),
         }
         self._slots = [_Slot(self._config, index) for index in range(self.workers)]
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
@@ -235,7 +246,13 @@ class _Slot:
         self._lock_fd: int | None = None
 
     def run(self, job: Job, limits: Limits) -> Result:
-        request = {"program": job.program, "test": job.test, "stdin": job.stdin, "limits": asdict(limits)}
+        request = {
+            "program": job.program,
+            "test": job.test,
+            "stdin": job.stdin,
+            "probes": job.probes,
+            "limits": asdict(limits),
+        }
         for attempt in (1, 2):  # a worker that died between jobs is restarted once, before the job runs
             try:
                 self._start()
@@ -267,6 +284,7 @@ class _Slot:
             reply["seconds"],
             reply["cpu_seconds"],
             reply["setup"],
+            base64.b64decode(reply["report"]),
         )
 
     def _start(self) -> None:
@@ -280,7 +298,7 @@ class _Slot:
             config["uid"] = self._uid
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        log_path = os.path.join(config["root"], f"worker-{self.index}.log")
+        log_path = config["log"] = os.path.join(config["root"], f"worker-{self.index}.log")
         keep = (request_r, reply_w) + (() if self._lock_fd is None else (self._lock_fd,))
         try:
             with open(log_path, "ab") as log:
@@ -341,6 +359,24 @@ def _receive(fd: int, timeout: float) -> dict:
     if message is None:
         raise OSError("the worker exited")
     return message
+
+
+def package_paths(names: Sequence[str]) -> list[str]:
+    """Where the installed packages `names` live: each one's directory (or module file), and a
+    sibling `<name>.libs` directory of vendored shared libraries where there is one (wheels
+    repaired by auditwheel, e.g. numpy's OpenBLAS). A name not installed is left out."""
+    paths = []
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"allowed_packages: {name!r} is not a top-level package name (e.g. 'numpy')")
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        found = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else [])
+        found = [os.path.realpath(p) for p in found if os.path.exists(p)]
+        paths += found
+        paths += [libs for p in found if os.path.isdir(libs := os.path.join(os.path.dirname(p), f"{name}.libs"))]
+    return sorted(set(paths))
 
 
 def _kill_group(pid: int) -> None:
