@@ -215,13 +215,12 @@ def private_ipc(memory_bytes: int) -> None:
     host), its shared memory bounded by the job's memory budget where we may set that."""
     unshare(CLONE_NEWIPC)
     pages = max(1, memory_bytes // os.sysconf("SC_PAGE_SIZE"))
-    for name, value in (("shmmax", memory_bytes), ("shmall", pages), ("shmmni", 64), ("shm_rmid_forced", 1)):
-        with contextlib.suppress(OSError):  # a read-only /proc/sys: the namespace alone still ends it all
-            with open(f"/proc/sys/kernel/{name}", "w") as f:
-                f.write(str(value))
-    with contextlib.suppress(OSError):
-        with open("/proc/sys/kernel/msgmnb", "w") as f:
-            f.write(str(min(memory_bytes, 1 << 24)))
+    bounds = {"shmmax": memory_bytes, "shmall": pages, "shmmni": 64, "shm_rmid_forced": 1}
+    bounds["msgmnb"] = min(memory_bytes, 1 << 24)
+    for name, value in bounds.items():
+        # a read-only /proc/sys: the namespace alone still ends it all with the job
+        with contextlib.suppress(OSError), open(f"/proc/sys/kernel/{name}", "w") as f:
+            f.write(str(value))
 
 
 class MemoryGroup:
@@ -244,7 +243,7 @@ class MemoryGroup:
     def set_limit(self, memory_bytes: int) -> None:
         if memory_bytes == self.limit:
             return
-        # v1 requires memory <= memory+swap at every step: lower the first when shrinking, raise the second first when growing
+        # v1 wants memory <= memory+swap at every step: shrinking, lower memory first; growing, memory+swap
         names = self._limit_names if memory_bytes < self.limit or self.version == 2 else self._limit_names[::-1]
         for name in names:
             value = 0 if name == "memory.swap.max" else memory_bytes
