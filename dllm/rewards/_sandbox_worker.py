@@ -493,7 +493,8 @@ def _isolate_child(limits: dict, config: dict, isolation: dict, workdir: str) ->
     ):
         resource.setrlimit(name, value if isinstance(value, tuple) else (value, value))
     if config["namespaces"]:  # while we still may (CAP_SYS_ADMIN): its IPC objects die with the job
-        setup["ipcns"] = iso.attempt(lambda: iso.private_ipc(limits["memory_mb"] << 20))
+        budget = None if "memory_group" in config else limits["memory_mb"] << 20
+        setup["ipcns"] = iso.attempt(lambda: iso.private_ipc(budget))
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
