@@ -182,6 +182,8 @@ def _isolate_worker(config: dict, protocol_fds: tuple[int, int]) -> dict:
             isolation["mountns"] = isolation["readonly"] = True
         except OSError as exc:
             isolation["mount_error"] = str(exc)
+    if not isolation["mountns"]:  # what the audit hook lets a program read instead
+        config["readable"] = iso.visible_paths(config["packages"])
     return isolation
 
 
@@ -458,7 +460,7 @@ def _child(job: dict, config: dict, isolation: dict, harness, workdir: str, fds:
             os._exit(SETUP_ERROR)
     code = 1
     try:
-        code = harness.run_program(job, workdir, refuse)
+        code = harness.run_program(job | {"readable": config.get("readable", [])}, workdir, refuse)
     finally:
         os._exit(code)
 

@@ -146,3 +146,15 @@ def test_killing_the_parent_ends_the_job_and_removes_its_files():
     time.sleep(1.5)
     assert processes_of(int(uid)) == []
     assert not os.path.exists(root)
+
+
+def test_without_a_mount_namespace_the_audit_hook_refuses_reading_outside_the_libraries(tmp_path):
+    samples = Path(dllm.__file__).parent / "data" / "samples" / "tracerl_code.json"
+    (tmp_path / "answers.txt").write_text("42\n")
+    reads = [f"open({str(path)!r}).read()" for path in (samples, tmp_path / "answers.txt", Path(pytest.__file__))]
+    with Sandbox(workers=1, limits=LIMITS, namespaces=False, uid=None) as sandbox:
+        results = sandbox.run([Job(program) for program in reads] + [Job("import json, hashlib\nprint('ok')")])
+        assert "files" in sandbox.isolation["audit_hook"]
+    for result in results[:-1]:
+        assert result.status == "error" and "PermissionError: the sandbox refuses reading" in result.stderr, result
+    assert (results[-1].status, results[-1].stdout) == ("ok", "ok\n")
