@@ -1,4 +1,5 @@
-"""The kernel side of the sandbox: namespaces, mounts, capabilities (Linux, via libc).
+"""The kernel side of the sandbox: namespaces, the new root, memory cgroups, capabilities
+(Linux, via libc).
 
 Loaded by path into the sandbox worker (stdlib only), which decides what to use; each
 function here does one step and raises OSError when the kernel refuses it.

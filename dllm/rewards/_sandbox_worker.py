@@ -10,12 +10,16 @@ environment and never sees a test's expected output.
 
 Protocol over two pipes whose fds are argv[1] (requests) and argv[2] (replies): each message
 is a 4-byte big-endian length and a JSON object. First request: the worker config (`uid`,
-`namespaces`, `preload`, `root`, `env`); first reply: `{"isolation": {...}}` or
-`{"error": str}`. Then per job: request `{"program", "test", "stdin", "limits"}`, reply
-`{"status", "returncode", "stdout", "stderr", "proof", "seconds", "cpu_seconds", "setup"}`.
+`namespaces`, `preload`, `root`, `env`, `packages`, `log`); first reply: `{"isolation": {...}}`
+or `{"error": str}`. Then per job: request `{"program", "test", "stdin", "probes", "limits"}`
+(the whole dict reaches the harness), reply `{"status", "returncode", "stdout", "stderr",
+"proof", "report", "seconds", "cpu_seconds", "setup"}`; `report`: base64 of what the child
+wrote to its report channel (fd 4), drained while it runs and capped like stdout; `proof`:
+that report is the job's nonce (a test ran to its end).
 
 Isolation layers, each used where the kernel and our privileges allow it (`isolation` and
-each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation.py`):
+each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation.py`; the
+table with the fallbacks is in docs/code_sandbox.md):
 - every child: its own session, rlimits (CPU, address space, file size, open files,
   processes, no core), a minimal environment, a fresh work directory as cwd, HOME and TMPDIR;
 - as root: the child runs as this slot's own uid, so RLIMIT_NPROC binds (the kernel never
@@ -25,15 +29,22 @@ each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation
 - a PID namespace whose init is the worker: after each job it kills every other process in
   it, however the program's processes tried to escape (and none of them can signal the
   worker); without one, the worker is a subreaper and kills what it inherits;
-- a private mount namespace, set up once per worker: every mount read-only, a /proc of the
-  PID namespace, and the directory that hides the interpreter from the sandbox uid (e.g.
-  /root), or the user's home when not root, covered by an empty tmpfs with only the
-  interpreter's directories bound back, read-only; per job, a fresh size-limited tmpfs as
-  the work directory and another on /dev/shm, unmounted when the job ends.
+- a private mount namespace, set up once per worker, whose root is a new read-only tmpfs
+  holding only the interpreter, the standard library, the shared libraries, the allowed
+  packages, a few /dev nodes, a /proc of the PID namespace and the work directory
+  (`_sandbox_isolation.new_root`); per job, a fresh size-limited tmpfs as the work directory
+  and another on /dev/shm, unmounted when the job ends;
+- an IPC namespace per job (System V objects die with it);
+- a memory cgroup per slot (v2, else v1), made once; every job's processes join it, so the
+  job's memory limit covers all of them, and an OOM kill in it ends the job as "memory_limit";
+  without one, the address-space rlimit bounds each process alone;
+- the parent's death (end of file on the request pipe, watched while a job runs) kills the
+  job at once; the outer process of the worker, still in the host's mount namespace, then
+  removes the slot's directories, log and cgroup.
 Where a layer is missing, an audit hook in the child covers the gap as far as Python can
 (`_sandbox_harness._audit_hook`): internet sockets, signals to other processes, writes
-outside the work directory, other processes' /proc entries, and with them new programs and
-ctypes calls, which would bypass the hook.
+outside the work directory, reads outside it and the libraries, other processes' /proc
+entries, and with them new programs and ctypes calls, which would bypass the hook.
 """
 
 from __future__ import annotations

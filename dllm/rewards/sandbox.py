@@ -14,9 +14,12 @@ and processes; the wall-clock limit and the output caps enforced by the worker; 
 directory, emptied afterwards; a minimal environment (PATH, LANG; never this process's
 variables); and where available a per-slot uid (as root), a user namespace (otherwise), no
 network (a network namespace), a PID namespace (every process the program starts dies with
-it) and a read-only filesystem outside the work directory, with a Python audit hook covering
-what the kernel did not give. `Sandbox.isolation` reports what this machine gave; see
-`_sandbox_worker.py`.
+it), an IPC namespace per job, one memory cgroup per slot (a job's processes share
+`memory_mb`) and a read-only root holding only the interpreter, the standard library and the
+`allowed_packages`, with a Python audit hook covering what the kernel did not give. If this
+process dies, running jobs end within milliseconds and the workers remove their files.
+`Sandbox.isolation` reports what this machine gave; see `_sandbox_worker.py` and
+docs/code_sandbox.md.
 
 A job with a `test` runs the program, then the test code in the program's namespace; it
 passes only when the harness proves that the test's last line ran (see
@@ -409,7 +412,7 @@ def _shut_down(slots: list[_Slot], executor: ThreadPoolExecutor, root: str) -> N
 
 
 def _log_isolation(isolation: dict) -> None:
-    layers = ", ".join(f"{name}={value}" for name, value in isolation.items() if name != "mount_error")
+    layers = ", ".join(f"{name}={value}" for name, value in isolation.items() if not name.endswith("_error"))
     logger.info("code sandbox isolation: %s", layers)
     missing = [
         what
@@ -421,6 +424,11 @@ def _log_isolation(isolation: dict) -> None:
         )
         if not present
     ]
+    if isolation.get("memory") == "rlimit_as":
+        logger.warning(
+            "code sandbox: no memory cgroup here (%s); memory_mb bounds each process of a job, not all of them",
+            isolation.get("memory_error", "none writable"),
+        )
     if missing:
         logger.warning(
             "code sandbox: this machine gives programs no %s (%s); a Python audit hook refuses %s instead, "
