@@ -133,7 +133,7 @@ def _audit_hook(refuse: frozenset[str], readable: Sequence[str] = ()):
     children; "files": writing outside the work directory (or opening a directory there, a
     way around the check) and reading anything but the work directory and `readable` (the
     interpreter, standard library, shared libraries and allowed packages: what the worker's new
-    root would have held, see `_sandbox_isolation.visible_paths`) or /proc and /dev; "proc":
+    root would have held, see `_sandbox_isolation.needed_paths`) or /proc and /dev; "proc":
     other processes' /proc entries (their environment).
     With any of these, new programs and foreign calls are refused too: they would run
     without this hook."""

@@ -68,7 +68,7 @@ def enter_user_namespace() -> None:
 def new_root(config: dict, new_proc: bool) -> None:
     """Put this worker (and so every child) in a private mount namespace whose root is a
     read-only tmpfs holding only what a program needs, each bound read-only at its own path:
-    `visible_paths(config["packages"])`, a few /dev nodes, a /proc (of our PID namespace when
+    `needed_paths(config["packages"])`, a few /dev nodes, a /proc (of our PID namespace when
     `new_proc`) and the (empty) work directory, where each job gets a fresh tmpfs. The host's
     files (datasets, dllm's own, /tmp, home directories, other site-packages, the sandbox's
     own files) are not in it. `config["workdir"]`, `config["newroot"]`: empty directories
@@ -77,12 +77,13 @@ def new_root(config: dict, new_proc: bool) -> None:
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
-    for path in visible_paths(config["packages"]):
+    needed = needed_paths(config["packages"])
+    for path in outermost(needed):
         bind_readonly(path, new + path)
     for path in LIBRARY_DIRS:  # e.g. /lib64 -> usr/lib64, where the ELF interpreter is named
         if os.path.islink(path):
             os.symlink(os.readlink(path), new + path)
-    for path in hidden_paths(visible_paths(config["packages"])):
+    for path in hidden_paths(needed):
         mount("tmpfs", new + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
     for name in ("null", "zero", "random", "urandom"):
         bind_readonly(f"/dev/{name}", f"{new}/dev/{name}", writable=name in ("null", "zero"))
@@ -100,7 +101,7 @@ def new_root(config: dict, new_proc: bool) -> None:
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def visible_paths(packages: list[str]) -> list[str]:
+def needed_paths(packages: list[str]) -> list[str]:
     """What a program sees, besides /dev and /proc: the interpreter binary (and libpython),
     the standard library (never a site-packages), the shared libraries that extension modules
     link (/lib, /usr/lib, ...) and `packages` (directories or files of allowed packages)."""
@@ -110,21 +111,25 @@ def visible_paths(packages: list[str]) -> list[str]:
     if sysconfig.get_config_var("Py_ENABLE_SHARED"):
         paths.add(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))
     paths |= {*LIBRARY_DIRS, "/etc/ld.so.cache", *packages}
-    real = {os.path.realpath(p) for p in paths if os.path.exists(p)}
-    return sorted(p for p in real if not any(under(p, q) and p != q for q in real))
+    return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
 
 
-def hidden_paths(visible: list[str]) -> list[str]:
-    """Directories inside `visible` ones that hold other Python packages (site-packages,
-    dist-packages, another Python's library under /usr/lib), unless an allowed one is there."""
+def outermost(paths: list[str]) -> list[str]:
+    """`paths` less those inside another one (binding the outer one shows them)."""
+    return [p for p in paths if not any(under(p, q) and p != q for q in paths)]
+
+
+def hidden_paths(needed: list[str]) -> list[str]:
+    """Directories inside the bound ones that hold other Python packages (site-packages,
+    dist-packages, another Python's library under /usr/lib), unless a needed path is in them."""
     found = []
-    for directory in visible:
+    for directory in outermost(needed):
         if not os.path.isdir(directory):
             continue
         for entry in os.listdir(directory):
             path = os.path.join(directory, entry)
             python_dir = entry in ("site-packages", "dist-packages") or re.fullmatch(r"python[0-9.]*", entry)
-            if python_dir and os.path.isdir(path) and not any(under(v, path) for v in visible):
+            if python_dir and os.path.isdir(path) and not any(under(v, path) for v in needed):
                 found.append(path)
     return found
 

@@ -194,7 +194,7 @@ def _isolate_worker(config: dict, protocol_fds: tuple[int, int]) -> dict:
         except OSError as exc:
             isolation["mount_error"] = str(exc)
     if not isolation["mountns"]:  # what the audit hook lets a program read instead
-        config["readable"] = iso.visible_paths(config["packages"])
+        config["readable"] = iso.needed_paths(config["packages"])
     return isolation
 
 
