@@ -39,11 +39,11 @@ import json
 import linecache
 import operator
 import os
-import pwd
 import socket
 import sys
 import traceback
 import types
+from collections.abc import Sequence
 
 NONCE_FD, PROOF_FD = 3, 4  # the proof channel carries a probe job's answers (its report)
 SOLUTION_FILE = "solution.py"
@@ -87,7 +87,7 @@ def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -
         program_code = compile(program, filename, "exec")
         answer = None if probes is None else _prober(probes, module.__dict__, write, setrecursionlimit)
         if refuse:
-            sys.addaudithook(_audit_hook(refuse))
+            sys.addaudithook(_audit_hook(refuse, job.get("readable", ())))
         exec_(program_code, module.__dict__)
         if answer is not None:
             answer()
@@ -221,19 +221,19 @@ _CHANGES |= {"os.link": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown":
 _CHANGES |= {"shutil.rmtree": (0,)}
 
 
-def _audit_hook(refuse: frozenset[str]):
+def _audit_hook(refuse: frozenset[str], readable: Sequence[str] = ()):
     """The fallback where the kernel could not isolate the program, one refusal per gap:
     "network": internet sockets; "signals": signals to any process but this one and its
     children; "files": writing outside the work directory (or opening a directory there, a
-    way around the check) and reading the user's home (tokens, keys) but for the
-    interpreter's own directories; "proc": other processes' /proc entries (their environment).
+    way around the check) and reading anything but the work directory and `readable` (the
+    interpreter, standard library, shared libraries and allowed packages: what the worker's new
+    root would have held, see `_sandbox_isolation.needed_paths`) or /proc and /dev; "proc":
+    other processes' /proc entries (their environment).
     With any of these, new programs and foreign calls are refused too: they would run
     without this hook."""
     me, workdir = os.getpid(), os.getcwd()
-    try:
-        home = os.path.join(os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir), "")
-    except KeyError:  # a sandbox uid of its own: no home, and nobody else's is readable to it
-        home = "\0"  # matches no path
+    readable_files = frozenset(readable)
+    readable_dirs = tuple(os.path.join(path, "") for path in readable) + ("/proc/", "/dev/")
 
     def outside(path: object) -> bool:
         if isinstance(path, int):
@@ -258,8 +258,8 @@ def _audit_hook(refuse: frozenset[str]):
                     raise PermissionError(f"the sandbox refuses writing {real}: outside the work directory")
                 if os.path.isdir(real):
                     raise PermissionError(f"the sandbox refuses opening the directory {real}")
-                if real.startswith(home) and not real.startswith(_LIBRARY_DIRS):
-                    raise PermissionError(f"the sandbox refuses reading {real}: in the user's home")
+                if real not in readable_files and not real.startswith(readable_dirs):
+                    raise PermissionError(f"the sandbox refuses reading {real}: not a library's file")
         if "files" in refuse and event in _CHANGES and any(outside(args[i]) for i in _CHANGES[event]):
             raise PermissionError(f"the sandbox refuses {event} outside the work directory")
 

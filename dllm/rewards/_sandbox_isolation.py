@@ -1,4 +1,5 @@
-"""The kernel side of the sandbox: namespaces, mounts, capabilities (Linux, via libc).
+"""The kernel side of the sandbox: namespaces, the new root, memory cgroups, capabilities
+(Linux, via libc).
 
 Loaded by path into the sandbox worker (stdlib only), which decides what to use; each
 function here does one step and raises OSError when the kernel refuses it.
@@ -9,24 +10,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import re
 import sys
-import tempfile
+import sysconfig
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWIPC = 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE = 1024, 2048, 4096, 16384, 1 << 18
-MS_RELATIME, MS_STRICTATIME, MS_MOVE = 1 << 21, 1 << 24, 8192
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MS_MOVE = 8192
 MNT_DETACH = 2
-MOUNT_FLAGS = {
-    "nosuid": MS_NOSUID,
-    "nodev": MS_NODEV,
-    "noexec": MS_NOEXEC,
-    "noatime": MS_NOATIME,
-    "nodiratime": MS_NODIRATIME,
-    "relatime": MS_RELATIME,
-    "strictatime": MS_STRICTATIME,
-}
+LIBRARY_DIRS = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64")  # libc, libssl, ld.so...
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # no libc wrapper
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -69,109 +65,107 @@ def enter_user_namespace() -> None:
             f.write(text)
 
 
-def exposures_for(root: bool, sandbox_root: str) -> list[tuple[str, list[str]]]:
-    """What each job hides: as root, the directories that keep the interpreter from the
-    sandbox uid (e.g. /root), with the interpreter bound back; not root, the user's home."""
-    if root:
-        return exposures(closed_to_others, sandbox_root)
-    home = os.path.realpath(os.path.expanduser("~"))
-    if home == "/" or not os.path.isdir(home):
-        return []
-    return exposures(lambda directory: directory == home, sandbox_root, [home])
-
-
-def private_mounts(config: dict, new_proc: bool) -> bool:
-    """Put this worker (and so every child) in a private mount namespace: every mount
-    read-only, the `exposures` hidden but for the interpreter, a /proc of our PID namespace.
-    Creates `config["workdir"]`, where each job gets a fresh tmpfs. True when every mount
-    could be made read-only."""
-    workdir = config["workdir"] = tempfile.mkdtemp(prefix="work-", dir=config["root"])
-    os.chmod(workdir, 0o711)
+def new_root(config: dict, new_proc: bool) -> None:
+    """Put this worker (and so every child) in a private mount namespace whose root is a
+    read-only tmpfs holding only what a program needs, each bound read-only at its own path:
+    `needed_paths(config["packages"])`, a few /dev nodes, a /proc (of our PID namespace when
+    `new_proc`) and the (empty) work directory, where each job gets a fresh tmpfs. The host's
+    files (datasets, dllm's own, /tmp, home directories, other site-packages, the sandbox's
+    own files) are not in it. `config["workdir"]`, `config["newroot"]`: empty directories
+    (the mount points; on the host they stay empty)."""
+    workdir, new = config["workdir"], config["newroot"]
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mounts = mount_points()
-    hidden_dirs = config.get("exposures", [])
-    for hidden, paths in hidden_dirs:
-        expose(hidden, paths, workdir)
-    skip = ("/proc/", "/dev/") + tuple(os.path.join(hidden, "") for hidden, _ in hidden_dirs)
-    complete = True
-    for path, flags in mounts:
-        if path == "/proc" or path.startswith(skip):
-            continue
-        try:
-            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
-        except OSError:
-            complete = False
+    mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    needed = needed_paths(config["packages"])
+    for path in outermost(needed):
+        bind_readonly(path, new + path)
+    for path in LIBRARY_DIRS:  # e.g. /lib64 -> usr/lib64, where the ELF interpreter is named
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), new + path)
+    for path in hidden_paths(needed):
+        mount("tmpfs", new + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755")
+    for name in ("null", "zero", "random", "urandom"):
+        bind_readonly(f"/dev/{name}", f"{new}/dev/{name}", writable=name in ("null", "zero"))
+    os.makedirs(f"{new}/dev/shm", mode=0o755)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "fd/0"), ("stdout", "fd/1"), ("stderr", "fd/2")):
+        os.symlink(target, f"{new}/dev/{name}")
+    os.makedirs(new + "/proc", mode=0o755)
     if new_proc:  # we are the init of our own PID namespace: show only its processes
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    return complete
+        mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    else:
+        mount("/proc", new + "/proc", None, MS_BIND | MS_REC)
+    os.makedirs(new + workdir, mode=0o755)
+    os.chmod(new + workdir, 0o711)
+    enter_root(new)
+    mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def exposures(blocks, sandbox_root: str, always: list[str] = ()) -> list[tuple[str, list[str]]]:
-    """The directories to hide in each child, each with the interpreter's directories
-    (installation, sys.path) under it to bind back: `[(hidden, [path, ...]), ...]`.
-    `blocks(directory)`: whether a proper ancestor of an interpreter directory is to be
-    hidden (the highest such one is); `always`: hidden in any case. Never a directory that
-    holds the work directories."""
-    paths = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, *sys.path) if p and os.path.isdir(p)})
-    groups: dict[str, list[str]] = {}
-    for path in paths:
-        if any(under(path, kept) for group in groups.values() for kept in group):
-            continue  # inside a directory bound back already
-        hidden = next((a for a in ancestors(path) if blocks(a)), None)
-        if hidden is not None:
-            groups.setdefault(hidden, []).append(path)
-    for hidden in always:
-        groups.setdefault(hidden, [])
-    root = os.path.realpath(sandbox_root)
-    return sorted((hidden, paths) for hidden, paths in groups.items() if not under(root, hidden))
+def needed_paths(packages: list[str]) -> list[str]:
+    """What a program sees, besides /dev and /proc: the interpreter binary (and libpython),
+    the standard library (never a site-packages), the shared libraries that extension modules
+    link (/lib, /usr/lib, ...) and `packages` (directories or files of allowed packages)."""
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix, "installed_base": sys.base_prefix}
+    stdlib = {sysconfig.get_path(name, vars=base) for name in ("stdlib", "platstdlib")}
+    paths = stdlib | {os.path.join(p, "lib-dynload") for p in stdlib} | {os.path.realpath(sys.executable)}
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        paths.add(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))
+    paths |= {*LIBRARY_DIRS, "/etc/ld.so.cache", *packages}
+    return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
 
 
-def ancestors(path: str) -> list[str]:
-    """Proper ancestors of an absolute path, from the top: /a/b/c -> [/a, /a/b]."""
-    parts = path.strip("/").split("/")
-    return ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+def outermost(paths: list[str]) -> list[str]:
+    """`paths` less those inside another one (binding the outer one shows them)."""
+    return [p for p in paths if not any(under(p, q) and p != q for q in paths)]
+
+
+def hidden_paths(needed: list[str]) -> list[str]:
+    """Directories inside the bound ones that hold other Python packages (site-packages,
+    dist-packages, another Python's library under /usr/lib), unless a needed path is in them."""
+    found = []
+    for directory in outermost(needed):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.listdir(directory):
+            path = os.path.join(directory, entry)
+            python_dir = entry in ("site-packages", "dist-packages") or re.fullmatch(r"python[0-9.]*", entry)
+            if python_dir and os.path.isdir(path) and not any(under(v, path) for v in needed):
+                found.append(path)
+    return found
+
+
+def bind_readonly(source: str, target: str, writable: bool = False) -> None:
+    """Bind `source` (a directory or a file) at `target`, creating the mount point."""
+    if os.path.isdir(source):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    mount(source, target, None, MS_BIND)
+    if not writable:
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+
+
+def enter_root(new: str) -> None:
+    """Make `new` (a mount point) the root and detach the old one: pivot_root where the
+    kernel allows it (not on an initramfs root), else move the mount onto / and chroot."""
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    old = os.path.join(new, ".old-root")
+    os.mkdir(old)
+    if number is not None and libc.syscall(number, new.encode(), old.encode()) == 0:
+        os.chdir("/")
+        check(libc.umount2(b"/.old-root", MNT_DETACH), "umount the old root")
+        os.rmdir("/.old-root")
+        return
+    os.rmdir(old)
+    os.chdir(new)
+    mount(new, "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
 
 
 def under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(os.path.join(directory, ""))
-
-
-def closed_to_others(directory: str) -> bool:
-    # The sandbox uid owns nothing and has no groups: only the "others" bits apply to it.
-    return not os.stat(directory).st_mode & 0o001
-
-
-def expose(blocker: str, paths: list[str], workdir: str) -> None:
-    # Cover `blocker` (e.g. /root) with an empty read-only tmpfs and bind `paths` back in,
-    # read-only: the program reaches the interpreter, and nothing else that was there.
-    stages = []
-    for i, path in enumerate(paths):
-        stage = os.path.join(workdir, f".expose-{i}")
-        os.mkdir(stage)
-        mount(path, stage, None, MS_BIND | MS_REC)
-        stages.append(stage)
-    mount("tmpfs", blocker, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-    for stage, path in zip(stages, paths):
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        mount(stage, path, None, MS_MOVE)
-        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-        os.rmdir(stage)
-    mount(None, blocker, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-def mount_points() -> list[tuple[str, int]]:
-    """(mount point, per-mount flags to keep) for every mount, from /proc/self/mountinfo."""
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            path = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            flags = 0
-            for option in fields[5].split(","):
-                flags |= MOUNT_FLAGS.get(option, 0)
-            points.append((path, flags))
-    return points
 
 
 def tasks_of(uid: int) -> int:
@@ -219,3 +213,80 @@ def unmount_job_directories(workdir: str) -> None:
     for path in (workdir, "/dev/shm"):
         with contextlib.suppress(OSError):  # /dev/shm may not exist
             check(libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
+
+
+def private_ipc(memory_bytes: int | None) -> None:
+    """A System V IPC namespace of this process's own: shared memory, message queues and
+    semaphores die with its last process, so nothing passes to the next job or stays on the
+    host. `memory_bytes`: where no memory cgroup charges shared memory to the job, its bound
+    on the namespace's shared memory (each /proc/sys write costs ~0.25 ms: only then)."""
+    unshare(CLONE_NEWIPC)
+    if memory_bytes is not None:
+        pages = max(1, memory_bytes // os.sysconf("SC_PAGE_SIZE"))
+        # a read-only /proc/sys: the namespace alone still ends it all with the job
+        with contextlib.suppress(OSError), open("/proc/sys/kernel/shmall", "w") as f:
+            f.write(str(pages))
+
+
+class MemoryGroup:
+    """One memory cgroup per worker slot, reused by every job: each job's processes join it,
+    so `memory_mb` bounds all of them together, and the kernel's OOM killer ends a job over it.
+    cgroup v2 where our cgroup delegates the memory controller, else v1's memory controller.
+    Every file is opened at start, before the worker's root changes (its new root has no /sys)."""
+
+    def __init__(self, name: str) -> None:
+        self.path, self.version = _memory_cgroup_dir(name)
+        os.mkdir(self.path, 0o700)
+        v2 = self.version == 2
+        names = ["memory.max", "memory.swap.max"] if v2 else ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        # without swap accounting, there is no swap limit to set (nor swap to escape to)
+        self._limit_names = [n for n in names if os.path.exists(os.path.join(self.path, n))]
+        self._fds = {n: os.open(os.path.join(self.path, n), os.O_WRONLY) for n in ["cgroup.procs", *self._limit_names]}
+        self._events = os.open(os.path.join(self.path, "memory.events" if v2 else "memory.oom_control"), os.O_RDONLY)
+        self.limit: float = float("inf")  # a new group has no limit
+
+    def set_limit(self, memory_bytes: int) -> None:
+        if memory_bytes == self.limit:
+            return
+        # v1 wants memory <= memory+swap at every step: shrinking, lower memory first; growing, memory+swap
+        names = self._limit_names if memory_bytes < self.limit or self.version == 2 else self._limit_names[::-1]
+        for name in names:
+            value = 0 if name == "memory.swap.max" else memory_bytes
+            os.pwrite(self._fds[name], str(value).encode(), 0)
+        self.limit = memory_bytes
+
+    def join_fd(self) -> int:
+        """Writing "0" here (in the child, before it runs anything) moves the writer in."""
+        return self._fds["cgroup.procs"]
+
+    def oom_kills(self) -> int:
+        """OOM kills in this group so far (a job over its budget raised it)."""
+        text = os.pread(self._events, 4096, 0).decode()
+        match = re.search(r"^oom_kill (\d+)", text, re.MULTILINE)
+        return int(match.group(1)) if match else 0
+
+    def remove(self) -> None:
+        """Remove the group (it must be empty: after every process of the job is gone)."""
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)
+
+
+def _memory_cgroup_dir(name: str) -> tuple[str, int]:
+    """Where our slot's memory cgroup goes: under this process's own cgroup, v2 if its
+    parent delegates the memory controller, else v1's memory hierarchy; OSError if neither."""
+    with open("/proc/self/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    for _, controllers, path in lines:
+        if controllers == "":  # the v2 hierarchy
+            for mount_point in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                directory = mount_point + path.rstrip("/")
+                enabled = os.path.join(directory, "cgroup.subtree_control")
+                with contextlib.suppress(OSError), open(enabled) as f:
+                    if "memory" in f.read().split() and os.access(directory, os.W_OK):
+                        return os.path.join(directory, name), 2
+    for _, controllers, path in lines:
+        if "memory" in controllers.split(","):
+            directory = "/sys/fs/cgroup/memory" + path.rstrip("/")
+            if os.access(directory, os.W_OK):
+                return os.path.join(directory, name), 1
+    raise OSError("no writable memory cgroup (v2 with the memory controller delegated, or v1)")

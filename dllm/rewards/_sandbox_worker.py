@@ -10,12 +10,16 @@ environment and never sees a test's expected output.
 
 Protocol over two pipes whose fds are argv[1] (requests) and argv[2] (replies): each message
 is a 4-byte big-endian length and a JSON object. First request: the worker config (`uid`,
-`namespaces`, `preload`, `root`, `env`); first reply: `{"isolation": {...}}` or
-`{"error": str}`. Then per job: request `{"program", "test", "stdin", "limits"}`, reply
-`{"status", "returncode", "stdout", "stderr", "proof", "seconds", "cpu_seconds", "setup"}`.
+`namespaces`, `preload`, `root`, `env`, `packages`, `log`); first reply: `{"isolation": {...}}`
+or `{"error": str}`. Then per job: request `{"program", "test", "stdin", "probes", "limits"}`
+(the whole dict reaches the harness), reply `{"status", "returncode", "stdout", "stderr",
+"proof", "report", "seconds", "cpu_seconds", "setup"}`; `report`: base64 of what the child
+wrote to its report channel (fd 4), drained while it runs and capped like stdout; `proof`:
+that report is the job's nonce (a test ran to its end).
 
 Isolation layers, each used where the kernel and our privileges allow it (`isolation` and
-each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation.py`):
+each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation.py`; the
+table with the fallbacks is in docs/code_sandbox.md):
 - every child: its own session, rlimits (CPU, address space, file size, open files,
   processes, no core), a minimal environment, a fresh work directory as cwd, HOME and TMPDIR;
 - as root: the child runs as this slot's own uid, so RLIMIT_NPROC binds (the kernel never
@@ -25,15 +29,22 @@ each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation
 - a PID namespace whose init is the worker: after each job it kills every other process in
   it, however the program's processes tried to escape (and none of them can signal the
   worker); without one, the worker is a subreaper and kills what it inherits;
-- a private mount namespace, set up once per worker: every mount read-only, a /proc of the
-  PID namespace, and the directory that hides the interpreter from the sandbox uid (e.g.
-  /root), or the user's home when not root, covered by an empty tmpfs with only the
-  interpreter's directories bound back, read-only; per job, a fresh size-limited tmpfs as
-  the work directory and another on /dev/shm, unmounted when the job ends.
+- a private mount namespace, set up once per worker, whose root is a new read-only tmpfs
+  holding only the interpreter, the standard library, the shared libraries, the allowed
+  packages, a few /dev nodes, a /proc of the PID namespace and the work directory
+  (`_sandbox_isolation.new_root`); per job, a fresh size-limited tmpfs as the work directory
+  and another on /dev/shm, unmounted when the job ends;
+- an IPC namespace per job (System V objects die with it);
+- a memory cgroup per slot (v2, else v1), made once; every job's processes join it, so the
+  job's memory limit covers all of them, and an OOM kill in it ends the job as "memory_limit";
+  without one, the address-space rlimit bounds each process alone;
+- the parent's death (end of file on the request pipe, watched while a job runs) kills the
+  job at once; the outer process of the worker, still in the host's mount namespace, then
+  removes the slot's directories, log and cgroup.
 Where a layer is missing, an audit hook in the child covers the gap as far as Python can
 (`_sandbox_harness._audit_hook`): internet sockets, signals to other processes, writes
-outside the work directory, other processes' /proc entries, and with them new programs and
-ctypes calls, which would bypass the hook.
+outside the work directory, reads outside it and the libraries, other processes' /proc
+entries, and with them new programs and ctypes calls, which would bypass the hook.
 """
 
 from __future__ import annotations
@@ -59,7 +70,8 @@ import time
 SETUP_ERROR = 126  # the child's exit code when its isolation could not be set up
 
 # The child's file descriptors: 0-2 standard streams, then the nonce to prove a test ran
-# with (read), the proof channel (write) and the setup report (write).
+# with (read), the report channel (write: the proof, or whatever the harness returns) and
+# the setup report (write).
 SETUP_FD = 5
 
 # --- messages ---------------------------------------------------------------------------
@@ -113,10 +125,15 @@ def main(argv: list[str]) -> int:
     send(reply_fd, {"isolation": isolation})
     while (job := receive(request_fd)) is not None:
         try:
-            reply = run_job(job, config, isolation, harness)
+            reply = run_job(job, config, isolation, harness, request_fd)
         except Exception as exc:  # e.g. fork refused: this job fails, the worker carries on
             reply = {"status": "sandbox_error", "error": f"{type(exc).__name__}: {exc}"}
-        send(reply_fd, reply)
+        if reply.get("status") == "parent_gone":
+            return 0
+        try:
+            send(reply_fd, reply)
+        except BrokenPipeError:  # the parent died
+            return 0
     return 0
 
 
@@ -134,9 +151,10 @@ iso = _sibling("_sandbox_isolation")
 
 
 def _isolate_worker(config: dict, protocol_fds: tuple[int, int]) -> dict:
-    """Set up what every job shares; say which isolation layers are available. With a PID
-    namespace, the rest of the worker's life runs in a fork that is the namespace's init
-    (a process cannot enter a PID namespace itself, only its children do)."""
+    """Set up what every job shares; say which isolation layers are available. The rest of
+    the worker's life runs in a fork (with a PID namespace, its init: a process cannot enter
+    a PID namespace itself, only its children do); the outer process stays in the host's
+    mount namespace, waits for it and then removes the slot's files and memory cgroup."""
     sys.dont_write_bytecode = True
     root = os.geteuid() == 0
     isolation = {"uid": config["uid"] if root else None, "userns": False, "netns": False, "pidns": False}
@@ -145,42 +163,76 @@ def _isolate_worker(config: dict, protocol_fds: tuple[int, int]) -> dict:
             isolation["userns"] = iso.attempt(iso.enter_user_namespace)
         isolation["netns"] = iso.attempt(lambda: iso.unshare(iso.CLONE_NEWNET))
         isolation["pidns"] = iso.attempt(lambda: iso.unshare(iso.CLONE_NEWPID))
-        if not root or isolation["uid"] is not None:
-            config["exposures"] = iso.exposures_for(root, config["root"])
+    try:
+        config["memory_group"] = iso.MemoryGroup(f"dllm-sandbox-{os.getpid()}")
+        isolation["memory"] = f"cgroup{config['memory_group'].version}"
+    except OSError as exc:
+        isolation["memory"] = "rlimit_as"  # per process only: see docs/code_sandbox.md
+        isolation["memory_error"] = str(exc)
+    if config["namespaces"]:  # made here, so that the outer process knows what to remove
+        config["workdir"] = tempfile.mkdtemp(prefix="work-", dir=config["root"])
+        config["newroot"] = tempfile.mkdtemp(prefix="root-", dir=config["root"])
     iso.prctl(iso.PR_SET_DUMPABLE, 0)  # no same-uid process may ptrace us or read our memory
-    if isolation["pidns"]:
-        init = os.fork()
-        if init != 0:  # the outer process only waits: the parent's handle on the worker
-            for fd in protocol_fds:
-                os.close(fd)
-            os._exit(os.waitstatus_to_exitcode(os.waitpid(init, 0)[1]) & 0xFF)
-        iso.prctl(iso.PR_SET_PDEATHSIG, signal.SIGKILL)  # killing the outer process ends the namespace
-    else:
+    parent = os.getppid()
+    worker = os.fork()
+    if worker != 0:  # the outer process: the parent's handle on the worker
+        for fd in protocol_fds:
+            os.close(fd)
+        code = os.waitstatus_to_exitcode(os.waitpid(worker, 0)[1]) & 0xFF
+        _remove_slot_files(config, parent_gone=os.getppid() != parent)
+        os._exit(code)
+    iso.prctl(iso.PR_SET_PDEATHSIG, signal.SIGKILL)  # killing the outer process ends the worker
+    if not isolation["pidns"]:
         iso.prctl(iso.PR_SET_CHILD_SUBREAPER, 1)  # processes that escape the job's session become ours to kill
     isolation.update(mountns=False, readonly=False)
     if config["namespaces"]:
         if isolation["uid"] is None:  # counted before a private /proc hides the user's other processes
             config["user_tasks"] = iso.tasks_of(os.getuid())
         try:
-            isolation["readonly"] = iso.private_mounts(config, isolation["pidns"])
-            isolation["mountns"] = True
+            iso.new_root(config, isolation["pidns"])
+            isolation["mountns"] = isolation["readonly"] = True
         except OSError as exc:
             isolation["mount_error"] = str(exc)
+    if not isolation["mountns"]:  # what the audit hook lets a program read instead
+        config["readable"] = iso.needed_paths(config["packages"])
     return isolation
 
 
-def run_job(job: dict, config: dict, isolation: dict, harness) -> dict:
-    """Run one program in a fresh isolated child and report how it ended."""
+def _remove_slot_files(config: dict, parent_gone: bool) -> None:
+    """In the outer process, once the worker is gone: its memory cgroup, its directories
+    and, when the parent died without cleaning up, its log and the sandbox root if empty."""
+    group = config.get("memory_group")
+    deadline = time.monotonic() + 2.0
+    while group is not None and os.path.isdir(group.path) and time.monotonic() < deadline:
+        group.remove()  # refused while the killed processes of the last job are still exiting
+        time.sleep(0.005)
+    for key in ("workdir", "newroot"):
+        if key in config:
+            shutil.rmtree(config[key], ignore_errors=True)
+    if parent_gone:
+        with contextlib.suppress(OSError):
+            os.unlink(config["log"])
+        with contextlib.suppress(OSError):
+            os.rmdir(config["root"])  # the last slot to go removes it
+
+
+def run_job(job: dict, config: dict, isolation: dict, harness, request_fd: int) -> dict:
+    """Run one program in a fresh isolated child and report how it ended. `request_fd`:
+    watched while the job runs; its end of file means that the parent died."""
     limits = job["limits"]
     uid = isolation["uid"]
+    group = config.get("memory_group")
     stdin = os.memfd_create("stdin")
-    pipes = {name: os.pipe() for name in ("out", "err", "nonce", "proof", "setup")}
+    pipes = {name: os.pipe() for name in ("out", "err", "nonce", "report", "setup")}
     workdir = config["workdir"] if isolation["mountns"] else tempfile.mkdtemp(prefix="job-", dir=config["root"])
     try:
         if isolation["mountns"]:
             iso.mount_job_directories(workdir, limits["file_size_mb"], uid)
         elif uid is not None:
             os.chown(workdir, uid, uid)
+        if group is not None:
+            group.set_limit(limits["memory_mb"] << 20)
+            oom_kills = group.oom_kills()
         os.write(stdin, job["stdin"].encode())
         os.lseek(stdin, 0, os.SEEK_SET)
         if job["test"] is not None:
@@ -188,24 +240,26 @@ def run_job(job: dict, config: dict, isolation: dict, harness) -> dict:
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
-            child_fds = (stdin, pipes["out"][1], pipes["err"][1], pipes["nonce"][0], pipes["proof"][1])
+            child_fds = (stdin, pipes["out"][1], pipes["err"][1], pipes["nonce"][0], pipes["report"][1])
             _child(job, config, isolation, harness, workdir, child_fds + (pipes["setup"][1],))
-        for end in ("out", "err", "proof", "setup"):
+        for end in ("out", "err", "report", "setup"):
             os.close(pipes[end][1])
         os.close(pipes["nonce"][0])
         nonce = secrets.token_hex(16).encode()
         with contextlib.suppress(OSError):  # the child may be gone already
             os.write(pipes["nonce"][1], nonce)
         os.close(pipes["nonce"][1])
-        streams = {"out": pipes["out"][0], "err": pipes["err"][0], "proof": pipes["proof"][0]}
-        report = _supervise(pid, streams, limits, started)
+        streams = {"out": pipes["out"][0], "err": pipes["err"][0], "report": pipes["report"][0]}
+        report = _supervise(pid, streams, request_fd, limits, started)
         _clean_up(pid, isolation, report)
         _drain(report, streams, limits["output_bytes"])
+        if group is not None and report["status"] is None and group.oom_kills() > oom_kills:
+            report["status"] = "memory_limit"  # the kernel killed a process of the job: over its budget
         setup = _read_nonblocking(pipes["setup"][0], 1 << 16)
         setup = json.loads(setup) if setup else {"error": "the child ended before reporting its setup"}
-        return _reply(report, bytes(report["proof"]) == nonce, setup, limits)
+        return _reply(report, bytes(report["report"]) == nonce, setup, limits)
     finally:
-        for fd in [stdin, pipes["out"][0], pipes["err"][0], pipes["proof"][0], pipes["setup"][0]]:
+        for fd in [stdin, pipes["out"][0], pipes["err"][0], pipes["report"][0], pipes["setup"][0]]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         if isolation["mountns"]:  # every process of the job is gone: detach its file systems
@@ -214,15 +268,16 @@ def run_job(job: dict, config: dict, isolation: dict, harness) -> dict:
             shutil.rmtree(workdir, onerror=_force_remove)
 
 
-def _supervise(pid: int, streams: dict[str, int], limits: dict, started: float) -> dict:
-    """Collect what the child writes on `streams` (name: fd) until it exits, runs out of wall
-    time, or writes too much on one of them."""
-    report: dict = {name: bytearray() for name in streams} | {"status": None, "wait": None}
+def _supervise(pid: int, streams: dict[str, int], request_fd: int, limits: dict, started: float) -> dict:
+    """Collect the child's output streams (`streams`: name -> fd) until it exits, runs out of
+    wall time, writes too much, or the parent dies (`request_fd` readable: end of file)."""
+    report = {name: bytearray() for name in streams} | {"status": None, "wait": None}
     names = {fd: name for name, fd in streams.items()}
     selector = selectors.DefaultSelector()
     for fd in streams.values():
         os.set_blocking(fd, False)
         selector.register(fd, selectors.EVENT_READ)
+    selector.register(request_fd, selectors.EVENT_READ)  # the parent sends nothing until our reply
     try:
         pidfd = os.pidfd_open(pid)
         selector.register(pidfd, selectors.EVENT_READ)
@@ -236,7 +291,9 @@ def _supervise(pid: int, streams: dict[str, int], limits: dict, started: float) 
                 report["status"] = "timeout"
                 break
             for key, _ in selector.select(remaining if pidfd is not None else min(remaining, 0.005)):
-                if key.fd in names:
+                if key.fd == request_fd:
+                    report["status"] = "parent_gone"
+                elif key.fd in names:
                     buffer = report[names[key.fd]]
                     chunk = _read_chunk(key.fd)
                     if chunk == b"":
@@ -366,7 +423,7 @@ def _reply(report: dict, proof: bool, setup: dict, limits: dict) -> dict:
         "stdout": bytes(report["out"][:cap]).decode("utf-8", "replace"),
         "stderr": bytes(report["err"][:cap]).decode("utf-8", "replace"),
         "proof": proof and status == "ok",
-        "report": base64.b64encode(report["proof"][:cap]).decode() if status == "ok" else "",
+        "report": base64.b64encode(report["report"][:cap]).decode(),
         "seconds": report["seconds"],
         "cpu_seconds": cpu,
         "setup": setup,
@@ -394,6 +451,8 @@ def _child(job: dict, config: dict, isolation: dict, harness, workdir: str, fds:
     setup_fd = fds[SETUP_FD]
     try:
         os.setsid()
+        if "memory_group" in config:  # first: every process the job starts is counted with it
+            os.write(config["memory_group"].join_fd(), b"0")
         # Copies above every target number first, so that no dup2 clobbers a source.
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in fds]
         for target, fd in enumerate(high):
@@ -412,7 +471,7 @@ def _child(job: dict, config: dict, isolation: dict, harness, workdir: str, fds:
             os._exit(SETUP_ERROR)
     code = 1
     try:
-        code = harness.run_program(job, workdir, refuse)
+        code = harness.run_program(job | {"readable": config.get("readable", [])}, workdir, refuse)
     finally:
         os._exit(code)
 
@@ -446,6 +505,9 @@ def _isolate_child(limits: dict, config: dict, isolation: dict, workdir: str) ->
         (resource.RLIMIT_CPU, (math.ceil(limits["cpu_seconds"]), math.ceil(limits["cpu_seconds"]) + 1)),
     ):
         resource.setrlimit(name, value if isinstance(value, tuple) else (value, value))
+    if config["namespaces"]:  # while we still may (CAP_SYS_ADMIN): its IPC objects die with the job
+        budget = None if "memory_group" in config else limits["memory_mb"] << 20
+        setup["ipcns"] = iso.attempt(lambda: iso.private_ipc(budget))
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)

@@ -14,9 +14,12 @@ and processes; the wall-clock limit and the output caps enforced by the worker; 
 directory, emptied afterwards; a minimal environment (PATH, LANG; never this process's
 variables); and where available a per-slot uid (as root), a user namespace (otherwise), no
 network (a network namespace), a PID namespace (every process the program starts dies with
-it) and a read-only filesystem outside the work directory, with a Python audit hook covering
-what the kernel did not give. `Sandbox.isolation` reports what this machine gave; see
-`_sandbox_worker.py`.
+it), an IPC namespace per job, one memory cgroup per slot (a job's processes share
+`memory_mb`) and a read-only root holding only the interpreter, the standard library and the
+`allowed_packages`, with a Python audit hook covering what the kernel did not give. If this
+process dies, running jobs end within milliseconds and the workers remove their files.
+`Sandbox.isolation` reports what this machine gave; see `_sandbox_worker.py` and
+docs/code_sandbox.md.
 
 A job with a `test` runs the program, then the test code in the program's namespace; it
 passes only when the harness proves that the test's last line ran (see
@@ -29,6 +32,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import queue
@@ -124,9 +128,12 @@ class Job:
 @dataclass(frozen=True)
 class Result:
     """How a program ended. `status`: "ok" (exit 0), "error" (nonzero exit, an exception or a
-    signal), "timeout" (CPU or wall limit), "output_limit", or "sandbox_error" (the sandbox
-    failed, not the program). `passed`: the test ran to its end (a job with a test), else
-    status "ok". Output is decoded as UTF-8 and cut at `Limits.output_bytes`."""
+    signal), "timeout" (CPU or wall limit), "output_limit", "memory_limit" (the job's processes
+    together went over `Limits.memory_mb`, where a memory cgroup counts them: see
+    `Sandbox.isolation["memory"]`), or "sandbox_error" (the sandbox failed, not the program).
+    `passed`: the test ran to its end (a job with a test), else status "ok". Output is decoded
+    as UTF-8 and cut at `Limits.output_bytes`; `report`: the raw bytes the harness wrote to
+    its report channel (fd 4), cut at the same size."""
 
     status: str
     passed: bool
@@ -143,7 +150,9 @@ class Sandbox:
     """A pool of sandbox workers. `workers`: programs at once (None: the usable CPUs);
     `uid`: first uid of the per-slot range used when running as root (None: keep root, and
     RLIMIT_NPROC cannot bind); `namespaces`: use Linux namespaces where the kernel allows;
-    `preload`: modules every worker imports once; `root`: where work directories go."""
+    `preload`: modules every worker imports once; `root`: where work directories go;
+    `allowed_packages`: installed top-level packages programs may import, besides the standard
+    library (with a mount namespace, nothing else of the Python installation is there)."""
 
     def __init__(
         self,
@@ -153,6 +162,7 @@ class Sandbox:
         namespaces: bool = True,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         root: str | None = None,
+        allowed_packages: Sequence[str] = ("numpy",),
     ) -> None:
         if not sys.platform.startswith("linux"):
             raise SandboxError(f"the code sandbox needs Linux (namespaces, rlimits, pidfd); this is {sys.platform}")
@@ -168,6 +178,7 @@ class Sandbox:
             "preload": list(preload),
             "root": self._root,
             "env": MINIMAL_ENV,
+            "packages": package_paths(allowed_packages),
         }
         self._slots = [_Slot(self._config, index) for index in range(self.workers)]
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
@@ -240,8 +251,13 @@ class _Slot:
         self._lock_fd: int | None = None
 
     def run(self, job: Job, limits: Limits) -> Result:
-        request = {"program": job.program, "test": job.test, "stdin": job.stdin, "limits": asdict(limits)}
-        request["probes"] = None if job.probes is None else [list(probe) for probe in job.probes]
+        request = {
+            "program": job.program,
+            "test": job.test,
+            "stdin": job.stdin,
+            "probes": job.probes,
+            "limits": asdict(limits),
+        }
         for attempt in (1, 2):  # a worker that died between jobs is restarted once, before the job runs
             try:
                 self._start()
@@ -273,7 +289,7 @@ class _Slot:
             reply["seconds"],
             reply["cpu_seconds"],
             reply["setup"],
-            base64.b64decode(reply.get("report", "")),
+            base64.b64decode(reply["report"]),
         )
 
     def _start(self) -> None:
@@ -287,7 +303,7 @@ class _Slot:
             config["uid"] = self._uid
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
-        log_path = os.path.join(config["root"], f"worker-{self.index}.log")
+        log_path = config["log"] = os.path.join(config["root"], f"worker-{self.index}.log")
         keep = (request_r, reply_w) + (() if self._lock_fd is None else (self._lock_fd,))
         try:
             with open(log_path, "ab") as log:
@@ -350,6 +366,24 @@ def _receive(fd: int, timeout: float) -> dict:
     return message
 
 
+def package_paths(names: Sequence[str]) -> list[str]:
+    """Where the installed packages `names` live: each one's directory (or module file), and a
+    sibling `<name>.libs` directory of vendored shared libraries where there is one (wheels
+    repaired by auditwheel, e.g. numpy's OpenBLAS). A name not installed is left out."""
+    paths = []
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"allowed_packages: {name!r} is not a top-level package name (e.g. 'numpy')")
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        found = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else [])
+        found = [os.path.realpath(p) for p in found if os.path.exists(p)]
+        paths += found
+        paths += [libs for p in found if os.path.isdir(libs := os.path.join(os.path.dirname(p), f"{name}.libs"))]
+    return sorted(set(paths))
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
@@ -380,7 +414,7 @@ def _shut_down(slots: list[_Slot], executor: ThreadPoolExecutor, root: str) -> N
 
 
 def _log_isolation(isolation: dict) -> None:
-    layers = ", ".join(f"{name}={value}" for name, value in isolation.items() if name != "mount_error")
+    layers = ", ".join(f"{name}={value}" for name, value in isolation.items() if not name.endswith("_error"))
     logger.info("code sandbox isolation: %s", layers)
     missing = [
         what
@@ -392,6 +426,11 @@ def _log_isolation(isolation: dict) -> None:
         )
         if not present
     ]
+    if isolation.get("memory") == "rlimit_as":
+        logger.warning(
+            "code sandbox: no memory cgroup here (%s); memory_mb bounds each process of a job, not all of them",
+            isolation.get("memory_error", "none writable"),
+        )
     if missing:
         logger.warning(
             "code sandbox: this machine gives programs no %s (%s); a Python audit hook refuses %s instead, "
