@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -108,7 +108,9 @@ class CodeReward(Reward):
     `open_files`, `processes`, `max_output_kb`: per-test limits; `workers`: tests run at once
     (None: one per usable CPU); `sandbox_uid`: first uid of the per-worker range used when
     running as root (None: stay root, and the process limit cannot bind); `namespaces`: use
-    Linux namespaces (network, PID, mount) where the kernel allows.
+    Linux namespaces (network, PID, mount, IPC) where the kernel allows; `allowed_packages`:
+    installed packages programs may import besides the standard library (those not installed
+    are skipped); nothing else of the host's Python installation is visible to them.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class CodeReward(Reward):
         workers: int | None = None,
         sandbox_uid: int | None = 61000,
         namespaces: bool = True,
+        allowed_packages: Sequence[str] = ("numpy",),
     ) -> None:
         if workers is not None and workers < 1:
             raise ConfigError(f"reward.workers={workers}: need at least 1, or null for one per usable CPU")
@@ -145,6 +148,13 @@ class CodeReward(Reward):
         self.workers = workers
         self.sandbox_uid = sandbox_uid
         self.namespaces = namespaces
+        if isinstance(allowed_packages, str) or not all(
+            isinstance(p, str) and p.isidentifier() for p in allowed_packages
+        ):
+            raise ConfigError(
+                f"reward.allowed_packages={allowed_packages!r}: give a list of top-level package names, e.g. [numpy]"
+            )
+        self.allowed_packages = tuple(allowed_packages)
         self._sandbox: Sandbox | None = None
         self._lock = threading.Lock()
         self.last_counts: dict[str, int] = {}
@@ -155,7 +165,13 @@ class CodeReward(Reward):
         """The sandbox, started on first use (building the reward starts no process)."""
         with self._lock:
             if self._sandbox is None:
-                self._sandbox = Sandbox(self.workers, self.limits, self.sandbox_uid, self.namespaces)
+                self._sandbox = Sandbox(
+                    self.workers,
+                    self.limits,
+                    self.sandbox_uid,
+                    self.namespaces,
+                    allowed_packages=self.allowed_packages,
+                )
             return self._sandbox
 
     def close(self) -> None:

@@ -199,6 +199,9 @@ def test_bad_config_is_refused():
         dllm.build("reward", "code", memory_mb=10)
     with pytest.raises(ConfigError, match="workers=0"):
         dllm.build("reward", "code", workers=0)
+    for packages in ("numpy", ["numpy", "a/b"]):
+        with pytest.raises(ConfigError, match="allowed_packages"):
+            dllm.build("reward", "code", allowed_packages=packages)
 
 
 def test_a_pickled_copy_starts_its_own_sandbox(reward):
