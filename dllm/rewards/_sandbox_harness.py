@@ -1,10 +1,18 @@
 """The harness that runs one program inside the sandbox's child process.
 
 Loaded by path into the sandbox worker (stdlib only). `run_program` runs the program, then
-the job's test, if any, in the same process, and ends by writing a proof to a channel the
-worker checks; the worker decides pass or fail, never the program's output or exit code.
+either the job's probes or its test, in the same process.
 
-What the program can try, and what stops it:
+Probes (the code reward's function tests, see `dllm/rewards/code_checks.py`): expressions of
+the program's names and plain literals, evaluated in the program's namespace; their values
+go to the report channel as plain data, and the trusted process judges them. Nothing here
+decides a score, so nothing here needs defending: a program that tampers with the probes or
+the report only reports values it could have returned.
+
+A test (the fallback for tests that cannot be split): run after the program, it ends by
+writing a proof to the report channel, which the worker checks; the worker decides pass or
+fail, never the program's output or exit code. This path stops the cheats a program can make
+without studying the harness:
 - exit early (`sys.exit(0)`, `os._exit(0)`, a signal): the proof is written only after
   the test's last line, so no proof, no pass;
 - print a fake "passed" marker: stdout is not the proof channel;
@@ -14,17 +22,20 @@ What the program can try, and what stops it:
   program ran, and the test sees the program's names except those that shadow builtins
   (and, for names the test uses as `name.attribute`, loaded modules);
 - jump over the test with a tracer, or patch builtins from a thread it left running:
-  tracing is switched off, and a test refuses to start while other threads run;
-- return an object whose class overrides `__eq__` (or `__bool__`) to agree with anything:
-  `==`/`!=` against a plain value and assert conditions refuse classes that define those
-  in the program's own code;
+  tracing is switched off, and other threads get no turn while the test runs (unless it
+  blocks);
+- return an object that agrees with anything (`mock.ANY`, an `int` subclass whose `__eq__`
+  is `int.__ne__`, a `__sub__` returning 0, always-equal items in a list): every comparison
+  and arithmetic operation with a plain value on one side is done on plain content (a
+  subclass by its base type's content, anything else not plain data fails), and assert
+  conditions refuse program-defined truth;
 - overwrite the harness: it lives in the worker's memory, the file is read-only to the
   sandbox, and every test runs in a fresh fork.
-What it does not stop: a program that goes looking for the harness's file descriptors or
-frames (e.g. reads fd 3 and writes fd 4 itself, or edits the harness's locals through
-`sys._getframe`), or that runs code during the test from an audit hook or a finalizer it
-left behind. That takes deliberate study of this harness; stdio tests, whose expected
-output never enters the sandbox, cannot be forged at all.
+What it does not stop: a program that studies this harness — reads the test's source from
+memory (it is in this process while the program runs), writes the proof channel itself
+(reads fd 3, writes fd 4), or runs code during the test (the functions the test calls are
+the program's) that edits the harness's state. That is why function tests are judged
+outside wherever they can be split, and the reward counts the tests judged here.
 """
 
 from __future__ import annotations
@@ -68,7 +79,7 @@ def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -
     builtins, `os` functions and `sys` hooks, and none of that reaches this frame's locals.
     """
     read, write, exec_, settrace, setprofile = os.read, os.write, builtins.exec, sys.settrace, sys.setprofile
-    setrecursionlimit = sys.setrecursionlimit
+    setrecursionlimit, setswitchinterval = sys.setrecursionlimit, sys.setswitchinterval
     collect, disable_gc, restore, test_namespace = gc.collect, gc.disable, _restore, _test_namespace
     streams = _fresh_streams()
     stdout, stderr = streams[1:]
@@ -96,6 +107,9 @@ def run_program(job: dict, workdir: str, refuse: frozenset[str] = frozenset()) -
             setprofile(None)
             collect()  # run the program's pending finalizers now, not in the middle of the test
             disable_gc()
+            # Threads the program left (an idle pool is an honest habit) get no turn from here
+            # on unless the test itself blocks: none can patch what is restored next.
+            setswitchinterval(3600.0)
             restore(snapshot)
             sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
             exec_(test, test_namespace(module.__dict__, snapshot, module_names))
@@ -309,19 +323,7 @@ def _test_namespace(program_globals: dict, snapshot: list, module_names: frozens
         namespace[name] = modules[name]  # `math.isclose(...)` in a test means the real math module
     namespace.update(__builtins__=builtins, __name__="test", __dllm_compare__=_compare, __dllm_truth__=_truth)
     namespace["__dllm_arith__"] = _arith
-    threads = _thread_count()
-    if threads > 1:
-        raise RuntimeError(f"the program left {threads - 1} thread(s) running; a test runs alone")
     return namespace
-
-
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:  # no /proc: Python's own count (misses threads started outside `threading`)
-        import threading
-
-        return threading.active_count()
 
 
 # --- comparisons the program cannot fake -------------------------------------------------

@@ -241,9 +241,10 @@ def test_values_that_forge_equality_score_zero_on_both_paths(reward, cheat, insi
 
 
 @pytest.mark.parametrize("inside", [False, True], ids=["judged outside", "judged inside"])
-def test_honest_values_pass_on_both_paths(reward, inside):
+def test_honest_values_and_an_idle_thread_pass_on_both_paths(reward, inside):
     program = "from collections import Counter\nclass N(int):\n    pass\ndef add(a, b):\n    return N(a + b)\n"
-    program += "def count(s):\n    return Counter(s)"
+    program += "def count(s):\n    return Counter(s)\n"
+    program += "from concurrent.futures import ThreadPoolExecutor\nPOOL = ThreadPoolExecutor(1)\nPOOL.submit(int)"
     tests = ["assert add(1, 2) == 3", "assert abs(add(1, 2) - 3) < 1e-9", "assert count('aab') == {'a': 2, 'b': 1}"]
     tests = [INSIDE.format(t) if inside else t for t in tests]
     assert score(reward, [fenced(program)], [tests]) == [1.0]
