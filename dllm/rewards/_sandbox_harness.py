@@ -202,7 +202,7 @@ def as_plain(value: object, depth: int = 0) -> object:
     if kind in _TAGS:
         return kind(as_plain(item, depth + 1) for item in value)
     for base in _PLAIN_BASES:
-        if isinstance(value, base):
+        if issubclass(kind, base):  # the real type: `isinstance` believes a `__class__` property
             return as_plain(str.__str__(value) if base is str else base(value), depth)
     if getattr(kind, "__module__", None) == "numpy" and getattr(value, "ndim", None) == 0:
         return as_plain(value.item(), depth)

@@ -248,3 +248,10 @@ def test_honest_values_and_an_idle_thread_pass_on_both_paths(reward, inside):
     tests = ["assert add(1, 2) == 3", "assert abs(add(1, 2) - 3) < 1e-9", "assert count('aab') == {'a': 2, 'b': 1}"]
     tests = [INSIDE.format(t) if inside else t for t in tests]
     assert score(reward, [fenced(program)], [tests]) == [1.0]
+
+
+def test_a_class_that_lies_about_its_class_scores_zero(reward):
+    program = "class T:\n    __eq__ = lambda s, o: True\n    __class__ = property(lambda s: int)\n"
+    program += "def add(a, b):\n    return T()"
+    tests = ["assert add(1, 2) == 3", INSIDE.format("assert add(1, 2) == 3")]
+    assert score(reward, [fenced(program)], [tests]) == [0.0]
