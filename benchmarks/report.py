@@ -8,8 +8,17 @@ import sys
 from pathlib import Path
 
 
-def main(json_path: str, out_path: str = "BENCHMARKS.md") -> None:
+def main(json_path: str, out_path: str = "BENCHMARKS.md", baseline: tuple[str, str] | None = None) -> None:
+    """`baseline`: (pytest-benchmark JSON, name) of the sandbox benchmarks run against other code."""
     data = json.loads(Path(json_path).read_text())
+    if baseline is not None:
+        before = json.loads(Path(baseline[0]).read_text())["benchmarks"]
+        data["sandbox_baseline"] = {
+            b["extra_info"]["label"]: b["extra_info"]["programs"] / b["stats"]["median"]
+            for b in before
+            if b["extra_info"].get("group") == "sandbox"
+        }
+        data["sandbox_baseline_name"] = baseline[1]
     by_name = {b["name"]: b for b in data["benchmarks"]}
 
     def seconds(name: str) -> float:
@@ -154,17 +163,28 @@ def sandbox_section(data: dict) -> list[str]:
     rows = [b for b in data["benchmarks"] if b["extra_info"].get("group") == "sandbox"]
     if not rows:
         return []
+    baseline = data.get("sandbox_baseline", {})
     table = []
     for b in rows:
         info, seconds = b["extra_info"], b["stats"]["median"]
+        rate = info["programs"] / seconds
+        before = baseline.get(info["label"])
         table.append(
-            f"| {info['label']} | {info['programs']} | {info['workers']} | "
-            f"{1e3 * seconds / info['programs']:.1f} | {info['programs'] / seconds:.0f} |"
+            f"| {info['label']} | {info['programs']} | {info['workers']} | {1e3 * seconds / info['programs']:.1f} | "
+            f"{rate:.0f} | {'—' if before is None else f'{before:.0f}'} | "
+            f"{'—' if before is None else f'{rate / before:.2f}×'} |"
         )
+    prose = []
+    if baseline:
+        prose = [
+            f"`before`: the same benchmark file run against {data['sandbox_baseline_name']} on the same machine",
+            "(`python benchmarks/report.py AFTER.json --sandbox-baseline BEFORE.json NAME`).",
+            "A program is one test run.",
+        ]
     return table_section(
         "Code sandbox (`code` reward): cost per program, programs per second",
-        [],
-        ["case", "programs", "workers", "ms per program", "programs/s"],
+        prose,
+        ["case", "programs", "workers", "ms per program", "programs/s", "before", "vs before"],
         table,
     )
 
@@ -277,4 +297,9 @@ def splice(text: str, section: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    if "--sandbox-baseline" in args:
+        at = args.index("--sandbox-baseline")
+        main(*args[:at], *args[at + 3 :], baseline=(args[at + 1], args[at + 2]))
+    else:
+        main(*args)

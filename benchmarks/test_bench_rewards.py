@@ -57,17 +57,29 @@ def test_sandbox_throughput(benchmark, pool, n):
     benchmark.extra_info.update(group="sandbox", label="sandbox, pool, a few ms of work each", programs=n, workers=CPUS)
 
 
-def test_code_reward_batch(benchmark):
-    """A GRPO-sized batch: 64 distinct completions, 3 asserts each (192 sandboxed runs)."""
+HUMANEVAL = "def check(candidate):\n    for a, b in [(1, 2), (2, 2), (0, 5)]:\n"
+HUMANEVAL += "        assert candidate(a, b) == a + b\ncheck(add)"
+FORMS = {
+    "3 asserts": ADD_TESTS,
+    "3 asserts, judged inside": [f"try:\n    {t}\nexcept ZeroDivisionError:\n    raise" for t in ADD_TESTS],
+    "1 check(candidate) of 3 calls": [HUMANEVAL],
+}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_code_reward_batch(benchmark, form):
+    """A GRPO-sized batch: 64 distinct completions, each against the same tests; "judged
+    inside": a test that cannot be split (a try) runs the hardened way, in the sandbox."""
     reward = dllm.build("reward", "code")
     completions = [f"```python\n{ADD}\n# variant {i}\n```" for i in range(64)]
+    tests = FORMS[form]
     try:
-        reward(["p"], completions[:1], tests=[ADD_TESTS])  # start the workers outside the timing
+        reward(["p"], completions[:1], tests=[tests])  # start the workers outside the timing
         scores = benchmark.pedantic(
-            reward, args=(["p"] * 64, completions), kwargs={"tests": [ADD_TESTS] * 64}, rounds=3, iterations=1
+            reward, args=(["p"] * 64, completions), kwargs={"tests": [tests] * 64}, rounds=3, iterations=1
         )
     finally:
         reward.close()
     assert scores == [1.0] * 64
-    label = "code reward, 64 completions x 3 asserts"
-    benchmark.extra_info.update(group="sandbox", label=label, programs=192, workers=CPUS)
+    label = f"code reward, 64 completions x {form}"
+    benchmark.extra_info.update(group="sandbox", label=label, programs=64 * len(tests), workers=CPUS)

@@ -45,8 +45,14 @@ def train() -> Path:
     subprocess.run([*env_python, f"hydra.run.dir={CACHE / 'short'}"], check=True)
     subprocess.run(
         [
-            *env_python, "model=llada", f"model.pretrained={CACHE / 'short' / 'checkpoint'}", f"task.gen_length={GEN}",
-            "trainer.max_steps=2000", "trainer.batch_size=16", "trainer.lr=1e-3", "trainer.warmup_steps=20",
+            *env_python,
+            "model=llada",
+            f"model.pretrained={CACHE / 'short' / 'checkpoint'}",
+            f"task.gen_length={GEN}",
+            "trainer.max_steps=2000",
+            "trainer.batch_size=16",
+            "trainer.lr=1e-3",
+            "trainer.warmup_steps=20",
             "task.num_eval=16",  # its own closing evaluation only; main() measures all 200 held-out prompts
             f"hydra.run.dir={CACHE / 'long'}",
         ],  # fmt: skip
