@@ -14,7 +14,7 @@ def main(json_path: str, out_path: str = "BENCHMARKS.md", baseline: tuple[str, s
     if baseline is not None:
         before = json.loads(Path(baseline[0]).read_text())["benchmarks"]
         data["sandbox_baseline"] = {
-            b["extra_info"]["label"]: b["extra_info"]["programs"] / b["stats"]["median"]
+            (b["extra_info"]["label"], b["extra_info"]["programs"]): b["extra_info"]["programs"] / b["stats"]["median"]
             for b in before
             if b["extra_info"].get("group") == "sandbox"
         }
@@ -143,6 +143,7 @@ def optional_sections(data: dict) -> list[list[str]]:
         section
         for section in (
             sandbox_section(data),
+            code_corpus_section(),
             rl_update_section(data),
             trained_decoding_section(),
             distributed_section(data),
@@ -168,7 +169,7 @@ def sandbox_section(data: dict) -> list[str]:
     for b in rows:
         info, seconds = b["extra_info"], b["stats"]["median"]
         rate = info["programs"] / seconds
-        before = baseline.get(info["label"])
+        before = baseline.get((info["label"], info["programs"]))
         table.append(
             f"| {info['label']} | {info['programs']} | {info['workers']} | {1e3 * seconds / info['programs']:.1f} | "
             f"{rate:.0f} | {'—' if before is None else f'{before:.0f}'} | "
@@ -185,6 +186,31 @@ def sandbox_section(data: dict) -> list[str]:
         "Code sandbox (`code` reward): cost per program, programs per second",
         prose,
         ["case", "programs", "workers", "ms per program", "programs/s", "before", "vs before"],
+        table,
+    )
+
+
+def code_corpus_section() -> list[str]:
+    """The code reward on its honest and hostile corpora (written by benchmarks/code_reward_corpus.py)."""
+    path = Path(__file__).resolve().parents[1] / ".benchmarks" / "code_reward_corpus.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    table = [
+        f"| {r['corpus']} | {r['records']} | {', '.join(f'{k} {n}' for k, n in sorted(r['kinds'].items()))} | "
+        f"{r['test_runs']} | {r['error_label']}: {len(r['errors'])} ({len(r['errors']) / r['records']:.1%}) | "
+        f"{r['records'] / r['seconds']:.0f} |"
+        for r in record["results"]
+    ]
+    memory = record["isolation"].get("memory", "?")
+    return table_section(
+        "Code reward on its corpora (`benchmarks/code_reward_corpus.py`, shipped defaults)",
+        [
+            "tests/fixtures/code_corpus: correct programs (honest: any score below 1 is a false negative) and",
+            "programs that solve nothing (hostile: any score above 0 is a hostile pass; the host is checked",
+            f"by tests/unit/rewards/test_code_hostile.py). {record['workers']} workers, memory bound: {memory}.",
+        ],
+        ["corpus", "programs", "kinds", "test runs", "errors", "programs/s"],
         table,
     )
 
