@@ -16,8 +16,9 @@ HumanEval-style test (`def check(candidate): ...` then `check(entry_point)`) is 
 string. A test that cannot be split so (it branches on the program's output, catches
 exceptions, imports modules other than math and copy) runs inside the sandbox after the
 program, passing only when the harness proves its last line ran; `last_counts` says how
-many did. A test that does not compile or asserts nothing is malformed: named in a
-warning and left out of its row's score.
+many did. A test whose result cannot depend on the program (it does not compile, runs no
+assert, or fails on its own values) is malformed: named in a warning and left out of its
+row's score.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ evaluates the comparison that decides its score.
 
 A test that cannot be split so (it branches on the program's output, catches exceptions,
 imports modules other than math and copy, ...) raises `Unsplittable`: the reward runs it
-the hardened way, inside the sandbox, and counts it. A test that does not compile, or
-asserts nothing, raises `MalformedTest`.
+the hardened way, inside the sandbox, and counts it. A test that no program can pass or
+fail raises `MalformedTest`: it does not compile, runs no assert (a `check` never called),
+or fails on its own values (an assert false, or an error, whatever the program returns).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ _CONVERTERS = frozenset(
 
 
 class MalformedTest(ValueError):
-    """The test itself is broken: it does not compile, or it asserts nothing."""
+    """The test itself is broken: no program's score can depend on it."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,12 @@ def _split_cached(source: str) -> Split | Exception:
     walker = _Walker()
     try:
         walker.run(tree.body)
-    except Unsplittable as exc:
+    except (Unsplittable, MalformedTest) as exc:
         return exc
     except RecursionError:
         return Unsplittable("too deeply nested to walk here")
+    if not walker.asserts_run:
+        return MalformedTest("no assert runs: a check function never called? end the test with check(<entry point>)")
     return Split(tuple(walker.probes), tuple(k in walker.sent for k in range(len(walker.probes))), tuple(walker.checks))
 
 
@@ -202,10 +205,6 @@ def _decode(value: Any, depth: int) -> Any:
 # --- walking the test ------------------------------------------------------------------
 
 
-class _Stop(Exception):
-    """An assert already failed, or the test raised: nothing after it matters."""
-
-
 class _Return(Exception):
     def __init__(self, value: Any) -> None:
         self.value = value
@@ -277,21 +276,21 @@ class _Walker:
         self.probes: list[str] = []
         self.sent: set[int] = set()
         self.checks: list[Any] = []
+        self.asserts_run = 0
         self.steps = 0
         self.recording = True
         self.last_call = -1  # the last probe that ran the program's code (it may change earlier values)
 
     def run(self, body: list[ast.stmt]) -> None:
+        """Walk the test; raises MalformedTest where it fails whatever the program does."""
         try:
             self.block(body, _Scope())
-        except _Stop:
-            pass
         except (_Return, _Break, _Continue):
             raise Unsplittable("return, break or continue outside their place") from None
-        except (Unsplittable, RecursionError):
+        except (Unsplittable, MalformedTest, RecursionError):
             raise
-        except Exception:  # the test raised on its own values: it fails, as it would have
-            self.checks.append(False)
+        except Exception as exc:  # on the test's own values: what the program returns is deferred
+            raise MalformedTest(f"raises {type(exc).__name__} ({exc}) on its own values") from None
         finally:
             self.recording = False  # a probe asked for while judging has no answer
 
@@ -434,7 +433,7 @@ class _Walker:
         here is raised only if that branch is taken."""
         try:
             return self.value(self.eval(node, scope))
-        except (Unsplittable, _Stop):
+        except (Unsplittable, MalformedTest):
             raise
         except Exception as exc:
             return Deferred(functools.partial(_raise, exc))
@@ -635,11 +634,11 @@ class _Walker:
 
     def _do_Assert(self, node: ast.Assert, scope: _Scope) -> None:
         condition = self.value(self.eval(node.test, scope))
+        self.asserts_run += 1
         if isinstance(condition, Deferred):
             self.checks.append(condition)
         elif not condition:
-            self.checks.append(False)
-            raise _Stop
+            raise MalformedTest(f"asserts something false on its own values (line {node.lineno})")
 
     def _do_Assign(self, node: ast.Assign, scope: _Scope) -> None:
         value = self.eval(node.value, scope)

@@ -104,7 +104,7 @@ def test_the_command_over_seed_writes_mean_rows(seeded_sweep):
 def test_torn_metrics_lines_are_skipped_with_a_warning_naming_each(sweep, caplog):
     path = sweep / "1_b" / "metrics.jsonl"
     good = path.read_text().splitlines()
-    path.write_bytes(f"{good[0]}\n{{\"step\": 3, \"lo\n\xff\xfe\n{good[1]}\n{{\"step\": 6, \"eval/acc".encode())
+    path.write_bytes(f'{good[0]}\n{{"step": 3, "lo\n\xff\xfe\n{good[1]}\n{{"step": 6, "eval/acc'.encode())
     with caplog.at_level("WARNING", logger="dllm.compare"):
         runs = find_runs([sweep])
     assert [r["step"] for r in runs[1].records] == [5, 5]

@@ -137,18 +137,31 @@ def test_tests_that_cannot_be_split_say_why(test, reason):
 
 
 @pytest.mark.parametrize(
-    "test, reason", [("assert f(1 == 1", "does not compile"), ("f(1)", "asserts nothing"), ("x = 1", "asserts nothing")]
+    "test, reason",
+    [
+        ("assert f(1 == 1", "does not compile"),
+        ("f(1)", "asserts nothing"),
+        ("x = 1", "asserts nothing"),
+        ("def check(candidate):\n    assert candidate(1) == 2", "no assert runs"),  # HumanEval without its call
+        ("for x in []:\n    assert f(x) == x", "no assert runs"),
+    ],
 )
 def test_malformed_tests(test, reason):
     with pytest.raises(MalformedTest, match=reason):
         split_test(test)
 
 
-def test_an_assert_that_fails_on_the_tests_own_values_fails_without_running_anything_more():
-    split = split_test("assert 1 == 2\nassert f(1) == 1")
-    assert split.probes == () and split.checks == (False,)
-    assert not judge(split, report())
-    assert not judge(split_test("x = 1 / 0\nassert f(1) == 1"), report())
+@pytest.mark.parametrize(
+    "test, reason",
+    [
+        ("assert 1 == 2\nassert f(1) == 1", "asserts something false on its own values \\(line 1\\)"),
+        ("x = 1 / 0\nassert f(1) == 1", "raises ZeroDivisionError"),
+        ("assert f(1) == 1\nassert [1][2] == f(2)", "raises IndexError"),
+    ],
+)
+def test_a_test_that_fails_whatever_the_program_does_is_malformed(test, reason):
+    with pytest.raises(MalformedTest, match=reason):
+        split_test(test)
 
 
 @pytest.mark.parametrize(

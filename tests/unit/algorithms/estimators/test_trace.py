@@ -181,8 +181,10 @@ def test_block_log_probs_are_the_samplers_own_for_every_prompt_phase(block_lengt
         ("dream_tiny", LLaDASampler(steps=16, block_length=4, temperature=1.0)),  # shifted logits
         ("llada_tiny", FastDLLMSampler(block_length=8, threshold=0.012, temperature=1.0, use_cache="none")),
         ("sdar_tiny", SDARSampler(denoising_steps=2, confidence_threshold=0.05, temperature=1.0, use_cache=False)),
-        ("sdar_tiny", SDARSampler(block_length=8, denoising_steps=4, confidence_threshold=0.05, temperature=1.0,
-                                  use_cache=False)),
+        (
+            "sdar_tiny",
+            SDARSampler(block_length=8, denoising_steps=4, confidence_threshold=0.05, temperature=1.0, use_cache=False),
+        ),
         ("sdar_tiny", LLaDASampler(steps=8, block_length=4, temperature=1.0)),
     ],
     ids=["llada", "llada-dream", "fast_dllm", "sdar", "sdar-block8", "llada-sdar"],
