@@ -34,6 +34,10 @@ class Unsplittable(Exception):
     """The test cannot be judged outside the sandbox (the reason says why)."""
 
 
+class MalformedTest(ValueError):
+    """The test itself is broken: no program's score can depend on it."""
+
+
 class Deferred:
     """A value that the sandbox's answers decide: `compute(answers)` gives it."""
 
