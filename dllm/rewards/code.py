@@ -208,10 +208,11 @@ class CodeReward(Reward):
                     split = split_test(case)
                 except MalformedTest as exc:
                     counts["malformed"] += 1
-                    self._report_malformed(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc)
+                    self._report(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc, malformed=True)
                     continue
-                except Unsplittable:
+                except Unsplittable as exc:
                     counts["judged_inside"] += 1
+                    self._report(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc, malformed=False)
                     jobs.append((Job(program, test=case, limits=limits), None))
                     continue
                 counts["judged_outside"] += 1
@@ -228,15 +229,20 @@ class CodeReward(Reward):
             scores.append(0.0 if not row else float(passed == len(row)) if self.all_or_nothing else passed / len(row))
         return scores
 
-    def _report_malformed(self, test: str, where: str, exc: MalformedTest) -> None:
-        if test not in self._reported:  # once per test, not once per completion and step
-            self._reported.add(test)
-            logger.warning(
-                "code reward: %s is malformed (%s) and is left out of its row's score; fix the data set: %s",
-                where,
-                exc,
-                _preview(test),
+    def _report(self, test: str, where: str, exc: Exception, malformed: bool) -> None:
+        """Say once per test (not per completion and step) why it is malformed, or why it is
+        judged inside the sandbox."""
+        if test in self._reported:
+            return
+        self._reported.add(test)
+        if malformed:
+            message = "code reward: %s is malformed (%s) and is left out of its row's score; fix the data set: %s"
+        else:
+            message = (
+                "code reward: %s is judged inside the sandbox, the weaker way (%s; counted in "
+                "reward/code/judged_inside); a plain assert on the program's calls is judged outside: %s"
             )
+        logger.warning(message, where, exc, _preview(test))
 
     def _row_limits(self, time_limit: Any, index: int) -> Limits:
         try:

@@ -255,3 +255,14 @@ def test_a_class_that_lies_about_its_class_scores_zero(reward):
     program += "def add(a, b):\n    return T()"
     tests = ["assert add(1, 2) == 3", INSIDE.format("assert add(1, 2) == 3")]
     assert score(reward, [fenced(program)], [tests]) == [0.0]
+
+
+def test_a_test_judged_inside_says_why_once(reward, caplog):
+    program = fenced("def add(a, b):\n    return a + b")
+    test = INSIDE.format("assert add(20, 22) == 42")  # a test this module's reward has not seen
+    with caplog.at_level("WARNING"):
+        assert score(reward, [program] * 2, [[test], [test]], id=[7, 8]) == [1.0, 1.0]
+        score(reward, [program], [[test]])
+    said = [r.getMessage() for r in caplog.records if "judged inside" in r.getMessage()]
+    assert len(said) == 1 and "tests[0][0] (id=7) is judged inside the sandbox" in said[0]
+    assert "Try statements" in said[0]
