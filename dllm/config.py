@@ -8,6 +8,7 @@ combinations (sampler x task). Each error names the key and the fix.
 from __future__ import annotations
 
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dllm.errors import ConfigError, DllmError, did_you_mean
 from dllm.registry import check_plugin_of
+
+logger = logging.getLogger(__name__)
 
 CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
@@ -302,12 +305,27 @@ def check_context(task, tokenizer, model) -> None:
         )
 
 
+def model_node(cfg: DictConfig) -> DictConfig:
+    """`cfg.model` with `dtype: auto` made concrete for the trainer's device, so that what is
+    built, saved and logged names the dtype the run really uses."""
+    from dllm.models.base import DTYPES, resolve_dtype
+
+    if cfg.model.get("dtype") != "auto":
+        return cfg.model
+    device = cfg.get("trainer", {}).get("device", "auto")
+    dtype = resolve_dtype("auto", device)
+    return OmegaConf.merge(cfg.model, {"dtype": next(name for name, d in DTYPES.items() if d == dtype)})
+
+
 def build_components(cfg: DictConfig, model=None):
     """Tokenizer, model (unless given), task, sampler, reward and algorithm of a validated config."""
     from dllm.trainer import Components
 
     tokenizer = resolve_tokenizer(cfg)
-    model = build_node(cfg.model) if model is None else model
+    model = build_node(model_node(cfg)) if model is None else model
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        logger.info("model: %s parameters in %s", f"{sum(p.numel() for p in model.parameters()):,}", parameter.dtype)
     check_model_tokenizer(model, tokenizer)
     task = build_node(cfg.task)
     check_context(task, tokenizer, model)

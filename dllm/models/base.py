@@ -146,11 +146,21 @@ def context_length(model: torch.nn.Module) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "max_sequence_length", None)
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype | None:
+    """The torch dtype `dtype` names. "auto" (the pretrained presets' default): bfloat16 on a
+    GPU that supports it, else float32 — never bf16 on a CPU unless asked by name. `device`:
+    where the model will run ("auto" or None: a GPU when there is one)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        kind = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device in (None, "auto") else device
+        on_gpu = torch.device(kind).type == "cuda"
+        return (
+            torch.bfloat16 if on_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        )
     if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}{did_you_mean(dtype, DTYPES)} known: {', '.join(DTYPES)}")
+        known = [*DTYPES, "auto"]
+        raise ConfigError(f"unknown dtype {dtype!r}{did_you_mean(dtype, known)} known: {', '.join(known)}")
     return DTYPES[dtype]
 
 

@@ -66,3 +66,22 @@ def test_a_synthetic_task_prompt_is_checked_against_the_context():
 
     with pytest.raises(ConfigError, match=r"the prompt of held-out example 1 has \d+ tokens: with task.gen_length"):
         build_components(compose(["experiment=addition_tiny", "+model.max_sequence_length=8"]))
+
+
+def test_pretrained_presets_train_in_float32_on_a_cpu_unless_bf16_is_named():
+    import torch
+
+    from dllm.config import compose, model_node
+    from dllm.models.base import resolve_dtype
+
+    fixture = "tests/fixtures/llada_reference"
+    assert compose(["model=llada", f"model.pretrained={fixture}"]).model.dtype == "auto"  # the shipped preset
+    cpu = model_node(compose(["model=llada", f"model.pretrained={fixture}", "trainer.device=cpu"]))
+    assert cpu.dtype == "float32"
+    named = model_node(compose(["model=llada", f"model.pretrained={fixture}", "model.dtype=bfloat16"]))
+    assert named.dtype == "bfloat16"  # asked by name: an opt-in
+    assert resolve_dtype("auto", "cpu") is torch.float32
+    if not torch.cuda.is_available():
+        assert resolve_dtype("auto", "auto") is torch.float32
+    with pytest.raises(ConfigError, match=r"unknown dtype 'bf16'.*known: float32, bfloat16, float16, auto"):
+        resolve_dtype("bf16")
