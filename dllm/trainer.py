@@ -179,7 +179,7 @@ class Trainer:
                 self.sync = GradientSync(self.model, optimizer, self.dist)
         self.optimizer = self.sync.optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+            self.optimizer, lambda step: lr_factor(step, cfg.warmup, cfg.max_steps, cfg.min_lr_ratio)
         )
         self.context = TrainContext(
             self.model,

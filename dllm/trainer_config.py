@@ -18,7 +18,8 @@ from dllm.loggers import check_logger_names
 class TrainerConfig:
     """How to train: `batch_size` sequences per optimizer step (over all processes), split on
     each of `num_processes` processes into `grad_accum` micro-batches; AdamW with linear
-    warmup then cosine decay to `min_lr_ratio * lr`.
+    warmup (`warmup_steps`, or when null `warmup_ratio` of `max_steps`: a short run still
+    reaches its learning rate) then cosine decay to `min_lr_ratio * lr`.
 
     Run-level keys (read from the main stage's `trainer` only): `strategy` (`none`, `ddp`,
     `deepspeed`), `num_processes`, `zero_stage`, `deepspeed` (extra DeepSpeed config),
@@ -32,7 +33,8 @@ class TrainerConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.999
-    warmup_steps: int = 50
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.025
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -71,6 +73,11 @@ class TrainerConfig:
         for key in ("lr", "weight_decay", "beta1", "beta2", "min_lr_ratio"):
             if not math.isfinite(getattr(self, key)):
                 raise ConfigError(f"trainer.{key}={getattr(self, key)} is not a finite number; give one, e.g. 1e-4")
+        if (self.warmup_steps is not None and self.warmup_steps < 0) or not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(
+                f"trainer.warmup_steps ({self.warmup_steps}) must be >= 0 or null, and trainer.warmup_ratio "
+                f"({self.warmup_ratio}) in [0, 1)"
+            )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")
         if self.on_nonfinite not in ("stop", "skip") or self.max_nonfinite_in_a_row < 1:
@@ -124,6 +131,11 @@ class TrainerConfig:
                 f"({self.grad_accum}) x the number of processes ({world_size}): each process takes an equal share "
                 f"of every micro-batch"
             )
+
+    @property
+    def warmup(self) -> int:
+        """Warmup steps: `warmup_steps` where given, else `warmup_ratio` of `max_steps`."""
+        return self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * self.max_steps)
 
     @property
     def zero(self) -> int | None:

@@ -62,3 +62,13 @@ def test_a_non_finite_lr_is_refused_at_validation(value):
     with pytest.raises(ConfigError, match="trainer.lr=.* is not a finite number") as caught:
         validate(compose(["experiment=addition_tiny", f"trainer.lr={value}"]))
     assert "\n" not in str(caught.value)
+
+
+def test_warmup_is_a_fraction_of_the_run_unless_given_in_steps():
+    assert TrainerConfig(max_steps=2000, device="cpu").warmup == 50  # the default job's schedule
+    assert TrainerConfig(max_steps=50, device="cpu").warmup == 1  # a short run reaches its lr
+    assert TrainerConfig(max_steps=50, warmup_steps=0, device="cpu").warmup == 0
+    assert TrainerConfig(max_steps=50, warmup_ratio=0.2, device="cpu").warmup == 10
+    for bad in ({"warmup_ratio": 1.0}, {"warmup_steps": -1}):
+        with pytest.raises(ConfigError, match="warmup"):
+            TrainerConfig(device="cpu", **bad)
