@@ -8,10 +8,11 @@ Input: a rollout saved by `dllm.algorithms.rollout.save_rollout` (an RL run keep
 rollout in its checkpoint). The rows view shows each row's prompt and reward, then each
 completion token as a cell coloured by the step that revealed it (early light, late dark) with
 the step number under it; red lines mark block boundaries, faded cells come after the first
-EOS (not scored), and a run of one special token (EOS, pad, mask) within a block is one cell,
-`EOS ×12`, with the steps that revealed it. The summary view (default for more than 16 rows)
-shows per completion position the step that revealed it, averaged over the rows (with their
-min-max), and the share of rows still scored there (up to their first EOS).
+EOS (not scored), grey cells without a step were never revealed (still the mask), and a run of
+one special token (EOS, pad, mask) within a block is one cell, `EOS ×12`, with the steps that
+revealed it. The summary view (default for more than 16 rows) shows per completion position the
+step that revealed it, averaged over the rows that revealed it (with their min-max), and the
+shares of rows that revealed it and that score it (up to their first EOS).
 The page goes next to the run (RUN/trace.html; a kept checkpoints/LABEL/ gives
 RUN/trace-LABEL.html), never into the checkpoint, which the next save replaces; `--out` picks
 another place. The HTML page is self-contained (inline CSS, no scripts); the PNG needs matplotlib.
@@ -60,6 +61,15 @@ def token_label(token: str) -> str:
     return token
 
 
+def never_revealed(record: dict[str, Any], token: str) -> bool:
+    """True for a position still reading the mask (the sampler stopped before revealing it):
+    the record's `mask_token`, or for older records a special token named like *mask*."""
+    if "mask_token" in record:
+        return token == record["mask_token"]
+    special = SPECIAL.fullmatch(token)
+    return special is not None and "mask" in special.group(1).lower()
+
+
 @dataclass
 class Segment:
     """Completion positions [start, end) shown as one cell: one token, or a run of one special token."""
@@ -70,6 +80,7 @@ class Segment:
     steps: list[int]
     scored: bool
     block_starts: bool  # a block boundary lies before `start`
+    revealed: bool = True  # False: still the mask, its step a placeholder
 
     @property
     def text(self) -> str:
@@ -77,6 +88,8 @@ class Segment:
 
     @property
     def step_text(self) -> str:
+        if not self.revealed:
+            return "—"
         low, high = min(self.steps), max(self.steps)
         return str(low) if low == high else f"{low}–{high}"
 
@@ -110,9 +123,8 @@ def segments(record: dict[str, Any], row: int) -> list[Segment]:
         ):
             last.end, last.steps = position + 1, last.steps + [step]
             continue
-        cells.append(
-            Segment(position, position + 1, token_label(token), [step], bool(scored[position]), position in edges)
-        )
+        label, flag, edge = token_label(token), bool(scored[position]), position in edges
+        cells.append(Segment(position, position + 1, label, [step], flag, edge, not never_revealed(record, token)))
     return cells
 
 
@@ -129,8 +141,14 @@ def default_out(rollout: Path) -> Path:
 
 
 def last_step(record: dict[str, Any], rows: list[int]) -> int:
-    """The latest step of `rows`: one colour scale for all of them."""
-    return max((max(record["step_map"][row], default=0) for row in rows), default=0)
+    """The latest step that revealed a token of `rows`: one colour scale for all of them."""
+    steps = [
+        step
+        for row in rows
+        for token, step in zip(record["tokens"][row], record["step_map"][row])
+        if not never_revealed(record, token)
+    ]
+    return max(steps, default=0)
 
 
 @reports_user_errors

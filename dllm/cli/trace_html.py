@@ -16,6 +16,9 @@ STYLE = (
 )
 
 
+UNREVEALED = "#e4e4e4"  # a position the sampler never revealed (still the mask)
+
+
 def _shade(step: float, last: int) -> str:
     """Light (early) to dark (late) blue."""
     fraction = min(step / max(last, 1), 1.0)
@@ -49,15 +52,16 @@ def rows_page(record: dict[str, Any], rows: list[int]) -> str:
                 if cell.end - cell.start == 1
                 else f"positions {cell.start}-{cell.end - 1}, steps {' '.join(map(str, cell.steps))}"
             )
+            shade = _shade(min(cell.steps), last) if cell.revealed else UNREVEALED
             body.append(
-                f"<span class='{' '.join(classes)}' style='background:{_shade(min(cell.steps), last)}' "
+                f"<span class='{' '.join(classes)}' style='background:{shade}' "
                 f"title='{where}'>{html.escape(cell.text)}<span class='step'>{cell.step_text}</span></span>"
             )
         body.append("</div></div>")
     intro = (
         "Each completion token, coloured by the step that revealed it (light = early); the number is the step. "
-        "Faded: after the first EOS (not scored). Red edges: block boundaries. A run of one special token "
-        "(EOS ×12) is one cell with the steps that revealed it."
+        "Faded: after the first EOS (not scored). Grey, —: never revealed (still the mask). Red edges: block "
+        "boundaries. A run of one special token (EOS ×12) is one cell with the steps that revealed it."
     )
     return _page("Decoding order", intro, body)
 
@@ -66,14 +70,19 @@ def summary_page(record: dict[str, Any], rows: list[int]) -> str:
     summary = position_summary(record, rows)
     edges = summary.edges
     last = last_step(record, rows)
-    caption = "mean step revealed (hover: min, max) · under it: share of rows scored"
+    caption = "mean step that revealed the position (hover: min, max) · under it: share of rows scored there"
     body = [f"<div class='row'><div class='prompt'>{caption}</div><div class='cells'>"]
-    for position, (mean, low, high, share) in enumerate(zip(summary.mean, summary.low, summary.high, summary.scored)):
+    for position, mean in enumerate(summary.mean):
         edge = " edge" if position in edges else ""
+        share, revealed = summary.scored[position], summary.revealed[position]
+        if mean is None:
+            shade, text, where = UNREVEALED, "—", "never revealed"
+        else:
+            shade, text = _shade(mean, last), f"{mean:.1f}"
+            where = f"mean step {mean:.2f}, min {summary.low[position]}, max {summary.high[position]}"
         body.append(
-            f"<span class='cell{edge}' style='background:{_shade(mean, last)}' title='position {position}, mean step "
-            f"{mean:.2f}, min {low}, max {high}, scored in {share:.0%} of rows'>{mean:.1f}"
-            f"<span class='step'>{share:.0%}</span></span>"
+            f"<span class='cell{edge}' style='background:{shade}' title='position {position}, {where}, revealed in "
+            f"{revealed:.0%} and scored in {share:.0%} of rows'>{text}<span class='step'>{share:.0%}</span></span>"
         )
     body.append("</div></div>")
     edge_note = (
@@ -83,7 +92,7 @@ def summary_page(record: dict[str, Any], rows: list[int]) -> str:
     )
     intro = (
         f"{len(rows)} rows, mean reward {summary.mean_reward:.3g}. Each completion position: the step that revealed "
-        f"it, averaged over the rows (light = early), and under it the share of rows still scored there (up to "
-        f"their first EOS). {edge_note} dllm-trace --view rows shows every row."
+        f"it, averaged over the rows that revealed it (light = early; grey, —: no row did), and under it the share "
+        f"of rows still scored there (up to their first EOS). {edge_note} dllm-trace --view rows shows every row."
     )
     return _page("Decoding order by position", intro, body)

@@ -11,6 +11,7 @@ from dllm.cli.trace_summary import position_summary
 
 CELL_INCHES = 0.42  # one completion position; a token label of up to LABEL_CHARS fits in it at 8 pt
 LABEL_CHARS = 4
+UNREVEALED = "#e4e4e4"  # a position the sampler never revealed (still the mask)
 ROW_UNITS = 1.9  # a row's height in cell heights: its header line, then its cells
 
 
@@ -69,14 +70,14 @@ def rows_figure(record: dict[str, Any], rows: list[int]):
                         (position - 0.5, y - 0.5),
                         1,
                         1,
-                        facecolor=colours(norm(step)),
+                        facecolor=colours(norm(step)) if cell.revealed else UNREVEALED,
                         alpha=1.0 if cell.scored else 0.35,
                         edgecolor="white",
                         linewidth=0.8,
                     )
                 )
             centre = (cell.start + cell.end - 1) / 2
-            dark = norm(min(cell.steps)) > 0.6 and cell.scored
+            dark = norm(min(cell.steps)) > 0.6 and cell.scored and cell.revealed
             ink = "white" if dark else "black"
             label = cell.text if cell.end - cell.start > 1 else _fit(cell.label, LABEL_CHARS)
             axes.text(centre, y - 0.14, label, ha="center", va="center", fontsize=8, family="monospace", color=ink)
@@ -92,7 +93,7 @@ def rows_figure(record: dict[str, Any], rows: list[int]):
         axes.spines[side].set_visible(False)
     axes.set_title(
         "Decoding order: the number is the step that revealed the token (faded: after the first EOS; "
-        "red: block boundary)",
+        "grey, —: never revealed; red: block boundary)",
         fontsize=8,
     )
     figure.colorbar(ScalarMappable(norm=norm, cmap=colours), ax=axes, label="step revealed", fraction=0.03, pad=0.01)
@@ -101,24 +102,30 @@ def rows_figure(record: dict[str, Any], rows: list[int]):
 
 def summary_figure(record: dict[str, Any], rows: list[int]):
     """Two panels over the completion positions: the step that revealed each, averaged over the
-    rows with their min-max band, block boundaries dashed; and the share of rows still scored
-    there (up to their first EOS)."""
+    rows that revealed it, with their min-max band, block boundaries dashed; and the share of rows
+    that revealed each position and that score it (up to their first EOS)."""
     plt = _pyplot()
     summary = position_summary(record, rows)
     positions = list(range(len(summary.mean)))
-    figure, (steps_axes, scored_axes) = plt.subplots(
+    nan = float("nan")  # a position no row revealed: a gap in the curve
+    mean, low, high = (
+        [nan if v is None else v for v in values] for values in (summary.mean, summary.low, summary.high)
+    )
+    figure, (steps_axes, share_axes) = plt.subplots(
         2, 1, sharex=True, figsize=(max(7.0, 0.16 * len(positions) + 2), 5.2), height_ratios=(3, 1.3)
     )
-    steps_axes.fill_between(positions, summary.low, summary.high, step="mid", alpha=0.2, label="min-max over rows")
-    steps_axes.plot(positions, summary.mean, marker="o", markersize=3, label="mean over rows")
+    steps_axes.fill_between(positions, low, high, step="mid", alpha=0.2, label="min-max over rows")
+    steps_axes.plot(positions, mean, marker="o", markersize=3, label="mean over the rows that revealed it")
     steps_axes.set_ylabel("step revealed")
     steps_axes.set_ylim(bottom=0)
-    steps_axes.legend(fontsize=7, loc="upper left")
-    scored_axes.bar(positions, summary.scored, width=0.9, color="#888")
-    scored_axes.set_ylim(0, 1)
-    scored_axes.set_ylabel("rows scored", fontsize=8)
-    scored_axes.set_xlabel("completion position")
-    for axes in (steps_axes, scored_axes):
+    steps_axes.legend(fontsize=7, loc="best")
+    share_axes.bar(positions, summary.revealed, width=0.9, color="#c8c8c8", label="revealed")
+    share_axes.bar(positions, summary.scored, width=0.6, color="#555", label="scored (to the first EOS)")
+    share_axes.set_ylim(0, 1)
+    share_axes.set_ylabel("share of rows", fontsize=8)
+    share_axes.set_xlabel("completion position")
+    share_axes.legend(fontsize=7, loc="upper right")
+    for axes in (steps_axes, share_axes):
         axes.grid(alpha=0.3)
         for edge in sorted(summary.edges):
             axes.axvline(edge - 0.5, color="#c33", linestyle="--", linewidth=1)
@@ -130,7 +137,7 @@ def summary_figure(record: dict[str, Any], rows: list[int]):
         blocks = "block boundaries differ by row, not drawn"
     steps_axes.set_title(
         f"Decoding order, {len(rows)} rows (mean reward {summary.mean_reward:.3g}): the step that revealed each "
-        f"position\nbelow: share of rows still scored (to their first EOS); {blocks}",
+        f"position\nbelow: share of rows that revealed it and that score it; {blocks}",
         fontsize=9,
     )
     figure.tight_layout()

@@ -115,6 +115,7 @@ def test_the_summary_averages_the_reveal_step_by_position():
     summary = position_summary(record, [0, 1, 2])
     assert summary.mean == [1.0, 1.0, 1.0, 2.0] and summary.low == [0, 1, 0, 0] and summary.high == [2, 1, 2, 3]
     assert summary.scored == [1.0, 1.0, 1.0, 0.0] and summary.edges == {2} and summary.mean_reward == 1 / 3
+    assert summary.revealed == [1.0] * 4
     record["prompt_phases"] = [0, 1, 0]  # rows whose blocks start elsewhere: no shared boundaries
     assert position_summary(record, [0, 1, 2]).edges == set()
 
@@ -127,12 +128,8 @@ def test_the_summary_picture(tmp_path):
     assert "Decoding order, 20 rows (mean reward 0.5)" in steps_axes.get_title()
     # position p over rows r = 0..19: (p + r) % 14 is 0..13 once (sum 91), then p..p+5 (p = 0: 15)
     assert list(steps_axes.get_lines()[0].get_ydata()[:3]) == pytest.approx([106 / 20, 112 / 20, 118 / 20])
-    assert scored_axes.get_ylim() == (0.0, 1.0) and [bar.get_height() for bar in scored_axes.patches][:4] == [
-        1,
-        1,
-        1,
-        0,
-    ]
+    bars = [bar.get_height() for bar in scored_axes.patches]  # 14 revealed, then 14 scored
+    assert scored_axes.get_ylim() == (0.0, 1.0) and bars[:2] == [1, 1] and bars[14:18] == [1, 1, 1, 0]
     assert [line.get_xdata()[0] for line in steps_axes.get_lines()[1:]] == [7.5]  # the block boundary
 
 
@@ -158,3 +155,26 @@ def test_the_page_goes_next_to_the_run_not_into_the_checkpoint(tmp_path):
     assert (run / "trace.html").is_file() and sorted(p.name for p in (run / "checkpoint").iterdir()) == ["rollout.pt"]
     main([str(run / "checkpoint" / "rollout.pt"), "--out", str(tmp_path / "elsewhere" / "t.html")])
     assert (tmp_path / "elsewhere" / "t.html").is_file()
+
+
+def test_a_position_still_masked_shows_no_step_and_leaves_the_means_and_the_colour_scale():
+    from dllm.cli.trace import last_step
+
+    record = hand_made(rows=2, width=4, block_size=None)
+    record["mask_token"] = "<|mask|>"
+    record["tokens"][1] = ["1", "<|eos|>", "<|mask|>", "<|mask|>"]  # the sampler stopped before 2 and 3
+    record["step_map"] = [[0, 1, 2, 3], [1, 0, 9, 9]]  # never revealed: a step after the last
+    record["scored"][1] = [True, True, False, False]
+    cells = segments(record, 1)
+    assert [(c.text, c.step_text, c.revealed) for c in cells] == [
+        ("1", "1", True),
+        ("EOS", "0", True),
+        ("MASK ×2", "—", False),
+    ]
+    assert last_step(record, [0, 1]) == 3
+    summary = position_summary(record, [0, 1])
+    assert summary.mean == [0.5, 0.5, 2.0, 3.0] and summary.revealed == [1.0, 1.0, 0.5, 0.5]
+    del record["mask_token"]  # a record saved before the mask was recorded: known by its name
+    assert not segments(record, 1)[-1].revealed
+    record["tokens"][0] = ["<|mask|>"] * 4
+    assert position_summary(record, [0, 1]).mean[2:] == [None, None]
