@@ -92,8 +92,8 @@ def rows_figure(record: dict[str, Any], rows: list[int]):
     for side in ("top", "right", "left"):
         axes.spines[side].set_visible(False)
     axes.set_title(
-        "Decoding order: the number is the step that revealed the token (faded: after the first EOS; "
-        "grey, —: never revealed; red: block boundary)",
+        "Decoding order: the number is the step that revealed the token\n"
+        "faded: after the first EOS; grey, —: never revealed; red: block boundary",
         fontsize=8,
     )
     figure.colorbar(ScalarMappable(norm=norm, cmap=colours), ax=axes, label="step revealed", fraction=0.03, pad=0.01)

@@ -178,3 +178,44 @@ def test_a_position_still_masked_shows_no_step_and_leaves_the_means_and_the_colo
     assert not segments(record, 1)[-1].revealed
     record["tokens"][0] = ["<|mask|>"] * 4
     assert position_summary(record, [0, 1]).mean[2:] == [None, None]
+
+
+def test_a_rollout_under_the_shipped_defaults_is_drawn_position_for_position(tmp_path, tokenizer):
+    sampler = SDARSampler(denoising_steps=2)  # stop_at_eos on, as shipped
+    prompts = ("12+345=", "7+8=", "1+10=")  # odd lengths: each row's blocks start elsewhere
+    rollout = sampled_rollout(tiny("sdar_tiny"), sampler, tokenizer, prompts, 12, eos_id=tokenizer.eos_token_id)
+    path = save_rollout(rollout, tokenizer, tmp_path / "run" / "checkpoint" / "rollout.pt")
+    record = torch.load(path, weights_only=False)
+    for row in range(3):
+        cells = segments(record, row)
+        assert [p for cell in cells for p in range(cell.start, cell.end)] == list(range(12))
+        for cell in cells:
+            assert cell.steps == rollout.step_map[row, cell.start : cell.end].tolist()
+            assert [cell.scored] * (cell.end - cell.start) == rollout.scored[row, cell.start : cell.end].tolist()
+            assert cell.revealed == (rollout.completions[row, cell.start] != tokenizer.mask_token_id).item()
+    main([str(path), "--out", str(tmp_path / "rows.png")])
+    main([str(path)])
+    assert (tmp_path / "rows.png").stat().st_size > 1000 and (tmp_path / "run" / "trace.html").is_file()
+
+
+def test_a_model_that_stops_early_leaves_masks_drawn_as_one_unrevealed_cell_per_block(tmp_path, tokenizer):
+    model = tiny("sdar_tiny")
+    eos = tokenizer.eos_token_id
+
+    def favour_eos(module, inputs, logits):  # EOS wins from the prompts' 4th token on
+        logits = logits.clone()
+        logits[..., 3:, eos] += 30
+        return logits
+
+    model.lm_head.register_forward_hook(favour_eos)
+    prompts = ("12+345=", "7+8=")  # blocks of 4 from the first prompt token: phases 3 and 0
+    rollout = sampled_rollout(model, SDARSampler(denoising_steps=2), tokenizer, prompts, 12, eos_id=eos)
+    record = torch.load(save_rollout(rollout, tokenizer, tmp_path / "rollout.pt"), weights_only=False)
+    cells = [(c.text, c.step_text, c.scored, c.block_starts) for c in segments(record, 0)]
+    assert cells == [
+        ("EOS", "0", True, False),
+        ("MASK ×4", "—", False, True),  # stop_at_eos: never revealed, one cell per block
+        ("MASK ×4", "—", False, True),
+        ("MASK ×3", "—", False, True),
+    ]
+    assert [c.text for c in segments(record, 1)][-3:] == ["EOS", "MASK ×4", "MASK ×4"]
