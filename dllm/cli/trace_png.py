@@ -44,6 +44,7 @@ def rows_figure(record: dict[str, Any], rows: list[int]):
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
 
     plt = _pyplot()
     width = max(len(record["tokens"][row]) for row in rows)
@@ -96,7 +97,10 @@ def rows_figure(record: dict[str, Any], rows: list[int]):
         "faded: after the first EOS; grey, —: never revealed; red: block boundary",
         fontsize=8,
     )
-    figure.colorbar(ScalarMappable(norm=norm, cmap=colours), ax=axes, label="step revealed", fraction=0.03, pad=0.01)
+    bar = figure.colorbar(
+        ScalarMappable(norm=norm, cmap=colours), ax=axes, label="step revealed", fraction=0.03, pad=0.01
+    )
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     return figure
 
 
