@@ -47,11 +47,10 @@ def rows_page(record: dict[str, Any], rows: list[int]) -> str:
         )
         for cell in segments(record, row):
             classes = ["cell"] + ([] if cell.scored else ["dim"]) + (["edge"] if cell.block_starts else [])
-            where = (
-                f"position {cell.start}, step {cell.steps[0]}"
-                if cell.end - cell.start == 1
-                else f"positions {cell.start}-{cell.end - 1}, steps {' '.join(map(str, cell.steps))}"
-            )
+            one = cell.end - cell.start == 1
+            span = f"position {cell.start}" if one else f"positions {cell.start}-{cell.end - 1}"
+            steps = f"step{'' if one else 's'} {' '.join(map(str, cell.steps))}" if cell.revealed else "never revealed"
+            where = f"{span}, {steps}"
             shade = _shade(min(cell.steps), last) if cell.revealed else UNREVEALED
             body.append(
                 f"<span class='{' '.join(classes)}' style='background:{shade}' "

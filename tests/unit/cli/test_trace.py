@@ -219,3 +219,5 @@ def test_a_model_that_stops_early_leaves_masks_drawn_as_one_unrevealed_cell_per_
         ("MASK ×3", "—", False, True),
     ]
     assert [c.text for c in segments(record, 1)][-3:] == ["EOS", "MASK ×4", "MASK ×4"]
+    page = render_html(record, [0, 1])
+    assert "title='positions 1-4, never revealed'>MASK ×4<span class='step'>—</span>" in page
