@@ -246,7 +246,7 @@ def plot_curves(
     figure = curves_figure(groups, metric, smoothing, over)
     if figure is None:
         return False
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return True
 
@@ -304,7 +304,7 @@ def plot_title(groups: list[tuple[str, list[Run]]], metric: str, smoothing: int,
     if any(len(members) > 1 for _, members in groups):
         second.append(f"mean over {over}, band min-max")
     if smoothing > 1:
-        second.append(f"centred moving average of {smoothing} logged values")
+        second.append(f"smoothed: centred mean of {smoothing} logged values")
     return first + "\n" + " · ".join(second)
 
 
