@@ -157,7 +157,9 @@ def test_a_smoothed_plot_shows_the_average_over_the_faint_raw_curve_on_a_free_ax
     assert list(smoothed.get_ydata()) == [2.0, 1.25] and list(raw.get_ydata()) == [2.0, 0.5]
     assert raw.get_alpha() == 0.25
     assert axes.get_ylim() != (-0.02, 1.02)
-    assert "loss (lower is better)" in axes.get_title() and "smoothed: centred mean of 2 logged values" in axes.get_title()
+    assert (
+        "loss (lower is better)" in axes.get_title() and "smoothed: centred mean of 2 logged values" in axes.get_title()
+    )
 
 
 def test_runs_that_differ_only_by_seed_are_grouped_and_banded_by_default(seeded_sweep, capsys):
