@@ -179,7 +179,8 @@ def place_step_values(steps: list[list[tuple[int, float]]], length: int, device)
 def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
     """Write what `dllm-trace` renders: per row the prompt text, each completion token of the raw
     trajectory as text (after the first EOS: what decoding revealed there, or the mask), the
-    step that revealed it, and the row's reward; plus the raw tensors."""
+    step that revealed it, and the row's reward; the mask token's text (a position still reading it
+    was never revealed); plus the raw tensors."""
     completions = rollout.completions.tolist()
     prompt_ids = rollout.sequences[:, : rollout.prompt_length]
     record = {
@@ -192,6 +193,7 @@ def save_rollout(rollout: Rollout, tokenizer, path: str | Path) -> Path:
         "prompt_phases": (rollout.prompt_lengths() % (rollout.block_size or 1)).tolist(),
         "sequences": rollout.sequences.cpu(),
         "prompt_length": rollout.prompt_length,
+        "mask_token": tokenizer.mask_token,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,23 @@
 dllm-compare multirun/2026-11-25/10-00-00             # every run under a sweep directory
 dllm-compare outputs/a outputs/b --metric eval/accuracy --out report/
 dllm-compare multirun/... --over seed                   # one row per setting: mean ± std over seeds
+dllm-compare multirun/... --smooth 5                    # curves: centred moving average of 5 logged values
 
 For each run (a directory with `metrics.jsonl`): the command-line overrides that differ
 between runs (from Hydra's `.hydra/overrides.yaml`, else the run's name), the final and best
-value of each chosen metric, its steps and wall time. Writes `comparison.md` (the table),
-`comparison.json`, and one PNG per metric with a curve per run. With `--over KEY`, runs that
-differ only in `KEY=...` (several seeds of one setting) make one row: the mean ± sample standard
-deviation of each number and the count of runs, and one curve: the mean at the steps every run
-logged, with the runs' min-max band.
+value of each chosen metric, its steps and wall time. "Best" is the lowest value for metrics
+that improve downwards (loss, NFE, times, reward failures, truncated) and the highest for the
+others (accuracy, reward, pass@k, tokens/s); a setting such as lr has none. Names not in
+dllm/cli/directions.py: those containing loss, time, nfe, fail, error or seconds are better
+lower, the rest higher; the table's first line says which way each metric was read.
+
+Writes `comparison.md` (the table), `comparison.json`, and one PNG per metric with a curve per
+run (a line style and marker each, so identical curves stay visible; shares such as accuracy
+on a [0, 1] axis). With `--over KEY`, runs that differ only in `KEY=...` (several seeds of one
+setting) make one row: the mean ± sample standard deviation of each number and the count of
+runs, and one curve: the mean at the steps every run logged, with the runs' min-max band.
+Runs that repeat a setting with other seeds are grouped `--over seed` without asking
+(`--over none` shows each run).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dllm.cli import directions
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.errors import DllmError
 from dllm.loggers import json_record
@@ -112,11 +122,24 @@ def summarise(runs: list[Run], metrics: list[str]) -> list[dict[str, Any]]:
         for metric in metrics:
             series = run.series(metric)
             row[f"{metric} final"] = series[-1][1] if series else None
-            row[f"{metric} best"] = max(v for _, v in series) if series else None
+            if directions.better(metric) is not None:
+                row[f"{metric} best"] = directions.best([v for _, v in series], metric)
         row["steps"] = max((step for step, _ in run.series("step_time")), default=0)
         row["wall time (s)"] = run.wall_time()
         rows.append(row)
     return rows
+
+
+def override_key(item: str) -> str:
+    """`algorithm` of `algorithm=tracerl` (and of `+algorithm=...`, `~algorithm`)."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def repeats_over(runs: list[Run], key: str) -> bool:
+    """True when some setting was run more than once with other values of `key` (seeds)."""
+    return any(len(members) > 1 for _, members in group_runs(runs, key)) and any(
+        override_key(item) == key for label in differing_overrides(runs) for item in label
+    )
 
 
 def group_runs(runs: list[Run], over: str) -> list[tuple[str, list[Run]]]:
@@ -124,7 +147,7 @@ def group_runs(runs: list[Run], over: str) -> list[tuple[str, list[Run]]]:
     setting), in order of first appearance: (label, runs)."""
     groups: dict[str, list[Run]] = {}
     for run, label in zip(runs, differing_overrides(runs)):
-        kept = [item for item in label if item.split("=", 1)[0].lstrip("+~") != over]
+        kept = [item for item in label if override_key(item) != over]
         groups.setdefault(" ".join(kept) or "(all)", []).append(run)
     return list(groups.items())
 
@@ -176,7 +199,8 @@ def mean_series(members: list[Run], metric: str) -> tuple[list[int], list[float]
     return steps, [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
+    """The rows as a markdown table, under a line saying which way "best" read each metric."""
     columns = [key for key in rows[0] if key != "path"]
 
     def cell(value: Any) -> str:
@@ -184,37 +208,104 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return "—"
         return f"{value:.4g}" if isinstance(value, float) else str(value)  # Spread prints mean ± std
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [direction_note(metrics), "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(groups: list[tuple[str, list[Run]]], metric: str, path: Path) -> bool:
-    """A PNG with `metric` against the step for every group of runs that logged it (the mean,
-    with the min-max band where a group holds several runs); False if none did."""
+def direction_note(metrics: list[str]) -> str:
+    """`best: lowest loss; highest eval/accuracy, reward (...)`: how each metric's best was chosen."""
+    ways = {"lower": "lowest", "higher": "highest", None: "none for"}
+    parts = []
+    for direction, word in ways.items():
+        named = [m for m in metrics if directions.better(m) == direction]
+        if named:
+            parts.append(f"{word} {', '.join(named)}")
+    return f"best: {'; '.join(parts)} (dllm/cli/directions.py; other names: {directions.RULE})"
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Centred moving average: each value replaced by the mean of the `window` logged values
+    around it (`window // 2` before, the rest after; fewer at the ends), so a curve is smoothed
+    without being shifted along the steps; window 1 returns the values."""
+    before, after = window // 2, (window - 1) // 2
+    windows = [values[max(0, i - before) : i + after + 1] for i in range(len(values))]
+    return [sum(around) / len(around) for around in windows]
+
+
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def plot_curves(
+    groups: list[tuple[str, list[Run]]], metric: str, path: Path, smoothing: int = 1, over: str | None = None
+) -> bool:
+    """Write `curves_figure` as a PNG at `path`; False (and no file) if no run logged `metric`."""
+    import matplotlib.pyplot as plt
+
+    figure = curves_figure(groups, metric, smoothing, over)
+    if figure is None:
+        return False
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return True
+
+
+def curves_figure(groups: list[tuple[str, list[Run]]], metric: str, smoothing: int = 1, over: str | None = None):
+    """A figure with `metric` against the step for every group of runs that logged it (the mean,
+    with the min-max band where a group holds several runs), each in its own line style and
+    marker; None if none did. `smoothing` > 1 draws the moving average over that many logged
+    values (centred), the raw curve faint behind it. Markers are hollow so that those of identical
+    curves show through one another."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4))
-    plotted = False
+    figure, axes = plt.subplots(figsize=(7, 4.3))
+    plotted = 0
     for label, members in groups:
         steps, mean, low, high = mean_series(members, metric)
-        if steps:
-            (line,) = axes.plot(steps, mean, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
-            if len(members) > 1:
-                axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-            plotted = True
+        if not steps:
+            continue
+        style = {"linestyle": LINE_STYLES[plotted % len(LINE_STYLES)], "marker": MARKERS[plotted % len(MARKERS)]}
+        every = max(1, len(steps) // 12)  # ~12 markers a curve; offset so identical curves' markers interleave
+        shown = smooth(mean, smoothing)
+        (line,) = axes.plot(
+            steps, shown, markersize=5, markerfacecolor="none", markevery=(plotted % every, every), label=label, **style
+        )
+        if smoothing > 1:
+            axes.plot(steps, mean, color=line.get_color(), alpha=0.25, linewidth=0.8)
+        if len(members) > 1:
+            axes.fill_between(
+                steps, smooth(low, smoothing), smooth(high, smoothing), color=line.get_color(), alpha=0.15
+            )
+        plotted += 1
     if plotted:
+        axes.set_title(plot_title(groups, metric, smoothing, over), fontsize=9)
         axes.set_xlabel("optimizer step (stages end to end)")
         axes.set_ylabel(metric)
+        if directions.is_share(metric):
+            axes.set_ylim(-0.02, 1.02)  # a share's whole range, with room for markers at 0 and 1
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
         figure.tight_layout()
-        figure.savefig(path, dpi=120)
+        return figure
     plt.close(figure)
-    return plotted
+    return None
+
+
+def plot_title(groups: list[tuple[str, list[Run]]], metric: str, smoothing: int, over: str | None) -> str:
+    """What the plot compares: the metric and its direction, the keys the runs differ in, the band, the smoothing."""
+    direction = directions.better(metric)
+    first = metric + (f" ({direction} is better)" if direction else "")
+    keys = dict.fromkeys(override_key(item) for label, _ in groups for item in label.split() if "=" in item)
+    second = [f"{len(groups)} {'settings' if over else 'runs'}" + (f" by {', '.join(keys)}" if keys else "")]
+    if any(len(members) > 1 for _, members in groups):
+        second.append(f"mean over {over}, band min-max")
+    if smoothing > 1:
+        second.append(f"smoothed: centred mean of {smoothing} logged values")
+    return first + "\n" + " · ".join(second)
 
 
 @reports_user_errors
@@ -226,24 +317,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", action="append", help=f"metric to compare (repeatable; default {DEFAULT_METRICS})")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first path)")
     parser.add_argument(
-        "--over", default=None, metavar="KEY", help="aggregate runs that differ only in KEY=... (e.g. seed): mean ± std"
+        "--over",
+        default=None,
+        metavar="KEY",
+        help="aggregate runs that differ only in KEY=... (e.g. seed): mean ± std; default seed when a setting "
+        "was run with several seeds; none: one row per run",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        metavar="N",
+        help="plot the centred moving average of N logged values (default 1: raw)",
     )
     args = parser.parse_args(argv)
+    if args.smooth < 1:
+        raise DllmError(f"--smooth {args.smooth}: give a window of 1 (no smoothing) or more logged values")
     setup_logging()
     metrics = args.metric or list(DEFAULT_METRICS)
     runs = find_runs(args.paths)
     out = args.out or (args.paths[0] if args.paths[0].is_dir() else Path("."))
     out.mkdir(parents=True, exist_ok=True)
-    if args.over:
-        groups = group_runs(runs, args.over)
+    over = args.over
+    if over is None and repeats_over(runs, "seed"):
+        over = "seed"
+        print("runs repeat settings with other seeds: one row and curve per setting, over seed (--over none: each run)")
+    if over and over != "none":
+        groups = group_runs(runs, over)
         rows = summarise_groups(groups, metrics)
     else:
+        over = None
         groups = [(" ".join(label), [run]) for run, label in zip(runs, differing_overrides(runs))]
         rows = summarise(runs, metrics)
-    table = markdown_table(rows)
+    table = markdown_table(rows, metrics)
     (out / "comparison.md").write_text(table)
     (out / "comparison.json").write_text(json.dumps(rows, indent=2, default=lambda spread: spread.as_json()))
-    pictures = [m for m in metrics if plot_curves(groups, m, out / f"{m.replace('/', '_')}.png")]
+    pictures = [m for m in metrics if plot_curves(groups, m, out / f"{m.replace('/', '_')}.png", args.smooth, over)]
     print(table, end="")
     print(f"wrote {out / 'comparison.md'}, comparison.json and {len(pictures)} plot(s) to {out}")
 

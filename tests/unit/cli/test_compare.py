@@ -3,11 +3,14 @@ import json
 import pytest
 
 from dllm.cli.compare import (
+    curves_figure,
     differing_overrides,
     find_runs,
     group_runs,
     main,
     mean_series,
+    repeats_over,
+    smooth,
     summarise,
     summarise_groups,
 )
@@ -53,6 +56,19 @@ def test_the_table_names_what_differs_and_the_final_and_best_values(sweep):
     assert first["wall time (s)"] == 3.0  # a log without `elapsed`: the logged steps' times
     assert second["wall time (s)"] == 7.5  # the trainer's running total, evaluations included
     assert second["eval/accuracy final"] == 0.25 and second["reward best"] == 0.1
+
+
+def test_best_is_the_lowest_loss_and_the_highest_accuracy(sweep):
+    first, _ = summarise(find_runs([sweep]), ["loss", "eval/accuracy", "lr"])
+    assert first["loss best"] == 0.5 and first["loss final"] == 0.5  # the losses were 2.0 then 0.5
+    assert first["eval/accuracy best"] == 0.4
+    assert "lr final" in first and "lr best" not in first  # a setting has no best
+
+
+def test_the_table_says_which_way_each_metric_was_read(sweep):
+    main([str(sweep), "--metric", "loss", "--metric", "eval/accuracy", "--metric", "lr"])
+    first_line = (sweep / "comparison.md").read_text().splitlines()[0]
+    assert first_line.startswith("best: lowest loss; highest eval/accuracy; none for lr (")
 
 
 def test_the_command_writes_the_table_json_and_plots(sweep, capsys):
@@ -110,3 +126,51 @@ def test_torn_metrics_lines_are_skipped_with_a_warning_naming_each(sweep, caplog
     assert [r["step"] for r in runs[1].records] == [5, 5]
     assert summarise(runs, ["eval/accuracy"])[1]["eval/accuracy final"] == 0.25
     assert [f"{path}:{n}:" in caplog.text for n in (2, 3, 5)] == [True, True, True]
+
+
+def test_smoothing_is_a_centred_moving_average():
+    assert smooth([0.0, 1.0, 2.0, 3.0, 4.0], 3) == [0.5, 1.0, 2.0, 3.0, 3.5]
+    assert smooth([0.0, 2.0, 4.0, 6.0], 2) == [0.0, 1.0, 3.0, 5.0]  # one before, none after
+    assert smooth([0.0, 4.0, 0.0, 4.0], 1) == [0.0, 4.0, 0.0, 4.0]
+    assert smooth([1.0, 1.0, 7.0], 10) == [3.0, 3.0, 3.0]
+
+
+def test_identical_curves_get_their_own_line_style_and_marker(tmp_path):
+    records = [{"step": s, "eval/accuracy": 0.1 * s} for s in range(1, 6)]
+    for name in ("a", "b", "c"):
+        make_run(tmp_path / name, [f"algorithm={name}"], records)
+    runs = find_runs([tmp_path])
+    figure = curves_figure([(run.overrides[0], [run]) for run in runs], "eval/accuracy")
+    axes = figure.axes[0]
+    lines = axes.get_lines()
+    assert len(lines) == 3 and all(list(line.get_ydata()) == [0.1 * s for s in range(1, 6)] for line in lines)
+    assert len({line.get_linestyle() for line in lines}) == 3 and len({line.get_marker() for line in lines}) == 3
+    assert axes.get_ylim() == (-0.02, 1.02)  # a share: the whole [0, 1]
+    assert axes.get_title().splitlines() == ["eval/accuracy (higher is better)", "3 runs by algorithm"]
+
+
+def test_a_smoothed_plot_shows_the_average_over_the_faint_raw_curve_on_a_free_axis(sweep):
+    runs = find_runs([sweep])
+    figure = curves_figure([("all", runs[:1])], "loss", smoothing=2)
+    axes = figure.axes[0]
+    smoothed, raw = axes.get_lines()
+    assert list(smoothed.get_ydata()) == [2.0, 1.25] and list(raw.get_ydata()) == [2.0, 0.5]
+    assert raw.get_alpha() == 0.25
+    assert axes.get_ylim() != (-0.02, 1.02)
+    assert (
+        "loss (lower is better)" in axes.get_title() and "smoothed: centred mean of 2 logged values" in axes.get_title()
+    )
+
+
+def test_runs_that_differ_only_by_seed_are_grouped_and_banded_by_default(seeded_sweep, capsys):
+    runs = find_runs([seeded_sweep])
+    assert repeats_over(runs, "seed") and not repeats_over(runs, "experiment")  # experiment=x: shared
+    main([str(seeded_sweep), "--metric", "eval/accuracy"])
+    assert "over seed (--over none: each run)" in capsys.readouterr().out
+    assert "| algorithm=tracerl | 2 | 0.8 ± 0.14 |" in (seeded_sweep / "comparison.md").read_text()
+    figure = curves_figure(group_runs(runs, "seed"), "eval/accuracy", over="seed")
+    bands = figure.axes[0].collections
+    assert len(bands) == 1  # the 2-seed setting's min-max band; the 1-run setting has none
+    assert "mean over seed, band min-max" in figure.axes[0].get_title()
+    main([str(seeded_sweep), "--metric", "eval/accuracy", "--over", "none"])
+    assert "| algorithm=tracerl seed=0 | 0.9 |" in (seeded_sweep / "comparison.md").read_text()
