@@ -40,6 +40,7 @@ from dllm.distributed import (
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
 from dllm.loggers import Loggers, MetricsLog
+from dllm.metric_window import MetricWindow
 from dllm.trainer_config import TrainerConfig, lr_factor
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Trainer:
         self.last_samples: list[dict[str, Any]] | None = None
         self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
         self.skipped_steps = self.nonfinite_in_a_row = 0  # trainer.on_nonfinite=skip's tally
+        self.window = MetricWindow()  # the steps since the last log line
         self.begin_stage(0)
 
     def _config_dict(self) -> dict[str, Any] | None:
@@ -155,6 +157,7 @@ class Trainer:
     def begin_stage(self, index: int) -> None:
         """A fresh optimizer and schedule for stage `index`, at its step 0."""
         self.stage_index, self.step = index, 0
+        self.window.reset()
         cfg = self.config
         self.autocast_dtype = cfg.autocast_dtype(self.device)
         betas = (cfg.beta1, cfg.beta2)
@@ -217,6 +220,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "skipped_steps": self.skipped_steps,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "metric_window": self.window.state_dict(),
             "world_size": self.dist.world_size,
             "strategy": self.stages[-1].config.strategy,
             "zero_stage": self.zero,
@@ -250,6 +254,8 @@ class Trainer:
         self.elapsed = state.get("elapsed", 0.0)
         self.skipped_steps = state.get("skipped_steps", 0)
         self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
+        if "metric_window" in state:
+            self.window.load_state_dict(state["metric_window"])
         if isinstance(self.sync, DeepSpeedSync):
             # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
             try:
@@ -404,8 +410,10 @@ class Trainer:
             self.step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{record['loss']:.4f}")
+            self.window.add(record)
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.log(record)
+                self.log(self.window.summary())
+                self.window.reset()
             if sample_every and self.step % sample_every == 0:
                 samples = self.stage.algorithm.samples()
                 if samples is not self.last_samples:  # a rollout that spans several steps is logged once

@@ -62,6 +62,7 @@ from dllm.algorithms.value import (
 from dllm.checkpoint import load_model_weights
 from dllm.distributed import rollout_metrics
 from dllm.errors import ConfigError
+from dllm.metric_window import ROLLOUTS
 from dllm.progress import forward_progress
 from dllm.samplers.base import Sampler
 
@@ -334,6 +335,7 @@ class RL(Algorithm):
             logger.info("rollout %d: every group was filtered out; drawing another", attempt)
         local = {**stats.metrics, "kept_fraction": float(keep.float().mean())}
         metrics = {**rollout_metrics(ctx.collective, local, rollout.rewards), "rollout_tries": float(attempt)}
+        metrics[ROLLOUTS] = 1.0  # after the gathering, which would sum it over processes
         self.recent = [
             {"prompt": prompt, "completion": text, "reward": float(reward)}
             for prompt, text, reward in zip(stats.prompts, stats.texts, rollout.rewards.tolist())

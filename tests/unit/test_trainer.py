@@ -57,7 +57,7 @@ def untimed(records):
 def test_a_resumed_run_continues_the_same_loss_curve(tmp_path):
     overrides = ["trainer.max_steps=6", "task.num_eval=4"]
     straight = run(tmp_path / "straight", overrides)
-    run(tmp_path / "resumed", overrides, kill_after=3)
+    assert [r["step"] for r in run(tmp_path / "resumed", overrides, kill_after=6)] == [4]
     resumed = run(tmp_path / "resumed", overrides)
     losses = [(r["step"], r["loss"]) for r in straight if "loss" in r]
     assert [(r["step"], r["loss"]) for r in resumed if "loss" in r] == losses  # bitwise, on the CPU
@@ -241,3 +241,58 @@ def test_skip_drops_the_non_finite_step_counts_it_and_stops_after_too_many_in_a_
     assert math.isnan(training[2]["loss"]) and math.isfinite(training[3]["loss"])
     with pytest.raises(DllmError, match="3 optimizer steps in a row .* more than trainer.max_nonfinite_in_a_row=2"):
         run(tmp_path / "many", [*overrides, "trainer.max_nonfinite_in_a_row=2"], setup=poison({2, 3, 4}))
+
+
+RL_EVERY_THIRD_STEP = [  # diffu_grpo, small: a rollout of 4 rows, 3 passes of one optimizer step each
+    "algorithm=diffu_grpo", "algorithm.group_size=2", "algorithm.prompts_per_rollout=2",
+    "algorithm.num_iterations=3", "trainer.batch_size=4", "trainer.max_steps=10", "task.num_eval=2",
+    "trainer.save_every=0",
+]  # fmt: skip
+
+
+class SometimesFailingReward:
+    """Scores that differ between completions (mean character code); every third call fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, prompts, completions, **fields):
+        self.calls += 1
+        if self.calls % 3 == 2:
+            raise RuntimeError("flaky reward")
+        return [sum(map(ord, text)) / max(len(text), 1) / 127 for text in completions]
+
+
+def with_reward(trainer):
+    trainer.context.reward = trainer.c.reward = SometimesFailingReward()
+
+
+def test_an_rl_log_interval_that_does_not_line_up_with_rollouts_logs_every_rollout(tmp_path):
+    """Rollouts at steps 1, 4, 7, 10, log lines every 4 steps: each line averages its steps'
+    losses and its rollouts' rewards, sums their counts, and says what it covers."""
+    steps = [r for r in run(tmp_path / "each", [*RL_EVERY_THIRD_STEP, "trainer.log_every=1"], setup=with_reward)
+             if "loss" in r]  # fmt: skip
+    lines = [r for r in run(tmp_path / "every4", [*RL_EVERY_THIRD_STEP, "trainer.log_every=4"], setup=with_reward)
+             if "loss" in r]  # fmt: skip
+    assert [r["step"] for r in steps if "reward" in r] == [1, 4, 7, 10]
+    assert [(r["step"], r["steps_covered"], r["rollouts_covered"]) for r in lines] == [(4, 4, 2), (8, 4, 1), (10, 2, 1)]
+    assert sum(r["reward_failures"] for r in steps if "reward" in r) > 0
+    for line, (first, last) in zip(lines, [(1, 4), (5, 8), (9, 10)]):
+        covered = [r for r in steps if first <= r["step"] <= last]
+        rollouts = [r for r in covered if "reward" in r]
+        assert line["loss"] == pytest.approx(sum(r["loss"] for r in covered) / len(covered), rel=1e-9)
+        for key in ("reward", "accuracy", "kept_fraction", "response_length"):
+            assert line[key] == pytest.approx(sum(r[key] for r in rollouts) / len(rollouts), rel=1e-9)
+        assert line["reward_failures"] == sum(r["reward_failures"] for r in rollouts)
+        assert line["lr"] == covered[-1]["lr"]
+
+
+def test_a_resume_between_two_log_lines_logs_the_lines_of_an_uninterrupted_run(tmp_path):
+    """Checkpoints every 3 steps, lines every 4: the checkpoint of step 6 keeps steps 5 and 6, not
+    yet logged, so the resumed run's line of step 8 covers steps 5-8 as the uninterrupted run's does."""
+    overrides = ["trainer.max_steps=8", "trainer.log_every=4", "trainer.save_every=3", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides)
+    assert [r["step"] for r in run(tmp_path / "resumed", overrides, kill_after=6)] == [4]
+    resumed = run(tmp_path / "resumed", overrides)
+    assert [(r["step"], r.get("steps_covered")) for r in resumed] == [(4, 4), (8, 4), (8, None)]
+    assert untimed(resumed) == untimed(straight)
