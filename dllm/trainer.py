@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dllm.algorithms.base import Algorithm, TrainContext
 from dllm.checkpoint import (
@@ -29,6 +30,7 @@ from dllm.checkpoint import (
     save_checkpoint,
     unreadable,
 )
+from dllm.console import metrics_line, run_summary
 from dllm.distributed import (
     DeepSpeedSync,
     GradientSync,
@@ -106,8 +108,12 @@ class Trainer:
         seed: int,
         runtime: Runtime | None = None,
         run_config: str | None = None,
+        choices: dict[str, str] | None = None,
     ) -> None:
+        """`choices`: the config group options the run was composed from (Hydra's
+        `runtime.choices`), which name its components in the summary printed at start."""
         self.c = components
+        self.seed, self.choices = seed, choices
         self.stages = stages
         self.run_dir = run_dir
         self.run_config = run_config
@@ -365,6 +371,11 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run every stage to its `max_steps`, checkpoint, evaluate after each stage; return the
         final evaluation metrics."""
+        if self.dist.is_main:
+            for line in run_summary(
+                self.run_dir, self.c, self.stages, self.seed, self.device, self.autocast_dtype, self.choices
+            ):
+                logger.info(line)
         try:
             while True:
                 self.run_stage()
@@ -399,6 +410,14 @@ class Trainer:
         shown = self.dist.is_main and self.stages[-1].config.progress
         quiet = {} if shown else {"disable": True}  # shown: TQDM_DISABLE=1 still hides it
         progress = tqdm(total=cfg.max_steps, initial=self.step, desc=desc, dynamic_ncols=True, **quiet)
+        with logging_redirect_tqdm():  # log lines print above the bar, not through it
+            self._steps(progress)
+        progress.close()
+
+    def _steps(self, progress: tqdm) -> None:
+        """The optimizer steps of the current stage from its current step to its `max_steps`."""
+        cfg = self.config
+        stage = self.stage.name if len(self.stages) > 1 else None
         sample_every = self.stages[-1].config.sample_every
         while self.step < cfg.max_steps:
             began = time.perf_counter()
@@ -412,8 +431,11 @@ class Trainer:
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             self.window.add(record)
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.log(self.window.summary())
+                line = self.window.summary()
                 self.window.reset()
+                self.log(line)
+                if self.dist.is_main:
+                    logger.info(metrics_line({"step": self.step, **line}, cfg.max_steps, stage))
             if sample_every and self.step % sample_every == 0:
                 samples = self.stage.algorithm.samples()
                 if samples is not self.last_samples:  # a rollout that spans several steps is logged once
@@ -424,7 +446,6 @@ class Trainer:
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                 self.logged_evaluation()
                 self.model.train()
-        progress.close()
 
     def logged_evaluation(self):
         """Evaluate, count its time in `elapsed`, log the metrics; the evaluation's result."""
@@ -432,6 +453,15 @@ class Trainer:
         result = self.evaluate()
         self.elapsed += time.perf_counter() - began
         self.log({**result.metrics(), "elapsed": self.elapsed})
+        if self.dist.is_main:
+            logger.info(
+                "evaluation at %sstep %d: accuracy %.4g, mean reward %.4g over %d completions",
+                f"{self.stage.name} " if len(self.stages) > 1 else "",
+                self.step,
+                result.accuracy,
+                result.mean_reward,
+                result.num_samples,
+            )
         return result
 
     def _optimizer_step(self) -> dict[str, float]:

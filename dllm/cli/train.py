@@ -133,7 +133,10 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     stages = [Stage("main", build_node(cfg.trainer), components.algorithm)]
     if cfg.get("warmup") is not None:
         stages.insert(0, Stage("warmup", build_node(cfg.warmup.trainer), build_node(cfg.warmup.algorithm)))
-    trainer = Trainer(components, stages, run_dir, seed=cfg.seed, runtime=runtime, run_config=run_config)
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else None
+    trainer = Trainer(
+        components, stages, run_dir, seed=cfg.seed, runtime=runtime, run_config=run_config, choices=choices
+    )
     trainer.resume_if_possible()
     metrics = trainer.train()
     if runtime.is_main:
