@@ -18,7 +18,8 @@ def test_a_run_prints_its_directory_and_settings_then_a_line_per_log_interval(tm
         records = run(tmp_path, [*RL_EVERY_THIRD_STEP, "trainer.log_every=4"])
     messages = [r.getMessage() for r in caplog.records if r.name == "dllm.trainer"]
     assert messages[0] == f"run directory: {tmp_path.resolve()}"
-    assert messages[1].startswith("model ") and "M parameters, float32, autocast off) on cpu; task addition" in messages[1]
+    assert messages[1].startswith("model ")
+    assert "M parameters, float32, autocast off) on cpu; task addition" in messages[1]
     assert messages[2].startswith("main: algorithm ") and "10 steps x batch 4 (grad_accum 1), lr 0.001" in messages[2]
     lines = [m for m in messages if " | " in m]
     assert [line.split(" | ")[0] for line in lines] == ["step 4/10", "step 8/10", "step 10/10"]
