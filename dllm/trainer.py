@@ -41,6 +41,7 @@ from dllm.distributed import (
 )
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
+from dllm.interrupt import InterruptRequest, TrainingInterrupted
 from dllm.loggers import Loggers, MetricsLog
 from dllm.metric_window import MetricWindow
 from dllm.trainer_config import TrainerConfig, lr_factor
@@ -143,6 +144,8 @@ class Trainer:
         self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
         self.skipped_steps = self.nonfinite_in_a_row = 0  # trainer.on_nonfinite=skip's tally
         self.window = MetricWindow()  # the steps since the last log line
+        self.interrupt = InterruptRequest()  # Ctrl-C while `train` runs: stop after the step, saved
+        self.saved_at: tuple[int, int] | None = None  # (stage, step) of the last checkpoint written
         self.begin_stage(0)
 
     def _config_dict(self) -> dict[str, Any] | None:
@@ -286,6 +289,7 @@ class Trainer:
         """Write the checkpoint (every process calls this; see `save_checkpoint`)."""
         ds = self.sync if isinstance(self.sync, DeepSpeedSync) else None
         label = f"{self.stage_index:02d}-{self.stage.name}-step{self.step:08d}"
+        self.saved_at = (self.stage_index, self.step)
         return save_checkpoint(
             self.run_dir,
             self.model,
@@ -377,19 +381,34 @@ class Trainer:
             ):
                 logger.info(line)
         try:
-            while True:
-                self.run_stage()
-                result = self.logged_evaluation()
-                if self.stage_index == len(self.stages) - 1:
-                    break
-                self.begin_stage(self.stage_index + 1)
-                self.save()
-            self.save()
+            with self.interrupt:
+                while True:
+                    self.run_stage()
+                    result = self.logged_evaluation()
+                    if self.stage_index == len(self.stages) - 1:
+                        break  # a Ctrl-C during the closing evaluation: the run ends as it would anyway
+                    self.stop_if_interrupted()
+                    self.begin_stage(self.stage_index + 1)
+                    self.save()
+                with self.interrupt.shielded():
+                    self.save()
             if self.dist.is_main:
                 (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
         finally:
             self.loggers.close()
         return result.metrics()
+
+    def stop_if_interrupted(self) -> None:
+        """After a Ctrl-C (on any process), write a checkpoint of this step, SIGINT ignored while
+        writing, and raise `TrainingInterrupted`; else nothing."""
+        requested = self.dist.any(self.interrupt.requested) if self.dist.active else self.interrupt.requested
+        if not requested:
+            return
+        if self.saved_at != (self.stage_index, self.step):
+            with self.interrupt.shielded():
+                self.save()
+        stage = self.stage.name if len(self.stages) > 1 else None
+        raise TrainingInterrupted(self.run_dir / CHECKPOINT_DIR, self.step, stage, self.dist.is_main)
 
     def global_step(self) -> int:
         """Optimizer steps since the run began, stages laid end to end."""
@@ -446,6 +465,7 @@ class Trainer:
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                 self.logged_evaluation()
                 self.model.train()
+            self.stop_if_interrupted()
 
     def logged_evaluation(self):
         """Evaluate, count its time in `elapsed`, log the metrics; the evaluation's result."""

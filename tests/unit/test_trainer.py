@@ -296,3 +296,62 @@ def test_a_resume_between_two_log_lines_logs_the_lines_of_an_uninterrupted_run(t
     resumed = run(tmp_path / "resumed", overrides)
     assert [(r["step"], r.get("steps_covered")) for r in resumed] == [(4, 4), (8, 4), (8, None)]
     assert untimed(resumed) == untimed(straight)
+
+
+def ctrl_c(after_step, monkeypatch=None):
+    """A `run` setup: SIGINT to this process once optimizer step `after_step` has run (as a
+    terminal's Ctrl-C); with `monkeypatch`, a second one in the middle of every checkpoint write."""
+
+    def setup(trainer):
+        import os
+        import signal
+
+        import dllm.trainer
+
+        optimizer_step, write = trainer._optimizer_step, dllm.trainer.save_checkpoint
+
+        def step():
+            record = optimizer_step()
+            if trainer.step + 1 == after_step:
+                os.kill(os.getpid(), signal.SIGINT)
+            return record
+
+        def save_checkpoint(run_dir, model, *args, **kwargs):
+            model.save_pretrained = lambda *a, save=model.save_pretrained, **k: (
+                os.kill(os.getpid(), signal.SIGINT),
+                save(*a, **k),
+            )
+            return write(run_dir, model, *args, **kwargs)
+
+        trainer._optimizer_step = step
+        if monkeypatch is not None:
+            monkeypatch.setattr(dllm.trainer, "save_checkpoint", save_checkpoint)
+
+    return setup
+
+
+def test_ctrl_c_checkpoints_the_step_under_way_and_the_resumed_run_repeats_the_uninterrupted_one(tmp_path):
+    from dllm.checkpoint import load_trainer_state
+    from dllm.interrupt import TrainingInterrupted
+
+    overrides = ["trainer.max_steps=6", "trainer.save_every=0", "trainer.log_every=2", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 3: checkpoint written to .*checkpoint"):
+        run(tmp_path / "stopped", overrides, setup=ctrl_c(after_step=3))
+    assert load_trainer_state(tmp_path / "stopped")["step"] == 3
+    resumed = run(tmp_path / "stopped", overrides)
+    assert untimed(resumed) == untimed(straight)  # the line of step 4 covers steps 3 and 4, as straight's
+
+
+def test_a_second_ctrl_c_while_the_checkpoint_is_written_is_ignored(tmp_path, monkeypatch):
+    import signal
+
+    from dllm.checkpoint import load_trainer_state
+    from dllm.interrupt import TrainingInterrupted
+
+    overrides = ["trainer.max_steps=6", "trainer.save_every=0", "task.num_eval=4"]
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, overrides, setup=ctrl_c(after_step=2, monkeypatch=monkeypatch))
+    assert load_trainer_state(tmp_path)["step"] == 2
+    assert not (tmp_path / ".checkpoint.partial").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
