@@ -448,7 +448,7 @@ class Trainer:
             self.step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{record['loss']:.4f}")
-            self.window.add(record)
+            self.window.add(record, self.stage.algorithm.trained_rollout())
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 line = self.window.summary()
                 self.window.reset()

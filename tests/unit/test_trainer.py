@@ -267,23 +267,29 @@ def with_reward(trainer):
     trainer.context.reward = trainer.c.reward = SometimesFailingReward()
 
 
-def test_an_rl_log_interval_that_does_not_line_up_with_rollouts_logs_every_rollout(tmp_path):
-    """Rollouts at steps 1, 4, 7, 10, log lines every 4 steps: each line averages its steps'
-    losses and its rollouts' rewards, sums their counts, and says what it covers."""
-    steps = [r for r in run(tmp_path / "each", [*RL_EVERY_THIRD_STEP, "trainer.log_every=1"], setup=with_reward)
-             if "loss" in r]  # fmt: skip
-    lines = [r for r in run(tmp_path / "every4", [*RL_EVERY_THIRD_STEP, "trainer.log_every=4"], setup=with_reward)
-             if "loss" in r]  # fmt: skip
-    assert [r["step"] for r in steps if "reward" in r] == [1, 4, 7, 10]
-    assert [(r["step"], r["steps_covered"], r["rollouts_covered"]) for r in lines] == [(4, 4, 2), (8, 4, 1), (10, 2, 1)]
-    assert sum(r["reward_failures"] for r in steps if "reward" in r) > 0
-    for line, (first, last) in zip(lines, [(1, 4), (5, 8), (9, 10)]):
-        covered = [r for r in steps if first <= r["step"] <= last]
-        rollouts = [r for r in covered if "reward" in r]
+def test_an_rl_log_interval_that_does_not_line_up_with_rollouts_reports_them_on_every_line(tmp_path):
+    """A rollout every 3 steps (steps 1-3 train on rollout 1, 4-6 on rollout 2, ...), lines every 5
+    steps or every step: each line averages its steps' losses and the rewards of the rollouts its
+    steps trained on (each once), sums their counts, and says what it covers."""
+    overrides = [*RL_EVERY_THIRD_STEP, "trainer.max_steps=12"]
+    steps = [r for r in run(tmp_path / "each", [*overrides, "trainer.log_every=1"], setup=with_reward) if "loss" in r]
+    lines = [r for r in run(tmp_path / "every5", [*overrides, "trainer.log_every=5"], setup=with_reward) if "loss" in r]
+    assert all(r["rollouts_covered"] == 1 and r["steps_covered"] == 1 for r in steps)  # a line shorter than a rollout
+    rollouts = {(r["step"] - 1) // 3: r for r in steps}  # the records of each rollout's steps agree on its metrics
+    assert all(steps[i]["reward"] == rollouts[i // 3]["reward"] for i in range(12))
+    assert len({r["reward"] for r in rollouts.values()}) == 4 and sum(r["reward_failures"] for r in rollouts.values())
+    assert [(r["step"], r["steps_covered"], r["rollouts_covered"]) for r in lines] == [
+        (5, 5, 2),
+        (10, 5, 3),
+        (12, 2, 1),
+    ]
+    for line, (first, last) in zip(lines, [(1, 5), (6, 10), (11, 12)]):
+        covered = steps[first - 1 : last]
+        drawn = [rollouts[n] for n in sorted({(r["step"] - 1) // 3 for r in covered})]
         assert line["loss"] == pytest.approx(sum(r["loss"] for r in covered) / len(covered), rel=1e-9)
         for key in ("reward", "accuracy", "kept_fraction", "response_length"):
-            assert line[key] == pytest.approx(sum(r[key] for r in rollouts) / len(rollouts), rel=1e-9)
-        assert line["reward_failures"] == sum(r["reward_failures"] for r in rollouts)
+            assert line[key] == pytest.approx(sum(r[key] for r in drawn) / len(drawn), rel=1e-9)
+        assert line["reward_failures"] == sum(r["reward_failures"] for r in drawn)
         assert line["lr"] == covered[-1]["lr"]
 
 

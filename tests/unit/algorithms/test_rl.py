@@ -129,8 +129,8 @@ def test_a_failing_reward_scores_zero_and_is_counted(how, tokenizer):
     ctx.reward = Broken(how)
     algorithm.start(ctx)
     list(algorithm.micro_batches(ctx, 2))
-    metrics = algorithm.after_step(ctx)
-    assert metrics["reward"] == 0.0 and metrics["reward_failures"] >= 1
+    number, metrics = algorithm.trained_rollout()
+    assert number == 1 and metrics["reward"] == 0.0 and metrics["reward_failures"] >= 1
 
 
 def test_a_reward_with_the_wrong_count_is_refused(tokenizer):
