@@ -57,7 +57,7 @@ def untimed(records):
 def test_a_resumed_run_continues_the_same_loss_curve(tmp_path):
     overrides = ["trainer.max_steps=6", "task.num_eval=4"]
     straight = run(tmp_path / "straight", overrides)
-    assert [r["step"] for r in run(tmp_path / "resumed", overrides, kill_after=6)] == [4]
+    run(tmp_path / "resumed", overrides, kill_after=3)
     resumed = run(tmp_path / "resumed", overrides)
     losses = [(r["step"], r["loss"]) for r in straight if "loss" in r]
     assert [(r["step"], r["loss"]) for r in resumed if "loss" in r] == losses  # bitwise, on the CPU
