@@ -289,8 +289,7 @@ class Trainer:
         """Write the checkpoint (every process calls this; see `save_checkpoint`)."""
         ds = self.sync if isinstance(self.sync, DeepSpeedSync) else None
         label = f"{self.stage_index:02d}-{self.stage.name}-step{self.step:08d}"
-        self.saved_at = (self.stage_index, self.step)
-        return save_checkpoint(
+        path = save_checkpoint(
             self.run_dir,
             self.model,
             self.c.tokenizer,
@@ -304,6 +303,8 @@ class Trainer:
             model_context=lambda: gathered_parameters(self.model, self.zero),
             run_config=self.run_config,
         )
+        self.saved_at = (self.stage_index, self.step)
+        return path
 
     def resume_if_possible(self) -> None:
         """Continue from the run directory's checkpoint when `trainer.resume` (a run-level key:
