@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError, DllmError
+from dllm.metric_window import is_count
 
 logger = logging.getLogger(__name__)
 
@@ -406,8 +407,8 @@ def full_replica(module: torch.nn.Module, zero_stage: int | None, device: torch.
 
 def rollout_metrics(collective: Collective, metrics: dict[str, float], rewards: Tensor) -> dict[str, float]:
     """A rollout's metrics over every process: reward mean, std and accuracy from the
-    gathered rewards, counts (`reward_failures`) summed, times the slowest process's, the
-    rest averaged (each process holds the same number of prompts)."""
+    gathered rewards, counts (`reward_failures`, `reward/TERM/COUNT`: `is_count`) summed, times
+    the slowest process's, the rest averaged (each process holds the same number of prompts)."""
     if not collective.active:
         return metrics
     everything = collective.cat(rewards.float())
@@ -418,9 +419,8 @@ def rollout_metrics(collective: Collective, metrics: dict[str, float], rewards: 
         accuracy=float((everything >= 1.0).float().mean()),
     )
     gathered = collective.gather_objects(metrics)
-    for key in ("reward_failures",):
-        if key in metrics:
-            merged[key] = sum(part.get(key, 0.0) for part in gathered)
+    for key in filter(is_count, metrics):
+        merged[key] = sum(part.get(key, 0.0) for part in gathered)
     for key in ("rollout_time",):
         if key in metrics:
             merged[key] = max(part.get(key, 0.0) for part in gathered)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from dllm.data.base import Example, Task, reward_fields
 from dllm.errors import DllmError
+from dllm.progress import advance_by_forwards
 from dllm.rewards.base import RewardScores, score_batch
 from dllm.samplers.base import Sampler
 
@@ -196,18 +197,23 @@ def evaluate(
     device = next(model.parameters()).device
     try:
         quiet = {} if show_progress else {"disable": True}  # shown: TQDM_DISABLE=1 still hides it
+        # Counted in completions, advanced within a batch by the sampler's forward passes, so a
+        # long evaluation shows its pace and ETA from the first batch on.
         mine = [i for i in range(len(batches)) if i % world == rank]
-        bar = tqdm(total=len(mine), initial=len(done), desc="eval", leave=False, **quiet)
+        finished = sum(len(batches[i]) for i in mine if i in done)
+        total = sum(len(batches[i]) for i in mine)
+        bar = tqdm(total=total, initial=finished, desc="eval", unit="completion", leave=False, **quiet)
+        forwards = sampler.settings().get("steps") or task.gen_length  # a guess; the bar ends each batch exact
         for index, batch in enumerate(batches):
             if index in done or index % world != rank:
                 continue
-            record = _run_batch(
-                model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, reward_timeout_s
-            )
+            with advance_by_forwards(bar, model, len(batch), forwards):
+                record = _run_batch(
+                    model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, reward_timeout_s
+                )
             done[index] = record
             if progress is not None:
                 progress.append(record)
-            bar.update(1)
         bar.close()
     finally:
         model.train(was_training)

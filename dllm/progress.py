@@ -1,5 +1,6 @@
 """Progress bars with ETA for loops whose steps happen inside another component (a sampler's
-decoding loop): a forward hook on the model counts the network evaluations."""
+decoding loop): a forward hook on the model counts the network evaluations, or advances a bar of
+other units (completions) a share per evaluation."""
 
 from __future__ import annotations
 
@@ -26,3 +27,25 @@ def forward_progress(model: torch.nn.Module, expected: int, desc: str, enabled: 
     finally:
         handle.remove()
         bar.close()
+
+
+@contextlib.contextmanager
+def advance_by_forwards(bar: tqdm, model: torch.nn.Module, amount: int, expected: int) -> Iterator[None]:
+    """Advance `bar` by `amount` units (e.g. completions) over the block, a share per forward pass
+    of `model` (`expected` passes make the whole, held one unit short until the block ends), so a
+    long sampler call moves the bar and its ETA; exactly `amount` when the block ends."""
+    start, forwards = bar.n, 0
+
+    def count(*args) -> None:  # a forward hook that returned a value would replace the output
+        nonlocal forwards
+        forwards += 1
+        reached = start + min(amount - 1, amount * forwards // max(expected, 1))
+        if reached > bar.n:
+            bar.update(reached - bar.n)
+
+    handle = model.register_forward_hook(count)
+    try:
+        yield
+    finally:
+        handle.remove()
+    bar.update(start + amount - bar.n)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dllm.algorithms.base import Algorithm, TrainContext
 from dllm.checkpoint import (
@@ -29,6 +30,7 @@ from dllm.checkpoint import (
     save_checkpoint,
     unreadable,
 )
+from dllm.console import metrics_line, run_summary
 from dllm.distributed import (
     DeepSpeedSync,
     GradientSync,
@@ -39,7 +41,9 @@ from dllm.distributed import (
 )
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
+from dllm.interrupt import InterruptRequest, TrainingInterrupted
 from dllm.loggers import Loggers, MetricsLog
+from dllm.metric_window import MetricWindow
 from dllm.trainer_config import TrainerConfig, lr_factor
 
 logger = logging.getLogger(__name__)
@@ -105,8 +109,12 @@ class Trainer:
         seed: int,
         runtime: Runtime | None = None,
         run_config: str | None = None,
+        choices: dict[str, str] | None = None,
     ) -> None:
+        """`choices`: the config group options the run was composed from (Hydra's
+        `runtime.choices`), which name its components in the summary printed at start."""
         self.c = components
+        self.seed, self.choices = seed, choices
         self.stages = stages
         self.run_dir = run_dir
         self.run_config = run_config
@@ -135,6 +143,9 @@ class Trainer:
         self.last_samples: list[dict[str, Any]] | None = None
         self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
         self.skipped_steps = self.nonfinite_in_a_row = 0  # trainer.on_nonfinite=skip's tally
+        self.window = MetricWindow()  # the steps since the last log line
+        self.interrupt = InterruptRequest()  # Ctrl-C while `train` runs: stop after the step, saved
+        self.saved_at: tuple[int, int] | None = None  # (stage, step) of the last checkpoint written
         self.begin_stage(0)
 
     def _config_dict(self) -> dict[str, Any] | None:
@@ -155,6 +166,7 @@ class Trainer:
     def begin_stage(self, index: int) -> None:
         """A fresh optimizer and schedule for stage `index`, at its step 0."""
         self.stage_index, self.step = index, 0
+        self.window.reset()
         cfg = self.config
         self.autocast_dtype = cfg.autocast_dtype(self.device)
         betas = (cfg.beta1, cfg.beta2)
@@ -217,6 +229,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "skipped_steps": self.skipped_steps,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "metric_window": self.window.state_dict(),
             "world_size": self.dist.world_size,
             "strategy": self.stages[-1].config.strategy,
             "zero_stage": self.zero,
@@ -250,6 +263,8 @@ class Trainer:
         self.elapsed = state.get("elapsed", 0.0)
         self.skipped_steps = state.get("skipped_steps", 0)
         self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
+        if "metric_window" in state:
+            self.window.load_state_dict(state["metric_window"])
         if isinstance(self.sync, DeepSpeedSync):
             # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
             try:
@@ -274,7 +289,7 @@ class Trainer:
         """Write the checkpoint (every process calls this; see `save_checkpoint`)."""
         ds = self.sync if isinstance(self.sync, DeepSpeedSync) else None
         label = f"{self.stage_index:02d}-{self.stage.name}-step{self.step:08d}"
-        return save_checkpoint(
+        path = save_checkpoint(
             self.run_dir,
             self.model,
             self.c.tokenizer,
@@ -288,6 +303,8 @@ class Trainer:
             model_context=lambda: gathered_parameters(self.model, self.zero),
             run_config=self.run_config,
         )
+        self.saved_at = (self.stage_index, self.step)
+        return path
 
     def resume_if_possible(self) -> None:
         """Continue from the run directory's checkpoint when `trainer.resume` (a run-level key:
@@ -359,20 +376,40 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run every stage to its `max_steps`, checkpoint, evaluate after each stage; return the
         final evaluation metrics."""
+        if self.dist.is_main:
+            for line in run_summary(
+                self.run_dir, self.c, self.stages, self.seed, self.device, self.autocast_dtype, self.choices
+            ):
+                logger.info(line)
         try:
-            while True:
-                self.run_stage()
-                result = self.logged_evaluation()
-                if self.stage_index == len(self.stages) - 1:
-                    break
-                self.begin_stage(self.stage_index + 1)
-                self.save()
-            self.save()
+            with self.interrupt:
+                while True:
+                    self.run_stage()
+                    result = self.logged_evaluation()
+                    if self.stage_index == len(self.stages) - 1:
+                        break  # a Ctrl-C during the closing evaluation: the run ends as it would anyway
+                    self.stop_if_interrupted()
+                    self.begin_stage(self.stage_index + 1)
+                    self.save()
+                with self.interrupt.shielded():
+                    self.save()
             if self.dist.is_main:
                 (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
         finally:
             self.loggers.close()
         return result.metrics()
+
+    def stop_if_interrupted(self) -> None:
+        """After a Ctrl-C (on any process), write a checkpoint of this step, SIGINT ignored while
+        writing, and raise `TrainingInterrupted`; else nothing."""
+        requested = self.dist.any(self.interrupt.requested) if self.dist.active else self.interrupt.requested
+        if not requested:
+            return
+        if self.saved_at != (self.stage_index, self.step):
+            with self.interrupt.shielded():
+                self.save()
+        stage = self.stage.name if len(self.stages) > 1 else None
+        raise TrainingInterrupted(self.run_dir / CHECKPOINT_DIR, self.step, stage, self.dist.is_main)
 
     def global_step(self) -> int:
         """Optimizer steps since the run began, stages laid end to end."""
@@ -393,6 +430,14 @@ class Trainer:
         shown = self.dist.is_main and self.stages[-1].config.progress
         quiet = {} if shown else {"disable": True}  # shown: TQDM_DISABLE=1 still hides it
         progress = tqdm(total=cfg.max_steps, initial=self.step, desc=desc, dynamic_ncols=True, **quiet)
+        with logging_redirect_tqdm():  # log lines print above the bar, not through it
+            self._steps(progress)
+        progress.close()
+
+    def _steps(self, progress: tqdm) -> None:
+        """The optimizer steps of the current stage from its current step to its `max_steps`."""
+        cfg = self.config
+        stage = self.stage.name if len(self.stages) > 1 else None
         sample_every = self.stages[-1].config.sample_every
         while self.step < cfg.max_steps:
             began = time.perf_counter()
@@ -404,8 +449,13 @@ class Trainer:
             self.step += 1
             progress.update(1)
             progress.set_postfix(loss=f"{record['loss']:.4f}")
+            self.window.add(record, self.stage.algorithm.trained_rollout())
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self.log(record)
+                line = self.window.summary()
+                self.window.reset()
+                self.log(line)
+                if self.dist.is_main:
+                    logger.info(metrics_line({"step": self.step, **line}, cfg.max_steps, stage))
             if sample_every and self.step % sample_every == 0:
                 samples = self.stage.algorithm.samples()
                 if samples is not self.last_samples:  # a rollout that spans several steps is logged once
@@ -416,7 +466,7 @@ class Trainer:
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                 self.logged_evaluation()
                 self.model.train()
-        progress.close()
+            self.stop_if_interrupted()
 
     def logged_evaluation(self):
         """Evaluate, count its time in `elapsed`, log the metrics; the evaluation's result."""
@@ -424,6 +474,15 @@ class Trainer:
         result = self.evaluate()
         self.elapsed += time.perf_counter() - began
         self.log({**result.metrics(), "elapsed": self.elapsed})
+        if self.dist.is_main:
+            logger.info(
+                "evaluation at %sstep %d: accuracy %.4g, mean reward %.4g over %d completions",
+                f"{self.stage.name} " if len(self.stages) > 1 else "",
+                self.step,
+                result.accuracy,
+                result.mean_reward,
+                result.num_samples,
+            )
         return result
 
     def _optimizer_step(self) -> dict[str, float]:

@@ -121,6 +121,12 @@ class Algorithm(ABC):
         """After each optimizer step of the policy (e.g. step a value model); metrics to log."""
         return {}
 
+    def trained_rollout(self) -> tuple[int, dict[str, float]] | None:
+        """The rollout the last optimizer step trained on: its number in the stage (1, 2, ...) and
+        its metrics (`reward`, `accuracy`, ...), which every log line covering such a step reports
+        (`dllm.metric_window`); None for an algorithm without rollouts."""
+        return None
+
     def samples(self) -> list[dict[str, Any]]:
         """Recent completions with their rewards (`prompt`, `completion`, `reward`) for the run's
         `samples.jsonl`; none by default."""

@@ -175,7 +175,8 @@ class RL(Algorithm):
         self.value_optimizer: torch.optim.Optimizer | None = None
         self.rollout: Rollout | None = None
         self.queue: list[list[tuple[int, Tensor]]] = []
-        self.pending_metrics: dict[str, float] = {}
+        self.rollout_number = 0  # rollouts drawn in this stage
+        self.rollout_metrics: dict[str, float] = {}  # those of the current rollout
         self.recent: list[dict[str, Any]] = []
 
     @property
@@ -205,7 +206,7 @@ class RL(Algorithm):
         if self.curriculum is not None:
             self.curriculum.start(ctx.task)
         self.check_run(ctx.task, ctx.sampler, ctx.model.block_size)
-        self.rollout, self.queue, self.pending_metrics = None, [], {}
+        self.rollout, self.queue, self.rollout_number, self.rollout_metrics = None, [], 0, {}
 
     def check_run(self, task, sampler, model_block_size: int | None) -> None:
         """Refuse schedules the run cannot decode: every scheduled rollout block size with every
@@ -235,10 +236,13 @@ class RL(Algorithm):
             "queue": self.queue,
             "value_optimizer": self.value_optimizer.state_dict() if self.value_optimizer is not None else None,
             "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
+            "rollout_number": self.rollout_number,
+            "rollout_metrics": self.rollout_metrics,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.queue = state.get("queue", [])
+        self.rollout_number, self.rollout_metrics = state.get("rollout_number", 0), state.get("rollout_metrics", {})
         if self.curriculum is not None and state.get("curriculum") is not None:
             self.curriculum.load_state_dict(state["curriculum"])
         rollout = state.get("rollout")
@@ -304,7 +308,8 @@ class RL(Algorithm):
                 ]
         self.rollout = rollout
         self.queue = [[(i, micro) for micro in step] for i, steps in enumerate(passes) for step in steps]
-        self.pending_metrics = metrics
+        self.rollout_number += 1
+        self.rollout_metrics = metrics
 
     def draw(self, ctx: TrainContext) -> tuple[Rollout, dict[str, float]]:
         """A scored rollout with advantages, its filtered groups dropped (retried up to
@@ -456,8 +461,10 @@ class RL(Algorithm):
             torch.nn.utils.clip_grad_norm_(self.value.parameters(), self.value_max_grad_norm)
             self.value_optimizer.step()
             self.value_optimizer.zero_grad(set_to_none=True)
-        metrics, self.pending_metrics = self.pending_metrics, {}
-        return metrics
+        return {}
+
+    def trained_rollout(self) -> tuple[int, dict[str, float]] | None:
+        return (self.rollout_number, self.rollout_metrics) if self.rollout_number else None
 
     def samples(self) -> list[dict[str, Any]]:
         return self.recent

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,11 +38,13 @@ from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.config import build_components, build_node, validate
 from dllm.distributed import launched_world_size, require_deepspeed, start_runtime
 from dllm.errors import ConfigError, DllmError
+from dllm.interrupt import TrainingInterrupted
 from dllm.trainer import Stage, Trainer, zero3_refusal
 
 logger = logging.getLogger("dllm.train")
 
 MIN_FREE_BYTES = 64 * 2**20
+EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT (128 + 2)
 # What a checkpoint must share with the run that resumes it: the weights' shapes and meaning
 # (model keys that choose only numerics or kernels may change). The tokenizer is compared by
 # its vocabulary when the trainer resumes (`tokenizer=char` and null can be the same one).
@@ -133,7 +136,10 @@ def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     stages = [Stage("main", build_node(cfg.trainer), components.algorithm)]
     if cfg.get("warmup") is not None:
         stages.insert(0, Stage("warmup", build_node(cfg.warmup.trainer), build_node(cfg.warmup.algorithm)))
-    trainer = Trainer(components, stages, run_dir, seed=cfg.seed, runtime=runtime, run_config=run_config)
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else None
+    trainer = Trainer(
+        components, stages, run_dir, seed=cfg.seed, runtime=runtime, run_config=run_config, choices=choices
+    )
     trainer.resume_if_possible()
     metrics = trainer.train()
     if runtime.is_main:
@@ -171,18 +177,30 @@ def launch_processes(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> di
     return {"eval/accuracy": eval_json["accuracy"]}
 
 
+def resume_command(overrides: list[str], run_dir: Path) -> str:
+    """The command line that continues the run in `run_dir` (started with `overrides`)."""
+    kept = [item for item in overrides if not item.startswith("hydra.run.dir=")]
+    return shlex.join(["dllm-train", *kept, f"hydra.run.dir={run_dir}"])
+
+
 @hydra.main(config_path="pkg://dllm.conf", config_name="train", version_base="1.3")
 @reports_user_errors
 def _hydra_main(cfg: DictConfig) -> float:
     setup_logging()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if int(cfg.trainer.get("num_processes", 1)) > 1 and launched_world_size() == 1:
-        validate(cfg)  # refuse a bad config once, here, rather than once per process
-        check_strategy(cfg)
-        check_output_dir(run_dir)
-        metrics = launch_processes(cfg, run_dir, list(HydraConfig.get().overrides.task))
-    else:
-        metrics = run_training(cfg, run_dir)
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        if int(cfg.trainer.get("num_processes", 1)) > 1 and launched_world_size() == 1:
+            validate(cfg)  # refuse a bad config once, here, rather than once per process
+            check_strategy(cfg)
+            check_output_dir(run_dir)
+            metrics = launch_processes(cfg, run_dir, overrides)
+        else:
+            metrics = run_training(cfg, run_dir)
+    except TrainingInterrupted as stop:
+        if stop.is_main:
+            print(f"{stop}; resume with: {resume_command(overrides, run_dir)}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     return metrics["eval/accuracy"]
 
 
@@ -214,7 +232,11 @@ def check_launch(argv: list[str]) -> None:
 def main() -> None:
     check_requested_output_dir(sys.argv[1:])
     check_launch(sys.argv[1:])
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("interrupted: stopped at once; nothing saved since the last checkpoint", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,35 @@ def test_a_parallel_sweep_over_algorithms_and_samplers_and_its_comparison(tmp_pa
     assert all(row["reward final"] is not None and row["eval/accuracy final"] is not None for row in rows)
     assert {p.name for p in sweep.glob("*.png")} == {"eval_accuracy.png", "reward.png", "loss.png"}
     assert "comparison.md" in result.stdout
+
+
+def test_ctrl_c_writes_a_checkpoint_of_the_step_and_prints_the_command_that_resumes(tmp_path):
+    """SIGINT (a terminal's Ctrl-C) mid-run: exit status 130, no traceback, one line naming the
+    checkpoint of the last step and the command that resumes; that command continues from there."""
+    import shlex
+
+    from dllm.checkpoint import load_trainer_state
+
+    run_dir, log = tmp_path / "run", tmp_path / "stderr.txt"
+    args = ["experiment=addition_tiny", "trainer.max_steps=100000", "trainer.log_every=1", "task.num_eval=4"]
+    args += ["trainer.batch_size=8", "trainer.warmup_steps=2", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    with log.open("w") as stderr:
+        process = subprocess.Popen([str(BIN / "dllm-train"), *args], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 240
+        while not any(r.get("step", 0) >= 3 for r in lines(run_dir)) and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    err = log.read_text()
+    assert "Traceback" not in err
+    step = load_trainer_state(run_dir)["step"]
+    assert step >= 3 and max(r["step"] for r in lines(run_dir)) == step  # nothing lost: the step under way finished
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted at step {step}: checkpoint written to {run_dir / 'checkpoint'}; resume with: ")
+    command = shlex.split(last.split("resume with: ")[1])
+    assert command == ["dllm-train", *args]
+    resumed = run_cli(*command, f"trainer.max_steps={step + 2}")
+    assert f"resumed from {run_dir / 'checkpoint'}: stage main, step {step}" in resumed.stdout + resumed.stderr
+    assert [r["step"] for r in lines(run_dir) if "loss" in r] == list(range(1, step + 3))  # each step once

@@ -356,3 +356,50 @@ def test_the_markdown_table():
         "| NFE per token | 0.500 |\n"
         "| reward failures | 1 |\n"
     )
+
+
+class RecordingBar:
+    """Stands in for tqdm in `dllm.evaluation`: keeps its total, position and every update."""
+
+    bars: list["RecordingBar"] = []
+
+    def __init__(self, total=None, initial=0, **kwargs):
+        self.total, self.initial, self.n, self.updates, self.kwargs = total, initial, initial, [], kwargs
+        RecordingBar.bars.append(self)
+
+    def update(self, n=1):
+        self.n += n
+        self.updates.append(n)
+
+    def close(self):
+        pass
+
+
+def test_the_progress_bar_counts_completions_and_moves_within_each_sampler_call(tokenizer, tiny_model, monkeypatch):
+    """5 prompts x 3 samples in batches of 4 (4 sampler calls of 8 forward passes): a bar of 15
+    completions, advanced by the forward passes inside each call; a resumed evaluation starts it at
+    the completions its progress file holds."""
+    import dllm.evaluation
+
+    monkeypatch.setattr(dllm.evaluation, "tqdm", RecordingBar)
+    sampler, task = LLaDASampler(steps=8, block_length=8), AdditionTask(num_eval=5, gen_length=8)
+    RecordingBar.bars = []
+    evaluate(tiny_model, tokenizer, sampler, task, ExactMatch(), batch_size=4, samples_per_prompt=3, show_progress=True)
+    (bar,) = RecordingBar.bars
+    assert bar.total == 15 and bar.n == 15 and bar.kwargs["unit"] == "completion"
+    assert len(bar.updates) > 4 and max(bar.updates) <= 4  # moves inside each call of up to 4 completions
+
+
+def test_a_resumed_evaluation_starts_its_bar_at_the_completions_already_done(tokenizer, tmp_path, monkeypatch):
+    import dllm.evaluation
+
+    path = tmp_path / "progress.jsonl"
+    table_evaluate(tokenizer, ScriptedSampler(tokenizer, TABLE), progress_path=path, batch_size=4)
+    header, *batches = path.read_text().splitlines()
+    path.write_text("\n".join([header, *batches[:2]]) + "\n")  # two batches of 4 done, 7 completions to go
+    monkeypatch.setattr(dllm.evaluation, "tqdm", RecordingBar)
+    RecordingBar.bars = []
+    table_evaluate(tokenizer, ScriptedSampler(tokenizer, TABLE), progress_path=path, batch_size=4)
+    (bar,) = RecordingBar.bars
+    assert (bar.total, bar.initial, bar.n) == (15, 8, 15)
+    assert bar.updates == [4, 3]  # the scripted sampler runs no forward pass: whole calls

@@ -241,3 +241,123 @@ def test_skip_drops_the_non_finite_step_counts_it_and_stops_after_too_many_in_a_
     assert math.isnan(training[2]["loss"]) and math.isfinite(training[3]["loss"])
     with pytest.raises(DllmError, match="3 optimizer steps in a row .* more than trainer.max_nonfinite_in_a_row=2"):
         run(tmp_path / "many", [*overrides, "trainer.max_nonfinite_in_a_row=2"], setup=poison({2, 3, 4}))
+
+
+RL_EVERY_THIRD_STEP = [  # diffu_grpo, small: a rollout of 4 rows, 3 passes of one optimizer step each
+    "algorithm=diffu_grpo", "algorithm.group_size=2", "algorithm.prompts_per_rollout=2",
+    "algorithm.num_iterations=3", "trainer.batch_size=4", "trainer.max_steps=10", "task.num_eval=2",
+    "trainer.save_every=0",
+]  # fmt: skip
+
+
+class SometimesFailingReward:
+    """Scores that differ between completions (mean character code); every third call fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, prompts, completions, **fields):
+        self.calls += 1
+        if self.calls % 3 == 2:
+            raise RuntimeError("flaky reward")
+        return [sum(map(ord, text)) / max(len(text), 1) / 127 for text in completions]
+
+
+def with_reward(trainer):
+    trainer.context.reward = trainer.c.reward = SometimesFailingReward()
+
+
+def test_an_rl_log_interval_that_does_not_line_up_with_rollouts_reports_them_on_every_line(tmp_path):
+    """A rollout every 3 steps (steps 1-3 train on rollout 1, 4-6 on rollout 2, ...), lines every 5
+    steps or every step: each line averages its steps' losses and the rewards of the rollouts its
+    steps trained on (each once), sums their counts, and says what it covers."""
+    overrides = [*RL_EVERY_THIRD_STEP, "trainer.max_steps=12"]
+    steps = [r for r in run(tmp_path / "each", [*overrides, "trainer.log_every=1"], setup=with_reward) if "loss" in r]
+    lines = [r for r in run(tmp_path / "every5", [*overrides, "trainer.log_every=5"], setup=with_reward) if "loss" in r]
+    assert all(r["rollouts_covered"] == 1 and r["steps_covered"] == 1 for r in steps)  # a line shorter than a rollout
+    rollouts = {(r["step"] - 1) // 3: r for r in steps}  # the records of each rollout's steps agree on its metrics
+    assert all(steps[i]["reward"] == rollouts[i // 3]["reward"] for i in range(12))
+    assert len({r["reward"] for r in rollouts.values()}) == 4 and sum(r["reward_failures"] for r in rollouts.values())
+    assert [(r["step"], r["steps_covered"], r["rollouts_covered"]) for r in lines] == [
+        (5, 5, 2),
+        (10, 5, 3),
+        (12, 2, 1),
+    ]
+    for line, (first, last) in zip(lines, [(1, 5), (6, 10), (11, 12)]):
+        covered = steps[first - 1 : last]
+        drawn = [rollouts[n] for n in sorted({(r["step"] - 1) // 3 for r in covered})]
+        assert line["loss"] == pytest.approx(sum(r["loss"] for r in covered) / len(covered), rel=1e-9)
+        for key in ("reward", "accuracy", "kept_fraction", "response_length"):
+            assert line[key] == pytest.approx(sum(r[key] for r in drawn) / len(drawn), rel=1e-9)
+        assert line["reward_failures"] == sum(r["reward_failures"] for r in drawn)
+        assert line["lr"] == covered[-1]["lr"]
+
+
+def test_a_resume_between_two_log_lines_logs_the_lines_of_an_uninterrupted_run(tmp_path):
+    """Checkpoints every 3 steps, lines every 4: the checkpoint of step 6 keeps steps 5 and 6, not
+    yet logged, so the resumed run's line of step 8 covers steps 5-8 as the uninterrupted run's does."""
+    overrides = ["trainer.max_steps=8", "trainer.log_every=4", "trainer.save_every=3", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides)
+    assert [r["step"] for r in run(tmp_path / "resumed", overrides, kill_after=6)] == [4]
+    resumed = run(tmp_path / "resumed", overrides)
+    assert [(r["step"], r.get("steps_covered")) for r in resumed] == [(4, 4), (8, 4), (8, None)]
+    assert untimed(resumed) == untimed(straight)
+
+
+def ctrl_c(after_step, monkeypatch=None):
+    """A `run` setup: SIGINT to this process once optimizer step `after_step` has run (as a
+    terminal's Ctrl-C); with `monkeypatch`, a second one in the middle of every checkpoint write."""
+
+    def setup(trainer):
+        import os
+        import signal
+
+        import dllm.trainer
+
+        optimizer_step, write = trainer._optimizer_step, dllm.trainer.save_checkpoint
+
+        def step():
+            record = optimizer_step()
+            if trainer.step + 1 == after_step:
+                os.kill(os.getpid(), signal.SIGINT)
+            return record
+
+        def save_checkpoint(run_dir, model, *args, **kwargs):
+            model.save_pretrained = lambda *a, save=model.save_pretrained, **k: (
+                os.kill(os.getpid(), signal.SIGINT),
+                save(*a, **k),
+            )
+            return write(run_dir, model, *args, **kwargs)
+
+        trainer._optimizer_step = step
+        if monkeypatch is not None:
+            monkeypatch.setattr(dllm.trainer, "save_checkpoint", save_checkpoint)
+
+    return setup
+
+
+def test_ctrl_c_checkpoints_the_step_under_way_and_the_resumed_run_repeats_the_uninterrupted_one(tmp_path):
+    from dllm.checkpoint import load_trainer_state
+    from dllm.interrupt import TrainingInterrupted
+
+    overrides = ["trainer.max_steps=6", "trainer.save_every=0", "trainer.log_every=2", "task.num_eval=4"]
+    straight = run(tmp_path / "straight", overrides)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 3: checkpoint written to .*checkpoint"):
+        run(tmp_path / "stopped", overrides, setup=ctrl_c(after_step=3))
+    assert load_trainer_state(tmp_path / "stopped")["step"] == 3
+    resumed = run(tmp_path / "stopped", overrides)
+    assert untimed(resumed) == untimed(straight)  # the line of step 4 covers steps 3 and 4, as straight's
+
+
+def test_a_second_ctrl_c_while_the_checkpoint_is_written_is_ignored(tmp_path, monkeypatch):
+    import signal
+
+    from dllm.checkpoint import load_trainer_state
+    from dllm.interrupt import TrainingInterrupted
+
+    overrides = ["trainer.max_steps=6", "trainer.save_every=0", "task.num_eval=4"]
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, overrides, setup=ctrl_c(after_step=2, monkeypatch=monkeypatch))
+    assert load_trainer_state(tmp_path)["step"] == 2
+    assert not (tmp_path / ".checkpoint.partial").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
