@@ -8,7 +8,6 @@ combinations (sampler x task). Each error names the key and the fix.
 from __future__ import annotations
 
 import inspect
-import logging
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,8 +19,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dllm.errors import ConfigError, DllmError, did_you_mean
 from dllm.registry import check_plugin_of
-
-logger = logging.getLogger(__name__)
 
 CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
@@ -323,9 +320,6 @@ def build_components(cfg: DictConfig, model=None):
 
     tokenizer = resolve_tokenizer(cfg)
     model = build_node(model_node(cfg)) if model is None else model
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        logger.info("model: %s parameters in %s", f"{sum(p.numel() for p in model.parameters()):,}", parameter.dtype)
     check_model_tokenizer(model, tokenizer)
     task = build_node(cfg.task)
     check_context(task, tokenizer, model)
