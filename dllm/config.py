@@ -51,7 +51,7 @@ def composition_error(exc: Exception) -> DllmError:
     if missing and "/" in missing and options is not None:
         group, name = missing.rsplit("/", 1)
         hint = (
-            "; the joblib and submitit launchers come with pip install 'dllm[sweeps]'"
+            "; the joblib and submitit launchers come with the sweeps extra: pip install -e '.[sweeps]'"
             if group == "hydra/launcher"
             else ""
         )
@@ -103,6 +103,30 @@ def group_options(group: str, plugins: bool = True) -> list[str]:
         if folder.is_dir():
             names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
     return sorted(names)
+
+
+def config_groups() -> list[str]:
+    """Every config group (`algorithm`, `algorithm/curriculum`, `experiment`, ...): the folders
+    holding YAML options, in dllm's config package and every plugin's."""
+    from importlib.resources import files
+
+    from dllm.registry import plugin_conf_packages
+
+    groups: set[str] = set()
+
+    def walk(folder, path: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{path}{entry.name}/")
+            elif entry.name.endswith(".yaml") and path:
+                groups.add(path.rstrip("/"))
+
+    for package in [CONF_MODULE, *plugin_conf_packages()]:
+        try:
+            walk(files(package), "")
+        except ModuleNotFoundError:
+            continue
+    return sorted(groups)
 
 
 def build_preset(group: str, name: str, overrides: dict[str, Any]) -> Any:

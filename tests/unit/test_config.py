@@ -4,8 +4,8 @@ from typing import Literal
 import pytest
 from omegaconf import OmegaConf
 
-from dllm.config import _matches, check_node
-from dllm.errors import ConfigError
+from dllm.config import _matches, check_node, compose
+from dllm.errors import ConfigError, DllmError
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,22 @@ def test_a_synthetic_task_prompt_is_checked_against_the_context():
 
     with pytest.raises(ConfigError, match=r"the prompt of held-out example 1 has \d+ tokens: with task.gen_length"):
         build_components(compose(["experiment=addition_tiny", "+model.max_sequence_length=8"]))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.max_stepz=5"], "trainer.max_stepz: no such key — did you mean 'trainer.max_steps'?"),
+        (["sampler=llada", "sampler.stepz=4"], "sampler.stepz: no such key — did you mean 'sampler.steps'?"),
+        (["sampler=lada"], "unknown sampler 'lada' — did you mean 'llada'? known: "),
+        (["experiment=addition_tny"], "unknown experiment 'addition_tny' — did you mean 'addition_tiny'?"),
+        (["model.pretraind=x"], "model.pretraind: no such key (known: none); +model.pretraind=VALUE adds a key"),
+    ],
+)
+def test_composition_errors_are_one_line_naming_the_known_names(overrides, message):
+    with pytest.raises(DllmError) as error:
+        compose(overrides)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+    if message.endswith("known: "):  # every option of the group is named
+        assert {"llada", "fast_dllm", "sdar"} <= set(str(error.value).split("known: ")[1].split(", "))
