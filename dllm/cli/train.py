@@ -236,6 +236,8 @@ def check_overrides(argv: list[str]) -> None:
 
 
 def main() -> None:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)  # the examples; Hydra's help, printed next, lists the groups and the config
     check_overrides(sys.argv[1:])
     check_requested_output_dir(sys.argv[1:])
     check_launch(sys.argv[1:])
