@@ -85,3 +85,15 @@ def test_composition_errors_are_one_line_naming_the_known_names(overrides, messa
     assert "\n" not in str(error.value)
     if message.endswith("known: "):  # every option of the group is named
         assert {"llada", "fast_dllm", "sdar"} <= set(str(error.value).split("known: ")[1].split(", "))
+
+
+def test_a_launcher_not_installed_names_the_extra_that_brings_it():
+    from hydra.errors import MissingConfigException
+
+    from dllm.config import composition_error
+
+    missing = MissingConfigException("Could not find 'hydra/launcher/joblib'", "hydra/launcher/joblib", ["basic"])
+    assert str(composition_error(missing)) == (
+        "unknown hydra/launcher 'joblib' known: basic; the joblib and submitit launchers come with the sweeps "
+        "extra: pip install -e '.[sweeps]'"
+    )
