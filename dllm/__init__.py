@@ -1,13 +1,15 @@
 """dllm: post-train diffusion language models with SFT and RL.
 
-The public API (stable): `load_model`, `load_tokenizer`, `build_sampler`, `build`, and the
-registries `MODELS`, `SAMPLERS`, `ALGORITHMS`, `REWARDS`, `TASKS`.
+The public API (stable): `load_model`, `load_tokenizer`, `build_sampler`, `build`, the
+registries `MODELS`, `SAMPLERS`, `ALGORITHMS`, `REWARDS`, `TASKS`, and `metrics` (the
+`evaluate` modules: `evaluate.load(dllm.metrics.path("pass_at_k"))`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dllm import metrics  # reachable after `import dllm` alone; it imports nothing heavy (evaluate on use)
 from dllm.algorithms import ALGORITHMS
 from dllm.data import TASKS
 from dllm.errors import ConfigError, DllmError
@@ -41,4 +43,5 @@ __all__ = [
     "load_model",
     "load_plugins",
     "load_tokenizer",
+    "metrics",
 ]

@@ -16,8 +16,9 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dllm.errors import ConfigError, DllmError, did_you_mean
+from dllm.errors import ConfigError, DllmError, UnknownNameError, did_you_mean
 from dllm.registry import check_plugin_of
 
 CONF_MODULE = "dllm.conf"
@@ -31,10 +32,44 @@ def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> D
     """The composed run config, as `dllm-train` would see it (for tests and notebooks)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.errors import ConfigCompositionException, MissingConfigException
 
     reject_reward_list(overrides)
-    with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    try:
+        with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    except (ConfigCompositionException, MissingConfigException) as exc:
+        raise composition_error(exc) from None
+
+
+def composition_error(exc: Exception) -> DllmError:
+    """Hydra's multi-line composition error as dllm's one line: an unknown option of a group
+    names the known ones, an unknown key the closest existing keys (Hydra would suggest adding
+    the typo with `+`)."""
+    missing = getattr(exc, "missing_cfg_file", None)
+    options = getattr(exc, "options", None)
+    if missing and "/" in missing and options is not None:
+        group, name = missing.rsplit("/", 1)
+        hint = (
+            "; the joblib and submitit launchers come with the sweeps extra: pip install -e '.[sweeps]'"
+            if group == "hydra/launcher"
+            else ""
+        )
+        return UnknownNameError(
+            f"unknown {group} {name!r}{did_you_mean(name, options)} known: {', '.join(options)}{hint}"
+        )
+    cause = exc.__cause__
+    parent = getattr(cause, "parent_node", None)
+    full_key = getattr(cause, "full_key", None)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(parent, DictConfig) and full_key:
+        prefix = full_key[: -len(str(cause.key))]
+        keys = [str(key) for key in parent if not str(key).startswith("_")]
+        suggestion = did_you_mean(str(cause.key), keys, prefix)
+        if suggestion:
+            return ConfigError(f"{full_key}: no such key{suggestion}")
+        known = ", ".join(prefix + key for key in keys) or "none"
+        return ConfigError(f"{full_key}: no such key (known: {known}); +{full_key}=VALUE adds a key")
+    return ConfigError(" ".join(line.strip() for line in str(exc).splitlines() if line.strip()))
 
 
 def reject_reward_list(overrides: Sequence[str]) -> None:
@@ -68,6 +103,30 @@ def group_options(group: str, plugins: bool = True) -> list[str]:
         if folder.is_dir():
             names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
     return sorted(names)
+
+
+def config_groups() -> list[str]:
+    """Every config group (`algorithm`, `algorithm/curriculum`, `experiment`, ...): the folders
+    holding YAML options, in dllm's config package and every plugin's."""
+    from importlib.resources import files
+
+    from dllm.registry import plugin_conf_packages
+
+    groups: set[str] = set()
+
+    def walk(folder, path: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{path}{entry.name}/")
+            elif entry.name.endswith(".yaml") and path:
+                groups.add(path.rstrip("/"))
+
+    for package in [CONF_MODULE, *plugin_conf_packages()]:
+        try:
+            walk(files(package), "")
+        except ModuleNotFoundError:
+            continue
+    return sorted(groups)
 
 
 def build_preset(group: str, name: str, overrides: dict[str, Any]) -> Any:

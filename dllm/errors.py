@@ -29,9 +29,10 @@ class PluginError(DllmError, RuntimeError):
     """A third-party plugin that failed to load or to register."""
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`" — did you mean 'x'?"` for the closest known names, or an empty string."""
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """`" — did you mean 'x'?"` for the closest known names, or an empty string. Names are
+    compared bare and shown after `prefix` (`trainer.` for the keys of `trainer`)."""
     matches = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
     if not matches:
         return ""
-    return " — did you mean " + " or ".join(repr(m) for m in matches) + "?"
+    return " — did you mean " + " or ".join(repr(prefix + m) for m in matches) + "?"

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.cli.runs import Target, load_target_model, resolve_target, target_parser
+from dllm.cli.runs import Target, load_target_model, parse_target_args, resolve_target, target_parser
 from dllm.config import build_node, build_reward, validate
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult, evaluate, markdown_table
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--restart", action="store_true", help="discard the saved progress of this evaluation")
     parser.add_argument("--reward-timeout", type=float, default=None, help="seconds per reward call (0 scored past it)")
-    args = parser.parse_args(argv)
+    args = parse_target_args(parser, argv)
     setup_logging()
     if args.num_samples < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise DllmError("--num-samples and --batch-size must be positive")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.cli.runs import load_target_model, resolve_target, target_parser
+from dllm.cli.runs import load_target_model, parse_target_args, resolve_target, target_parser
 from dllm.config import build_node, check_node
 from dllm.errors import DllmError
 from dllm.evaluation import decode_completions
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gen-length", type=int, default=None, help="tokens to generate (default: the task's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-chat-template", action="store_true", help="do not apply the tokenizer's chat template")
-    args = parser.parse_args(argv)
+    args = parse_target_args(parser, argv)
     setup_logging()
 
     prompts = read_prompts(args.prompt, args.prompt_file)

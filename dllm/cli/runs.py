@@ -4,6 +4,7 @@ directory, or a model preset."""
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from dllm.config import COMPONENT_GROUPS, build_node, check_model_tokenizer, com
 from dllm.errors import ConfigError
 
 RUN_CONFIG = "config.yaml"
+# What a config override looks like on the command line: `key=value`, `+key=value`, `++key=value`,
+# `group=name`, `group/sub=name` or `~key` (Hydra's grammar; the value may hold anything).
+OVERRIDE = re.compile(r"(~[\w./@-]+(=.*)?|(\+\+?)?[A-Za-z_][\w./@-]*=.*)", re.DOTALL)
 
 
 @dataclass
@@ -49,7 +53,8 @@ def _dotlist(overrides: list[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. sampler.steps=4)")
-    return OmegaConf.from_dotlist(overrides)
+    # A run's saved config is a plain mapping, so adding a key (`+key=value`) is editing one.
+    return OmegaConf.from_dotlist([item.lstrip("+") for item in overrides])
 
 
 def target_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -58,6 +63,22 @@ def target_parser(prog: str, description: str | None) -> argparse.ArgumentParser
     parser.add_argument("target", help="run directory, checkpoint directory, or model preset")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. sampler.steps=8)")
     return parser
+
+
+def parse_target_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser`'s arguments, with config overrides accepted in any position among the options
+    (`RUN --prompt x sampler.steps=2`): argparse takes only those before the first option as
+    `overrides`, the rest come back unrecognised and join them in command-line order. Anything
+    else unrecognised is refused, named."""
+    args, rest = parser.parse_known_args(argv)
+    args.overrides = [*args.overrides, *rest]
+    for item in args.overrides:
+        if not OVERRIDE.fullmatch(item):
+            raise ConfigError(
+                f"{item!r} is neither an option of {parser.prog} nor a config override (key=value, +key=value, "
+                f"group=name); see {parser.prog} --help"
+            )
+    return args
 
 
 def load_target_model(target: Target):

@@ -1,7 +1,7 @@
 """`dllm-train`: compose a run from Hydra config groups, validate it, train, evaluate.
 
 dllm-train                                   # llada_small, SFT on addition, on the CPU
-dllm-train model=llada_tiny trainer.max_steps=50
+dllm-train seed=1 task.num_eval=500          # change any group or value
 dllm-train -m sampler.steps=4,8              # a sweep: one run directory per value
 dllm-train trainer=ddp trainer.num_processes=2   # relaunches itself on 2 processes (torchrun)
 accelerate launch --num_processes 2 -m dllm.cli.train trainer=ddp hydra.run.dir=outputs/run
@@ -35,7 +35,8 @@ from dllm.checkpoint import (
     unreadable,
 )
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.config import build_components, build_node, validate
+from dllm.cli.runs import OVERRIDE
+from dllm.config import build_components, build_node, compose, validate
 from dllm.distributed import launched_world_size, require_deepspeed, start_runtime
 from dllm.errors import ConfigError, DllmError
 from dllm.interrupt import TrainingInterrupted
@@ -50,6 +51,7 @@ EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT (12
 # its vocabulary when the trainer resumes (`tokenizer=char` and null can be the same one).
 RESUME_KEYS = ("model",)
 FREE_MODEL_KEYS = ("dtype", "attn_backend", "gradient_checkpointing")
+HYDRA_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
 
 
 def seed_everything(seed: int) -> None:
@@ -229,7 +231,32 @@ def check_launch(argv: list[str]) -> None:
             )
 
 
+@reports_user_errors
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config the command line asks for (a sweep's first run) before Hydra does, so
+    an unknown option or key is one dllm line (`did you mean ...`) rather than Hydra's advice to
+    add the typo with `+`. A command line dllm cannot compose alone (another config, Hydra's
+    own sweepers) is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(arg.split("=", 1)[0] in HYDRA_CONFIG_FLAGS for arg in argv):
+        return
+    items = [arg for arg in argv if not arg.startswith("-") and OVERRIDE.fullmatch(arg)]
+    try:
+        parsed = OverridesParser.create().parse_overrides(items)
+        first = [
+            f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
+            for o in parsed
+        ]
+    except Exception:  # Hydra's grammar errors and sweeps it expands itself: Hydra reports those
+        return
+    compose(first)
+
+
 def main() -> None:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)  # the examples; Hydra's help, printed next, lists the groups and the config
+    check_overrides(sys.argv[1:])
     check_requested_output_dir(sys.argv[1:])
     check_launch(sys.argv[1:])
     try:

@@ -1,8 +1,8 @@
 """dllm's evaluation metrics as Hugging Face `evaluate` modules, loaded from a local path —
 never from the hub:
 
+    import dllm
     import evaluate
-    import dllm.metrics
 
     pass_at = evaluate.load(dllm.metrics.path("pass_at_k"))
     pass_at.compute(predictions=[[1, 0, 1, 0, 0]], k=[1, 2])  # {"pass@1": 0.4, "pass@2": 0.7}

@@ -68,14 +68,22 @@ def test_multirun_sweep_makes_one_directory_per_run(tmp_path):
 
 
 def test_dllm_list():
-    assert "sampler: " in run_cli("dllm", "list").stdout
+    listing = run_cli("dllm", "list").stdout
+    assert "sampler: " in listing and "experiment: " in listing and "trainer: " in listing
     assert "llada" in run_cli("dllm", "list", "sampler").stdout.split()
 
 
 @pytest.mark.parametrize(
     "command, args, message",
     [
-        ("dllm-train", ["sampler=lada"], "Could not find 'sampler/lada'"),
+        ("dllm-train", ["sampler=lada"], "error: unknown sampler 'lada' — did you mean 'llada'? known: "),
+        (
+            "dllm-train",
+            ["trainer.max_stepz=5"],
+            "error: trainer.max_stepz: no such key — did you mean 'trainer.max_steps'?",
+        ),
+        ("dllm-eval", ["llada_tiny", "sampler=lada"], "error: unknown sampler 'lada' — did you mean 'llada'? known: "),
+        ("dllm-generate", ["llada_tiny", "--prompt", "1+2=", "--bogus"], "error: '--bogus' is neither an option"),
         ("dllm-train", ["sampler.block_length=3"], "error: gen_length (8) must be a multiple of block_length (3)"),
         ("dllm-train", ["sampler.steps=3", "sampler.block_length=4"], "error: steps (3) must be a multiple"),
         ("dllm-eval", ["/no/such/run"], "error: checkpoint directory '/no/such/run' is not a model checkpoint"),
@@ -93,9 +101,42 @@ def test_dllm_list():
 )
 def test_bad_input_gets_one_clear_error(command, args, message):
     result = run_cli(command, *args, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in result.stderr.splitlines() if message in line)
+    ]  # one error line, the one expected
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the refusal is for a machine without a GPU")
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        ("dllm-train", [*QUICK, "trainer.device=cuda"]),
+        ("dllm-eval", ["llada_tiny", "trainer.device=cuda"]),
+        ("dllm-generate", ["llada_tiny", "--prompt", "1+2=", "trainer.device=cuda"]),
+    ],
+)
+def test_cuda_without_a_gpu_is_one_line_naming_the_fix(command, args, tmp_path):
+    run_dir = [f"hydra.run.dir={tmp_path}"] if command == "dllm-train" else []
+    result = run_cli(command, *args, *run_dir, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: trainer.device=cuda but this machine has no CUDA GPU (or torch was built without CUDA); use "
+        "trainer.device=auto or trainer.device=cpu"
+    ]
+
+
+def test_overrides_after_options_and_a_group_swap_of_a_run(trained_run):
+    result = run_cli("dllm-generate", trained_run, "--prompt", "12+34=", "sampler.steps=2")
+    assert "0.250 NFE/token" in result.stderr  # 2 steps over 8 tokens
+    result = run_cli("dllm-eval", trained_run, "--num-samples", "2", "sampler.steps=4", "task.num_eval=4")
+    assert "over 4 prompts x 2 samples" in result.stdout and "0.500 NFE/token" in result.stdout
+    result = run_cli("dllm-eval", trained_run, "sampler=lada", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: unknown sampler 'lada' — did you mean 'llada'? known: " in result.stderr
 
 
 def test_empty_prompt_file_is_refused(tmp_path):

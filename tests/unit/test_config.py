@@ -4,8 +4,8 @@ from typing import Literal
 import pytest
 from omegaconf import OmegaConf
 
-from dllm.config import _matches, check_node
-from dllm.errors import ConfigError
+from dllm.config import _matches, check_node, compose
+from dllm.errors import ConfigError, DllmError
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,34 @@ def test_pretrained_presets_train_in_float32_on_a_cpu_unless_bf16_is_named():
         assert resolve_dtype("auto", "auto") is torch.float32
     with pytest.raises(ConfigError, match=r"unknown dtype 'bf16'.*known: float32, bfloat16, float16, auto"):
         resolve_dtype("bf16")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.max_stepz=5"], "trainer.max_stepz: no such key — did you mean 'trainer.max_steps'?"),
+        (["sampler=llada", "sampler.stepz=4"], "sampler.stepz: no such key — did you mean 'sampler.steps'?"),
+        (["sampler=lada"], "unknown sampler 'lada' — did you mean 'llada'? known: "),
+        (["experiment=addition_tny"], "unknown experiment 'addition_tny' — did you mean 'addition_tiny'?"),
+        (["model.pretraind=x"], "model.pretraind: no such key (known: none); +model.pretraind=VALUE adds a key"),
+    ],
+)
+def test_composition_errors_are_one_line_naming_the_known_names(overrides, message):
+    with pytest.raises(DllmError) as error:
+        compose(overrides)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+    if message.endswith("known: "):  # every option of the group is named
+        assert {"llada", "fast_dllm", "sdar"} <= set(str(error.value).split("known: ")[1].split(", "))
+
+
+def test_a_launcher_not_installed_names_the_extra_that_brings_it():
+    from hydra.errors import MissingConfigException
+
+    from dllm.config import composition_error
+
+    missing = MissingConfigException("Could not find 'hydra/launcher/joblib'", "hydra/launcher/joblib", ["basic"])
+    assert str(composition_error(missing)) == (
+        "unknown hydra/launcher 'joblib' known: basic; the joblib and submitit launchers come with the sweeps "
+        "extra: pip install -e '.[sweeps]'"
+    )

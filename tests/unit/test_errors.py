@@ -7,6 +7,7 @@ from dllm.errors import ConfigError, did_you_mean
 def test_did_you_mean():
     assert did_you_mean("lada", ["llada", "dream"]) == " — did you mean 'llada'?"
     assert did_you_mean("zzz", ["llada"]) == ""
+    assert did_you_mean("max_stepz", ["max_steps", "lr"], "trainer.") == " — did you mean 'trainer.max_steps'?"
 
 
 def test_user_errors_print_one_line_and_exit_2(capsys):

@@ -18,3 +18,18 @@ def test_unknown_kind_is_one_error_line(capsys):
         main(["list", "samplers"])
     assert exit_info.value.code == 2
     assert "did you mean 'sampler'" in capsys.readouterr().err
+
+
+def test_list_shows_experiments_trainers_and_curricula():
+    kinds = dict(line.split(": ", 1) for line in list_components(None).splitlines() if ": " in line)
+    assert {"experiment", "trainer", "curriculum", "estimator", "sampler"} <= set(kinds)
+    assert "addition_tiny" in kinds["experiment"].split(", ") and "ddp" in kinds["trainer"].split(", ")
+    assert list_components("curriculum").splitlines() == ["difficulty", "pass_rate"]
+
+
+@pytest.mark.parametrize("kind", ["experiment", "trainer", "algorithm/curriculum", "algorithm/estimator", "task"])
+def test_list_of_any_config_group_names_its_yaml_options(kind):
+    from dllm.config import group_options
+
+    listed = [name.removesuffix(" (preset)") for name in list_components(kind).splitlines()]
+    assert set(group_options(kind)) <= set(listed) and len(group_options(kind)) >= 2

@@ -28,3 +28,18 @@ def test_reward_accuracy_loads_locally():
 def test_an_unknown_metric_names_the_known_ones():
     with pytest.raises(UnknownNameError, match=r"unknown metric 'pass@k'.* known: pass_at_k, reward_accuracy"):
         dllm.metrics.path("pass@k")
+
+
+def test_metrics_are_reachable_after_import_dllm_alone():
+    """In a fresh interpreter, as a user's script: `import dllm` then `dllm.metrics.path(...)`."""
+    import ast
+    import subprocess
+    import sys
+
+    script = (
+        "import dllm, evaluate; "
+        "print(evaluate.load(dllm.metrics.path('pass_at_k')).compute(predictions=[[1, 0, 1, 0, 0]], k=[1, 2]))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ast.literal_eval(result.stdout.strip().splitlines()[-1]) == pytest.approx({"pass@1": 0.4, "pass@2": 0.7})

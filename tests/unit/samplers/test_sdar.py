@@ -104,3 +104,30 @@ def test_bad_settings_are_refused(block_model):
         SDARSampler(denoising_steps=8).generate(block_model(PROBS), PROMPT, gen_length=4)
     with pytest.raises(ConfigError, match=r"gen_length \(6\) must be a multiple of block_length \(4\)"):
         SDARSampler().generate(block_model(PROBS), PROMPT, gen_length=6)
+
+
+@pytest.mark.parametrize("block_length", [2, 8])
+def test_a_block_length_other_than_the_models_is_accepted_and_its_cache_exact(block_length, tokenizer):
+    """docs/configuration.md: `block_length` need not equal the model's block size (block-size
+    adaptation); it must divide gen_length and be at least denoising_steps. Shipped defaults
+    (stop_at_eos on), a ragged batch."""
+    from dllm.config import compose, validate
+
+    validate(
+        compose(
+            ["model=sdar_tiny", "sampler=sdar", f"sampler.block_length={block_length}", "sampler.denoising_steps=2"]
+        )
+    )
+    torch.manual_seed(0)
+    model = dllm.load_model("sdar_tiny").eval()
+    assert model.block_size == 4
+    batch = tokenizer(["12+345=", "7+8="], padding=True, return_tensors="pt")
+    outs = [
+        SDARSampler(block_length=block_length, denoising_steps=2, temperature=0.8, use_cache=cached)
+        .generate(model, batch["input_ids"], batch["attention_mask"], 16, torch.Generator().manual_seed(1))
+        for cached in (True, False)
+    ]  # fmt: skip
+    assert torch.equal(outs[0].sequences, outs[1].sequences) and torch.equal(outs[0].step_map, outs[1].step_map)
+    assert outs[0].block_size == block_length
+    with pytest.raises(ConfigError, match=r"denoising_steps \(4\) must not exceed block_length \(2\)"):
+        SDARSampler(block_length=2, denoising_steps=4).check_gen_length(16, model.block_size)
