@@ -269,7 +269,9 @@ def curves_figure(groups: list[tuple[str, list[Run]]], metric: str, smoothing: i
         if not steps:
             continue
         style = {"linestyle": LINE_STYLES[plotted % len(LINE_STYLES)], "marker": MARKERS[plotted % len(MARKERS)]}
-        every = max(1, len(steps) // 12)  # ~12 markers a curve; offset so identical curves' markers interleave
+        # ~12 markers a curve, and at least one point apart per curve: offset, identical curves'
+        # markers sit on different points
+        every = max(len(groups), len(steps) // 12, 1)
         shown = smooth(mean, smoothing)
         (line,) = axes.plot(
             steps, shown, markersize=5, markerfacecolor="none", markevery=(plotted % every, every), label=label, **style

@@ -145,6 +145,7 @@ def test_identical_curves_get_their_own_line_style_and_marker(tmp_path):
     lines = axes.get_lines()
     assert len(lines) == 3 and all(list(line.get_ydata()) == [0.1 * s for s in range(1, 6)] for line in lines)
     assert len({line.get_linestyle() for line in lines}) == 3 and len({line.get_marker() for line in lines}) == 3
+    assert [line.get_markevery() for line in lines] == [(0, 3), (1, 3), (2, 3)]  # markers on different points
     assert axes.get_ylim() == (-0.02, 1.02)  # a share: the whole [0, 1]
     assert axes.get_title().splitlines() == ["eval/accuracy (higher is better)", "3 runs by algorithm"]
 
