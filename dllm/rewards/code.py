@@ -206,14 +206,12 @@ class CodeReward(Reward):
                     continue
                 try:
                     split = split_test(case)
-                except MalformedTest as exc:
-                    counts["malformed"] += 1
-                    self._report(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc, malformed=True)
-                    continue
-                except Unsplittable as exc:
-                    counts["judged_inside"] += 1
-                    self._report(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc, malformed=False)
-                    jobs.append((Job(program, test=case, limits=limits), None))
+                except (MalformedTest, Unsplittable) as exc:
+                    malformed = isinstance(exc, MalformedTest)
+                    counts["malformed" if malformed else "judged_inside"] += 1
+                    self._report(case, f"tests[{i}][{j}]{_record_name(fields, i)}", exc, malformed)
+                    if not malformed:
+                        jobs.append((Job(program, test=case, limits=limits), None))
                     continue
                 counts["judged_outside"] += 1
                 jobs.append((Job(program, limits=limits, probes=tuple(zip(split.probes, split.sent))), split))
