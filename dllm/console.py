@@ -55,11 +55,17 @@ def run_summary(
         chosen = choices if stage is stages[-1] else None  # the group choice names the main stage's
         lines.append(
             f"{stage.name}: algorithm {component_name('algorithm', stage.algorithm, chosen)}, {cfg.max_steps} steps "
-            f"x batch {cfg.batch_size} (grad_accum {cfg.grad_accum}), lr {cfg.lr:g} (warmup {cfg.warmup_steps}, "
-            f"cosine to {cfg.min_lr_ratio:g}x), weight decay {cfg.weight_decay:g}, clip {cfg.max_grad_norm:g}, "
+            f"x batch {cfg.batch_size} (grad_accum {cfg.grad_accum}), lr {cfg.lr:g} (warmup {cfg.warmup} steps, "
+            f"{schedule(cfg.min_lr_ratio)}), betas ({cfg.beta1:g}, {cfg.beta2:g}), weight decay {cfg.weight_decay:g}, "
+            f"clip {cfg.max_grad_norm:g}, "
             f"log every {cfg.log_every}"
         )
     return lines
+
+
+def schedule(min_lr_ratio: float) -> str:
+    """The learning-rate schedule after warmup, in words."""
+    return "then constant" if min_lr_ratio == 1 else f"cosine to {min_lr_ratio:g}x"
 
 
 def metrics_line(record: dict[str, Any], max_steps: int, stage: str | None = None) -> str:

@@ -163,6 +163,11 @@ class Trainer:
     def config(self) -> TrainerConfig:
         return self.stage.config
 
+    @property
+    def shows_progress(self) -> bool:
+        """Progress bars: on the main process, unless the run's trainer.progress turns them off."""
+        return self.dist.is_main and self.stages[-1].config.progress
+
     def begin_stage(self, index: int) -> None:
         """A fresh optimizer and schedule for stage `index`, at its step 0."""
         self.stage_index, self.step = index, 0
@@ -209,6 +214,7 @@ class Trainer:
             world_size=self.dist.world_size,
             collective=self.dist,
             local_generator=self.local_generator,
+            show_progress=self.shows_progress,
         )
         if self.zero == 3:
             # The algorithm copies the policy at its start (frozen reference, value model); under
@@ -427,7 +433,7 @@ class Trainer:
         cfg = self.config
         self.model.train()
         desc = self.stage.name if len(self.stages) > 1 else "train"
-        shown = self.dist.is_main and self.stages[-1].config.progress
+        shown = self.shows_progress
         quiet = {} if shown else {"disable": True}  # shown: TQDM_DISABLE=1 still hides it
         progress = tqdm(total=cfg.max_steps, initial=self.step, desc=desc, dynamic_ncols=True, **quiet)
         with logging_redirect_tqdm():  # log lines print above the bar, not through it
@@ -560,7 +566,7 @@ class Trainer:
             self.c.reward,
             batch_size=self.config.eval_batch_size,
             collective=self.dist,
-            show_progress=self.dist.is_main and self.stages[-1].config.progress,
+            show_progress=self.shows_progress,
         )
         if self.dist.is_main:
             self.log_samples("eval", result.samples)

@@ -64,6 +64,7 @@ class TrainContext:
     world_size: int = 1
     collective: Any = None
     local_generator: torch.Generator | None = None
+    show_progress: bool = False  # bars of the algorithm's own loops (rollouts): main process, trainer.progress
 
     def __post_init__(self) -> None:
         if self.collective is None:

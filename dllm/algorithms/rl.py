@@ -324,7 +324,9 @@ class RL(Algorithm):
             else:
                 prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
             # Every process drew the same prompts (shared rng) and decodes its share, whole groups.
-            with forward_progress(ctx.model, sampler.settings().get("steps") or gen_length, "rollout", ctx.rank == 0):
+            with forward_progress(
+                ctx.model, sampler.settings().get("steps") or gen_length, "rollout", ctx.show_progress
+            ):
                 rollout, stats = collect_rollout(
                     ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
                     ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
