@@ -20,9 +20,21 @@ def test_a_run_prints_its_directory_and_settings_then_a_line_per_log_interval(tm
     assert messages[0] == f"run directory: {tmp_path.resolve()}"
     assert messages[1].startswith("model ")
     assert "M parameters, float32, autocast off) on cpu; task addition" in messages[1]
-    assert messages[2].startswith("main: algorithm ") and "10 steps x batch 4 (grad_accum 1), lr 0.001" in messages[2]
+    # diffu_grpo brings d1's optimizer; addition_tiny's warmup_steps (an experiment) overrides it
+    assert messages[2].startswith("main: algorithm ") and messages[2].endswith(
+        "10 steps x batch 4 (grad_accum 1), lr 3e-06 (warmup 2 steps, then constant), betas (0.9, 0.99), "
+        "weight decay 0.1, clip 0.2, log every 4"
+    )
     lines = [m for m in messages if " | " in m]
     assert [line.split(" | ")[0] for line in lines] == ["step 4/10", "step 8/10", "step 10/10"]
     logged = [r for r in records if "loss" in r]
     assert all(f"loss {r['loss']:.4g} | reward {r['reward']:.4g}" in line for r, line in zip(logged, lines))
     assert messages[-1].startswith("evaluation at step 10: accuracy ")
+
+
+def test_trainer_progress_false_silences_every_bar_rollouts_included(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    run(tmp_path / "quiet", [*RL_EVERY_THIRD_STEP, "trainer.progress=false"])
+    assert "rollout" not in capfd.readouterr().err
+    run(tmp_path / "shown", RL_EVERY_THIRD_STEP)
+    assert "rollout" in capfd.readouterr().err  # the check sees bars when they are on
