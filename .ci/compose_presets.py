@@ -34,6 +34,8 @@ def check(source: Path) -> list[str]:
         group = path.parent.relative_to(source).as_posix()
         override = f"{group}={path.stem}"
         error = composes(root, [override])
+        if error and "No match in the defaults list" in error:  # a group other options mount (optim@trainer)
+            error = composes(root, [f"+{override}"])
         if error and "/" in group:  # a nested group composes only inside a parent option that declares it
             parent = group.rsplit("/", 1)[0]
             choices = sorted(p.stem for p in (source / parent).glob("*.yaml"))

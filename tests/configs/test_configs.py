@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import get_object
+from omegaconf import OmegaConf
 
 import dllm
 from dllm.config import compose, validate
@@ -109,3 +110,47 @@ def test_bad_configs_are_refused_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         cfg = compose(overrides)
         validate(cfg)
+
+
+OPTIMIZER_KEYS = (
+    "lr",
+    "beta1",
+    "beta2",
+    "weight_decay",
+    "warmup_steps",
+    "warmup_ratio",
+    "min_lr_ratio",
+    "max_grad_norm",
+)
+PAPER_OPTIMIZERS = {  # preset -> (lr, beta2, weight decay, warmup steps resolved at 2000 steps, min lr ratio, clip)
+    "rl": (1e-6, 0.999, 0.0, 0, 1.0, 1.0),
+    "tracerl": (1e-6, 0.999, 0.0, 0, 1.0, 1.0),
+    "tracerl_value": (1e-6, 0.999, 0.0, 0, 1.0, 1.0),
+    "diffu_grpo": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
+    "wd1": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
+    "coupled_grpo": (1e-6, 0.99, 0.1, 0, 0.1, 0.2),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_OPTIMIZERS))
+def test_an_rl_preset_trains_with_its_papers_optimizer_unless_told_otherwise(preset):
+    from dllm.config import build_node
+
+    trainer = build_node(compose([f"algorithm={preset}"]).trainer)
+    got = (trainer.lr, trainer.beta2, trainer.weight_decay, trainer.warmup, trainer.min_lr_ratio, trainer.max_grad_norm)
+    assert got == PAPER_OPTIMIZERS[preset]
+    assert trainer.max_steps == 2000 and trainer.batch_size == 64  # the rest of the trainer is untouched
+    # the command line, an experiment and another optimizer preset each win over the preset's
+    assert compose([f"algorithm={preset}", "trainer.lr=2e-5"]).trainer.lr == 2e-5
+    assert compose(["experiment=addition_tiny", f"algorithm={preset}"]).trainer.warmup_steps == 2
+    assert compose([f"algorithm={preset}", "optim@trainer=d1"]).trainer.max_grad_norm == 0.2
+
+
+def test_sft_keeps_the_trainer_defaults_and_every_optimizer_preset_sets_every_optimizer_key():
+    defaults = compose([]).trainer
+    assert (defaults.lr, defaults.weight_decay, defaults.warmup_steps) == (1e-3, 0.1, None)
+    for path in group_files("optim"):
+        node = compose(["algorithm=rl", f"optim@trainer={path.stem}"]).trainer
+        assert set(OPTIMIZER_KEYS) <= set(OmegaConf.load(path)), f"{path} leaves an optimizer key to chance"
+        validate(compose(["algorithm=rl", f"optim@trainer={path.stem}"]))
+        assert node.lr == OmegaConf.load(path).lr
