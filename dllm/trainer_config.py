@@ -32,7 +32,7 @@ class TrainerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     beta1: float = 0.9
-    beta2: float = 0.999
+    beta2: float = 0.98
     warmup_steps: int | None = None
     warmup_ratio: float = 0.025
     min_lr_ratio: float = 0.1
