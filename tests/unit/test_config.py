@@ -93,7 +93,7 @@ def test_pretrained_presets_train_in_float32_on_a_cpu_unless_bf16_is_named():
         (["trainer.max_stepz=5"], "trainer.max_stepz: no such key — did you mean 'trainer.max_steps'?"),
         (["sampler=llada", "sampler.stepz=4"], "sampler.stepz: no such key — did you mean 'sampler.steps'?"),
         (["sampler=lada"], "unknown sampler 'lada' — did you mean 'llada'? known: "),
-        (["experiment=addition_tny"], "unknown experiment 'addition_tny' — did you mean 'addition_tiny'?"),
+        (["experiment=addition_tny"], "unknown experiment 'addition_tny' — did you mean 'addition_tiny'"),
         (["model.pretraind=x"], "model.pretraind: no such key (known: none); +model.pretraind=VALUE adds a key"),
     ],
 )
