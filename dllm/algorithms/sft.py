@@ -95,14 +95,23 @@ class SFT(Algorithm):
 
     uniform_forwards = True  # one forward per micro-batch on every process
 
-    def __init__(self, eps: float = 1e-3, block_diffusion: bool | None = None, block_size: int | None = None) -> None:
+    def __init__(
+        self,
+        eps: float = 1e-3,
+        block_diffusion: bool | None = None,
+        block_size: int | None = None,
+        masking: str = "count",
+    ) -> None:
         if not 0 <= eps < 1:
             raise ConfigError(f"sft.eps must be in [0, 1), got {eps}")
+        if masking not in ("rate", "count"):
+            raise ConfigError(f"sft.masking must be rate or count, got {masking!r}")
         if block_size is not None and block_size < 1:
             raise ConfigError(f"sft.block_size must be positive, got {block_size}")
         self.eps = eps
         self.block_diffusion = block_diffusion
         self.block_size = block_size
+        self.masking = masking
 
     def training_block_size(self, model: torch.nn.Module) -> int | None:
         """The block size of block SFT for `model`, or None for plain masked diffusion SFT."""
@@ -134,9 +143,17 @@ class SFT(Algorithm):
         rows = batch.global_rows or size[0]
         mine = slice(batch.offset, batch.offset + size[0])
         t = torch.rand(rows, generator=generator, device=device)[mine]
-        p_mask = (1 - self.eps) * t + self.eps
         draws = torch.rand((rows, *size[1:]), generator=generator, device=device)[mine]
-        masked = (draws < p_mask[:, None]) & batch.response_mask.bool()
+        response = batch.response_mask.bool()
+        if self.masking == "count":  # exactly l ~ U{1..n} of the n response tokens: the l lowest draws
+            n = response.sum(1)
+            count = (t * n).long() + 1
+            ranks = draws.masked_fill(~response, 2.0).argsort(1).argsort(1)
+            masked = (ranks < count[:, None]) & response
+            p_mask = count / n.clamp(min=1)
+        else:
+            p_mask = (1 - self.eps) * t + self.eps
+            masked = (draws < p_mask[:, None]) & response
         return batch.input_ids.masked_fill(masked, mask_token_id), masked, p_mask
 
     def loss(self, model: torch.nn.Module, batch: SFTBatch, generator: torch.Generator) -> LossOutput:

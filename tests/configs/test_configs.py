@@ -16,6 +16,10 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 COMPANIONS = {  # options valid only with a matching model, or with a required value
     "sampler=sdar": ["model=sdar_small"],
     "reward=judge": ["reward.judge=tests.unit.rewards.test_judge:digit_count_judge"],
+    **{  # RL from the default job's SFT checkpoint
+        f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
+        for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1")
+    },
 }
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
 REGISTRY_GROUPS = {  # config group -> registry kind

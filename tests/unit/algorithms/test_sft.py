@@ -47,8 +47,8 @@ def test_collate_refuses_responses_without_room_for_eos(tokenizer):
         collate_sft(tokenizer, [Example("1+1=", "1234")], gen_length=4)
 
 
-def test_noise_never_masks_the_prompt_and_tracks_p_mask():
-    sft = SFT(eps=0.1)
+def test_rate_noise_never_masks_the_prompt_and_tracks_p_mask():
+    sft = SFT(eps=0.1, masking="rate")
     length = 400
     batch = SFTBatch(
         input_ids=torch.full((64, length), 7),
@@ -61,6 +61,27 @@ def test_noise_never_masks_the_prompt_and_tracks_p_mask():
     assert ((p_mask >= 0.1) & (p_mask <= 1.0)).all()
     per_row = masked[:, 100:].float().mean(1)
     assert torch.allclose(per_row, p_mask, atol=0.1)  # 300 Bernoulli draws per row
+
+
+def test_count_masking_masks_exactly_l_of_each_rows_response_tokens_and_weighs_n_over_l():
+    sft = SFT(masking="count")
+    response_mask = torch.zeros(3, 10, dtype=torch.long)
+    response_mask[0, 2:], response_mask[1, 6:], response_mask[2, 9:] = 1, 1, 1  # 8, 4, 1 response tokens
+    batch = SFTBatch(input_ids=torch.full((3, 10), 7), attention_mask=torch.ones(3, 10, dtype=torch.long),
+                     response_mask=response_mask)  # fmt: skip
+    generator, seen = torch.Generator().manual_seed(0), [set(), set(), set()]
+    for _ in range(200):
+        noisy, masked, p_mask = sft.noise(batch, mask_token_id=2, generator=generator)
+        assert torch.equal(noisy == 2, masked) and not (masked & ~response_mask.bool()).any()
+        counts = masked.sum(1)
+        assert torch.allclose(p_mask, counts / response_mask.sum(1))  # weight 1/p = n/l
+        for row, count in enumerate(counts.tolist()):
+            seen[row].add(count)
+    assert seen == [set(range(1, 9)), {1, 2, 3, 4}, {1}]  # l ~ U{1..n}, never 0
+    # then the loss of a row is the mean cross-entropy of its masked tokens (uniform logits: log V)
+    logits, targets = torch.zeros(3, 10, 5), torch.zeros(3, 10, dtype=torch.long)
+    loss = masked_diffusion_loss(logits, targets, masked, p_mask, response_mask)
+    assert loss.item() == pytest.approx(math.log(5))
 
 
 def test_loss_is_reproducible_from_the_generator(tiny_model, tokenizer):
@@ -110,6 +131,8 @@ def test_micro_batches_draw_fresh_examples(tokenizer, tiny_model):
     assert not torch.equal(first.input_ids[:, -8:], second.input_ids[:, -8:])
 
 
-def test_bad_eps_is_refused():
+def test_bad_eps_and_masking_are_refused():
     with pytest.raises(ConfigError, match="sft.eps"):
         SFT(eps=1.0)
+    with pytest.raises(ConfigError, match="sft.masking must be rate or count"):
+        SFT(masking="counts")
