@@ -1,9 +1,12 @@
 """`sft`: supervised fine-tuning with the masked diffusion loss on response tokens.
 
-For each sequence t ~ U(0, 1) and p = (1 - eps) t + eps; each response token (the EOS
-padding included, as in LLaDA) is masked with probability p; the loss is the cross-entropy
-of the masked tokens weighted 1/p, summed per sequence, divided by its response length,
-and averaged over the batch. Prompt tokens are never masked and never scored.
+Each sequence masks some of its n response tokens (the EOS padding included, as in LLaDA):
+`masking="count"` exactly l ~ U{1..n} of them, p = l/n; `masking="rate"` each with
+probability p = (1 - eps) t + eps, t ~ U(0, 1). The loss is the cross-entropy of the masked
+tokens weighted 1/p, summed per sequence, divided by n, and averaged over the batch — with
+count masking, the mean cross-entropy of the masked tokens, an unbiased estimate of the same
+bound whose weight never exceeds n (rate's reaches 1/eps). Prompt tokens are never masked
+and never scored.
 
 Block SFT (block diffusion models such as SDAR): one forward over `[x_t ; x_0]` under the
 block-diffusion mask, both halves at each row's own positions, scoring the noisy half; blocks
