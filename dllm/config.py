@@ -87,19 +87,28 @@ def reject_reward_list(overrides: Sequence[str]) -> None:
             )
 
 
-def group_options(group: str, plugins: bool = True) -> list[str]:
-    """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
-    dllm's own YAML files and (`plugins`) those of every plugin's config package."""
+def conf_roots(plugins: bool = True) -> list[Any]:
+    """The root folders of dllm's config package and (`plugins`) of every plugin's config
+    package that imports."""
     from importlib.resources import files
 
     from dllm.registry import plugin_conf_packages
 
-    names: set[str] = set()
+    roots = []
     for package in [CONF_MODULE, *(plugin_conf_packages() if plugins else [])]:
         try:
-            folder = files(package).joinpath(group)
+            roots.append(files(package))
         except ModuleNotFoundError:
             continue
+    return roots
+
+
+def group_options(group: str, plugins: bool = True) -> list[str]:
+    """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
+    dllm's own YAML files and (`plugins`) those of every plugin's config package."""
+    names: set[str] = set()
+    for root in conf_roots(plugins):
+        folder = root.joinpath(group)
         if folder.is_dir():
             names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
     return sorted(names)
@@ -108,10 +117,6 @@ def group_options(group: str, plugins: bool = True) -> list[str]:
 def config_groups() -> list[str]:
     """Every config group (`algorithm`, `algorithm/curriculum`, `experiment`, ...): the folders
     holding YAML options, in dllm's config package and every plugin's."""
-    from importlib.resources import files
-
-    from dllm.registry import plugin_conf_packages
-
     groups: set[str] = set()
 
     def walk(folder, path: str) -> None:
@@ -121,11 +126,8 @@ def config_groups() -> list[str]:
             elif entry.name.endswith(".yaml") and path:
                 groups.add(path.rstrip("/"))
 
-    for package in [CONF_MODULE, *plugin_conf_packages()]:
-        try:
-            walk(files(package), "")
-        except ModuleNotFoundError:
-            continue
+    for root in conf_roots():
+        walk(root, "")
     return sorted(groups)
 
 
