@@ -1,0 +1,91 @@
+"""Regression: each RL preset's logged losses and metrics on fixed rollouts, recorded once.
+
+The numbers in `recorded_rl_losses.json` were written by the RL loop before it was split into
+advantage, objective, filter and critic components (issue 16); any reshaping of the loop must
+reproduce them. Conditions: CPU, float32, the shipped sampler defaults (EOS stopping on), ragged
+prompts (the addition task's), three optimizer steps of two micro-batches each, weight decay 0
+(so that an optimizer change does not move them). Re-record only for an intended change of the
+numbers: `DLLM_RECORD=1 pytest tests/unit/algorithms/test_rl_recorded.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import dllm
+from dllm.rewards.base import Reward
+from dllm.trainer import Components, Stage, Trainer, TrainerConfig
+from tests.unit.algorithms.rl_helpers import tiny
+
+RECORDED = Path(__file__).with_name("recorded_rl_losses.json")
+CASES = {  # (preset, family, sampler, sampler options, preset overrides)
+    "rl-llada": ("rl", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    "tracerl-sdar": ("tracerl", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
+    "tracerl-llada": ("tracerl", "llada_tiny", "fast_dllm", {"block_length": 4, "threshold": 0.5}, {}),
+    "tracerl_value-sdar": ("tracerl_value", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
+    "tracerl_value-llada": ("tracerl_value", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    "diffu_grpo-llada": ("diffu_grpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    "diffu_grpo-dream": ("diffu_grpo", "dream_tiny", "dream", {}, {}),
+    "coupled_grpo-dream": ("coupled_grpo", "dream_tiny", "dream", {}, {}),
+    "coupled_grpo-sdar": ("coupled_grpo", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
+    "wd1-llada": ("wd1", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    "rl-options-llada": (
+        "rl", "llada_tiny", "llada", {"steps": 8, "block_length": 4},
+        {"beta": 0.05, "kl_estimator": "k2", "normalisation": "sequence", "clip_low": 0.1, "clip_high": 0.3,
+         "log_ratio_clamp": 2.0, "advantage": "loo", "drop_equal_groups": True, "num_iterations": 2},
+    ),
+    "rl-random_mask-sdar": (
+        "rl", "sdar_tiny", "sdar", {"denoising_steps": 2},
+        {"estimator": {"_target_": "random_mask"}, "advantage": "mean", "beta": 0.02, "kl_estimator": "k1"},
+    ),
+}  # fmt: skip
+
+
+class ThirdsOfCharacterSum(Reward):
+    """0, 0.5 or 1 by the completion's character sum mod 3: mixed groups, some fully correct (so
+    accuracy bands and equal-group filters have something to keep and to drop)."""
+
+    def __call__(self, prompts, completions, **fields):
+        return [(sum(map(ord, text)) % 3) / 2 for text in completions]
+
+
+def run_case(name: str, tokenizer, tmp_path) -> list[dict[str, float]]:
+    preset, family, sampler_name, sampler_options, overrides = CASES[name]
+    overrides = dict(overrides)
+    if "estimator" in overrides:
+        overrides["estimator"] = dllm.build("estimator", overrides["estimator"]["_target_"])
+    if preset in ("diffu_grpo", "wd1"):
+        overrides.setdefault("num_iterations", 2)  # their 12 passes per rollout, cut to keep the test short
+    algorithm = dllm.build("algorithm", preset, group_size=4, prompts_per_rollout=2, **overrides)
+    model = tiny(family).train()
+    config = TrainerConfig(max_steps=3, batch_size=4, grad_accum=2, lr=1e-3, weight_decay=0.0, warmup_steps=0,
+                           min_lr_ratio=1.0, log_every=1, device="cpu", eval_batch_size=4)  # fmt: skip
+    task = dllm.build("task", "addition", num_eval=4)
+    sampler = dllm.build_sampler(sampler_name, **sampler_options)
+    parts = Components(model, tokenizer, task, sampler, ThirdsOfCharacterSum(), algorithm)
+    Trainer(parts, [Stage("main", config, algorithm)], tmp_path, seed=0).run_stage()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    timing = ("step_time", "elapsed", "rollout_time", "tokens_per_s", "reward_time", "decode_time")
+    return [{k: v for k, v in r.items() if isinstance(v, (int, float)) and k not in timing} for r in records]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_preset_logs_its_recorded_losses(name, tokenizer, tmp_path):
+    torch.set_num_threads(1)  # reductions in one order, as recorded
+    got = run_case(name, tokenizer, tmp_path)
+    if os.environ.get("DLLM_RECORD"):
+        recorded = json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
+        recorded[name] = got
+        RECORDED.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+        return
+    expected = json.loads(RECORDED.read_text())[name]
+    assert len(got) == len(expected) == 3
+    for step, (mine, theirs) in enumerate(zip(got, expected), start=1):
+        assert sorted(mine) == sorted(theirs), f"step {step}: logged keys differ"
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-5, abs=1e-7), f"step {step}: {key}"
