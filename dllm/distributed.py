@@ -303,7 +303,8 @@ class GradientSync:
         """A fresh optimizer for a new stage (state dropped, new hyperparameters)."""
         self.optimizer.state.clear()
         for group in self.optimizer.param_groups:
-            group.update(lr=lr, initial_lr=lr, betas=betas, weight_decay=weight_decay)
+            decay = weight_decay if group.get("decays", True) else 0.0  # norm gains and biases never decay
+            group.update(lr=lr, initial_lr=lr, betas=betas, weight_decay=decay)
 
     def optimizer_state(self) -> dict[str, Any] | None:
         return self.optimizer.state_dict()

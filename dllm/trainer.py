@@ -82,6 +82,18 @@ def zero3_refusal(stage: str) -> str:
     )
 
 
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on the matrices (linear weights, embeddings), none on
+    the vectors (norm gains, biases), whose decay only pulls them towards 0 (as nanoGPT and most
+    trainers do). Each group says whether it `decays`, so a new stage can set its own rate."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trained if p.dim() >= 2], "weight_decay": weight_decay, "decays": True},
+        {"params": [p for p in trained if p.dim() < 2], "weight_decay": 0.0, "decays": False},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 def local_seed(seed: int, rank: int) -> int:
     """The seed of process `rank`'s own generator (process 0 of one process: `seed` itself)."""
     if rank == 0:
@@ -181,12 +193,7 @@ class Trainer:
             self.sync.reset_optimizer(cfg.lr, betas, cfg.weight_decay)
             self.sync.set_clipping(cfg.max_grad_norm)
         else:
-            optimizer = torch.optim.AdamW(
-                [p for p in self.model.parameters() if p.requires_grad],
-                lr=cfg.lr,
-                betas=betas,
-                weight_decay=cfg.weight_decay,
-            )
+            optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=betas)
             main = self.stages[-1].config
             if main.strategy == "deepspeed":
                 self.sync = DeepSpeedSync(

@@ -361,3 +361,30 @@ def test_a_second_ctrl_c_while_the_checkpoint_is_written_is_ignored(tmp_path, mo
     assert load_trainer_state(tmp_path)["step"] == 2
     assert not (tmp_path / ".checkpoint.partial").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
+
+
+def test_weight_decay_shrinks_matrices_only_in_every_stage(tmp_path):
+    """AdamW decays linear weights and embeddings, never norm gains or biases; a later stage's
+    rate replaces the earlier one's on the matrices alone."""
+    import torch
+
+    from dllm.trainer import decay_groups
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2))
+    groups = decay_groups(model, 0.25)
+    assert [(g["weight_decay"], [tuple(p.shape) for p in g["params"]]) for g in groups] == [
+        (0.25, [(5, 3), (2, 3)]),
+        (0.0, [(3,), (3,), (2,)]),
+    ]
+    # With no gradient, one AdamW step is the decay alone: w <- w (1 - lr wd) on matrices, vectors kept.
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.AdamW(groups, lr=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for b, p in zip(before, model.parameters()):
+        torch.testing.assert_close(p.detach(), b * (1 - 0.5 * 0.25) if b.dim() >= 2 else b)
+    from dllm.distributed import Collective, GradientSync
+
+    GradientSync(model, optimizer, Collective()).reset_optimizer(0.1, (0.9, 0.99), 0.5)  # the next stage
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.5, 0.0]
