@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import dllm
-from dllm.rewards.sandbox import Job, Sandbox
+from dllm.sandbox import Job, Sandbox
 
 BATCH = 32  # programs per timed round, so that per-program costs are above timer noise
 CPUS = len(os.sched_getaffinity(0))

@@ -18,7 +18,6 @@ import inspect
 import logging
 import math
 import numbers
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -112,14 +111,6 @@ def _attributes(cls: type) -> set[str]:
 
 
 REWARDS = RewardRegistry("reward")
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the OS has one): the default number
-    of workers of the rewards that check completions side by side."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class RewardError(DllmError, ValueError):

@@ -9,7 +9,7 @@ holding such a list is accepted too. A completion's program is its last ```pytho
 or the whole text when it has none. The optional field `time_limit[i]` (seconds) overrides
 `time_limit` for row i.
 
-A function test is judged outside the sandbox (`code_checks`): the sandbox evaluates only
+A function test is judged outside the sandbox (`checks`): the sandbox evaluates only
 the calls of the program the test makes and returns their values as plain data; the
 assert itself runs here. An assert string may hold several statements, and a
 HumanEval-style test (`def check(candidate): ...` then `check(entry_point)`) is one
@@ -33,9 +33,8 @@ from typing import Any
 
 from dllm.errors import ConfigError
 from dllm.rewards.base import REWARDS, Reward, RewardError, require_field
-from dllm.rewards.code_checks import MalformedTest, Split, judge, split_test
-from dllm.rewards.sandbox import Job, Limits, Result, Sandbox
-from dllm.rewards.trusted_eval import Unsplittable
+from dllm.sandbox import Job, Limits, Result, Sandbox
+from dllm.sandbox.checks import MalformedTest, Split, Unsplittable, judge, split_test
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ def _is_stdio_case(case: Any) -> bool:
 
 @REWARDS.register("code")
 class CodeReward(Reward):
-    """Runs each completion's program against its tests in the sandbox (`dllm.rewards.sandbox`).
+    """Runs each completion's program against its tests in the sandbox (`dllm.sandbox`).
 
     `time_limit`: CPU seconds per test (the wall clock allows 2 × time_limit + 1 s);
     `all_or_nothing`: 1.0 only when every test passes; `memory_mb`, `file_size_mb`,

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from dllm.errors import ConfigError
-from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field, usable_cpus
+from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field
+from dllm.sandbox import usable_cpus
 
 logger = logging.getLogger(__name__)
 

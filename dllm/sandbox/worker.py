@@ -1,4 +1,4 @@
-"""The sandbox worker: `dllm.rewards.sandbox` runs this file, one process per worker slot.
+"""The sandbox worker: `dllm.sandbox.pool` runs this file, one process per worker slot.
 
 It is run by path with `python -I` (stdlib only, never `dllm` or torch). It forks one child
 per job from its own small, initialised interpreter, so a program costs a fork (a few
@@ -18,7 +18,7 @@ wrote to its report channel (fd 4), drained while it runs and capped like stdout
 that report is the job's nonce (a test ran to its end).
 
 Isolation layers, each used where the kernel and our privileges allow it (`isolation` and
-each reply's `setup` say which were; the kernel calls are in `_sandbox_isolation.py`; the
+each reply's `setup` say which were; the kernel calls are in `isolation.py`; the
 table with the fallbacks is in docs/code_sandbox.md):
 - every child: its own session, rlimits (CPU, address space, file size, open files,
   processes, no core), a minimal environment, a fresh work directory as cwd, HOME and TMPDIR;
@@ -32,7 +32,7 @@ table with the fallbacks is in docs/code_sandbox.md):
 - a private mount namespace, set up once per worker, whose root is a new read-only tmpfs
   holding only the interpreter, the standard library, the shared libraries, the allowed
   packages, a few /dev nodes, a /proc of the PID namespace and the work directory
-  (`_sandbox_isolation.new_root`); per job, a fresh size-limited tmpfs as the work directory
+  (`isolation.new_root`); per job, a fresh size-limited tmpfs as the work directory
   and another on /dev/shm, unmounted when the job ends;
 - an IPC namespace per job (System V objects die with it);
 - a memory cgroup per slot (v2, else v1), made once; every job's processes join it, so the
@@ -42,7 +42,7 @@ table with the fallbacks is in docs/code_sandbox.md):
   job at once; the outer process of the worker, still in the host's mount namespace, then
   removes the slot's directories, log and cgroup.
 Where a layer is missing, an audit hook in the child covers the gap as far as Python can
-(`_sandbox_harness._audit_hook`): internet sockets, signals to other processes, writes
+(`harness._audit_hook`): internet sockets, signals to other processes, writes
 outside the work directory, reads outside it and the libraries, other processes' /proc
 entries, and with them new programs and ctypes calls, which would bypass the hook.
 """
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     if config is None:
         return 1
     try:
-        harness = _sibling("_sandbox_harness")
+        harness = _sibling("harness")
         isolation = _isolate_worker(config, (request_fd, reply_fd))
         for name in config["preload"]:
             with contextlib.suppress(Exception):  # a module this installation lacks: only its users fail
@@ -141,13 +141,13 @@ def _sibling(name: str):
     """A module beside this file, loaded by path: run with -I, this file's directory is not on
     sys.path (and must not be, or programs could import our files)."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"_dllm{name}", path)
+    spec = importlib.util.spec_from_file_location(f"_dllm_sandbox_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-iso = _sibling("_sandbox_isolation")
+iso = _sibling("isolation")
 
 
 def _isolate_worker(config: dict, protocol_fds: tuple[int, int]) -> dict:

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dllm.rewards.check_walker import Walker
-from dllm.rewards.trusted_eval import MalformedTest, Unsplittable, force
+from dllm.sandbox.trusted_eval import MalformedTest, Unsplittable, force
+from dllm.sandbox.walker import Walker
 
 __all__ = ["MalformedTest", "Split", "Unsplittable", "decode_report", "judge", "split_test"]
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from dllm.rewards.code_checks import MalformedTest, decode_report, judge, split_test
-from dllm.rewards.trusted_eval import Unsplittable, literal
+from dllm.sandbox.checks import MalformedTest, decode_report, judge, split_test
+from dllm.sandbox.trusted_eval import Unsplittable, literal
 
 HUMANEVAL = """
 METADATA = {"author": "us"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import dllm
-from dllm.rewards.sandbox import Job, Limits, Sandbox
+from dllm.sandbox import Job, Limits, Sandbox
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 
@@ -81,7 +81,7 @@ def test_program_sees_only_the_interpreter_stdlib_and_allowed_packages(sandbox, 
         Path(dllm.__file__).parent / "data" / "samples" / "tracerl_code.json",  # dllm's shipped samples
         host_tmp,  # world-readable, in the host's temp directory
         Path(pytest.__file__),  # another package of the same site-packages
-        Path(dllm.__file__).parent / "rewards" / "_sandbox_harness.py",  # the sandbox's own code
+        Path(dllm.__file__).parent / "sandbox" / "harness.py",  # the sandbox's own code
         Path(sandbox._root) / "worker-0.log",
     ]
     assert all(path.exists() for path in secrets)
@@ -112,7 +112,7 @@ def test_report_channel_returns_large_reports_and_caps_them(sandbox):
 
 PARENT = """
 import sys, threading, time
-from dllm.rewards.sandbox import Job, Sandbox
+from dllm.sandbox import Job, Sandbox
 sandbox = Sandbox(workers=1)
 print(sandbox._root, sandbox.isolation["uid"], flush=True)
 threading.Thread(target=sandbox.run, args=([Job("import time\\ntime.sleep(60)")],)).start()

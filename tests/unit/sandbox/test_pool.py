@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-import dllm.rewards
-from dllm.rewards.sandbox import Job, Limits, Sandbox
+import dllm.sandbox
+from dllm.sandbox import Job, Limits, Sandbox
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 
 LIMITS = Limits(cpu_seconds=0.5, wall_seconds=1.5, memory_mb=256, processes=16, output_bytes=64 * 1024)
-HARNESS = Path(dllm.rewards.__file__).with_name("_sandbox_harness.py")
+HARNESS = Path(dllm.sandbox.__file__).with_name("harness.py")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_stdin_stdout_stderr_and_exit_status(sandbox):
     assert (result.stdout, result.stderr) == ("cba\n", "warn\n")
     failed = run(sandbox, "raise ValueError('boom')")
     assert (failed.status, failed.passed, failed.returncode) == ("error", False, 1)
-    assert "ValueError: boom" in failed.stderr and "_sandbox_harness" not in failed.stderr
+    assert "ValueError: boom" in failed.stderr and "harness.py" not in failed.stderr
     assert run(sandbox, "import sys; sys.exit(3)").returncode == 3
 
 
@@ -150,7 +150,7 @@ def test_work_directory_is_private_to_each_program(sandbox):
 
 def test_writing_outside_the_work_directory_fails(sandbox, tmp_path):
     # a uid of its own, a read-only mount namespace, or else the audit hook stops each of these
-    targets = [tmp_path / "pwned", Path(dllm.rewards.__file__).parent / "pwned.py", Path(f"/tmp/pwned-{os.getpid()}")]
+    targets = [tmp_path / "pwned", Path(dllm.sandbox.__file__).parent / "pwned.py", Path(f"/tmp/pwned-{os.getpid()}")]
     attempt = "try:\n    open({!r}, 'w').write('x')\nexcept OSError as e:\n    print(e)"
     program = "\n".join(attempt.format(str(t)) for t in targets)
     result = run(sandbox, program)

@@ -3,7 +3,7 @@
 Loaded by path into the sandbox worker (stdlib only). `run_program` runs the program, then
 either the job's probes or its test, in the same process.
 
-Probes (the code reward's function tests, see `dllm/rewards/code_checks.py`): expressions of
+Probes (the code reward's function tests, see `dllm/sandbox/checks.py`): expressions of
 the program's names and plain literals, evaluated in the program's namespace; their values
 go to the report channel as plain data, and the trusted process judges them. Nothing here
 decides a score, so nothing here needs defending: a program that tampers with the probes or
@@ -241,7 +241,7 @@ def _audit_hook(refuse: frozenset[str], readable: Sequence[str] = ()):
     children; "files": writing outside the work directory (or opening a directory there, a
     way around the check) and reading anything but the work directory and `readable` (the
     interpreter, standard library, shared libraries and allowed packages: what the worker's new
-    root would have held, see `_sandbox_isolation.needed_paths`) or /proc and /dev; "proc":
+    root would have held, see `isolation.needed_paths`) or /proc and /dev; "proc":
     other processes' /proc entries (their environment).
     With any of these, new programs and foreign calls are refused too: they would run
     without this hook."""

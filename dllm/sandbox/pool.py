@@ -7,7 +7,7 @@ results[0].stdout, results[1].passed   # "cba\\n", True
 ```
 
 A `Sandbox` keeps `workers` worker processes (one per slot, at most `workers` programs run at
-once; default: the CPUs this process may use). Each worker (`_sandbox_worker.py`, started
+once; default: the CPUs this process may use). Each worker (`worker.py`, started
 with a minimal environment) forks one child per program and isolates it as far as the
 kernel and our privileges allow: rlimits on CPU time, address space, file size, open files
 and processes; the wall-clock limit and the output caps enforced by the worker; a fresh work
@@ -18,12 +18,12 @@ it), an IPC namespace per job, one memory cgroup per slot (a job's processes sha
 `memory_mb`) and a read-only root holding only the interpreter, the standard library and the
 `allowed_packages`, with a Python audit hook covering what the kernel did not give. If this
 process dies, running jobs end within milliseconds and the workers remove their files.
-`Sandbox.isolation` reports what this machine gave; see `_sandbox_worker.py` and
+`Sandbox.isolation` reports what this machine gave; see `worker.py` and
 docs/code_sandbox.md.
 
 A job with a `test` runs the program, then the test code in the program's namespace; it
 passes only when the harness proves that the test's last line ran (see
-`_sandbox_harness.py` for what a program cannot fake). A job without a test passes when the
+`harness.py` for what a program cannot fake). A job without a test passes when the
 program exits with status 0; its stdout is the caller's to judge.
 """
 
@@ -49,12 +49,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from dllm.errors import DllmError
-from dllm.rewards._sandbox_worker import receive, send
-from dllm.rewards.base import usable_cpus
+from dllm.sandbox.worker import receive, send
 
 logger = logging.getLogger(__name__)
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_worker.py")
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 
 # The whole environment a program sees (plus HOME and TMPDIR, its work directory). One
 # thread per numeric library, so that a program uses one core, as the pool assumes.
@@ -80,6 +79,14 @@ DEFAULT_PRELOAD = (
 
 UID_LOCKS = os.path.join(tempfile.gettempdir(), "dllm-sandbox-uids")
 REPLY_GRACE_S = 10.0  # beyond a job's wall limit, before the worker itself counts as hung
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one): the default number
+    of worker processes of the sandbox and of the rewards that check completions side by side."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class SandboxError(DllmError, RuntimeError):
@@ -116,7 +123,7 @@ class Job:
     """A program; `test`: code run after it in its namespace (pass = proof it ran to the end);
     `stdin`: the program's standard input; `limits`: None for the sandbox's own; `probes`:
     `(expression, send)` pairs evaluated after the program, in its namespace, whose values
-    come back as plain data in `Result.report` (see `code_checks`)."""
+    come back as plain data in `Result.report` (see `checks`)."""
 
     program: str
     test: str | None = None

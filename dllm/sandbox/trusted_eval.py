@@ -1,6 +1,6 @@
 """Evaluate a test's Python expressions in the trusted process, over plain values only.
 
-The code reward judges a function test outside the sandbox (`code_checks`): the sandbox
+The code reward judges a function test outside the sandbox (`checks`): the sandbox
 returns, as plain data, the values the test needs from the candidate program, and the
 test's own logic (comparisons, `abs`, `sorted`, `math.isclose`, loops, local variables)
 runs here. This module is that evaluator: a small interpreter of Python expressions that

@@ -1,4 +1,4 @@
-"""The walker behind `code_checks.split_test`: a small interpreter of a test's Python.
+"""The walker behind `checks.split_test`: a small interpreter of a test's Python.
 
 It runs the test's statements and expressions here, in the trusted process, over plain
 values (`trusted_eval`). A value of the program's is a `Program` (a name it defines) or a
@@ -15,7 +15,7 @@ import builtins
 import functools
 from typing import Any
 
-from dllm.rewards.trusted_eval import (
+from dllm.sandbox.trusted_eval import (
     BINARY,
     COMPARE,
     MODULES,
