@@ -20,9 +20,9 @@ from functools import cached_property
 from typing import Any
 
 from dllm.data.base import TASKS, Example, Task
-from dllm.data.files import FILE_FORMATS, Records, read_records
 from dllm.data.layouts import LAYOUT_NAMES, LAYOUTS, Layout, MissingRole, detect_layout
 from dllm.data.prompts import PromptFormatter, render
+from dllm.data.readers import FILE_FORMATS, Records, read_records
 from dllm.data.split import is_heldout
 from dllm.errors import ConfigError, did_you_mean
 

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from dllm.data.files import file_format, read_records, resolve_path
+from dllm.data.readers import file_format, read_records, resolve_path
 from dllm.errors import ConfigError
 
 
@@ -31,7 +31,7 @@ def test_malformed_lines_are_reported_with_file_and_line_and_the_rest_loads(tmp_
             '{"question": "c", "answer": "3"}',
         ],
     )
-    with caplog.at_level(logging.WARNING, logger="dllm.data.files"):
+    with caplog.at_level(logging.WARNING, logger="dllm.data.readers"):
         records = read_records(path)
     assert [row["question"] for row in records.rows] == ["a", "c"]
     assert records.skipped == 2

@@ -1,4 +1,4 @@
-"""Reading task files — JSON Lines, JSON, parquet, CSV — from local paths only.
+"""The file readers behind the `file` task (`data/file.py`): JSON Lines, JSON, parquet, CSV, from local paths only.
 
 Records load through `datasets` (arrow-backed; its cache makes a second load of the same
 file cheap). A JSON or JSON Lines file that `datasets` cannot read whole (a malformed line,
