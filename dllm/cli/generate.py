@@ -14,9 +14,10 @@ import torch
 
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.cli.runs import load_target_model, parse_target_args, resolve_target, target_parser
-from dllm.config import build_node, check_node
+from dllm.config import build_node
 from dllm.errors import DllmError
 from dllm.evaluation import decode_completions
+from dllm.signatures import check_node
 
 
 def read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:
