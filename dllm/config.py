@@ -15,10 +15,11 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from dllm.config_files import CONF_MODULE, config_groups, group_options  # noqa: F401  (composing users list them here)
 from dllm.errors import ConfigError, DllmError, UnknownNameError, did_you_mean
+from dllm.registry import registry
 from dllm.signatures import check_node
 
-CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
 TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer", "warmup"}
@@ -84,48 +85,14 @@ def reject_reward_list(overrides: Sequence[str]) -> None:
             )
 
 
-def conf_roots(plugins: bool = True) -> list[Any]:
-    """The root folders of dllm's config package and (`plugins`) of every plugin's config
-    package that imports."""
-    from importlib.resources import files
-
-    from dllm.registry import plugin_conf_packages
-
-    roots = []
-    for package in [CONF_MODULE, *(plugin_conf_packages() if plugins else [])]:
-        try:
-            roots.append(files(package))
-        except ModuleNotFoundError:
-            continue
-    return roots
-
-
-def group_options(group: str, plugins: bool = True) -> list[str]:
-    """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
-    dllm's own YAML files and (`plugins`) those of every plugin's config package."""
-    names: set[str] = set()
-    for root in conf_roots(plugins):
-        folder = root.joinpath(group)
-        if folder.is_dir():
-            names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
-    return sorted(names)
-
-
-def config_groups() -> list[str]:
-    """Every config group (`algorithm`, `algorithm/curriculum`, `experiment`, ...): the folders
-    holding YAML options, in dllm's config package and every plugin's."""
-    groups: set[str] = set()
-
-    def walk(folder, path: str) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir():
-                walk(entry, f"{path}{entry.name}/")
-            elif entry.name.endswith(".yaml") and path:
-                groups.add(path.rstrip("/"))
-
-    for root in conf_roots():
-        walk(root, "")
-    return sorted(groups)
+def build(kind: str, name: str, **kwargs: Any) -> Any:
+    """Component `name` of `kind` built with `kwargs`: `build("sampler", "llada", steps=8)`. A name
+    that is not registered but a YAML preset of the kind's config group (e.g. `diffu_grpo`, the
+    `rl` algorithm with d1's hyper-parameters) is built from its YAML, `kwargs` overriding its values."""
+    kind_registry = registry(kind)
+    if name not in kind_registry and name in kind_registry.presets():
+        return build_preset(kind_registry.config_group, name, kwargs)
+    return kind_registry.build(name, **kwargs)
 
 
 def build_preset(group: str, name: str, overrides: dict[str, Any]) -> Any:
