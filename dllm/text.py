@@ -1,6 +1,7 @@
-"""Reading completions as text: the EOS cut, decoding token ids to the text users and rewards
-see, and the final answer in a `\\boxed{...}`. One place, used by rewards, data, evaluation,
-rollouts and `dllm-generate`, so every reader cuts and decodes a completion the same way.
+"""Prompts and completions as text: the EOS cut, decoding token ids to the text users and
+rewards see, the chat template around a prompt, and the final answer in a `\\boxed{...}`. One
+place, used by rewards, data, evaluation, rollouts and `dllm-generate`, so every reader cuts
+and decodes a completion the same way.
 
 The EOS cut: a completion ends at its first EOS (excluded); one without an EOS in its
 `gen_length` tokens is truncated. A tokenizer without an EOS token cuts nothing and marks
