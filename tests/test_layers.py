@@ -29,9 +29,8 @@ PACKAGE = Path(dllm.__file__).parent
 # Lowest first. A module imports its own unit and units of lower layers; units of one layer are
 # peers and import none of each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "conf"),  # dllm's exceptions; the YAML config package (no code)
-    # leaves: the text of completions, the YAML file listing, counters, loggers, the run directory's file names
-    ("config_files", "text", "progress", "metric_window", "interrupt", "loggers", "run_files"),
+    ("errors", "conf", "run_files"),  # dllm's exceptions; the YAML config package; the run directory's file names
+    ("config_files", "text", "progress", "metric_window", "interrupt", "loggers"),  # leaves over errors
     ("registry", "distributed", "sandbox"),  # names -> factories (no component, no config); processes; code sandbox
     ("signatures", "tokenizer", "checkpoint", "console", "trainer_config"),
     ("models",),
@@ -46,7 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
 
 # (importing unit, imported unit): why it is allowed for now. Each must still occur.
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("config", "trainer"): "config.build_components builds trainer.Components; removed by runplan (dllm/run.py)",
+    ("config", "trainer"): "config.build_components builds trainer.Components",  # removed by runplan
 }
 
 
