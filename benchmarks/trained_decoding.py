@@ -22,7 +22,7 @@ import torch
 import dllm
 from dllm.config import build_node, compose
 from dllm.data.base import reward_fields
-from dllm.evaluation import decode_completions
+from dllm.text import decode_completions
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".benchmarks" / "trained_addition"

@@ -11,10 +11,11 @@ from typing import Any
 
 from dllm import metrics  # reachable after `import dllm` alone; it imports nothing heavy (evaluate on use)
 from dllm.algorithms import ALGORITHMS
+from dllm.config import build
 from dllm.data import TASKS
 from dllm.errors import ConfigError, DllmError
 from dllm.models import MODELS, load_model
-from dllm.registry import Registry, build, load_plugins
+from dllm.registry import Registry, load_plugins
 from dllm.rewards import REWARDS
 from dllm.samplers import SAMPLERS, GenerationOutput, Sampler
 from dllm.tokenizer import load_tokenizer
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 def build_sampler(name: str, **kwargs: Any) -> Sampler:
     """A registered sampler: `build_sampler("llada", steps=16, block_length=8)`."""
-    return SAMPLERS.build(name, **kwargs)
+    return build("sampler", name, **kwargs)
 
 
 __all__ = [

@@ -7,21 +7,19 @@ combinations (sampler x task). Each error names the key and the fix.
 
 from __future__ import annotations
 
-import inspect
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+from dllm.config_files import CONF_MODULE, config_groups, group_options  # noqa: F401  (composing users list them here)
 from dllm.errors import ConfigError, DllmError, UnknownNameError, did_you_mean
-from dllm.registry import check_plugin_of
+from dllm.registry import registry
+from dllm.signatures import check_node
 
-CONF_MODULE = "dllm.conf"
 TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
 TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer", "warmup"}
@@ -87,48 +85,14 @@ def reject_reward_list(overrides: Sequence[str]) -> None:
             )
 
 
-def conf_roots(plugins: bool = True) -> list[Any]:
-    """The root folders of dllm's config package and (`plugins`) of every plugin's config
-    package that imports."""
-    from importlib.resources import files
-
-    from dllm.registry import plugin_conf_packages
-
-    roots = []
-    for package in [CONF_MODULE, *(plugin_conf_packages() if plugins else [])]:
-        try:
-            roots.append(files(package))
-        except ModuleNotFoundError:
-            continue
-    return roots
-
-
-def group_options(group: str, plugins: bool = True) -> list[str]:
-    """The option names of config group `group` (`algorithm`, `algorithm/estimator`, ...):
-    dllm's own YAML files and (`plugins`) those of every plugin's config package."""
-    names: set[str] = set()
-    for root in conf_roots(plugins):
-        folder = root.joinpath(group)
-        if folder.is_dir():
-            names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
-    return sorted(names)
-
-
-def config_groups() -> list[str]:
-    """Every config group (`algorithm`, `algorithm/curriculum`, `experiment`, ...): the folders
-    holding YAML options, in dllm's config package and every plugin's."""
-    groups: set[str] = set()
-
-    def walk(folder, path: str) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir():
-                walk(entry, f"{path}{entry.name}/")
-            elif entry.name.endswith(".yaml") and path:
-                groups.add(path.rstrip("/"))
-
-    for root in conf_roots():
-        walk(root, "")
-    return sorted(groups)
+def build(kind: str, name: str, **kwargs: Any) -> Any:
+    """Component `name` of `kind` built with `kwargs`: `build("sampler", "llada", steps=8)`. A name
+    that is not registered but a YAML preset of the kind's config group (e.g. `diffu_grpo`, the
+    `rl` algorithm with d1's hyper-parameters) is built from its YAML, `kwargs` overriding its values."""
+    kind_registry = registry(kind)
+    if name not in kind_registry and name in kind_registry.presets():
+        return build_preset(kind_registry.config_group, name, kwargs)
+    return kind_registry.build(name, **kwargs)
 
 
 def build_preset(group: str, name: str, overrides: dict[str, Any]) -> Any:
@@ -207,93 +171,6 @@ def model_block_size(node: DictConfig) -> int | None:
         return None
     values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
     return getattr(target.config(**values), "block_size", None)
-
-
-def check_node(path: str, node: Any) -> None:
-    """Check a `_target_` node's keys and value types against the target's signature."""
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        raise ConfigError(f"{path} must be a mapping with a _target_, got {OmegaConf.to_yaml(node)!r}")
-    for key in node:
-        if OmegaConf.is_missing(node, key):
-            raise ConfigError(f"{path}.{key} is required: set it on the command line, e.g. {path}.{key}=VALUE")
-    target_path = node._target_
-    check_plugin_of(target_path)
-    try:
-        target = get_object(target_path)
-    except Exception as exc:
-        raise ConfigError(f"{path}._target_ {target_path!r} cannot be imported: {exc}") from None
-    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
-    if hasattr(target, "check_config"):
-        target.check_config(values)
-    signature = inspect.signature(target)
-    parameters = signature.parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    hints = _type_hints(target)
-    for key, value in values.items():
-        if key not in parameters:
-            if takes_any:
-                continue
-            raise ConfigError(
-                f"unknown key {path}.{key}{did_you_mean(key, parameters)} "
-                f"({path} takes: {', '.join(parameters) or 'no options'})"
-            )
-        expected = hints.get(key)
-        if expected is not None and not _matches(value, expected):
-            raise ConfigError(f"{path}.{key}={value!r} has the wrong type: expected {_describe(expected)}")
-    for key, value in node.items():
-        if isinstance(value, DictConfig) and "_target_" in value:
-            check_node(f"{path}.{key}", value)  # a nested component (e.g. algorithm.estimator)
-    if node.get("_partial_", False):
-        return  # the caller passes the rest (a function reward gets prompts and completions)
-    for name, parameter in parameters.items():
-        required = parameter.default is inspect.Parameter.empty
-        if required and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in values:
-            raise ConfigError(f"{path}.{name} is required: add {path}.{name}=VALUE")
-
-
-def _type_hints(target: Any) -> dict[str, Any]:
-    function = target.__init__ if isinstance(target, type) else target
-    try:
-        return typing.get_type_hints(function)
-    except Exception:
-        return {}
-
-
-def _matches(value: Any, expected: Any) -> bool:
-    origin = typing.get_origin(expected)
-    if expected is Any:
-        return True
-    if expected is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arm) for arm in typing.get_args(expected))
-    if origin is typing.Literal:
-        return value in typing.get_args(expected)
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, Sequence) or expected in (list, tuple):
-        items = typing.get_args(expected)
-        if not isinstance(value, (list, tuple, ListConfig)):
-            return False
-        return not items or items[-1] is Ellipsis or all(_matches(v, items[0]) for v in value)
-    if origin in (dict, Mapping) or expected is dict:
-        return isinstance(value, (dict, DictConfig))
-    return True  # richer annotations are left to the component's own checks
-
-
-def _describe(expected: Any) -> str:
-    origin = typing.get_origin(expected)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(expected))
-    return getattr(expected, "__name__", str(expected)).replace("NoneType", "null")
 
 
 def resolve_tokenizer(cfg: DictConfig):

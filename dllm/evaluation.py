@@ -21,7 +21,6 @@ import inspect
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,9 +31,11 @@ from tqdm.auto import tqdm
 
 from dllm.data.base import Example, Task, reward_fields
 from dllm.errors import DllmError
+from dllm.generation import decode_batch
 from dllm.progress import advance_by_forwards
 from dllm.rewards.base import RewardScores, score_batch
 from dllm.samplers.base import Sampler
+from dllm.text import decode_completions  # noqa: F401  (importable from here, where it was first)
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +88,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def mean_pass_at_k(correct_counts: Sequence[int], n: int, k: int) -> float:
     """pass@k averaged over prompts, each with `correct_counts[i]` correct of `n` samples."""
     return sum(pass_at_k(n, c, k) for c in correct_counts) / len(correct_counts) if correct_counts else 0.0
-
-
-def decode_completions(tokenizer, completion_ids: torch.Tensor) -> tuple[list[str], list[int]]:
-    """Texts (cut at the first EOS, special tokens dropped) and their token lengths."""
-    texts, lengths = [], []
-    for row in completion_ids.tolist():
-        if tokenizer.eos_token_id in row:
-            row = row[: row.index(tokenizer.eos_token_id)]
-        texts.append(tokenizer.decode(row, skip_special_tokens=True))
-        lengths.append(len(row))
-    return texts, lengths
 
 
 def score_completions(
@@ -228,17 +218,9 @@ def evaluate(
 def _run_batch(model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, timeout_s) -> dict:
     """Decode and score one batch; the JSON-able record the progress file keeps."""
     chunk = [examples[p] for p, _ in batch]
-    prompts = tokenizer([e.prompt for e in chunk], padding=True, return_tensors="pt").to(device)
     generator = torch.Generator(device=device).manual_seed(batch_seed(seed, index))
-    began = time.perf_counter()
-    output = sampler.generate(
-        model, prompts["input_ids"], prompts["attention_mask"], gen_length=task.gen_length, generator=generator
-    )
-    elapsed = time.perf_counter() - began
-    completion_ids = output.completions(prompts["input_ids"].shape[1])
-    texts, lengths = decode_completions(tokenizer, completion_ids)
-    eos = tokenizer.eos_token_id
-    truncated = [False] * len(chunk) if eos is None else (~(completion_ids == eos).any(1)).tolist()
+    decoded = decode_batch(model, tokenizer, sampler, [e.prompt for e in chunk], task.gen_length, generator)
+    texts, lengths, truncated = decoded.texts, decoded.lengths, decoded.truncated.tolist()
     fields = {**reward_fields(chunk), "truncated": truncated}
     scores, invalid = score_completions(reward, [e.prompt for e in chunk], texts, fields, timeout_s)
     rows = [
@@ -255,8 +237,8 @@ def _run_batch(model, tokenizer, sampler, task, reward, examples, batch, index, 
     ]
     return {
         "batch": index,
-        "elapsed": elapsed,
-        "nfe": int(output.nfe),
+        "elapsed": decoded.elapsed,
+        "nfe": int(decoded.output.nfe),
         "failures": scores.failures + invalid,
         "rows": rows,
     }

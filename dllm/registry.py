@@ -1,7 +1,9 @@
 """Registries: stable short names for components, and third-party plugin discovery.
 
 Every registry entry is a factory: `registry.build(name, **kwargs)` calls it (a registry of
-components that may be plain callables, as rewards, says otherwise through `make`). Built-in
+components that may be plain callables, as rewards, says otherwise through `make`). A registry
+knows no component and no config: `dllm.build(kind, name, **kwargs)` (in `dllm.config`) also
+builds the YAML presets of a kind's config group, which the registry only lists (`presets`). Built-in
 components register when `dllm` is imported; plugins register through the `dllm.plugins`
 entry-point group the first time any registry is read, so a plugin needs no import by
 the user and no fork of `dllm`. A plugin that fails to load (an import error, its
@@ -18,12 +20,12 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from dllm.config_files import group_options
 from dllm.errors import DllmError, PluginError, UnknownNameError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
 PLUGIN_GROUP = "dllm.plugins"
-CONF_GROUP = "dllm.conf"
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -80,8 +82,6 @@ class Registry:
 
     def _refuse_preset_name(self, name: str, obj: Any) -> None:
         # `dllm-train` would still compose dllm's YAML of that name while `dllm.build` built the plugin's.
-        from dllm.config import group_options
-
         if name in group_options(self.config_group, plugins=False):
             raise DuplicateNameError(
                 f"{self.kind} {name!r} is a preset dllm ships (conf/{self.config_group}/{name}.yaml); "
@@ -93,28 +93,25 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            known = sorted(self._entries) + self.presets()
+            presets = self.presets()
+            if name in presets:
+                raise UnknownNameError(
+                    f"{self.kind} {name!r} is a YAML preset (conf/{self.config_group}/{name}.yaml), not a registered "
+                    f"name: build it with dllm.build({self.kind!r}, {name!r})"
+                ) from None
+            known = sorted(self._entries) + presets
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{did_you_mean(name, known)} known: {', '.join(known) or '(none)'}"
                 + "".join(f"; plugin {plugin!r} failed to load: {error}" for plugin, error in PLUGIN_FAILURES.items())
             ) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:
-        """The component `name` built with `kwargs`; a name that is not registered but is a
-        YAML preset of this kind's config group (e.g. `diffu_grpo`, the `rl` algorithm with
-        d1's hyper-parameters) is built from its YAML, `kwargs` overriding its values."""
-        load_plugins()
-        if name not in self._entries and name in self.presets():
-            from dllm.config import build_preset
-
-            return build_preset(self.config_group, name, kwargs)
+        """The registered component `name` built with `kwargs` (`dllm.build` builds presets too)."""
         return self.make(name, self.get(name), kwargs)
 
     def presets(self) -> list[str]:
         """The YAML options of this kind's config group that are not registered names: presets
         of a registered component with other values."""
-        from dllm.config import group_options
-
         load_plugins()
         return sorted(set(group_options(self.config_group)) - set(self._entries))
 
@@ -147,9 +144,8 @@ class Registry:
 
 
 def registry(kind: str) -> Registry:
-    """The registry of `kind`; an unknown kind names the known ones."""
-    import dllm  # noqa: F401  (registers the built-in components)
-
+    """The registry of `kind`; an unknown kind names the known ones. (Importing this module ran
+    `dllm/__init__.py`, which registers the built-in components.)"""
     try:
         return REGISTRIES[kind]
     except KeyError:
@@ -157,11 +153,6 @@ def registry(kind: str) -> Registry:
         raise UnknownNameError(
             f"unknown component kind {kind!r}{did_you_mean(kind, known)} known: {', '.join(known)}"
         ) from None
-
-
-def build(kind: str, name: str, **kwargs: Any) -> Any:
-    """Build component `name` of `kind` with `kwargs`: `build("sampler", "llada", steps=8)`."""
-    return registry(kind).build(name, **kwargs)
 
 
 _plugins_loaded = False
@@ -207,11 +198,6 @@ def check_plugin_of(target: str) -> None:
         if top == package != "dllm":
             error = PLUGIN_FAILURES[plugin]
             raise PluginError(f"{target} belongs to dllm plugin {plugin!r}, which failed to load: {error}")
-
-
-def plugin_conf_packages() -> list[str]:
-    """Python packages holding config group folders, declared by plugins under `dllm.conf`."""
-    return [ep.value for ep in entry_points(group=CONF_GROUP)]
 
 
 def _qualified_name(obj: Any) -> str:

@@ -12,6 +12,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from dllm.errors import DllmError
+from dllm.registry import registry
 
 PAD_TOKEN, EOS_TOKEN, MASK_TOKEN, UNK_TOKEN = "<|pad|>", "<|eos|>", "<|mask|>", "<|unk|>"
 SPECIAL_TOKENS = (PAD_TOKEN, EOS_TOKEN, MASK_TOKEN, UNK_TOKEN)
@@ -44,17 +45,16 @@ def load_tokenizer(path_or_preset: str | Path) -> PreTrainedTokenizerBase:
     Every model preset (`llada_tiny`, ...) uses the character tokenizer, so its name, or
     `"char"`, returns it. Prompts are left-padded, as every sampler expects.
     """
-    from dllm.models.base import MODELS
-
+    model_presets = registry("model")  # looked up, not imported: the models import this module's vocabulary
     name = str(path_or_preset)
-    if name == CHAR_TOKENIZER_NAME or (name in MODELS and not Path(name).exists()):
+    if name == CHAR_TOKENIZER_NAME or (name in model_presets and not Path(name).exists()):
         return build_char_tokenizer()
     path = Path(name)
     if not path.is_dir():
         raise DllmError(
             f"tokenizer {name!r}: no such directory and no such preset. Give a checkpoint "
             f"directory holding tokenizer files, {CHAR_TOKENIZER_NAME!r}, or a model preset "
-            f"({', '.join(MODELS.names())})."
+            f"({', '.join(model_presets.names())})."
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

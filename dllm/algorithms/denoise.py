@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from dllm.models.base import align_shifted
 from dllm.models.masks import block_diffusion_mask, combine, row_positions
 
 Field = Literal["logits", "values"]
@@ -47,11 +48,7 @@ def noisy_outputs(
     shift = field == "logits" and bool(getattr(model, "shift_logits", False))
     if block_size is None:
         output = getattr(model(noisy, attention_mask=attention_mask), field)
-        if not shift:
-            return output[:, noisy_from:]
-        if noisy_from > 0:  # position i - 1 predicts token i: a view, no copy of the logits
-            return output[:, noisy_from - 1 : length - 1]
-        return torch.cat([output[:, :1], output[:, :-1]], dim=1)  # token 0 reads position 0, as denoiser_logits
+        return align_shifted(output, noisy_from) if shift else output[:, noisy_from:]
     if shift:
         raise NotImplementedError("block diffusion training of a shifted-logits model is not implemented")
     positions = row_positions(attention_mask)

@@ -9,7 +9,6 @@ sampler's raw trajectory, so that a replay sees every state exactly as the sampl
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,9 +18,10 @@ import torch
 from torch import Tensor
 
 from dllm.data.base import Example, reward_fields
-from dllm.evaluation import decode_completions
+from dllm.generation import decode_batch
 from dllm.rewards.base import RewardError, score_batch
 from dllm.samplers.base import GenerationOutput
+from dllm.text import through_eos, token_offsets, truncated
 
 
 @dataclass
@@ -104,15 +104,6 @@ class Rollout:
         return self.map_rows(lambda tensor: tensor.to(device))
 
 
-def scored_positions(completions: Tensor, eos_id: int | None) -> Tensor:
-    """[N, G] bool: every position up to and including the first EOS (all, without an EOS)."""
-    if eos_id is None:
-        return torch.ones_like(completions, dtype=torch.bool)
-    is_eos = completions == eos_id
-    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # EOS tokens strictly before each position
-    return before == 0
-
-
 def rollout_from_output(
     model: torch.nn.Module,
     prompt_ids: Tensor,
@@ -126,38 +117,20 @@ def rollout_from_output(
     completion is the raw trajectory, whose tokens up to the first EOS are the users' completion."""
     completions = output.raw_completions
     rows = completions.shape[0]
-    has_eos = (completions == eos_id).any(1) if eos_id is not None else torch.zeros(rows, dtype=torch.bool)
     return Rollout(
         sequences=torch.cat([prompt_ids, completions], dim=1),
         attention_mask=torch.cat([prompt_mask, torch.ones_like(completions)], dim=1),
         step_map=output.step_map,
-        scored=scored_positions(completions, eos_id),
+        scored=through_eos(completions, eos_id),
         group=torch.arange(rows, device=completions.device) // group_size,
         rewards=torch.zeros(rows, device=completions.device),
-        truncated=~has_eos.to(completions.device),
+        truncated=truncated(completions, eos_id),
         prompt_length=prompt_ids.shape[1],
         block_size=output.block_size,
         mask_id=model.mask_token_id,
         overhang=output.overhang,
         overhang_steps=output.overhang_steps,
     )
-
-
-def token_offsets(tokenizer, completions: Tensor) -> list[list[int]]:
-    """Per completion, the character offset in its decoded text (as rewards see it, cut at the
-    first EOS) at which each of its tokens starts: what a step-level reward needs to turn
-    the characters it judges into token positions."""
-    eos = tokenizer.eos_token_id
-    offsets = []
-    for row in completions.tolist():
-        if eos in row:
-            row = row[: row.index(eos)]
-        starts, length = [], 0
-        for token in row:
-            starts.append(length)
-            length += len(tokenizer.decode([token], skip_special_tokens=True))
-        offsets.append(starts)
-    return offsets
 
 
 def place_step_values(steps: list[list[tuple[int, float]]], length: int, device) -> Tensor:
@@ -226,29 +199,18 @@ def collect_rollout(
     """Decode `group_size` completions of `gen_length` tokens for each of `prompts` with
     `sampler` from the live weights, and score them with `reward` (guarded: see `score_batch`)."""
     examples = [example for example in prompts for _ in range(group_size)]
-    prompts = tokenizer([e.prompt for e in examples], padding=True, return_tensors="pt").to(device)
-    was_training = model.training
-    model.eval()
-    began = time.perf_counter()
-    out = sampler.generate(
-        model, prompts["input_ids"], prompts["attention_mask"], gen_length=gen_length, generator=generator
-    )
-    decode_time = time.perf_counter() - began
-    model.train(was_training)
-
-    completions = out.completions(prompts["input_ids"].shape[1])  # as users read them, for the rewards
-    texts, lengths = decode_completions(tokenizer, completions)
-    rollout = rollout_from_output(
-        model, prompts["input_ids"], prompts["attention_mask"], out, tokenizer.eos_token_id, group_size
-    )
-    truncated = rollout.truncated
     prompt_texts = [e.prompt for e in examples]
+    decoded = decode_batch(model, tokenizer, sampler, prompt_texts, gen_length, generator, device=device)
+    rollout = rollout_from_output(
+        model, decoded.prompt_ids, decoded.prompt_mask, decoded.output, tokenizer.eos_token_id, group_size
+    )
+    completions = decoded.completions  # as users read them, for the rewards
     fields = {
         **reward_fields(examples),
-        "truncated": truncated.tolist(),
+        "truncated": decoded.truncated.tolist(),
         "token_offsets": token_offsets(tokenizer, completions),
     }
-    scores = score_batch(reward, prompt_texts, texts, fields, reward_timeout_s)
+    scores = score_batch(reward, prompt_texts, decoded.texts, fields, reward_timeout_s)
     rollout.rewards = torch.tensor(scores.total, dtype=torch.float32, device=device)
     rollout.process_rewards = place_step_values(scores.steps, completions.shape[1], device)
     rewards = rollout.rewards
@@ -257,12 +219,12 @@ def collect_rollout(
         "reward_std": float(rewards.std(unbiased=False)),
         "accuracy": float((rewards >= 1.0).float().mean()),
         "reward_failures": float(scores.failures),
-        "response_length": sum(lengths) / len(lengths),
-        "truncated": float(truncated.float().mean()),
-        "rollout_time": decode_time,
-        "rollout_nfe": float(out.nfe),
+        "response_length": sum(decoded.lengths) / len(decoded.lengths),
+        "truncated": float(decoded.truncated.float().mean()),
+        "rollout_time": decoded.elapsed,
+        "rollout_nfe": float(decoded.output.nfe),
     }
     if len(scores.terms) > 1:
         metrics.update({f"reward/{name}": sum(values) / len(values) for name, values in scores.terms.items()})
     metrics.update(scores.counts)
-    return rollout, RolloutStats(metrics, texts, prompt_texts)
+    return rollout, RolloutStats(metrics, decoded.texts, prompt_texts)

@@ -7,16 +7,16 @@ dllm-generate llada_tiny --prompt-file prompts.txt sampler=llada sampler.steps=8
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.cli.runs import load_target_model, parse_target_args, resolve_target, target_parser
-from dllm.config import build_node, check_node
+from dllm.config import build_node
 from dllm.errors import DllmError
-from dllm.evaluation import decode_completions
+from dllm.generation import decode_batch
+from dllm.signatures import check_node
 
 
 def read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:
@@ -31,15 +31,6 @@ def read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:
     if not collected:
         raise DllmError("no prompts: give --prompt TEXT (repeatable) or --prompt-file FILE")
     return collected
-
-
-def format_prompts(tokenizer, prompts: list[str], use_chat_template: bool) -> list[str]:
-    if not (use_chat_template and getattr(tokenizer, "chat_template", None)):
-        return prompts
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-        for p in prompts
-    ]
 
 
 @reports_user_errors
@@ -61,17 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_target_model(target)
     sampler.check_gen_length(gen_length, model.block_size)
 
-    texts = format_prompts(tokenizer, prompts, not args.no_chat_template)
-    batch = tokenizer(texts, padding=True, return_tensors="pt").to(model.device)
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
-    began = time.perf_counter()
-    output = sampler.generate(model, batch["input_ids"], batch["attention_mask"], gen_length, generator)
-    elapsed = time.perf_counter() - began
-    completions, _ = decode_completions(tokenizer, output.completions(batch["input_ids"].shape[1]))
-    for prompt, completion in zip(prompts, completions):
+    decoded = decode_batch(
+        model, tokenizer, sampler, prompts, gen_length, generator, chat_template=not args.no_chat_template
+    )
+    for prompt, completion in zip(prompts, decoded.texts):
         print(f"{prompt}{completion}")
     tokens = len(prompts) * gen_length
-    print(f"{tokens / elapsed:.1f} tokens/s, {output.nfe / gen_length:.3f} NFE/token", file=sys.stderr)
+    print(f"{tokens / decoded.elapsed:.1f} tokens/s, {decoded.output.nfe / gen_length:.3f} NFE/token", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 
 from dllm import registry as registries
 from dllm.cli.common import reports_user_errors
-from dllm.config import config_groups, group_options
+from dllm.config_files import config_groups, group_options
 from dllm.errors import UnknownNameError, did_you_mean
 from dllm.registry import REGISTRIES
 

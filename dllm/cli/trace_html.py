@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from dllm.cli.trace import last_step, segments
+from dllm.cli.trace_record import last_step, segments
 from dllm.cli.trace_summary import position_summary
 
 STYLE = (

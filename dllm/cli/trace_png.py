@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dllm.cli.trace import last_step, segments
+from dllm.cli.trace_record import last_step, segments
 from dllm.cli.trace_summary import position_summary
 
 CELL_INCHES = 0.42  # one completion position; a token label of up to LABEL_CHARS fits in it at 8 pt

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dllm.cli.trace import block_edges, never_revealed
+from dllm.cli.trace_record import block_edges, never_revealed
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any
 
 from dllm.data.prompts import as_text as _text
 from dllm.errors import ConfigError
+from dllm.text import last_boxed
 
 MATH_TEMPLATE = "{question}\n\nReason step by step, then put the final answer in \\boxed{}."
 CODE_TEMPLATE = "{question}\n\n{code_instruction}"
@@ -153,8 +154,6 @@ def _gsm8k(values: RoleValues, record: Mapping[str, Any]) -> Converted:
 
 
 def _math(values: RoleValues, record: Mapping[str, Any]) -> Converted:
-    from dllm.rewards.math import last_boxed
-
     solution = values.get("solution")
     answer = values.get("answer")
     if answer is None:

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.errors import ConfigError, did_you_mean
+from dllm.text import chat_prompt
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -100,9 +101,7 @@ class PromptFormatter:
         text = render(self.template, values)
         tokenizer = self.chat_tokenizer
         if tokenizer is not None:
-            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-            messages.append({"role": "user", "content": text})
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = chat_prompt(tokenizer, text, self.system_prompt)
         elif self.system_prompt:
             text = f"{self.system_prompt}\n\n{text}"
         return text + self.prompt_suffix

@@ -39,9 +39,16 @@ def denoiser_logits(
 ) -> Tensor:
     """Logits in which position i predicts token i, for shifted (Dream-style) models too."""
     logits = model(x, attention_mask=attention_mask, position_ids=position_ids).logits
-    if getattr(model, "shift_logits", False):
-        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-    return logits
+    return align_shifted(logits) if getattr(model, "shift_logits", False) else logits
+
+
+def align_shifted(logits: Tensor, start: int = 0) -> Tensor:
+    """[B, L - start, V] a shifted model's logits [B, L, V] (position i - 1 predicts token i)
+    realigned so that row j predicts token `start + j`; token 0, with no position before it,
+    reads position 0 (as Dream's decoder). From `start` > 0 a view, no copy."""
+    if start > 0:
+        return logits[:, start - 1 : -1]
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
 
 
 @dataclass

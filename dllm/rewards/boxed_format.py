@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dllm.rewards.base import REWARDS, Reward
-from dllm.rewards.math import last_boxed, strip_delimiters
+from dllm.text import last_boxed, strip_delimiters
 
 
 @REWARDS.register("boxed_format")

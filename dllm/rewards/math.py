@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import queue
-import re
 import subprocess
 import sys
 import threading
@@ -39,11 +38,10 @@ from typing import IO, Any
 from dllm.errors import ConfigError
 from dllm.rewards.base import REWARDS, Reward, RewardError, no_gold, require_field
 from dllm.sandbox import usable_cpus
+from dllm.text import BOX, last_boxed, strip_delimiters
 
 logger = logging.getLogger(__name__)
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_UNBRACED = re.compile(r"[^\s$]+")
 _WORKER = Path(__file__).with_name("_math_worker.py")
 # Run the worker by path with no current directory on sys.path: this package's `math.py`
 # must never shadow the standard library's `math` in the child.
@@ -54,62 +52,13 @@ _BOOTSTRAP = (
 KILL_GRACE_S = 1.0
 
 
-def matching_brace(text: str, start: int) -> int:
-    """Index of the `}` closing the `{` at `text[start]`, or -1 when it is never closed.
-    A backslash escapes the next character, so `\\{` and `\\}` do not count."""
-    depth = 0
-    i = start
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return -1
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last top-level `\\boxed{...}` / `\\fbox{...}` / `\\boxed X` in
-    `text`, or None when there is none or the last one is never closed. Boxes inside a box
-    belong to it: `\\boxed{\\boxed{1}+1}` gives `\\boxed{1}+1`."""
-    answer: str | None = None
-    position = 0
-    while match := _BOX.search(text, position):
-        i = match.end()
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i < len(text) and text[i] == "{":
-            end = matching_brace(text, i)
-            if end < 0:
-                return None  # the last box runs to the end unclosed: there is no answer
-            answer, position = text[i + 1 : end], end + 1
-            continue
-        token = _UNBRACED.match(text, i)
-        position = match.end() if token is None else token.end()
-        content = "" if token is None else token.group(0).rstrip(".,;:")
-        if content:
-            answer = content
-    return answer
-
-
 def gold_expression(answer: Any) -> str:
     """The ground truth as LaTeX without delimiters: the content of its last box if it has
     one, else the whole text, with surrounding `$` signs and whitespace removed."""
     text = str(answer).strip()
-    if _BOX.search(text):
+    if BOX.search(text):
         text = last_boxed(text) or ""
     return strip_delimiters(text)
-
-
-def strip_delimiters(text: str) -> str:
-    """`text` without surrounding whitespace and `$` signs."""
-    return text.strip().strip("$").strip()
 
 
 class MathVerifier:

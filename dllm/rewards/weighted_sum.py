@@ -87,11 +87,11 @@ def _parse_term(name: str, spec: Any) -> TermSpec:
 
 def check_term_options(spec: TermSpec) -> None:
     """Check a term's options against its reward's signature (unknown keys, types, missing
-    values), as `dllm.config.validate` checks a component node, with the path `reward.terms.NAME`."""
+    values), as `dllm.signatures.check_node` checks a component node, with the path `reward.terms.NAME`."""
     from hydra.utils import get_object
     from omegaconf import OmegaConf
 
-    from dllm.config import check_node
+    from dllm.signatures import check_node
 
     factory = REWARDS.get(spec.reward)
     target = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', '')}"

@@ -10,7 +10,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 class DllmPluginSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from dllm.registry import plugin_conf_packages
+        from dllm.config_files import plugin_conf_packages
 
         for package in plugin_conf_packages():
             search_path.append(provider=f"dllm-plugin:{package}", path=f"pkg://{package}")

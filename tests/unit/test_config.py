@@ -1,45 +1,9 @@
 import json
-from typing import Literal
 
 import pytest
-from omegaconf import OmegaConf
 
-from dllm.config import _matches, check_node, compose
+from dllm.config import compose
 from dllm.errors import ConfigError, DllmError
-
-
-@pytest.mark.parametrize(
-    "value, annotation, ok",
-    [
-        (3, int, True),
-        (True, int, False),
-        (3, float, True),
-        ("3", float, False),
-        (None, int | None, True),
-        ("a", Literal["a", "b"], True),
-        ("c", Literal["a", "b"], False),
-        ([1, 2], list[int], True),
-        ([1, "x"], list[int], False),
-        ({"a": 1}, dict, True),
-        (1.5, bool, False),
-    ],
-)
-def test_type_matching(value, annotation, ok):
-    assert _matches(value, annotation) is ok
-
-
-def target(steps: int, name: str = "x") -> None: ...
-
-
-def test_check_node_names_missing_and_unimportable_targets():
-    with pytest.raises(ConfigError, match=r"node.steps is required: add node.steps=VALUE"):
-        check_node("node", OmegaConf.create({"_target_": f"{__name__}.target"}))
-    with pytest.raises(ConfigError, match=r"node.steps is required: set it on the command line"):
-        check_node("node", OmegaConf.create({"_target_": f"{__name__}.target", "steps": "???"}))
-    with pytest.raises(ConfigError, match=r"node._target_ 'nowhere.thing' cannot be imported"):
-        check_node("node", OmegaConf.create({"_target_": "nowhere.thing"}))
-    with pytest.raises(ConfigError, match=r"must be a mapping with a _target_"):
-        check_node("node", OmegaConf.create({"steps": 3}))
 
 
 def test_a_prompt_longer_than_the_context_is_refused_before_training_naming_it(tmp_path):

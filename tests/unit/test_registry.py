@@ -219,4 +219,4 @@ def test_a_plugin_cannot_take_a_builtin_or_preset_name(plugins, kind, name, stan
     assert reg.PLUGIN_FAILURES["squatter"].startswith("DuplicateNameError: ")
     assert re.search(error, reg.PLUGIN_FAILURES["squatter"]), reg.PLUGIN_FAILURES["squatter"]
     if name in kind_registry.presets():  # dllm.build still builds dllm's YAML, as dllm-train composes it
-        assert kind_registry.build(name).num_iterations == 12  # diffu_grpo.yaml's mu, not RL's default 1
+        assert dllm.build(kind, name).num_iterations == 12  # diffu_grpo.yaml's mu, not RL's default 1

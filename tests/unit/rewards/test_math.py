@@ -7,7 +7,7 @@ import pytest
 import dllm
 from dllm.errors import ConfigError
 from dllm.rewards.base import MissingFieldError
-from dllm.rewards.math import MathVerifier, gold_expression, last_boxed, matching_brace
+from dllm.rewards.math import MathVerifier, gold_expression
 
 # (completion, answer, verdict): what a grader of MATH-style answers should say.
 EQUIVALENCE = [
@@ -114,42 +114,6 @@ def test_equivalence_table(reward):
     wrong = [(c, a, e, s) for (c, a, e), s in zip(EQUIVALENCE, scores) if s != float(e)]
     assert wrong == []
     assert all(type(s) is float for s in scores)
-
-
-@pytest.mark.parametrize(
-    "text, content",
-    [
-        (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
-        (r"\boxed{\frac{a^{2}}{b_{1}}} and more", r"\frac{a^{2}}{b_{1}}"),
-        (r"\boxed{1} then \boxed{2}", "2"),
-        (r"\boxed{\boxed{1}+1}", r"\boxed{1}+1"),  # a box inside a box belongs to it
-        (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),  # escaped braces do not count
-        (r"\boxed{\text{\}}}", r"\text{\}}"),
-        (r"\boxed {7}", "7"),
-        ("\\boxed\n{7}", "7"),
-        (r"\boxed 5.", "5"),
-        (r"$\boxed 42$ is it", "42"),
-        (r"\fbox{x+1}", "x+1"),
-        (r"\boxed{}", ""),
-        (r"\boxed{3", None),  # never closed
-        (r"\boxed{1} and \boxed{2", None),  # the last box is broken: no answer, not the earlier one
-        (r"\boxed{1} and \boxed{{2}", None),
-        (r"\boxedx{1}", None),  # another command
-        (r"\boxed", None),
-        ("no box", None),
-        ("", None),
-    ],
-)
-def test_last_boxed(text, content):
-    assert last_boxed(text) == content
-
-
-@pytest.mark.parametrize(
-    "text, start, end",
-    [("{a}", 0, 2), ("x{a{b}c}d", 1, 7), (r"{\}}", 0, 3), (r"{\\}", 0, 3), ("{{}", 0, -1), ("{", 0, -1)],
-)
-def test_matching_brace(text, start, end):
-    assert matching_brace(text, start) == end
 
 
 @pytest.mark.parametrize(
