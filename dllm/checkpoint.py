@@ -2,8 +2,8 @@
 
 A run's latest checkpoint is `RUN_DIR/checkpoint/`: the model (`save_pretrained`), its
 tokenizer, `trainer_state.pt` (stage, step, optimizer, scheduler, random states, the
-algorithm's state — those of process 0), `run_config.yaml` (the run's resolved config, to
-refuse resuming with another model or tokenizer), whatever models the algorithm keeps (a
+algorithm's state — those of process 0), `run_config.yaml` (the resolved config of the run
+that trained these weights, to refuse resuming with another model), whatever models the algorithm keeps (a
 frozen reference, a value model) in their own subdirectories, and in a multi-process run
 `rank_states/rankR.pt` (each process's own random streams and algorithm state) and, under
 DeepSpeed, `deepspeed/` (the partitioned optimizer and model states).
@@ -27,13 +27,8 @@ import torch
 
 from dllm.distributed import Collective
 from dllm.errors import DllmError
+from dllm.run_files import CHECKPOINT_CONFIG, CHECKPOINT_DIR, COMPLETE, KEPT_DIR, RANK_STATES, TRAINER_STATE
 
-CHECKPOINT_DIR = "checkpoint"
-KEPT_DIR = "checkpoints"
-TRAINER_STATE = "trainer_state.pt"
-RUN_CONFIG = "run_config.yaml"
-RANK_STATES = "rank_states"
-COMPLETE = "COMPLETE"
 STAGING, RETIRED = f".{CHECKPOINT_DIR}.partial", f".{CHECKPOINT_DIR}.old"
 
 
@@ -94,7 +89,7 @@ def save_checkpoint(
         if write_extra is not None:
             write_extra(staging)
         if run_config is not None:
-            (staging / RUN_CONFIG).write_text(run_config)
+            (staging / CHECKPOINT_CONFIG).write_text(run_config)
         torch.save(trainer_state, staging / TRAINER_STATE)
     collective.barrier()
     if collective.is_main:
@@ -189,7 +184,7 @@ def load_trainer_state(run_dir: str | Path, rank: int | None = None) -> dict[str
 
 def load_run_config(run_dir: str | Path) -> str | None:
     """The resolved config (YAML) the checkpoint of `run_dir` was written under, if it kept one."""
-    path = Path(run_dir) / CHECKPOINT_DIR / RUN_CONFIG
+    path = Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_CONFIG
     return path.read_text() if path.is_file() else None
 
 

@@ -8,6 +8,8 @@ RUN_DIR/
   samples.jsonl         completions with their rewards (rollouts, evaluations)
   eval.json             the closing held-out evaluation
   tensorboard/          with trainer.loggers=[..., tensorboard]
+  wandb/, wandb_id      with trainer.loggers=[..., wandb] (the id lets a resumed run continue the same W&B run)
+  trace.html            `dllm-trace RUN`: the latest rollout's decoding trajectory
   checkpoint/           the latest checkpoint (`dllm.checkpoint`), holding:
     run_config.yaml     the resolved config of the run that trained these weights: resuming compares
                         its model with the resuming run's, whatever config.yaml says by then
@@ -15,6 +17,7 @@ RUN_DIR/
     rank_states/        each process's own states (several processes)
     deepspeed/          DeepSpeed's partitioned model and optimizer states (trainer.strategy=deepspeed)
     COMPLETE            written last: the checkpoint is whole
+    ...                 the algorithm's own (RL: reference_model/, value_model/, rollout.pt)
   checkpoints/LABEL/    older checkpoints kept (trainer.keep_checkpoints > 1)
   eval/NAME/            `dllm-eval RUN` results: eval.json, eval.md, progress.jsonl
   .hydra/               Hydra's own record; overrides.yaml names a sweep's run for `dllm-compare`
@@ -28,6 +31,8 @@ SAMPLES = "samples.jsonl"
 EVAL = "eval.json"
 EVAL_TABLE = "eval.md"
 TENSORBOARD_DIR = "tensorboard"
+WANDB_ID = "wandb_id"
+TRACE_PAGE = "trace.html"
 CHECKPOINT_DIR = "checkpoint"
 KEPT_DIR = "checkpoints"
 CHECKPOINT_CONFIG = "run_config.yaml"

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from dllm.checkpoint import CHECKPOINT_DIR, KEPT_DIR
 from dllm.cli.common import reports_user_errors
 from dllm.errors import DllmError
+from dllm.run_files import CHECKPOINT_DIR, KEPT_DIR, TRACE_PAGE
 
 REQUIRED = ("prompts", "tokens", "step_map", "rewards")
 SUMMARY_ABOVE = 16  # more rows than this: the summary view by default (96 rows on one page read as noise)
@@ -134,7 +134,7 @@ def default_out(rollout: Path) -> Path:
     for a kept RUN/checkpoints/LABEL/rollout.pt, else beside the rollout file."""
     folder = rollout.resolve().parent
     if folder.name == CHECKPOINT_DIR:
-        return folder.parent / "trace.html"
+        return folder.parent / TRACE_PAGE
     if folder.parent.name == KEPT_DIR:
         return folder.parent.parent / f"trace-{folder.name}.html"
     return rollout.with_suffix(".html")
