@@ -1,8 +1,9 @@
 """dllm: post-train diffusion language models with SFT and RL.
 
-The public API (stable): `load_model`, `load_tokenizer`, `build_sampler`, `build`, the
-registries `MODELS`, `SAMPLERS`, `ALGORITHMS`, `REWARDS`, `TASKS`, and `metrics` (the
-`evaluate` modules: `evaluate.load(dllm.metrics.path("pass_at_k"))`).
+The public API (stable): `train` (a whole run from a composed config: `dllm.run`),
+`load_model`, `load_tokenizer`, `build_sampler`, `build`, the registries `MODELS`,
+`SAMPLERS`, `ALGORITHMS`, `REWARDS`, `TASKS`, and `metrics` (the `evaluate` modules:
+`evaluate.load(dllm.metrics.path("pass_at_k"))`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def build_sampler(name: str, **kwargs: Any) -> Sampler:
     return build("sampler", name, **kwargs)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "train":  # the run (trainer, Hydra) loads on first use, not with `import dllm`
+        from dllm.run import train
+
+        return train
+    raise AttributeError(f"module 'dllm' has no attribute {name!r}")
+
+
 __all__ = [
     "ALGORITHMS",
     "MODELS",
@@ -45,4 +54,5 @@ __all__ = [
     "load_plugins",
     "load_tokenizer",
     "metrics",
+    "train",
 ]

@@ -2,8 +2,8 @@
 
 A run's latest checkpoint is `RUN_DIR/checkpoint/`: the model (`save_pretrained`), its
 tokenizer, `trainer_state.pt` (stage, step, optimizer, scheduler, random states, the
-algorithm's state — those of process 0), `run_config.yaml` (the run's resolved config, to
-refuse resuming with another model or tokenizer), whatever models the algorithm keeps (a
+algorithm's state — those of process 0), `run_config.yaml` (the resolved config of the run
+that trained these weights, to refuse resuming with another model), whatever models the algorithm keeps (a
 frozen reference, a value model) in their own subdirectories, and in a multi-process run
 `rank_states/rankR.pt` (each process's own random streams and algorithm state) and, under
 DeepSpeed, `deepspeed/` (the partitioned optimizer and model states).
@@ -26,14 +26,9 @@ from typing import Any
 import torch
 
 from dllm.distributed import Collective
-from dllm.errors import DllmError
+from dllm.errors import DllmError, unreadable
+from dllm.run_files import CHECKPOINT_CONFIG, CHECKPOINT_DIR, COMPLETE, KEPT_DIR, RANK_STATES, TRAINER_STATE
 
-CHECKPOINT_DIR = "checkpoint"
-KEPT_DIR = "checkpoints"
-TRAINER_STATE = "trainer_state.pt"
-RUN_CONFIG = "run_config.yaml"
-RANK_STATES = "rank_states"
-COMPLETE = "COMPLETE"
 STAGING, RETIRED = f".{CHECKPOINT_DIR}.partial", f".{CHECKPOINT_DIR}.old"
 
 
@@ -94,7 +89,7 @@ def save_checkpoint(
         if write_extra is not None:
             write_extra(staging)
         if run_config is not None:
-            (staging / RUN_CONFIG).write_text(run_config)
+            (staging / CHECKPOINT_CONFIG).write_text(run_config)
         torch.save(trainer_state, staging / TRAINER_STATE)
     collective.barrier()
     if collective.is_main:
@@ -152,16 +147,6 @@ def checkpoint_dir(run_dir: str | Path) -> Path | None:
     return final
 
 
-def unreadable(path: Path, exc: BaseException) -> DllmError:
-    """The one-line error for a checkpoint file that exists but cannot be read."""
-    why = (str(exc).strip().splitlines() or [""])[0][:200]
-    return DllmError(
-        f"cannot read {path}: it is truncated or corrupted ({type(exc).__name__}: {why}); restore it, resume "
-        f"from an older checkpoint (copy one of checkpoints/ over checkpoint/), or start afresh with "
-        f"trainer.resume=false or another hydra.run.dir"
-    )
-
-
 def read_torch(path: Path) -> Any:
     """`torch.load` of a checkpoint file onto the CPU; a damaged file is an `unreadable` error."""
     try:
@@ -189,7 +174,7 @@ def load_trainer_state(run_dir: str | Path, rank: int | None = None) -> dict[str
 
 def load_run_config(run_dir: str | Path) -> str | None:
     """The resolved config (YAML) the checkpoint of `run_dir` was written under, if it kept one."""
-    path = Path(run_dir) / CHECKPOINT_DIR / RUN_CONFIG
+    path = Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_CONFIG
     return path.read_text() if path.is_file() else None
 
 

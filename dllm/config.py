@@ -1,8 +1,6 @@
-"""Composing and validating run configurations, and building components from them.
-
-`validate(cfg)` runs before any model is built: every component node's keys are checked
-against its `_target_`'s signature (unknown keys, missing values, wrong types), then the
-combinations (sampler x task). Each error names the key and the fix.
+"""Composing run configurations, checking a node against its target's signature, and
+building components from them. `dllm.run.plan` checks a whole run with these, before any
+model is built; each error names the key and the fix.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -22,8 +20,6 @@ from dllm.signatures import check_node
 
 TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
-TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer", "warmup"}
-WARMUP_KEYS = ("algorithm", "trainer")
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:
@@ -115,33 +111,6 @@ def build_node(node: DictConfig) -> Any:
         raise
 
 
-def validate(cfg: DictConfig) -> None:
-    """Refuse unknown keys, missing values, wrong types and impossible combinations."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():  # under dllm-train: the command line's overrides
-        reject_reward_list(HydraConfig.get().overrides.task)
-    unknown = sorted(set(cfg.keys()) - TOP_LEVEL_KEYS - {"hydra"})
-    for key in unknown:
-        raise ConfigError(
-            f"unknown top-level key {key!r}{did_you_mean(key, TOP_LEVEL_KEYS)} "
-            f"(known: {', '.join(sorted(TOP_LEVEL_KEYS))})"
-        )
-    for group in COMPONENT_GROUPS:
-        if group not in cfg:
-            raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
-        check_node(group, cfg[group])
-    # Everything but the model is cheap to build, and its constructor checks its own values.
-    for group in ("trainer", "algorithm"):
-        build_node(cfg[group])
-    build_reward(cfg.reward)
-    sampler, task = build_node(cfg.sampler), build_node(cfg.task)
-    block_size = model_block_size(cfg.model)
-    sampler.check_gen_length(task.gen_length, block_size)
-    build_node(cfg.algorithm).check_run(task, sampler, block_size)
-    validate_warmup(cfg.get("warmup"))
-
-
 def build_reward(node: DictConfig) -> Any:
     """The reward `node` describes, its signature checked (see `dllm.rewards.base.checked_reward`)."""
     from dllm.rewards.base import checked_reward
@@ -149,28 +118,6 @@ def build_reward(node: DictConfig) -> Any:
     return checked_reward(build_node(node))
 
 
-def validate_warmup(warmup: Any) -> None:
-    """`warmup`: null, or a first stage `{algorithm: NODE, trainer: NODE}` (e.g. SFT before RL)."""
-    if warmup is None:
-        return
-    if not isinstance(warmup, DictConfig) or set(warmup.keys()) != set(WARMUP_KEYS):
-        got = sorted(warmup.keys()) if isinstance(warmup, DictConfig) else warmup
-        raise ConfigError(
-            "warmup must be null or {algorithm: ..., trainer: ...} (a first stage, e.g. SFT before RL; see "
-            f"experiment/sudoku_tracerl.yaml), got {got}"
-        )
-    for key in WARMUP_KEYS:
-        check_node(f"warmup.{key}", warmup[key])
-        build_node(warmup[key])
-
-
-def model_block_size(node: DictConfig) -> int | None:
-    """The block size of the model `node` describes, read from its config alone (no weights)."""
-    target = get_object(node._target_)
-    if not hasattr(target, "config"):
-        return None
-    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
-    return getattr(target.config(**values), "block_size", None)
 
 
 def resolve_tokenizer(cfg: DictConfig):
@@ -250,22 +197,3 @@ def model_node(cfg: DictConfig) -> DictConfig:
     device = cfg.get("trainer", {}).get("device", "auto")
     dtype = resolve_dtype("auto", device)
     return OmegaConf.merge(cfg.model, {"dtype": next(name for name, d in DTYPES.items() if d == dtype)})
-
-
-def build_components(cfg: DictConfig, model=None):
-    """Tokenizer, model (unless given), task, sampler, reward and algorithm of a validated config."""
-    from dllm.trainer import Components
-
-    tokenizer = resolve_tokenizer(cfg)
-    model = build_node(model_node(cfg)) if model is None else model
-    check_model_tokenizer(model, tokenizer)
-    task = build_node(cfg.task)
-    check_context(task, tokenizer, model)
-    return Components(
-        model=model,
-        tokenizer=tokenizer,
-        task=task,
-        sampler=build_node(cfg.sampler),
-        reward=build_reward(cfg.reward),
-        algorithm=build_node(cfg.algorithm),
-    )

@@ -45,16 +45,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from dllm.errors import ConfigError, DllmError
+from dllm.errors import ConfigError, DllmError, unreadable
 from dllm.metric_window import is_count
+from dllm.run_files import DEEPSPEED_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +134,10 @@ class Collective:
         parts = self.gather_objects(tensor.detach().cpu())
         return torch.cat(parts).to(tensor.device)
 
-    def sum_metrics(self, totals: dict[str, float]) -> dict[str, float]:
-        """Per key, the sum over processes (a key missing on a process counts 0)."""
+    def sum_metrics(self, totals: Mapping[str, float | Tensor]) -> dict[str, float]:
+        """Per key, the sum over processes (a key missing on a process counts 0), as floats
+        (`host_values`: one device-to-host copy for this process's tensors)."""
+        totals = host_values(totals)
         if not self.active:
             return totals
         summed: dict[str, float] = {}
@@ -188,6 +193,16 @@ class Collective:
             for t in bucket:
                 t.copy_(flat[offset : offset + t.numel()].view_as(t))
                 offset += t.numel()
+
+
+def host_values(metrics: Mapping[str, float | Tensor]) -> dict[str, float]:
+    """`metrics` as floats: its 0-dim tensors (detached, on any device) come to the host in one
+    copy, so a step's metrics cost one synchronisation, not one per value."""
+    tensors = {key: value for key, value in metrics.items() if isinstance(value, Tensor)}
+    if not tensors:
+        return dict(metrics)
+    floats = dict(zip(tensors, torch.stack([value.detach().double() for value in tensors.values()]).tolist()))
+    return {key: floats.get(key, value) for key, value in metrics.items()}
 
 
 def _buckets(tensors: list[Tensor]) -> Iterator[list[Tensor]]:
@@ -277,9 +292,29 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_sync(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    collective: Collective,
+    strategy: str,
+    zero_stage: int,
+    max_grad_norm: float,
+    deepspeed: dict[str, Any] | None,
+) -> GradientSync:
+    """The run's one gradient sync over `model` and its AdamW: a DeepSpeed engine for
+    `strategy=deepspeed`, else the plain (one process, or DDP-style) one."""
+    if strategy == "deepspeed":
+        return DeepSpeedSync(model, optimizer, collective, zero_stage, max_grad_norm, deepspeed)
+    return GradientSync(model, optimizer, collective)
+
+
 class GradientSync:
     """How one optimizer step's gradients become the global batch's: `step_context()` wraps
-    every backward of the step, `finish(max_grad_norm)` reduces, clips and updates."""
+    every backward of the step, `finish(max_grad_norm)` reduces, clips and updates. It also
+    owns what the strategy changes about stages and checkpoints: `new_stage`, `restore`,
+    `shard_writer`, `loads_model_weights`."""
+
+    loads_model_weights = True  # resuming loads the checkpoint's saved model weights (else `restore` does)
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, collective: Collective) -> None:
         self.model, self.optimizer, self.collective = model, optimizer, collective
@@ -294,24 +329,31 @@ class GradientSync:
         """Reduce the step's gradients, clip them to `max_grad_norm`, update; the norm before
         clipping. A non-finite norm (the same on every process) updates nothing."""
         self.collective.mean_gradients(self.model.parameters())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
-        if torch.isfinite(grad_norm):
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm))
+        if math.isfinite(grad_norm):
             self.optimizer.step()
-        return float(grad_norm)
+        return grad_norm
 
-    def reset_optimizer(self, lr: float, betas: tuple[float, float], weight_decay: float) -> None:
-        """A fresh optimizer for a new stage (state dropped, new hyperparameters)."""
+    def new_stage(self, lr: float, betas: tuple[float, float], weight_decay: float, max_grad_norm: float) -> None:
+        """What a fresh AdamW is, for a new stage: state dropped, the stage's hyperparameters.
+        (One optimizer for the run: a DeepSpeed engine, rebuilt, would re-partition the model.)"""
         self.optimizer.state.clear()
         for group in self.optimizer.param_groups:
             decay = weight_decay if group.get("decays", True) else 0.0  # norm gains and biases never decay
             group.update(lr=lr, initial_lr=lr, betas=betas, weight_decay=decay)
 
     def optimizer_state(self) -> dict[str, Any] | None:
+        """The optimizer's state for the checkpoint's trainer state (None: `shard_writer` saves it)."""
         return self.optimizer.state_dict()
 
-    def load_optimizer_state(self, state: dict[str, Any] | None) -> None:
-        if state is not None:
-            self.optimizer.load_state_dict(state)
+    def restore(self, checkpoint: Path, optimizer_state: dict[str, Any] | None) -> None:
+        """Continue from `checkpoint`: the optimizer state the trainer state held."""
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+
+    def shard_writer(self) -> Callable[[Path], None] | None:
+        """What every process writes into a checkpoint directory besides the shared files (none here)."""
+        return None
 
     def needs_null_backward(self) -> bool:
         """Whether a process with no micro-batch in a step must still run a (zero) backward."""
@@ -353,8 +395,9 @@ class DeepSpeedSync(GradientSync):
     def step_context(self):
         return self.engine.coalesce_grad_reduction()
 
-    def set_clipping(self, max_grad_norm: float) -> None:
-        """The gradient-norm bound of the stage that begins (DeepSpeed clips inside `step`)."""
+    def new_stage(self, lr: float, betas: tuple[float, float], weight_decay: float, max_grad_norm: float) -> None:
+        super().new_stage(lr, betas, weight_decay, max_grad_norm)
+        # The stage's gradient-norm bound: DeepSpeed clips inside `step`.
         self.engine._config.gradient_clipping = max_grad_norm
         if hasattr(self.ds_optimizer, "clip_grad"):
             self.ds_optimizer.clip_grad = max_grad_norm
@@ -367,11 +410,21 @@ class DeepSpeedSync(GradientSync):
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else 0.0
 
+    loads_model_weights = False  # its own files hold the weights (and fp32 master copies)
+
     def optimizer_state(self) -> dict[str, Any] | None:
         return None  # partitioned: in the checkpoint's DeepSpeed directory
 
-    def load_optimizer_state(self, state: dict[str, Any] | None) -> None:
-        return None
+    def restore(self, checkpoint: Path, optimizer_state: dict[str, Any] | None) -> None:
+        """Weights, fp32 master copies and optimizer partitions, from DeepSpeed's own files."""
+
+        try:
+            self.engine.load_checkpoint(str(checkpoint), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False)
+        except Exception as exc:  # torch.load and DeepSpeed's own errors on a damaged partition file
+            raise unreadable(checkpoint / DEEPSPEED_DIR, exc) from None
+
+    def shard_writer(self) -> Callable[[Path], None] | None:
+        return lambda directory: self.engine.save_checkpoint(str(directory), tag=DEEPSPEED_DIR)
 
     def needs_null_backward(self) -> bool:
         return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class DllmError(Exception):
@@ -36,3 +37,13 @@ def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
     if not matches:
         return ""
     return " — did you mean " + " or ".join(repr(prefix + m) for m in matches) + "?"
+
+
+def unreadable(path: Path | str, exc: BaseException) -> DllmError:
+    """The one-line error for a checkpoint file that exists but cannot be read."""
+    why = (str(exc).strip().splitlines() or [""])[0][:200]
+    return DllmError(
+        f"cannot read {path}: it is truncated or corrupted ({type(exc).__name__}: {why}); restore it, resume "
+        f"from an older checkpoint (copy one of checkpoints/ over checkpoint/), or start afresh with "
+        f"trainer.resume=false or another hydra.run.dir"
+    )

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from dllm.errors import DllmError
+from dllm.run_files import METRICS, SAMPLES, TENSORBOARD_DIR, WANDB_ID
 
 logger = logging.getLogger(__name__)
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
-METRICS_FILE, SAMPLES_FILE = "metrics.jsonl", "samples.jsonl"
 
 
 class MetricsLog:
@@ -47,7 +47,7 @@ class TensorBoardLog:
                 "trainer.loggers has tensorboard, which is not installed; install it with: pip install tensorboard "
                 '(or pip install -e ".[tensorboard]"), or drop it from trainer.loggers'
             ) from None
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
 
     def write(self, record: dict[str, Any]) -> None:
         step = int(record.get("global_step", record.get("step", 0)))
@@ -75,7 +75,7 @@ class WandbLog:
                 "trainer.loggers has wandb, which is not installed; install it with: pip install wandb "
                 '(or pip install -e ".[wandb]"), or drop it from trainer.loggers'
             ) from None
-        id_file = run_dir / "wandb_id"
+        id_file = run_dir / WANDB_ID
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -115,7 +115,7 @@ class Loggers:
             return
         for name in names:
             if name == "jsonl":
-                self.sinks.append(MetricsLog(run_dir / METRICS_FILE))
+                self.sinks.append(MetricsLog(run_dir / METRICS))
             elif name == "tensorboard":
                 self.sinks.append(TensorBoardLog(run_dir))
             elif name == "wandb":
@@ -129,14 +129,14 @@ class Loggers:
         """Drop the records of `metrics.jsonl` and `samples.jsonl` that `keep` refuses (those a
         resumed run is about to log again), so that each file reads as one uninterrupted run."""
         if self.enabled:
-            for name in (METRICS_FILE, SAMPLES_FILE):
+            for name in (METRICS, SAMPLES):
                 rewind_jsonl(self.run_dir / name, keep)
 
     def samples(self, source: str, context: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         """Append `samples` (prompt, completion, reward, ...) to `samples.jsonl`, one per line."""
         if not self.enabled or not samples:
             return
-        with (self.run_dir / SAMPLES_FILE).open("a") as handle:
+        with (self.run_dir / SAMPLES).open("a") as handle:
             for sample in samples:
                 handle.write(json.dumps({"source": source, **context, **sample}) + "\n")
 

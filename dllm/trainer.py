@@ -23,34 +23,20 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dllm.algorithms.base import Algorithm, TrainContext
-from dllm.checkpoint import (
-    CHECKPOINT_DIR,
-    load_model_weights,
-    load_trainer_state,
-    save_checkpoint,
-    unreadable,
-)
+from dllm.checkpoint import load_model_weights, load_trainer_state, save_checkpoint
 from dllm.console import metrics_line, run_summary
-from dllm.distributed import (
-    DeepSpeedSync,
-    GradientSync,
-    Runtime,
-    full_replica,
-    gathered_parameters,
-    start_runtime,
-)
+from dllm.distributed import Runtime, full_replica, gathered_parameters, host_values, start_runtime, start_sync
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
 from dllm.interrupt import InterruptRequest, TrainingInterrupted
 from dllm.loggers import Loggers, MetricsLog
 from dllm.metric_window import MetricWindow
-from dllm.trainer_config import TrainerConfig, lr_factor
+from dllm.run_files import CHECKPOINT_DIR, EVAL
+from dllm.trainer_config import RunSettings, StageSettings, TrainerConfig, lr_factor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Components", "MetricsLog", "Stage", "Trainer", "TrainerConfig", "lr_factor"]
-
-DEEPSPEED_DIR = "deepspeed"
+__all__ = ["Components", "MetricsLog", "RunSettings", "Stage", "StageSettings", "Trainer", "TrainerConfig", "lr_factor"]
 
 
 @dataclass
@@ -69,7 +55,7 @@ class Stage:
     SFT `warmup` before the `main` RL stage). Stages run in order on the same model."""
 
     name: str
-    config: TrainerConfig
+    config: StageSettings
     algorithm: Algorithm
 
 
@@ -110,8 +96,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 class Trainer:
-    """Runs `stages` in order on `components.model`; checkpoints and resumes mid-stage; on
-    several processes, each process runs this same loop (see `dllm.distributed`)."""
+    """Runs `stages` in order on `components.model` under the whole run's `settings` (by
+    default the main stage's `TrainerConfig`, which holds both); checkpoints and resumes
+    mid-stage; on several processes, each process runs this same loop (see `dllm.distributed`).
+    `dllm.run` plans and checks a run before it builds one."""
 
     def __init__(
         self,
@@ -122,6 +110,7 @@ class Trainer:
         runtime: Runtime | None = None,
         run_config: str | None = None,
         choices: dict[str, str] | None = None,
+        settings: RunSettings | None = None,
     ) -> None:
         """`choices`: the config group options the run was composed from (Hydra's
         `runtime.choices`), which name its components in the summary printed at start."""
@@ -130,7 +119,9 @@ class Trainer:
         self.stages = stages
         self.run_dir = run_dir
         self.run_config = run_config
-        main = stages[-1].config
+        self.settings = main = settings or stages[-1].config
+        if not isinstance(main, RunSettings):
+            raise ConfigError("Trainer needs the whole run's settings: pass settings= or a TrainerConfig main stage")
         self.runtime = runtime or start_runtime(main.strategy, main.device)
         self.dist = self.runtime.collective
         self.device = self.runtime.device
@@ -139,6 +130,7 @@ class Trainer:
             stage.config.check_world(self.dist.world_size)
             if self.zero == 3 and not stage.algorithm.uniform_forwards:
                 raise ConfigError(zero3_refusal(stage.name))
+        self.autocast_dtype = main.autocast_dtype(self.device)
         self.model = components.model.to(self.device)
         self.dist.broadcast_module(self.model)  # identical starting weights, whatever each process drew
         self.rng = random.Random(seed)
@@ -151,7 +143,14 @@ class Trainer:
         self.loggers = Loggers(
             run_dir, list(main.loggers), self.dist.is_main, main.wandb_project, main.wandb_mode, self._config_dict()
         )
-        self.sync: GradientSync | None = None
+        first = stages[0].config
+        optimizer = torch.optim.AdamW(
+            decay_groups(self.model, first.weight_decay), lr=first.lr, betas=(first.beta1, first.beta2)
+        )
+        self.sync = start_sync(
+            self.model, optimizer, self.dist, main.strategy, main.zero_stage, first.max_grad_norm, main.deepspeed
+        )
+        self.optimizer = self.sync.optimizer
         self.last_samples: list[dict[str, Any]] | None = None
         self.elapsed = 0.0  # seconds of optimizer steps and evaluations, carried over a resume
         self.skipped_steps = self.nonfinite_in_a_row = 0  # trainer.on_nonfinite=skip's tally
@@ -172,36 +171,20 @@ class Trainer:
         return self.stages[self.stage_index]
 
     @property
-    def config(self) -> TrainerConfig:
+    def config(self) -> StageSettings:
         return self.stage.config
 
     @property
     def shows_progress(self) -> bool:
         """Progress bars: on the main process, unless the run's trainer.progress turns them off."""
-        return self.dist.is_main and self.stages[-1].config.progress
+        return self.dist.is_main and self.settings.progress
 
     def begin_stage(self, index: int) -> None:
-        """A fresh optimizer and schedule for stage `index`, at its step 0."""
+        """A fresh optimizer state and schedule for stage `index`, at its step 0."""
         self.stage_index, self.step = index, 0
         self.window.reset()
         cfg = self.config
-        self.autocast_dtype = cfg.autocast_dtype(self.device)
-        betas = (cfg.beta1, cfg.beta2)
-        if isinstance(self.sync, DeepSpeedSync):
-            # One engine for the run: a new stage resets its optimizer (state and hyperparameters),
-            # which is what a fresh AdamW is; rebuilding the engine would re-partition the model.
-            self.sync.reset_optimizer(cfg.lr, betas, cfg.weight_decay)
-            self.sync.set_clipping(cfg.max_grad_norm)
-        else:
-            optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=betas)
-            main = self.stages[-1].config
-            if main.strategy == "deepspeed":
-                self.sync = DeepSpeedSync(
-                    self.model, optimizer, self.dist, main.zero_stage, cfg.max_grad_norm, main.deepspeed
-                )
-            else:
-                self.sync = GradientSync(self.model, optimizer, self.dist)
-        self.optimizer = self.sync.optimizer
+        self.sync.new_stage(cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay, cfg.max_grad_norm)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg.warmup, cfg.max_steps, cfg.min_lr_ratio)
         )
@@ -244,7 +227,7 @@ class Trainer:
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "metric_window": self.window.state_dict(),
             "world_size": self.dist.world_size,
-            "strategy": self.stages[-1].config.strategy,
+            "strategy": self.settings.strategy,
             "zero_stage": self.zero,
             "tokenizer": tokenizer_fingerprint(self.c.tokenizer),
             "optimizer": self.sync.optimizer_state(),
@@ -270,24 +253,16 @@ class Trainer:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's state: its stage (models already loaded), step and random states."""
+        checkpoint = self.run_dir / CHECKPOINT_DIR
         self.begin_stage(state.get("stage", 0))
-        self.stage.algorithm.load_models(self.run_dir / CHECKPOINT_DIR)
+        self.stage.algorithm.load_models(checkpoint)
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
         self.skipped_steps = state.get("skipped_steps", 0)
         self.nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
         if "metric_window" in state:
             self.window.load_state_dict(state["metric_window"])
-        if isinstance(self.sync, DeepSpeedSync):
-            # Weights, fp32 master copies and optimizer partitions: DeepSpeed's own files.
-            try:
-                self.sync.engine.load_checkpoint(
-                    str(self.run_dir / CHECKPOINT_DIR), tag=DEEPSPEED_DIR, load_lr_scheduler_states=False
-                )
-            except Exception as exc:  # torch.load and DeepSpeed's own errors on a damaged partition file
-                raise unreadable(self.run_dir / CHECKPOINT_DIR / DEEPSPEED_DIR, exc) from None
-        else:
-            self.sync.load_optimizer_state(state["optimizer"])
+        self.sync.restore(checkpoint, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stage.algorithm.load_state_dict(state.get("algorithm", {}))
         self.rng.setstate(state["data_rng"])
@@ -300,7 +275,6 @@ class Trainer:
 
     def save(self) -> Path:
         """Write the checkpoint (every process calls this; see `save_checkpoint`)."""
-        ds = self.sync if isinstance(self.sync, DeepSpeedSync) else None
         label = f"{self.stage_index:02d}-{self.stage.name}-step{self.step:08d}"
         path = save_checkpoint(
             self.run_dir,
@@ -308,11 +282,11 @@ class Trainer:
             self.c.tokenizer,
             self.shared_state() if self.dist.is_main else {},
             self.stage.algorithm.save_models,
-            keep=self.stages[-1].config.keep_checkpoints,
+            keep=self.settings.keep_checkpoints,
             label=label,
             collective=self.dist,
             rank_state=self.rank_state(),
-            write_shards=(lambda d: ds.engine.save_checkpoint(str(d), tag=DEEPSPEED_DIR)) if ds else None,
+            write_shards=self.sync.shard_writer(),
             model_context=lambda: gathered_parameters(self.model, self.zero),
             run_config=self.run_config,
         )
@@ -325,11 +299,11 @@ class Trainer:
         reading it (its weights are replaced at the first save). Either way the logs drop what was
         logged after that point, so that they read as one uninterrupted run."""
         checkpoint = self.run_dir / CHECKPOINT_DIR
-        if self.stages[-1].config.resume:
+        if self.settings.resume:
             state = load_trainer_state(self.run_dir, self.dist.rank)
             if state is not None:
                 self.check_resumable(state)
-                if not isinstance(self.sync, DeepSpeedSync):
+                if self.sync.loads_model_weights:
                     load_model_weights(self.model, checkpoint)
                 self.restore(state)
                 logger.info("resumed from %s: stage %s, step %d", checkpoint, self.stage.name, self.step)
@@ -364,7 +338,7 @@ class Trainer:
                 f"differ); use the tokenizer it was trained with, or {fresh}"
             )
         strategy, world, zero = state.get("strategy", "none"), state.get("world_size", 1), state.get("zero_stage")
-        here = self.stages[-1].config.strategy
+        here = self.settings.strategy
         if (strategy == "deepspeed") != (here == "deepspeed") or (zero is not None and zero != self.zero):
             raise DllmError(
                 f"cannot resume {where}: it was written with trainer.strategy={strategy}"
@@ -407,7 +381,7 @@ class Trainer:
                 with self.interrupt.shielded():
                     self.save()
             if self.dist.is_main:
-                (self.run_dir / "eval.json").write_text(json.dumps(result.__dict__, indent=2))
+                (self.run_dir / EVAL).write_text(json.dumps(result.__dict__, indent=2))
         finally:
             self.loggers.close()
         return result.metrics()
@@ -451,7 +425,7 @@ class Trainer:
         """The optimizer steps of the current stage from its current step to its `max_steps`."""
         cfg = self.config
         stage = self.stage.name if len(self.stages) > 1 else None
-        sample_every = self.stages[-1].config.sample_every
+        sample_every = self.settings.sample_every
         while self.step < cfg.max_steps:
             began = time.perf_counter()
             record = self._optimizer_step()
@@ -499,9 +473,12 @@ class Trainer:
         return result
 
     def _optimizer_step(self) -> dict[str, float]:
+        """One optimizer step over the stage's micro-batches; its metrics. The losses and metrics
+        stay on the device until the step's end, where they come to the host in one copy: the
+        one synchronisation per step, which the non-finite guard needs before the update."""
         cfg = self.config
         algorithm = self.stage.algorithm
-        totals: dict[str, float] = {}
+        totals: dict[str, float | torch.Tensor] = {}
         self.context.step = self.step
         self.sync.zero_grad()
         world = self.dist.world_size
@@ -513,11 +490,13 @@ class Trainer:
                 scale = batch.share * world
                 out = algorithm.loss_and_backward(self.model, batch, self.generator, scale, self.context.autocast)
                 ran = True
-                for key, value in {"loss": out.loss.item(), **out.metrics}.items():
+                for key, value in {"loss": out.loss, **out.metrics}.items():
+                    if isinstance(value, torch.Tensor):  # in float64, as Python floats would add up
+                        value = value.detach().double()
                     totals[key] = totals.get(key, 0.0) + value * batch.share
             if not ran and self.sync.needs_null_backward():
                 self._null_backward()
-        totals = self.dist.sum_metrics(totals)  # the same on every process: all decide alike below
+        totals = self.dist.sum_metrics(totals)  # floats, the same on every process: all decide alike below
         totals.setdefault("loss", 0.0)
         # A non-finite loss never reaches the optimizer; a non-finite norm updates nothing.
         grad_norm = self.sync.finish(cfg.max_grad_norm) if math.isfinite(totals["loss"]) else math.nan
@@ -526,7 +505,7 @@ class Trainer:
             self.count_nonfinite(totals["loss"], grad_norm)
         else:
             self.nonfinite_in_a_row = 0
-        totals.update(algorithm.after_step(self.context))
+        totals.update(host_values(algorithm.after_step(self.context)))
         if self.skipped_steps:
             totals["skipped_steps"] = self.skipped_steps
         return {**totals, "grad_norm": grad_norm}
@@ -535,7 +514,7 @@ class Trainer:
         """A step whose loss or gradient is not finite, not applied to the weights: under
         `trainer.on_nonfinite=stop`, or past `max_nonfinite_in_a_row` such steps in a row, the
         run stops here — before the next checkpoint, so none ever holds non-finite weights."""
-        main = self.stages[-1].config
+        main = self.settings
         self.skipped_steps += 1
         self.nonfinite_in_a_row += 1
         what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 import dllm
-from dllm.config import build_node, build_reward, compose, validate
+from dllm.config import build_node, build_reward, compose
 from dllm.errors import ConfigError
 from dllm.models.base import load_value_model
 from dllm.registry import PLUGIN_FAILURES
 from dllm.rewards import score_batch
+from dllm.run import plan
 from tests.contracts.test_models import test_model_contract
 from tests.contracts.test_samplers import test_sampler_contract, test_sampler_is_deterministic_at_temperature_zero
 from tests.unit.models import family_checks
@@ -38,7 +39,7 @@ RUN = [
 def configs() -> dict:
     """Every YAML the doc writes composes, validates and builds the component registered under its name."""
     cfg = compose(OVERRIDES)
-    validate(cfg)
+    plan(cfg)  # validates every node and combination, builds every component but the model
     return {
         "model": type(build_node(cfg.model)).__name__,
         "sampler": dllm.SAMPLERS.name_of(build_node(cfg.sampler)),
@@ -70,10 +71,8 @@ def model_family(tmp: Path) -> dict:
 def train(run_dir: Path) -> dict:
     """One SFT step of the new family on the new task, then the held-out evaluation with the new
     sampler and reward (the library's run, as dllm-train runs it)."""
-    from dllm.cli.train import run_training  # the run plan (`dllm.train`, dllm/run.py) after issue 16
-
     run_dir.mkdir(parents=True)
-    metrics = run_training(compose([*OVERRIDES, *RUN]), run_dir)
+    metrics = dllm.train(compose([*OVERRIDES, *RUN]), run_dir)
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     trained = dllm.load_model(run_dir / "checkpoint")
     return {

@@ -25,10 +25,11 @@ from dllm.registry import Registry
 
 @dataclass
 class LossOutput:
-    """A scalar `loss` to back-propagate and float `metrics` to log (averaged over micro-batches)."""
+    """A scalar `loss` to back-propagate and `metrics` to log (averaged over micro-batches):
+    floats or detached 0-dim tensors, which the trainer brings to the host once per step."""
 
     loss: Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 class MicroBatch(Protocol):

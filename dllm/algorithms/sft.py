@@ -42,15 +42,20 @@ class SFTBatch:
     share: float = 1.0
     global_rows: int = 0  # 0: this batch is the whole micro-batch
     offset: int = 0
+    prompt_length: int = -1  # the columns before every row's response; -1: counted from response_mask
+
+    def __post_init__(self) -> None:
+        if self.prompt_length < 0:  # counted where the batch is built (on the host), not per loss on the device
+            self.prompt_length = self.input_ids.shape[1] - int(self.response_mask[0].sum())
 
     def to(self, device: torch.device) -> SFTBatch:
         tensors = (t.to(device) for t in (self.input_ids, self.attention_mask, self.response_mask))
-        return SFTBatch(*tensors, share=self.share, global_rows=self.global_rows, offset=self.offset)
+        return SFTBatch(*tensors, self.share, self.global_rows, self.offset, self.prompt_length)
 
     def rows(self, start: int, stop: int) -> SFTBatch:
         """Rows `start:stop` of this batch (their noise still drawn for the whole of it)."""
         tensors = (t[start:stop] for t in (self.input_ids, self.attention_mask, self.response_mask))
-        return SFTBatch(*tensors, share=self.share, global_rows=self.input_ids.shape[0], offset=start)
+        return SFTBatch(*tensors, self.share, self.input_ids.shape[0], start, self.prompt_length)
 
 
 def collate_sft(tokenizer, examples: list[Example], gen_length: int) -> SFTBatch:
@@ -161,10 +166,10 @@ class SFT(Algorithm):
 
     def loss(self, model: torch.nn.Module, batch: SFTBatch, generator: torch.Generator) -> LossOutput:
         noisy, masked, p_mask = self.noise(batch, model.mask_token_id, generator)
-        prompt_length = batch.input_ids.shape[1] - int(batch.response_mask[0].sum())  # never noised
+        prompt_length = batch.prompt_length  # never noised
         log_probs = denoising_log_probs(
             model, noisy, batch.input_ids, batch.attention_mask, self.training_block_size(model), prompt_length
         )
         response = slice(prompt_length, None)
         loss = weighted_nll(log_probs, masked[:, response], p_mask, batch.response_mask[:, response])
-        return LossOutput(loss, {"masked_fraction": float(masked.sum() / batch.response_mask.sum())})
+        return LossOutput(loss, {"masked_fraction": (masked.sum() / batch.response_mask.sum()).detach()})

@@ -35,6 +35,7 @@ from dllm.cli import directions
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.errors import DllmError
 from dllm.loggers import json_record
+from dllm.run_files import HYDRA_OVERRIDES, METRICS
 
 logger = logging.getLogger("dllm.compare")
 
@@ -76,14 +77,14 @@ def find_runs(paths: list[Path]) -> list[Run]:
     for path in paths:
         if not path.exists():
             raise DllmError(f"{str(path)!r} does not exist; give run directories or a sweep directory")
-        found += [p.parent for p in sorted(path.rglob("metrics.jsonl"))]
+        found += [p.parent for p in sorted(path.rglob(METRICS))]
     if not found:
         raise DllmError(f"no runs (directories with metrics.jsonl) under {', '.join(map(str, paths))}")
     runs = []
     for directory in dict.fromkeys(found):
-        overrides_file = directory / ".hydra" / "overrides.yaml"
+        overrides_file = directory.joinpath(*HYDRA_OVERRIDES)
         overrides = _read_overrides(overrides_file) if overrides_file.is_file() else [directory.name]
-        runs.append(Run(directory, overrides, read_records(directory / "metrics.jsonl")))
+        runs.append(Run(directory, overrides, read_records(directory / METRICS)))
     return runs
 
 

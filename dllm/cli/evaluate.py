@@ -22,15 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.cli.runs import Target, load_target_model, parse_target_args, resolve_target, target_parser
-from dllm.config import build_node, build_reward, validate
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult, evaluate, markdown_table
 from dllm.registry import registry
+from dllm.run import plan
+from dllm.run_files import EVAL, EVAL_DIR, EVAL_PROGRESS, EVAL_TABLE
 
 logger = logging.getLogger("dllm.eval")
 
-EVAL_DIR = "eval"  # under a run directory: RUN/eval/NAME/; otherwise outputs/eval/NAME/
-PROGRESS_FILE = "progress.jsonl"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -152,13 +151,15 @@ def main(argv: list[str] | None = None) -> None:
 
     target = resolve_target(args.target, args.overrides)
     cfg = target.config
-    validate(cfg)
     use_target_tokenizer(cfg, target, args.overrides)
-    task, sampler, reward = build_node(cfg.task), build_node(cfg.sampler), build_reward(cfg.reward)
+    if cfg.get("warmup") is not None:
+        cfg.warmup = None  # nothing trains here (and a run saved before stages took StageSettings plans)
+    run = plan(cfg)
+    task, sampler, reward = run.task, run.sampler, run.reward
     batch_size = args.batch_size or cfg.trainer.eval_batch_size
     fingerprint = evaluation_fingerprint(cfg, target, args.seed, args.num_samples, batch_size)
     out_dir = args.output_dir or default_output_dir(cfg, target, args.num_samples, fingerprint)
-    progress = out_dir / PROGRESS_FILE
+    progress = out_dir / EVAL_PROGRESS
     if args.restart and progress.exists():
         progress.unlink()
     torch.manual_seed(args.seed)  # a preset's random weights are the same on every run, so resuming is sound
@@ -180,13 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     setup = setup_lines(cfg, target, args, batch_size)
     payload = json.dumps({**asdict(result), "setup": setup}, indent=2)
-    (out_dir / "eval.json").write_text(payload)
-    (out_dir / "eval.md").write_text("# dllm-eval\n\n" + markdown_table(result, setup))
+    (out_dir / EVAL).write_text(payload)
+    (out_dir / EVAL_TABLE).write_text("# dllm-eval\n\n" + markdown_table(result, setup))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(payload)
     print(summary_line(result))
-    logger.info("wrote %s and %s", out_dir / "eval.json", out_dir / "eval.md")
+    logger.info("wrote %s and %s", out_dir / EVAL, out_dir / EVAL_TABLE)
 
 
 if __name__ == "__main__":

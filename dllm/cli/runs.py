@@ -10,11 +10,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dllm.checkpoint import CHECKPOINT_DIR
 from dllm.config import COMPONENT_GROUPS, build_node, check_model_tokenizer, compose
 from dllm.errors import ConfigError
+from dllm.run_files import CHECKPOINT_DIR, CONFIG
 
-RUN_CONFIG = "config.yaml"
 # What a config override looks like on the command line: `key=value`, `+key=value`, `++key=value`,
 # `group=name`, `group/sub=name` or `~key` (Hydra's grammar; the value may hold anything).
 OVERRIDE = re.compile(r"(~[\w./@-]+(=.*)?|(\+\+?)?[A-Za-z_][\w./@-]*=.*)", re.DOTALL)
@@ -33,13 +32,13 @@ def resolve_target(target: str, overrides: list[str]) -> Target:
     """A run directory brings its own config (`group=option` swaps a component, `key=value`
     edits a value); anything else composes the default config with `overrides`."""
     path = Path(target)
-    if (path / RUN_CONFIG).is_file():
+    if (path / CONFIG).is_file():
         if not (path / CHECKPOINT_DIR).is_dir():
             raise ConfigError(
                 f"run directory {target!r} has no {CHECKPOINT_DIR}/ yet; wait for the run to save one "
                 f"(trainer.save_every) or point at a checkpoint directory"
             )
-        config = OmegaConf.load(path / RUN_CONFIG)
+        config = OmegaConf.load(path / CONFIG)
         choices = [item for item in overrides if item.split("=", 1)[0] in COMPONENT_GROUPS]
         for choice in choices:  # `sampler=sdar`: that option's whole config replaces the run's
             group = choice.split("=", 1)[0]

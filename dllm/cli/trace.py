@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dllm.checkpoint import CHECKPOINT_DIR, KEPT_DIR
 from dllm.cli.common import reports_user_errors
 from dllm.cli.trace_record import last_step, load_trace, segments, token_label
 from dllm.errors import DllmError
+from dllm.run_files import CHECKPOINT_DIR, KEPT_DIR, TRACE_PAGE
 
 SUMMARY_ABOVE = 16  # more rows than this: the summary view by default (96 rows on one page read as noise)
 
@@ -40,7 +40,7 @@ def default_out(rollout: Path) -> Path:
     for a kept RUN/checkpoints/LABEL/rollout.pt, else beside the rollout file."""
     folder = rollout.resolve().parent
     if folder.name == CHECKPOINT_DIR:
-        return folder.parent / "trace.html"
+        return folder.parent / TRACE_PAGE
     if folder.parent.name == KEPT_DIR:
         return folder.parent.parent / f"trace-{folder.name}.html"
     return rollout.with_suffix(".html")

@@ -1,4 +1,5 @@
-"""`dllm-train`: compose a run from Hydra config groups, validate it, train, evaluate.
+"""`dllm-train`: compose a run from Hydra config groups, then `dllm.train` it (plan, train,
+evaluate) — on this process, or relaunched on `trainer.num_processes` processes.
 
 dllm-train                                   # llada_small, SFT on addition, on the CPU
 dllm-train seed=1 task.num_eval=500          # change any group or value
@@ -12,148 +13,29 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from dllm.checkpoint import (
-    CHECKPOINT_DIR,
-    RUN_CONFIG,
-    checkpoint_dir,
-    config_differences,
-    load_run_config,
-    recover,
-    unreadable,
-)
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.cli.runs import OVERRIDE
-from dllm.config import build_components, build_node, compose, validate
-from dllm.distributed import launched_world_size, require_deepspeed, start_runtime
-from dllm.errors import ConfigError, DllmError
+from dllm.config import compose
+from dllm.distributed import launched_world_size
+from dllm.errors import DllmError
 from dllm.interrupt import TrainingInterrupted
-from dllm.trainer import Stage, Trainer, zero3_refusal
+from dllm.run import check_output_dir, plan, train
+from dllm.run_files import EVAL
 
 logger = logging.getLogger("dllm.train")
 
-MIN_FREE_BYTES = 64 * 2**20
 EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT (128 + 2)
-# What a checkpoint must share with the run that resumes it: the weights' shapes and meaning
-# (model keys that choose only numerics or kernels may change). The tokenizer is compared by
-# its vocabulary when the trainer resumes (`tokenizer=char` and null can be the same one).
-RESUME_KEYS = ("model",)
-FREE_MODEL_KEYS = ("dtype", "attn_backend", "gradient_checkpointing")
 HYDRA_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def check_output_dir(run_dir: Path) -> None:
-    """Fail before training when the run directory is unwritable or its disk is full."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise DllmError(f"cannot write to the output directory {str(run_dir)!r}: {exc}; set hydra.run.dir") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < MIN_FREE_BYTES:
-        raise DllmError(f"only {free // 2**20} MiB free under {str(run_dir)!r}; free some disk or set hydra.run.dir")
-
-
-def check_resumable_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuse to resume a checkpoint written under another model, naming the differing keys
-    (before anything is built; `Trainer.check_resumable` compares the tokenizers' vocabularies)."""
-    if not cfg.trainer.resume or checkpoint_dir(run_dir) is None:  # refuses a checkpoint without its state
-        return
-    saved_text = load_run_config(run_dir)
-    if saved_text is None:
-        return
-    try:
-        saved = OmegaConf.to_container(OmegaConf.create(saved_text), resolve=False)
-    except Exception as exc:  # omegaconf or yaml parse errors
-        raise unreadable(run_dir / CHECKPOINT_DIR / RUN_CONFIG, exc) from None
-    current = OmegaConf.to_container(cfg, resolve=True)
-
-    def weights_part(config: dict) -> dict:
-        part = {key: config.get(key) for key in RESUME_KEYS}
-        if isinstance(part["model"], dict):
-            part["model"] = {k: v for k, v in part["model"].items() if k not in FREE_MODEL_KEYS}
-        return part
-
-    differences = config_differences(weights_part(saved), weights_part(current))
-    if differences:
-        raise DllmError(
-            f"cannot resume {run_dir / 'checkpoint'}: it was trained with another model — "
-            f"{'; '.join(differences[:5])}. Resume with the config it was trained with, start a new run "
-            f"directory (hydra.run.dir=...), or set trainer.resume=false to train from scratch"
-        )
-
-
-def check_strategy(cfg: DictConfig) -> None:
-    """Refuse what a distributed strategy cannot run, before any model is built."""
-    trainer = cfg.trainer
-    if trainer.get("strategy") == "deepspeed":
-        require_deepspeed()
-        if trainer.get("zero_stage") == 3:
-            algorithms = [("main", cfg.algorithm)]
-            if cfg.get("warmup") is not None:
-                algorithms.insert(0, ("warmup", cfg.warmup.algorithm))
-            for stage, node in algorithms:
-                if not build_node(node).uniform_forwards:
-                    raise ConfigError(zero3_refusal(stage))
-
-
-def run_training(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Validate, build, train and evaluate one run in `run_dir`; return its final metrics.
-    Under a launcher, every process calls this with the same `cfg` and `run_dir`."""
-    validate(cfg)
-    check_strategy(cfg)
-    runtime = start_runtime(cfg.trainer.strategy, cfg.trainer.device)
-    check_output_dir(run_dir)
-    if runtime.is_main:
-        recover(run_dir)  # finish a checkpoint swap a crash interrupted
-    runtime.collective.barrier()
-    check_resumable_config(cfg, run_dir)  # every process reads it, so all refuse together
-    if not runtime.is_main:
-        logging.getLogger("dllm").setLevel(logging.WARNING)
-    run_config = OmegaConf.to_yaml(cfg, resolve=True)
-    if runtime.is_main:
-        (run_dir / "config.yaml").write_text(run_config)
-    seed_everything(cfg.seed)
-    components = build_components(cfg)
-    stages = [Stage("main", build_node(cfg.trainer), components.algorithm)]
-    if cfg.get("warmup") is not None:
-        stages.insert(0, Stage("warmup", build_node(cfg.warmup.trainer), build_node(cfg.warmup.algorithm)))
-    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else None
-    trainer = Trainer(
-        components, stages, run_dir, seed=cfg.seed, runtime=runtime, run_config=run_config, choices=choices
-    )
-    trainer.resume_if_possible()
-    metrics = trainer.train()
-    if runtime.is_main:
-        logger.info(
-            "held-out accuracy %.3f over %d prompts (%.1f tokens/s, %.2f NFE/token); run directory: %s",
-            metrics["eval/accuracy"],
-            metrics["eval/num_samples"],
-            metrics["eval/tokens_per_s"],
-            metrics["eval/nfe_per_token"],
-            run_dir,
-        )
-    return metrics
 
 
 def launch_processes(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, float]:
@@ -175,7 +57,7 @@ def launch_processes(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> di
             f"the {count}-process run in {run_dir} failed (exit status {result.returncode}); its processes' "
             f"errors are above"
         )
-    eval_json = json.loads((run_dir / "eval.json").read_text())
+    eval_json = json.loads((run_dir / EVAL).read_text())
     return {"eval/accuracy": eval_json["accuracy"]}
 
 
@@ -193,12 +75,11 @@ def _hydra_main(cfg: DictConfig) -> float:
     overrides = list(HydraConfig.get().overrides.task)
     try:
         if int(cfg.trainer.get("num_processes", 1)) > 1 and launched_world_size() == 1:
-            validate(cfg)  # refuse a bad config once, here, rather than once per process
-            check_strategy(cfg)
+            plan(cfg)  # refuse a bad config once, here, rather than once per process
             check_output_dir(run_dir)
             metrics = launch_processes(cfg, run_dir, overrides)
         else:
-            metrics = run_training(cfg, run_dir)
+            metrics = train(cfg, run_dir)
     except TrainingInterrupted as stop:
         if stop.is_main:
             print(f"{stop}; resume with: {resume_command(overrides, run_dir)}", file=sys.stderr)

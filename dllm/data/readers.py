@@ -16,7 +16,6 @@ import csv
 import json
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -105,8 +104,7 @@ def read_records(path: str | Path, declared_format: str = "auto", option: str = 
     (`FILE:LINE: why`); a file with no readable record at all is a `ConfigError`."""
     resolved = resolve_path(str(path), option)
     fmt = file_format(resolved, declared_format)
-    stat = resolved.stat()
-    records = _read_cached(str(resolved), fmt, stat.st_mtime_ns, stat.st_size)
+    records = _read(resolved, fmt)
     if records.bad_lines:
         shown = "; ".join(records.bad_lines[:_REPORTED_LINES])
         more = f"; and {records.skipped - _REPORTED_LINES} more" if records.skipped > _REPORTED_LINES else ""
@@ -124,11 +122,7 @@ def read_records(path: str | Path, declared_format: str = "auto", option: str = 
     return records
 
 
-@lru_cache(maxsize=16)
-def _read_cached(path: str, fmt: str, mtime_ns: int, size: int) -> Records:
-    """One read per file version (path, modification time, size): building a task twice —
-    once to validate the config, once to run — reads the file once."""
-    resolved = Path(path)
+def _read(resolved: Path, fmt: str) -> Records:
     if fmt == "json":
         _refuse_wrapped_records(resolved)
     try:

@@ -7,9 +7,10 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 import dllm
-from dllm.config import compose, validate
+from dllm.config import compose
 from dllm.errors import ConfigError
 from dllm.registry import registry
+from dllm.run import plan
 
 CONF = Path(dllm.__file__).parent / "conf"
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -81,7 +82,7 @@ def test_every_option_composes_and_validates(override):
     overrides = NESTED.get(override.split("=")[0], []) + [override] + COMPANIONS.get(override, [])
     if override in PRETRAINED_ONLY:
         overrides.append(f"model.pretrained={PRETRAINED_ONLY[override]}")
-    validate(compose(overrides))
+    plan(compose(overrides))
 
 
 def test_experiments_are_deltas_with_global_package():
@@ -113,7 +114,7 @@ def test_experiments_are_deltas_with_global_package():
 def test_bad_configs_are_refused_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         cfg = compose(overrides)
-        validate(cfg)
+        plan(cfg)
 
 
 OPTIMIZER_KEYS = (
@@ -156,5 +157,5 @@ def test_sft_keeps_the_trainer_defaults_and_every_optimizer_preset_sets_every_op
     for path in group_files("optim"):
         node = compose(["algorithm=rl", f"optim@trainer={path.stem}"]).trainer
         assert set(OPTIMIZER_KEYS) <= set(OmegaConf.load(path)), f"{path} leaves an optimizer key to chance"
-        validate(compose(["algorithm=rl", f"optim@trainer={path.stem}"]))
+        plan(compose(["algorithm=rl", f"optim@trainer={path.stem}"]))
         assert node.lr == OmegaConf.load(path).lr

@@ -6,8 +6,9 @@ from importlib.metadata import PackageNotFoundError, distribution
 import pytest
 
 import dllm
-from dllm.config import build_reward, compose, validate
+from dllm.config import build_reward, compose
 from dllm.rewards import score_batch
+from dllm.run import plan
 from tests.integration.conftest import QUICK, run_cli
 
 
@@ -36,10 +37,10 @@ def test_plugin_components_build():
 
 def test_plugin_configs_join_the_hydra_groups():
     cfg = compose(["reward=acme_len", "sampler=acme_left_to_right"])
-    validate(cfg)
+    plan(cfg)
     assert cfg.reward._target_ == "acme_dllm.length_reward.LengthReward"
     cfg = compose(["reward=acme_no_digits"])
-    validate(cfg)
+    plan(cfg)
     reward = build_reward(cfg.reward)
     assert reward(["p", "p"], ["7", "seven"], answer=["7", "7"]) == [0.0, 1.0]
     assert dllm.REWARDS.name_of(reward) == "acme_no_digits"

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import dllm
-from dllm.checkpoint import CHECKPOINT_DIR, load_trainer_state, save_checkpoint
+from dllm.checkpoint import load_trainer_state, save_checkpoint
+from dllm.run_files import CHECKPOINT_DIR
 
 
 def test_save_replaces_the_checkpoint_and_leaves_no_staging(tmp_path, tiny_model, tokenizer):
@@ -34,7 +35,8 @@ def test_a_crash_mid_write_keeps_the_last_good_checkpoint(tmp_path, tiny_model, 
 
 
 def test_keep_last_n_retains_the_newest_older_checkpoints(tmp_path, tiny_model, tokenizer):
-    from dllm.checkpoint import KEPT_DIR, kept_checkpoints
+    from dllm.checkpoint import kept_checkpoints
+    from dllm.run_files import KEPT_DIR
 
     for step in range(1, 6):
         save_checkpoint(tmp_path, tiny_model, tokenizer, {"step": step}, keep=3, label=f"00-main-step{step:08d}")

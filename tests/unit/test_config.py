@@ -7,8 +7,9 @@ from dllm.errors import ConfigError, DllmError
 
 
 def test_a_prompt_longer_than_the_context_is_refused_before_training_naming_it(tmp_path):
-    from dllm.config import build_components, compose
+    from dllm.config import compose
     from dllm.errors import ConfigError
+    from dllm.run import plan
 
     path = tmp_path / "d.jsonl"
     rows = [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(30)]
@@ -17,19 +18,20 @@ def test_a_prompt_longer_than_the_context_is_refused_before_training_naming_it(t
     overrides = ["experiment=addition_tiny", "task=file", f"task.train_file={path}", "task.gen_length=16",
                  "tokenizer=char", "task.chat_template=false", "+model.max_sequence_length=100"]  # fmt: skip
     with pytest.raises(ConfigError) as caught:
-        build_components(compose(overrides))
+        plan(compose(overrides)).components()
     message = str(caught.value)
     assert f"the prompt of {path}:31 has 90 tokens: with task.gen_length=16 it needs 106 positions" in message
     assert "more than the model's context of 100 (1 of 32 prompts do not fit)" in message
-    build_components(compose([*overrides[:-1], "+model.max_sequence_length=106"]))  # exactly fits
+    plan(compose([*overrides[:-1], "+model.max_sequence_length=106"])).components()  # exactly fits
 
 
 def test_a_synthetic_task_prompt_is_checked_against_the_context():
-    from dllm.config import build_components, compose
+    from dllm.config import compose
     from dllm.errors import ConfigError
+    from dllm.run import plan
 
     with pytest.raises(ConfigError, match=r"the prompt of held-out example 1 has \d+ tokens: with task.gen_length"):
-        build_components(compose(["experiment=addition_tiny", "+model.max_sequence_length=8"]))
+        plan(compose(["experiment=addition_tiny", "+model.max_sequence_length=8"])).components()
 
 
 def test_pretrained_presets_train_in_float32_on_a_cpu_unless_bf16_is_named():

@@ -66,32 +66,33 @@ def test_distributed_trainer_values_are_checked():
 
 
 def test_missing_deepspeed_names_the_install_command(monkeypatch):
-    from dllm.cli.train import check_strategy
     from dllm.config import compose
+    from dllm.run import plan
 
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # `import deepspeed` now fails
     with pytest.raises(DllmError, match=r"needs DeepSpeed, which is not installed .*pip install \"deepspeed>=0.19\""):
         require_deepspeed()
     with pytest.raises(DllmError, match="pip install"):
-        check_strategy(compose(["trainer=zero2"]))
+        plan(compose(["trainer=zero2"]))
 
 
 def test_zero3_refuses_rl_and_accepts_sft():
     pytest.importorskip("deepspeed")
-    from dllm.cli.train import check_strategy
     from dllm.config import compose
+    from dllm.run import plan
 
-    check_strategy(compose(["trainer=zero3"]))
+    plan(compose(["trainer=zero3"]))
     with pytest.raises(ConfigError, match="trainer=zero3 cannot train the main stage's algorithm: .* trainer=zero2"):
-        check_strategy(compose(["trainer=zero3", "algorithm=tracerl"]))
+        plan(compose(["trainer=zero3", "algorithm=tracerl"]))
 
 
 def test_distributed_configs_compose_and_validate():
-    from dllm.config import build_node, compose, validate
+    from dllm.config import build_node, compose
+    from dllm.run import plan
 
     for name, strategy in (("ddp", "ddp"), ("zero2", "deepspeed"), ("zero3", "deepspeed")):
         cfg = compose([f"trainer={name}", "trainer.batch_size=8"])
-        validate(cfg)
+        plan(cfg)
         built = build_node(cfg.trainer)
         assert built.strategy == strategy and built.num_processes == 2
         assert isinstance(built.loggers, list)

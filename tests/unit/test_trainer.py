@@ -15,16 +15,16 @@ def run(tmp_path, overrides, kill_after=None, kill_after_log=None, warmup=None, 
     warmup stage first; `setup(trainer)` before it trains. Its metrics lines."""
     from omegaconf import OmegaConf
 
-    from dllm.cli.train import seed_everything
-    from dllm.config import build_components, build_node, compose
+    from dllm.config import build_node, compose
+    from dllm.run import plan, seed_everything
     from dllm.trainer import Stage, Trainer
 
     tmp_path.mkdir(exist_ok=True)
     cfg = compose(["experiment=addition_tiny", "trainer.log_every=1", "trainer.save_every=1", *overrides])
+    run_plan = plan(cfg)
     seed_everything(cfg.seed)
-    components = build_components(cfg)
-    trainer_config = build_node(cfg.trainer)
-    stages = [Stage("main", trainer_config, components.algorithm)]
+    components = run_plan.components()
+    stages = run_plan.stages
     if warmup is not None:
         stages.insert(0, Stage("warmup", build_node(OmegaConf.merge(cfg.trainer, warmup)), build_node(cfg.algorithm)))
     trainer = Trainer(components, stages, tmp_path, seed=cfg.seed)
@@ -65,13 +65,14 @@ def test_a_resumed_run_continues_the_same_loss_curve(tmp_path):
 
 
 def test_resume_refuses_another_tokenizer_strategy_or_partitioning(tmp_path):
-    from dllm.config import build_components, build_node, compose
+    from dllm.config import compose
     from dllm.errors import DllmError
-    from dllm.trainer import Stage, Trainer, tokenizer_fingerprint
+    from dllm.run import plan
+    from dllm.trainer import Trainer, tokenizer_fingerprint
 
-    cfg = compose(["experiment=addition_tiny"])
-    components = build_components(cfg)
-    trainer = Trainer(components, [Stage("main", build_node(cfg.trainer), components.algorithm)], tmp_path, seed=0)
+    run_plan = plan(compose(["experiment=addition_tiny"]))
+    components = run_plan.components()
+    trainer = Trainer(components, run_plan.stages, tmp_path, seed=0)
     same = tokenizer_fingerprint(components.tokenizer)
     trainer.check_resumable({"tokenizer": same, "strategy": "none", "world_size": 1})
     with pytest.raises(DllmError, match="another tokenizer .* trainer.resume=false"):
@@ -85,9 +86,9 @@ def test_resume_config_check_names_weight_changes_and_allows_numerics(tmp_path):
     import torch
     from omegaconf import OmegaConf
 
-    from dllm.cli.train import check_resumable_config
     from dllm.config import compose
     from dllm.errors import DllmError
+    from dllm.run import check_resumable_config
 
     (tmp_path / "checkpoint").mkdir()
     torch.save({"step": 1}, tmp_path / "checkpoint" / "trainer_state.pt")
@@ -386,5 +387,5 @@ def test_weight_decay_shrinks_matrices_only_in_every_stage(tmp_path):
         torch.testing.assert_close(p.detach(), b * (1 - 0.5 * 0.25) if b.dim() >= 2 else b)
     from dllm.distributed import Collective, GradientSync
 
-    GradientSync(model, optimizer, Collective()).reset_optimizer(0.1, (0.9, 0.99), 0.5)  # the next stage
+    GradientSync(model, optimizer, Collective()).new_stage(0.1, (0.9, 0.99), 0.5, 1.0)  # the next stage
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.5, 0.0]

@@ -40,11 +40,12 @@ def test_bad_trainer_values_are_refused():
 def test_a_cuda_device_without_a_gpu_is_refused_at_validation(monkeypatch):
     import torch
 
-    from dllm.config import compose, validate
+    from dllm.config import compose
+    from dllm.run import plan
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="trainer.device=cuda but this machine has no CUDA GPU") as caught:
-        validate(compose(["experiment=addition_tiny", "trainer.device=cuda"]))
+        plan(compose(["experiment=addition_tiny", "trainer.device=cuda"]))
     assert "\n" not in str(caught.value)
     with pytest.raises(ConfigError, match="trainer.device='gpu' is not a device"):
         TrainerConfig(device="gpu")
@@ -57,10 +58,11 @@ def test_a_cuda_device_without_a_gpu_is_refused_at_validation(monkeypatch):
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_a_non_finite_lr_is_refused_at_validation(value):
-    from dllm.config import compose, validate
+    from dllm.config import compose
+    from dllm.run import plan
 
     with pytest.raises(ConfigError, match="trainer.lr=.* is not a finite number") as caught:
-        validate(compose(["experiment=addition_tiny", f"trainer.lr={value}"]))
+        plan(compose(["experiment=addition_tiny", f"trainer.lr={value}"]))
     assert "\n" not in str(caught.value)
 
 

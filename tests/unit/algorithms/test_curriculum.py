@@ -84,8 +84,9 @@ def test_the_rollout_block_size_follows_its_schedule(tokenizer):
 
 
 def test_a_rollout_block_size_that_does_not_divide_the_generation_length_is_refused():
-    from dllm.config import compose, validate
+    from dllm.config import compose
+    from dllm.run import plan
 
     cfg = compose(["model=sdar_tiny", "sampler=sdar", "algorithm=rl", "algorithm.rollout_block_size={0: 4, 10: 3}"])
     with pytest.raises(ConfigError, match=r"rollout block size 3 \(algorithm.rollout_block_size\) with gen_length 8"):
-        validate(cfg)
+        plan(cfg)

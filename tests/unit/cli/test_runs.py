@@ -1,8 +1,9 @@
 import pytest
 from omegaconf import OmegaConf
 
-from dllm.cli.runs import RUN_CONFIG, parse_target_args, resolve_target, target_parser
+from dllm.cli.runs import parse_target_args, resolve_target, target_parser
 from dllm.errors import ConfigError
+from dllm.run_files import CONFIG
 
 
 def test_a_preset_composes_the_default_config_with_overrides():
@@ -13,7 +14,7 @@ def test_a_preset_composes_the_default_config_with_overrides():
 
 def test_a_run_directory_keeps_its_config_and_takes_edits(tmp_path):
     config = resolve_target("llada_tiny", []).config
-    (tmp_path / RUN_CONFIG).write_text(OmegaConf.to_yaml(config))
+    (tmp_path / CONFIG).write_text(OmegaConf.to_yaml(config))
     with pytest.raises(ConfigError, match="has no checkpoint/ yet"):
         resolve_target(str(tmp_path), [])
     (tmp_path / "checkpoint").mkdir()
@@ -44,6 +45,6 @@ def test_anything_else_unrecognised_is_refused_by_name(stray):
 
 def test_a_run_directory_takes_an_added_key(tmp_path):
     config = resolve_target("llada_tiny", []).config
-    (tmp_path / RUN_CONFIG).write_text(OmegaConf.to_yaml(config))
+    (tmp_path / CONFIG).write_text(OmegaConf.to_yaml(config))
     (tmp_path / "checkpoint").mkdir()
     assert resolve_target(str(tmp_path), ["+task.tokenizer=char"]).config.task.tokenizer == "char"

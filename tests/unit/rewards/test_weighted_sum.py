@@ -6,10 +6,11 @@ from hydra import initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 
 import dllm
-from dllm.config import build_components, build_node, compose, validate
+from dllm.config import build_node, compose
 from dllm.errors import ConfigError
 from dllm.rewards.base import score_batch
 from dllm.rewards.weighted_sum import TermSpec, WeightedSum
+from dllm.run import plan
 
 TERMS = {"gsm8k": 1.0, "boxed_format": 0.5, "think": {"reward": "format_tags", "tags": ["think"], "weight": 0.25}}
 COMPLETIONS = [
@@ -113,8 +114,7 @@ def test_command_line_composition_validates_and_builds_one_reward(tiny_model):
             "reward.terms.exact_match=2.0",
         ]
     )
-    validate(cfg)
-    reward = build_components(cfg, model=tiny_model).reward
+    reward = plan(cfg).components(model=tiny_model).reward
     assert isinstance(reward, WeightedSum)
     assert [(s.name, s.weight) for s in reward.specs] == [("exact_match", 2.0), ("boxed_format", 0.1)]
     assert reward(["q", "q"], [r"\boxed{1}", "1"], answer=["1", "1"]) == pytest.approx([0.1, 2.0])
@@ -122,7 +122,7 @@ def test_command_line_composition_validates_and_builds_one_reward(tiny_model):
 
 def test_list_form_on_the_command_line():
     cfg = compose(["reward=weighted_sum", "reward.terms=[gsm8k,boxed_format]"])
-    validate(cfg)
+    plan(cfg)
     assert build_node(cfg.reward)(["q"], [r"\boxed{3}"], answer=["3"]) == [2.0]
 
 
@@ -137,7 +137,7 @@ def test_validation_checks_every_term_before_building(override, message, monkeyp
     built = []
     monkeypatch.setattr(WeightedSum, "__init__", lambda self, **kw: built.append(kw))
     with pytest.raises(ConfigError, match=message):
-        validate(compose(["reward=weighted_sum", override]))
+        plan(compose(["reward=weighted_sum", override]))
     assert built == []  # refused by the key checks, before the reward (or anything) is built
 
 
@@ -151,7 +151,7 @@ def test_hydra_multi_select_is_refused_naming_the_composition():
     HydraConfig.instance().set_config(cfg)
     try:
         with pytest.raises(ConfigError, match=fix):
-            validate(cfg)
+            plan(cfg)
     finally:
         HydraConfig.instance().cfg = None
 

@@ -111,9 +111,10 @@ def test_a_block_length_other_than_the_models_is_accepted_and_its_cache_exact(bl
     """docs/configuration.md: `block_length` need not equal the model's block size (block-size
     adaptation); it must divide gen_length and be at least denoising_steps. Shipped defaults
     (stop_at_eos on), a ragged batch."""
-    from dllm.config import compose, validate
+    from dllm.config import compose
+    from dllm.run import plan
 
-    validate(
+    plan(
         compose(
             ["model=sdar_tiny", "sampler=sdar", f"sampler.block_length={block_length}", "sampler.denoising_steps=2"]
         )
