@@ -51,7 +51,7 @@ class CharacterMean(dllm.rewards.Reward):
 
 
 ALGORITHM_OPTIONS = {"sft": {}}  # RL presets at test size: 2 prompts x 2 completions, no group filter
-RL_SIZE = {"group_size": 2, "prompts_per_rollout": 2, "accuracy_band": None}
+RL_SIZE = {"group_size": 2, "prompts_per_rollout": 2, "filters": {"accuracy_band": None}}
 
 
 @pytest.mark.parametrize("name", dllm.ALGORITHMS.names() + dllm.ALGORITHMS.presets())

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from dllm.algorithms.objectives import clipped_surrogate, kl_penalty, normalising_units, reduce_tokens
+from dllm.algorithms.objectives.base import normalising_units, reduce_tokens
+from dllm.algorithms.objectives.ppo import clipped_surrogate, kl_penalty
 
 
 def test_clipped_surrogate_by_hand():
