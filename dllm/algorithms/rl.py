@@ -1,22 +1,14 @@
 """`rl`: the one RL loop — draw, rollout, reward, filter, advantage, plan, update — in one process.
 
-Every `num_iterations` passes over a rollout, a new one is drawn: `prompts_per_rollout`
-training prompts, `group_size` completions each, decoded by the run's sampler from the live
-weights (token space: the training rows are the sampler's own tokens and `step_map`). Then:
-
-1. rewards (guarded: a failing reward call scores 0 and is counted), then the `filters`;
-2. the `advantage` component sets the rollout's advantages (`dllm.algorithms.advantages`);
-3. for each inner iteration the `estimator` draws its masks (`plan`), and the old and reference
-   log-probs — only those the `objective` needs — are computed once, on exactly the
-   micro-batches the updates will see (so the first update's ratio is exactly 1);
-4. each pass shuffles the rows into optimizer steps of `trainer.batch_size` rows, each split
-   into micro-batches of `trainer.batch_size / trainer.grad_accum` rows; a smaller last step
-   takes the leftover rows. The `objective`'s loss is normalised over the whole optimizer step
-   (`token` or `sequence`), whatever the micro-batching.
-
-The presets in `conf/algorithm/` (`tracerl`, `tracerl_value`, `diffu_grpo`, `coupled_grpo`,
-`wd1`) are this loop with their papers' components; `dllm.build("algorithm", "diffu_grpo")`
-builds them too.
+Every `num_iterations` passes over a rollout, it draws a new one (`prompts_per_rollout` prompts x
+`group_size` completions, decoded by the run's sampler from the live weights, in token space),
+scores it, keeps the groups every filter keeps, and lets the advantage set its advantages. Per
+inner iteration the estimator plans its masks, and the log-probs the objective reads (old,
+reference) are computed once, on the very micro-batches the updates will see (the first ratio is
+exactly 1). Each pass shuffles the rows into optimizer steps of `trainer.batch_size` rows (the
+last takes the leftover) in micro-batches; the objective's loss is normalised over the whole
+step. The parts are components (`advantages/`, `estimators/`, `filters/`, `objectives/`); the
+presets in `conf/algorithm/` are this loop with their papers' parts.
 """
 
 from __future__ import annotations
@@ -243,8 +235,7 @@ class RL(Algorithm):
             rollout = rollout.select(keep.nonzero().squeeze(1))  # may leave this process no rows
         if self.training_block_size is not None and rollout.block_size is not None:
             rollout.block_size = self.training_block_size
-        # `rollout_block_size`: the block size the rollout is trained in (a model's blocks, not
-        # the sampler's decoding block length): the metric keeps its recorded name.
+        # `rollout_block_size`: the blocks the rollout trains in (its recorded metric name)
         metrics.update(gen_length=float(gen_length), rollout_block_size=float(rollout.block_size or 0))
         if self.curriculum is not None:
             metrics.update(self.curriculum.metrics())
