@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dllm.algorithms.advantages.base import Advantage
+from dllm.algorithms.advantages.base import ADVANTAGES, Advantage
 from dllm.algorithms.objectives.base import OBJECTIVES, Normalisation, Objective, Scored
 from dllm.algorithms.tally import Tally
 from dllm.errors import ConfigError
@@ -53,8 +53,9 @@ class PPO(Objective):
 
     def check_advantage(self, advantage: Advantage) -> None:
         if advantage.weights_for is not None:
+            name = ADVANTAGES.name_of(advantage) or type(advantage).__name__
             raise ConfigError(
-                f"objective ppo maximises advantages, but {type(advantage).__name__} gives the loss weights of "
+                f"objective ppo maximises advantages, but advantage {name} gives the loss weights of "
                 f"objective {advantage.weights_for}: set algorithm/objective={advantage.weights_for}, or another "
                 f"algorithm/advantage"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dllm.algorithms.advantages.base import Advantage
+from dllm.algorithms.advantages.base import ADVANTAGES, Advantage
 from dllm.algorithms.objectives.base import OBJECTIVES, Objective, Scored
 from dllm.algorithms.tally import Tally
 from dllm.errors import ConfigError
@@ -23,8 +23,9 @@ class WD1(Objective):
 
     def check_advantage(self, advantage: Advantage) -> None:
         if advantage.weights_for != "wd1":
+            name = ADVANTAGES.name_of(advantage) or type(advantage).__name__
             raise ConfigError(
-                f"objective wd1 weighs completions by wd1's softmax weights, not by {type(advantage).__name__}: "
+                f"objective wd1 weighs completions by wd1's softmax weights, not by advantage {name}: "
                 f"set algorithm/advantage=wd1"
             )
 
