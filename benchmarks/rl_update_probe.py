@@ -19,7 +19,8 @@ from training_step_probe import ResidentPeak
 
 import dllm
 from dllm.algorithms.estimators.trace import TraceEstimator
-from dllm.algorithms.objectives import clipped_surrogate, token_weights
+from dllm.algorithms.objectives.base import token_weights
+from dllm.algorithms.objectives.ppo import clipped_surrogate
 from dllm.algorithms.rollout import rollout_from_output
 
 BATCH, PROMPT, GEN = 4, 16, 64

@@ -21,7 +21,7 @@ THREADS = os.cpu_count() or 1
 SFT = ["model=llada_small", "trainer.batch_size=64", "trainer.max_steps=12"]
 RL = [
     "model=llada_small", "algorithm=tracerl", "algorithm.group_size=4", "algorithm.prompts_per_rollout=8",
-    "algorithm.accuracy_band=null", "sampler.steps=8", "trainer.batch_size=32", "trainer.max_steps=8",
+    "algorithm.filters.accuracy_band=null", "sampler.steps=8", "trainer.batch_size=32", "trainer.max_steps=8",
 ]  # fmt: skip
 COMMON = ["trainer.log_every=1", "trainer.save_every=0", "task.num_eval=2", "trainer.warmup_steps=1"]
 CASES = [

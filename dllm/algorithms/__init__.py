@@ -1,7 +1,23 @@
-"""Training algorithms: SFT, and the RL loop with its estimators, advantages and objectives."""
+"""Training algorithms: SFT, and the RL loop with its parts (estimators, advantages, objectives, filters)."""
 
-from dllm.algorithms import estimators, rl, sft  # noqa: F401  (registers the built-in algorithms)
+from dllm.algorithms import advantages, estimators, filters, objectives, rl, sft  # noqa: F401  (register them)
+from dllm.algorithms.advantages import ADVANTAGES, Advantage
 from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
 from dllm.algorithms.estimators import ESTIMATORS, Estimator
+from dllm.algorithms.filters import FILTERS, Filter
+from dllm.algorithms.objectives import OBJECTIVES, Objective
 
-__all__ = ["ALGORITHMS", "ESTIMATORS", "Algorithm", "Estimator", "LossOutput", "TrainContext"]
+__all__ = [
+    "ADVANTAGES",
+    "ALGORITHMS",
+    "ESTIMATORS",
+    "FILTERS",
+    "OBJECTIVES",
+    "Advantage",
+    "Algorithm",
+    "Estimator",
+    "Filter",
+    "LossOutput",
+    "Objective",
+    "TrainContext",
+]

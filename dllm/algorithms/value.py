@@ -31,7 +31,7 @@ def value_model_for(policy: torch.nn.Module, checkpoint: str | None = None) -> t
     if value_class is None:
         raise ConfigError(
             f"{type(policy).__name__} has no value-model variant (a backbone with a scalar head): the value "
-            f"advantage needs one; use a dllm model family (llada, dream, sdar) or algorithm.advantage=group"
+            f"advantage needs one; use a dllm model family (llada, dream, sdar) or algorithm/advantage=group"
         )
     if checkpoint is not None:
         return load_value_model(checkpoint)

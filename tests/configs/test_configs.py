@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 import dllm
 from dllm.config import compose
 from dllm.errors import ConfigError
-from dllm.registry import registry
+from dllm.registry import REGISTRIES, registry
 from dllm.run import plan
 
 CONF = Path(dllm.__file__).parent / "conf"
@@ -17,30 +17,36 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 COMPANIONS = {  # options valid only with a matching model, or with a required value
     "sampler=sdar": ["model=sdar_small"],
     "reward=judge": ["reward.judge=tests.unit.rewards.test_judge:digit_count_judge"],
+    "algorithm/advantage=wd1": ["algorithm/objective=wd1"],  # wd1's weights and its objective go together
+    "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
     **{  # RL from the default job's SFT checkpoint
         f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
         for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1")
     },
 }
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
-REGISTRY_GROUPS = {  # config group -> registry kind
-    "model": "model",
-    "sampler": "sampler",
-    "algorithm": "algorithm",
-    "reward": "reward",
-    "task": "task",
-    "algorithm/estimator": "estimator",
-}
-NESTED = {"algorithm/estimator": ["algorithm=rl"]}  # a nested group is chosen inside its parent's option
+REGISTRY_GROUPS = {registry(kind).config_group: kind for kind in REGISTRIES}  # config group -> registry kind
+RL_PARTS = ("algorithm/estimator", "algorithm/advantage", "algorithm/objective")
+NESTED = {group: ["algorithm=rl"] for group in RL_PARTS}  # a nested group is chosen inside its parent's option
+FILTER_GROUP = "algorithm/filter"  # options placed under algorithm.filters.NAME (any number at once)
 
 
 def group_files(group):
     return sorted((CONF / group).glob("*.yaml"))
 
 
+def choice(group, name):
+    """The overrides that choose option `name` of `group`."""
+    if group == FILTER_GROUP:
+        return ["algorithm=rl", f"+{group}@algorithm.filters.{name}={name}"]
+    return [*NESTED.get(group, []), f"{group}={name}"]
+
+
 def composed(group, name):
     """The node of option `name` of `group`, composed as dllm-train would."""
-    node = compose([*NESTED.get(group, []), f"{group}={name}"] + COMPANIONS.get(f"{group}={name}", []))
+    node = compose(choice(group, name) + COMPANIONS.get(f"{group}={name}", []))
+    if group == FILTER_GROUP:
+        return node.algorithm.filters[name]
     for part in group.split("/"):
         node = node[part]
     return node
@@ -76,10 +82,10 @@ def options(group):
     "override",
     [f"{g}={name}" for g in ("model", "sampler", "algorithm", "reward", "task", "trainer") for name in options(g)]
     + [f"experiment={name}" for name in options("experiment")]
-    + [f"algorithm/estimator={name}" for name in options("algorithm/estimator")],
+    + [f"{group}={name}" for group in (*RL_PARTS, FILTER_GROUP) for name in options(group)],
 )
 def test_every_option_composes_and_validates(override):
-    overrides = NESTED.get(override.split("=")[0], []) + [override] + COMPANIONS.get(override, [])
+    overrides = choice(*override.split("=")) + COMPANIONS.get(override, [])
     if override in PRETRAINED_ONLY:
         overrides.append(f"model.pretrained={PRETRAINED_ONLY[override]}")
     plan(compose(overrides))

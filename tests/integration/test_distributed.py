@@ -28,7 +28,8 @@ RUN = [
     "trainer.max_steps=3", "trainer.batch_size=4",
     "warmup={algorithm: {_target_: dllm.algorithms.sft.SFT}, trainer: {_target_: dllm.trainer.StageSettings, "
     "max_steps: 2, batch_size: 8, grad_accum: 2, warmup_steps: 1, log_every: 1}}",
-    "algorithm=tracerl", "algorithm.group_size=2", "algorithm.prompts_per_rollout=4", "algorithm.accuracy_band=null",
+    "algorithm=tracerl", "algorithm.group_size=2", "algorithm.prompts_per_rollout=4",
+    "algorithm.filters.accuracy_band=null",
     "sampler.steps=8", "sampler.stop_at_eos=false", f"sampler._target_={HELPERS}.RowSeededSampler",
     "reward=boxed_format", f"reward._target_={HELPERS}.DigitShare",
 ]  # fmt: skip

@@ -4,6 +4,7 @@ import os
 from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
+from omegaconf import OmegaConf
 
 import dllm
 from dllm.config import build_reward, compose
@@ -24,7 +25,7 @@ def plugin_installed():
 
 def test_plugin_components_are_listed():
     listing = run_cli("dllm", "list").stdout
-    assert {"acme_len", "acme_no_digits", "acme_left_to_right"} <= set(listing.replace(",", " ").split())
+    assert {"acme_len", "acme_no_digits", "acme_left_to_right", "acme_rank"} <= set(listing.replace(",", " ").split())
     assert "BROKEN" not in listing
 
 
@@ -73,3 +74,28 @@ def test_a_broken_plugin_leaves_the_commands_working(tmp_path):
     assert "plugin broken: BROKEN (ModuleNotFoundError: No module named 'broken_dllm')" in result.stdout
     assert "acme_len" in result.stdout and "exact_match" in result.stdout
     assert result.stderr.count("dllm plugin 'broken' (broken_dllm.plugin:register) failed to load") == 1
+
+
+def test_a_plugin_advantage_composes_and_trains(tokenizer, tmp_path):
+    """`acme_rank` (an RL advantage) joins `algorithm/advantage`, validates, and trains the policy."""
+    import torch
+
+    from dllm.algorithms.rollout import Rollout
+    from dllm.config import build_node
+    from tests.unit.algorithms.rl_helpers import tiny
+    from tests.unit.algorithms.test_rl import SMALL, train
+
+    cfg = compose(["model=llada_tiny", "algorithm=rl", "algorithm/advantage=acme_rank"])
+    validate(cfg)
+    assert cfg.algorithm.advantage._target_ == "acme_dllm.rank_advantage.RankAdvantage"
+    algorithm = build_node(OmegaConf.merge(cfg.algorithm, SMALL))
+    assert dllm.build("advantage", "acme_rank").__class__ is type(algorithm.advantage)
+    rollout = Rollout.__new__(Rollout)
+    rollout.rewards = torch.tensor([0.3, 0.9, 0.3, 0.1, 0.5, 0.5, 0.5, 0.5])
+    algorithm.advantage.compute(rollout, 4, None)  # ranks 1.5, 3, 1.5, 0 of 0..3, centred, / 3; a tied group: 0
+    assert rollout.advantages.tolist() == pytest.approx([0.0, 0.5, 0.0, -0.5, 0.0, 0.0, 0.0, 0.0])
+    model = tiny("llada_tiny").train()
+    before = [p.detach().clone() for p in model.parameters()]
+    records = train(tmp_path, model, dllm.build_sampler("llada", steps=8, block_length=8), algorithm, tokenizer)
+    assert [r["step"] for r in records] == [1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "parameters must change"

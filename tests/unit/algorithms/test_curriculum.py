@@ -19,7 +19,7 @@ def test_schedule_by_hand():
 @pytest.mark.parametrize("values", [{5: 4, 0: 8}, {-1: 4}, {2: 4}, {0: 4, 4: 0}])
 def test_bad_schedules_are_refused(values):
     with pytest.raises(ConfigError, match="must map increasing, non-negative steps starting at 0|must be positive"):
-        Schedule(values, "algorithm.rollout_block_size")
+        Schedule(values, "algorithm.rollout_block_length")
 
 
 class Levels(Task):
@@ -68,10 +68,10 @@ def test_trace_replays_a_rollout_decoded_in_another_block_size(tokenizer):
     assert block_states_match(recorder, rollout, TraceEstimator().states(rollout)) >= 3 * 2 * 4
 
 
-def test_the_rollout_block_size_follows_its_schedule(tokenizer):
+def test_the_rollout_block_length_follows_its_schedule(tokenizer):
     from tests.unit.algorithms.test_rl import SMALL, context
 
-    algorithm = dllm.build("algorithm", "rl", rollout_block_size={0: 4, 1: 8}, **SMALL)
+    algorithm = dllm.build("algorithm", "rl", rollout_block_length={0: 4, 1: 8}, **SMALL)
     ctx = context(tiny("sdar_tiny").train(), tokenizer, dllm.build_sampler("sdar", denoising_steps=2))
     algorithm.start(ctx)
     sizes = []
@@ -83,10 +83,11 @@ def test_the_rollout_block_size_follows_its_schedule(tokenizer):
     assert sizes == [4, 8]
 
 
-def test_a_rollout_block_size_that_does_not_divide_the_generation_length_is_refused():
+def test_a_rollout_block_length_that_does_not_divide_the_generation_length_is_refused():
     from dllm.config import compose
     from dllm.run import plan
 
-    cfg = compose(["model=sdar_tiny", "sampler=sdar", "algorithm=rl", "algorithm.rollout_block_size={0: 4, 10: 3}"])
-    with pytest.raises(ConfigError, match=r"rollout block size 3 \(algorithm.rollout_block_size\) with gen_length 8"):
+    cfg = compose(["model=sdar_tiny", "sampler=sdar", "algorithm=rl", "algorithm.rollout_block_length={0: 4, 10: 3}"])
+    message = r"rollout block length 3 \(algorithm.rollout_block_length\) with gen_length 8"
+    with pytest.raises(ConfigError, match=message):
         plan(cfg)

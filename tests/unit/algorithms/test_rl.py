@@ -20,7 +20,8 @@ SAMPLERS = {  # two samplers per family
     "dream_tiny": [("dream", {}), ("diffusion", {"block_length": 4, "cache": "dual", "selection": "threshold"})],
     "sdar_tiny": [("sdar", {"denoising_steps": 2}), ("diffusion", {"cache": "block", "selection": "entropy_bounded"})],
 }
-SMALL = {"group_size": 2, "prompts_per_rollout": 2, "accuracy_band": None}
+SMALL_FILTERS = {"filters": {"accuracy_band": None}}  # no group filter (tracerl's band)
+SMALL = {"group_size": 2, "prompts_per_rollout": 2, **SMALL_FILTERS}
 
 
 class CharacterMean(Reward):
@@ -79,7 +80,7 @@ def test_the_first_update_sees_a_ratio_of_exactly_one(estimator, tokenizer):
 
 def test_old_reference_and_current_passes_share_each_iterations_masks(tokenizer):
     recorder = Recorder(tiny("llada_tiny")).train()
-    algorithm = dllm.build("algorithm", "diffu_grpo", num_iterations=2, beta=0.04, **SMALL)
+    algorithm = dllm.build("algorithm", "diffu_grpo", num_iterations=2, **SMALL)  # beta 0.04: a reference
     ctx = context(recorder, tokenizer, dllm.build_sampler("llada", steps=8, block_length=8), batch_size=4, micro=4)
     algorithm.start(ctx)
     reference = algorithm.reference
@@ -146,14 +147,16 @@ def test_a_reward_with_the_wrong_count_is_refused(tokenizer):
     "options, message",
     [
         ({"group_size": 1}, "group_size is 1: set algorithm.group_size >= 2"),
-        ({"beta": 0.1, "reference_model": "none"}, "penalises KL to a reference model, but reference_model is none"),
-        ({"objective": "wd1", "advantage": "group"}, "use advantage=mean and beta=0"),
-        ({"accuracy_band": [0.9, 0.1]}, "accuracy_band must be"),
+        ({"objective": "wd1"}, "objective wd1 weighs completions by wd1's softmax weights.*algorithm/advantage=wd1"),
+        ({"advantage": "wd1"}, "objective ppo maximises advantages.*set algorithm/objective=wd1"),
+        ({"filters": {"accuracy_band": 0.3}}, "algorithm.filters.accuracy_band must be a filter node"),
+        ({"num_iterations": 0}, r"num_iterations \(0\) .* must be >= 1"),
     ],
 )
 def test_bad_settings_are_refused(options, message):
+    parts = {kind: dllm.build(kind, v) if kind in ("advantage", "objective") else v for kind, v in options.items()}
     with pytest.raises(ConfigError, match=message):
-        RL(**options)
+        RL(**parts)
 
 
 def test_a_value_preset_needs_a_model_with_a_value_head(tokenizer, scripted_model):
@@ -173,15 +176,18 @@ def test_back_propagating_part_by_part_gives_the_gradient_of_the_whole_loss(name
     whole = algorithm.loss(model, batch, ctx.generator)
     whole.loss.backward()
     expected = [p.grad.clone() for p in model.parameters()]
-    value_expected = [p.grad.clone() for p in algorithm.value.parameters()] if algorithm.value else []
+    critic = getattr(algorithm.advantage, "critic", None)  # the value advantage's
+    value_parameters = list(critic.model.parameters()) if critic else []
+    value_expected = [p.grad.clone() for p in value_parameters]
     model.zero_grad()
-    if algorithm.value:
-        algorithm.value.zero_grad()
+    for p in value_parameters:
+        p.grad = None
     parts = algorithm.loss_and_backward(model, batch, ctx.generator, scale=1.0)
     assert parts.loss.item() == pytest.approx(whole.loss.item(), rel=1e-5)
     for grad, p in zip(expected, model.parameters()):
         torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)
-    for grad, p in zip(value_expected, algorithm.value.parameters() if algorithm.value else []):
+    assert (critic is not None) == (name == "tracerl_value")
+    for grad, p in zip(value_expected, value_parameters):
         torch.testing.assert_close(p.grad, grad, atol=1e-6, rtol=1e-4)
 
 
@@ -239,7 +245,7 @@ def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_pat
     torch.manual_seed(0)
     model = dllm.load_model(family).train()
     sampler_name, options = SAMPLERS[family][0]
-    algorithm = dllm.build("algorithm", name, group_size=4, prompts_per_rollout=4, accuracy_band=None, temperature=1.0)
+    algorithm = dllm.build("algorithm", name, group_size=4, prompts_per_rollout=4, temperature=1.0, **SMALL_FILTERS)
     rollouts = 16
     lr = 2e-3 / algorithm.num_iterations**0.5  # d1's and wd1's 12 passes per rollout take smaller steps
     config = TrainerConfig(max_steps=rollouts * algorithm.num_iterations, batch_size=16, lr=lr, weight_decay=0.0,
@@ -256,7 +262,7 @@ def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_pat
 
 
 def test_the_rollout_sampler_is_rebuilt_through_its_constructor():
-    from dllm.algorithms.rl import rollout_sampler
+    from dllm.algorithms.rl_plan import rollout_sampler
 
     sampler = dllm.build_sampler("sdar", denoising_steps=2, confidence_threshold=0.7, eb_threshold=0.5)
     assert rollout_sampler(sampler, None) is sampler

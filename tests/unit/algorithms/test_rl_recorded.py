@@ -36,12 +36,14 @@ CASES = {  # (preset, family, sampler, sampler options, preset overrides)
     "wd1-llada": ("wd1", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
     "rl-options-llada": (
         "rl", "llada_tiny", "llada", {"steps": 8, "block_length": 4},
-        {"beta": 0.05, "kl_estimator": "k2", "normalisation": "sequence", "clip_low": 0.1, "clip_high": 0.3,
-         "log_ratio_clamp": 2.0, "advantage": "loo", "drop_equal_groups": True, "num_iterations": 2},
+        {"objective": {"_target_": "ppo", "beta": 0.05, "kl_estimator": "k2", "normalisation": "sequence",
+                       "clip_low": 0.1, "clip_high": 0.3, "log_ratio_clamp": 2.0},
+         "advantage": {"_target_": "loo"}, "filters": {"drop_equal_groups": {}}, "num_iterations": 2},
     ),
     "rl-random_mask-sdar": (
         "rl", "sdar_tiny", "sdar", {"denoising_steps": 2},
-        {"estimator": {"_target_": "random_mask"}, "advantage": "mean", "beta": 0.02, "kl_estimator": "k1"},
+        {"estimator": {"_target_": "random_mask"}, "advantage": {"_target_": "mean"},
+         "objective": {"_target_": "ppo", "beta": 0.02, "kl_estimator": "k1"}},
     ),
 }  # fmt: skip
 
@@ -57,8 +59,12 @@ class ThirdsOfCharacterSum(Reward):
 def run_case(name: str, tokenizer, tmp_path) -> list[dict[str, float]]:
     preset, family, sampler_name, sampler_options, overrides = CASES[name]
     overrides = dict(overrides)
-    if "estimator" in overrides:
-        overrides["estimator"] = dllm.build("estimator", overrides["estimator"]["_target_"])
+    for kind in ("estimator", "advantage", "objective"):  # the `rl` cases pass built parts (issue 16)
+        if kind in overrides:
+            options = dict(overrides[kind])
+            overrides[kind] = dllm.build(kind, options.pop("_target_"), **options)
+    if "filters" in overrides:
+        overrides["filters"] = {name: dllm.build("filter", name, **o) for name, o in overrides["filters"].items()}
     if preset in ("diffu_grpo", "wd1"):
         overrides.setdefault("num_iterations", 2)  # their 12 passes per rollout, cut to keep the test short
     algorithm = dllm.build("algorithm", preset, group_size=4, prompts_per_rollout=2, **overrides)

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from dllm.algorithms.objectives import clipped_surrogate, kl_penalty, normalising_units, reduce_tokens
+import dllm
+from dllm.algorithms.objectives.base import normalising_units, reduce_tokens
+from dllm.algorithms.objectives.ppo import clipped_surrogate, kl_penalty
 
 
 def test_clipped_surrogate_by_hand():
@@ -35,3 +37,33 @@ def test_token_and_sequence_normalisation():
     assert reduce_tokens(per_token, scored, "token").item() == pytest.approx(10 / 4)
     assert reduce_tokens(per_token, scored, "sequence").item() == pytest.approx((2 + 4) / 2)
     assert normalising_units(scored, "token") == 4 and normalising_units(scored, "sequence") == 2
+
+
+@pytest.mark.parametrize(
+    "options, iterations, steps, old, reference",
+    [
+        ({}, 1, 1, False, False),  # one update per rollout: pi_old is the live policy, detached
+        ({}, 2, 1, True, False),
+        ({}, 1, 3, True, False),
+        ({"beta": 0.01}, 1, 1, False, True),  # KL to the frozen reference
+        ({"beta": 0.01, "kl_target": "old"}, 1, 1, True, False),  # KL to the rollout policy
+    ],
+)
+def test_ppo_asks_only_for_the_log_probs_it_reads(options, iterations, steps, old, reference):
+    objective = dllm.build("objective", "ppo", **options)
+    assert objective.needs_old_log_probs(iterations, steps) == old
+    assert objective.needs_reference == reference
+
+
+def test_the_reference_copy_is_made_only_when_the_objective_reads_it(tokenizer):
+    from tests.unit.algorithms.rl_helpers import tiny
+    from tests.unit.algorithms.test_rl import SMALL, context
+
+    ctx = context(tiny("llada_tiny"), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    for beta, kl_target, copied in [(0.0, "reference", False), (0.1, "old", False), (0.1, "reference", True)]:
+        objective = dllm.build("objective", "ppo", beta=beta, kl_target=kl_target)
+        algorithm = dllm.build("algorithm", "rl", objective=objective, **SMALL)
+        algorithm.start(ctx)
+        assert (algorithm.reference is not None) == copied
+        list(algorithm.micro_batches(ctx, 2))
+        assert bool(algorithm.rollout.ref_log_probs) == copied

@@ -1,0 +1,102 @@
+"""The RL loop's bookkeeping: the sampler its rollouts decode with, the decoding checks of its
+schedules, and how a rollout's rows are shuffled into optimizer steps and micro-batches."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from dllm.algorithms.estimators.base import Estimator
+from dllm.algorithms.rollout import Rollout
+from dllm.errors import ConfigError
+from dllm.samplers.base import Sampler
+
+if TYPE_CHECKING:
+    from dllm.algorithms.base import TrainContext
+
+
+def rollout_sampler(sampler: Sampler, temperature: float | None, block_length: int | None = None) -> Sampler:
+    """The run's sampler for rollouts: at `temperature`, decoding blocks of `block_length` when
+    given (evaluation keeps the sampler's own settings); a changed copy is rebuilt through the
+    sampler's constructor, which validates it."""
+    settings = sampler.settings()
+    wanted = {"temperature": temperature, "block_length": block_length}
+    changes = {key: v for key, v in wanted.items() if v is not None and settings.get(key) != v}
+    for key, value in changes.items():
+        if key not in settings:
+            raise ConfigError(
+                f"algorithm asks rollouts for {key}={value} but the sampler {type(sampler).__name__} has no {key}; "
+                f"set the algorithm's option to null"
+            )
+    return sampler.replace(**changes) if changes else sampler
+
+
+def check_decoding(
+    sampler: Sampler,
+    temperature: float | None,
+    block_lengths: list[int | None],
+    gen_lengths: list[int],
+    model_block_size: int | None,
+    training_block_size: int | None,
+) -> None:
+    """Refuse schedules the run cannot decode: every scheduled rollout block length with every
+    scheduled generation length, checked by the sampler itself; training blocks that do not
+    tile the rollout's blocks."""
+    for block in block_lengths:
+        rollout = rollout_sampler(sampler, temperature, block)
+        for length in gen_lengths:
+            try:
+                rollout.check_gen_length(length, model_block_size)
+            except ConfigError as refusal:
+                where = f"rollout block length {block} (algorithm.rollout_block_length)" if block else "rollouts"
+                raise ConfigError(f"{where} with gen_length {length}: {refusal}") from None
+        size = block or model_block_size
+        if training_block_size is not None and size is not None and size % training_block_size:
+            raise ConfigError(
+                f"algorithm.training_block_size ({training_block_size}) must divide the rollout block "
+                f"length ({size}): training blocks must tile the rollout's blocks"
+            )
+
+
+def shuffled_passes(ctx: TrainContext, num_iterations: int, count: int) -> list[list[list[Tensor]]]:
+    """Per pass over a rollout with `count` rows on this process: its optimizer steps, each this
+    process's rows of the step in micro-batches. Steps take rows of the global rollout (every
+    process's rows, in rank order), shuffled alike on every process."""
+    counts = ctx.collective.gather_objects(count)
+    offset, total = sum(counts[: ctx.rank]), sum(counts)
+    step_size = ctx.batch_size or ctx.micro_batch_size
+    passes = []
+    for _ in range(num_iterations):
+        order = list(range(total))
+        ctx.rng.shuffle(order)
+        passes.append(_partition(order, step_size, ctx.micro_batch_size, offset, count, ctx.device))
+    return passes
+
+
+def _partition(
+    order: list[int], step_size: int, micro_size: int, offset: int, count: int, device: torch.device
+) -> list[list[Tensor]]:
+    """Global rows `order` into optimizer steps of `step_size`; of each step, this process's rows
+    (`offset:offset + count`, as local indices) in micro-batches of `micro_size`. The last
+    step takes the leftover rows; a process may hold no rows of a step."""
+    steps = []
+    for start in range(0, len(order), step_size):
+        mine = [row - offset for row in order[start : start + step_size] if offset <= row < offset + count]
+        steps.append(list(torch.tensor(mine, dtype=torch.long, device=device).split(micro_size)) if mine else [])
+    return steps
+
+
+def log_probs_over(
+    estimator: Estimator, ctx: TrainContext, model, rollout: Rollout, iteration: int, steps: list[list[Tensor]]
+) -> Tensor:
+    """[N, G] log-probs under `model` with the plan of `iteration`, computed micro-batch by
+    micro-batch exactly as the updates of that iteration will group the rows."""
+    result = torch.zeros(rollout.step_map.shape, device=ctx.device)
+    with torch.no_grad(), ctx.autocast():
+        for step in steps:
+            for rows in step:
+                part = rollout.select(rows)
+                result[rows] = estimator.log_probs(model, part, part.plans[iteration])[0].float()
+    return result
