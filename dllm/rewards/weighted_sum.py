@@ -12,7 +12,7 @@ Weights may be negative (penalties). With `zero_truncated`, a completion whose `
 field is True scores 0 in every term: a response cut at the length cap counts as wrong.
 
 Hydra's own multi-select (`reward=[math,format_tags]`) merges both configs into one node,
-so it cannot express this; `dllm.config.validate` refuses it and names this form instead.
+so it cannot express this; the run plan (`dllm.run.plan`) refuses it and names this form instead.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def test_a_plugin_advantage_composes_and_trains(tokenizer, tmp_path):
     from tests.unit.algorithms.test_rl import SMALL, train
 
     cfg = compose(["model=llada_tiny", "algorithm=rl", "algorithm/advantage=acme_rank"])
-    validate(cfg)
+    plan(cfg)
     assert cfg.algorithm.advantage._target_ == "acme_dllm.rank_advantage.RankAdvantage"
     algorithm = build_node(OmegaConf.merge(cfg.algorithm, SMALL))
     assert dllm.build("advantage", "acme_rank").__class__ is type(algorithm.advantage)
