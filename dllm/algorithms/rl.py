@@ -32,7 +32,7 @@ from dllm.algorithms.estimators.base import Estimator
 from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.filters import Filter, Filters
 from dllm.algorithms.objectives import Objective
-from dllm.algorithms.objectives.base import Scored, normalising_units, token_weights
+from dllm.algorithms.objectives.base import Scored, row_units, token_weights
 from dllm.algorithms.objectives.ppo import PPO
 from dllm.algorithms.rl_plan import check_decoding, log_probs_over, rollout_sampler, shuffled_passes
 from dllm.algorithms.rollout import Rollout, collect_rollout, save_rollout
@@ -106,7 +106,8 @@ class RL(Algorithm):
         self.curriculum = curriculum
         self.reference: torch.nn.Module | None = None
         self.rollout: Rollout | None = None
-        self.queue: list[list[tuple[int, Tensor]]] = []
+        self.queue: list[list[tuple[int, Tensor]]] = []  # optimizer steps to come: (iteration, rows) per micro-batch
+        self.queue_units: list[list[float]] = []  # each queued micro-batch's normalising units, read off the CPU
         self.rollout_number = 0  # rollouts drawn in this stage
         self.rollout_metrics: dict[str, float] = {}  # those of the current rollout
         self.recent: list[dict[str, Any]] = []
@@ -127,7 +128,7 @@ class RL(Algorithm):
         if self.curriculum is not None:
             self.curriculum.start(ctx.task)
         self.check_run(ctx.task, ctx.sampler, ctx.model.block_size)
-        self.rollout, self.queue, self.rollout_number, self.rollout_metrics = None, [], 0, {}
+        self.rollout, self.queue, self.queue_units, self.rollout_number, self.rollout_metrics = None, [], [], 0, {}
 
     def check_run(self, task, sampler, model_block_size: int | None) -> None:
         lengths = self.gen_length.values if self.gen_length else [task.gen_length]
@@ -151,6 +152,7 @@ class RL(Algorithm):
             self.curriculum.load_state_dict(state["curriculum"])
         rollout = state.get("rollout")
         self.rollout = rollout.to(self.device) if rollout is not None else None
+        self.queue_units = self._units_of(self.queue)
         self.advantage.load_state_dict(state.get("advantage") or {})
 
     def save_models(self, directory: Path) -> None:
@@ -171,7 +173,7 @@ class RL(Algorithm):
         if not self.queue:
             self.refill(ctx)
         step = self.queue.pop(0)
-        units = [normalising_units(self.rollout.scored[rows], self.objective.normalisation) for _, rows in step]
+        units = self.queue_units.pop(0)
         total = ctx.collective.sum(sum(units)) or 1.0  # the global step's units (shares of all processes sum to 1)
         for (iteration, rows), unit in zip(step, units):
             yield RLMicroBatch(self.rollout.select(rows), iteration, unit / total)
@@ -195,8 +197,17 @@ class RL(Algorithm):
             rollout.ref_log_probs = over_passes(self.reference)
         self.rollout = rollout
         self.queue = [[(i, micro) for micro in step] for i, steps in enumerate(passes) for step in steps]
+        self.queue_units = self._units_of(self.queue)
         self.rollout_number += 1
         self.rollout_metrics = metrics
+
+    def _units_of(self, queue: list[list[tuple[int, Tensor]]]) -> list[list[float]]:
+        """Each queued micro-batch's share of its step, in the objective's units, computed once per
+        rollout (the row indices live on the CPU), so that a step waits for no GPU value."""
+        if self.rollout is None:
+            return [[] for _ in queue]
+        units = row_units(self.rollout.scored, self.objective.normalisation)
+        return [[float(units[rows.cpu()].sum()) for _, rows in step] for step in queue]
 
     def draw(self, ctx: TrainContext) -> tuple[Rollout, dict[str, float]]:
         """A scored rollout with advantages, its filtered groups dropped (retried up to

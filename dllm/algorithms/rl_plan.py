@@ -71,20 +71,19 @@ def shuffled_passes(ctx: TrainContext, num_iterations: int, count: int) -> list[
     for _ in range(num_iterations):
         order = list(range(total))
         ctx.rng.shuffle(order)
-        passes.append(_partition(order, step_size, ctx.micro_batch_size, offset, count, ctx.device))
+        passes.append(_partition(order, step_size, ctx.micro_batch_size, offset, count))
     return passes
 
 
-def _partition(
-    order: list[int], step_size: int, micro_size: int, offset: int, count: int, device: torch.device
-) -> list[list[Tensor]]:
+def _partition(order: list[int], step_size: int, micro_size: int, offset: int, count: int) -> list[list[Tensor]]:
     """Global rows `order` into optimizer steps of `step_size`; of each step, this process's rows
     (`offset:offset + count`, as local indices) in micro-batches of `micro_size`. The last
-    step takes the leftover rows; a process may hold no rows of a step."""
+    step takes the leftover rows; a process may hold no rows of a step. The indices stay on the
+    CPU (they index device tensors as well), so the host reads them without waiting for the GPU."""
     steps = []
     for start in range(0, len(order), step_size):
         mine = [row - offset for row in order[start : start + step_size] if offset <= row < offset + count]
-        steps.append(list(torch.tensor(mine, dtype=torch.long, device=device).split(micro_size)) if mine else [])
+        steps.append(list(torch.tensor(mine, dtype=torch.long).split(micro_size)) if mine else [])
     return steps
 
 

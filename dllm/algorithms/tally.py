@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-import torch
 from torch import Tensor
 
 
@@ -29,15 +28,10 @@ class Tally:
         self.add(name, (values.detach() * covered).sum())
         self.counts[name] = self.counts.get(name, 0.0) + covered.sum()
 
-    def metrics(self) -> dict[str, float]:
-        """Each sum, or mean over its tokens, as a float: one transfer for the whole micro-batch
-        (today's trainer logs floats; under the 0-dim-tensor contract this could return the
-        tensors and leave the transfer to logging time)."""
-        names = list(self.sums)
-        if not names:
-            return {}
-        values = torch.stack([(self.sums[name] / self.counts.get(name, 1.0)).float() for name in names])
-        return {name: value + 0.0 for name, value in zip(names, values.tolist())}  # + 0.0: no -0.0
+    def metrics(self) -> dict[str, Tensor]:
+        """Each sum, or mean over its tokens, as a detached 0-dim tensor on the device: the
+        trainer brings a step's metrics to the host in one copy when it logs."""
+        return {name: (total / self.counts.get(name, 1.0)).float() for name, total in self.sums.items()}
 
 
 def weighted_parts(

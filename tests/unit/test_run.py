@@ -89,3 +89,33 @@ def test_an_optimizer_step_brings_its_metrics_to_the_host_once(tmp_path, monkeyp
     assert before_update == {"item": 0, "__float__": 0, "tolist": 1}
     assert isinstance(record["loss"], float) and isinstance(record["masked_fraction"], float)
     assert 0 < record["masked_fraction"] <= 1
+
+
+def test_an_rl_step_between_rollouts_waits_for_no_device_value(tmp_path, monkeypatch):
+    """The second optimizer step of a rollout (no decoding in it): no `.item()` or `float()` of a
+    tensor per micro-batch or loss part; the losses and metrics come to the host in one `tolist()`."""
+    from dllm.run import seed_everything
+    from dllm.trainer import Trainer
+
+    overrides = ["algorithm=tracerl_value", "algorithm.group_size=2", "algorithm.prompts_per_rollout=4",
+                 "algorithm.filters.accuracy_band=null", "trainer.batch_size=4", "trainer.grad_accum=2"]  # fmt: skip
+    run = plan(compose([*TINY, *overrides]))
+    seed_everything(0)
+    trainer = Trainer(run.components(), run.stages, tmp_path, seed=0)
+    trainer._optimizer_step()  # draws the rollout: 8 rows, two optimizer steps of 4
+    calls = {"item": 0, "__float__": 0, "tolist": 0}
+    for name in calls:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    before_update = {}
+    finish = trainer.sync.finish
+    monkeypatch.setattr(trainer.sync, "finish", lambda norm: before_update.update(calls) or finish(norm))
+    record = trainer._optimizer_step()
+    monkeypatch.undo()
+    assert before_update == {"item": 0, "__float__": 0, "tolist": 1}
+    assert isinstance(record["value_loss"], float) and isinstance(record["policy_loss"], float)

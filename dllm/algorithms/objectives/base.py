@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from torch import Tensor
 
 from dllm.algorithms.rollout import Rollout
@@ -81,7 +82,9 @@ def reduce_tokens(per_token: Tensor, scored: Tensor, normalisation: Normalisatio
     return (per_token * token_weights(scored, normalisation)).sum()
 
 
-def normalising_units(scored: Tensor, normalisation: Normalisation) -> float:
-    """How much of an optimizer step a micro-batch with `scored` tokens carries, in the units
-    `reduce_tokens` averages over (scored tokens, or sequences)."""
-    return float(scored.sum()) if normalisation == "token" else float(scored.shape[0])
+def row_units(scored: Tensor, normalisation: Normalisation) -> Tensor:
+    """[N] on the CPU: how much of an optimizer step each row with `scored` [N, G] tokens carries,
+    in the units `reduce_tokens` averages over (its scored tokens, or 1 sequence). Read once per
+    rollout, so that a micro-batch's share costs no wait for the GPU."""
+    units = scored.sum(1) if normalisation == "token" else torch.ones(scored.shape[0])
+    return units.float().cpu()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import dllm
-from dllm.algorithms.objectives.base import normalising_units, reduce_tokens
+from dllm.algorithms.objectives.base import reduce_tokens, row_units
 from dllm.algorithms.objectives.ppo import clipped_surrogate, kl_penalty
 
 
@@ -36,7 +36,7 @@ def test_token_and_sequence_normalisation():
     scored = torch.tensor([[True, True, True], [True, False, False]])
     assert reduce_tokens(per_token, scored, "token").item() == pytest.approx(10 / 4)
     assert reduce_tokens(per_token, scored, "sequence").item() == pytest.approx((2 + 4) / 2)
-    assert normalising_units(scored, "token") == 4 and normalising_units(scored, "sequence") == 2
+    assert row_units(scored, "token").tolist() == [3, 1] and row_units(scored, "sequence").tolist() == [1, 1]
 
 
 @pytest.mark.parametrize(
