@@ -53,11 +53,13 @@ def run_summary(
     for stage in stages:
         cfg = stage.config
         chosen = choices if stage is stages[-1] else None  # the group choice names the main stage's
+        parts = stage.algorithm.parts()
+        algorithm = component_name("algorithm", stage.algorithm, chosen) + (f" ({parts})" if parts else "")
         lines.append(
-            f"{stage.name}: algorithm {component_name('algorithm', stage.algorithm, chosen)}, {cfg.max_steps} steps "
+            f"{stage.name}: algorithm {algorithm}, {cfg.max_steps} steps "
             f"x batch {cfg.batch_size} (grad_accum {cfg.grad_accum}), lr {cfg.lr:g} (warmup {cfg.warmup} steps, "
-            f"{schedule(cfg.min_lr_ratio)}), betas ({cfg.beta1:g}, {cfg.beta2:g}), weight decay {cfg.weight_decay:g}, "
-            f"clip {cfg.max_grad_norm:g}, "
+            f"{schedule(cfg.min_lr_ratio)}), betas ({cfg.beta1:g}, {cfg.beta2:g}), "
+            f"weight decay {cfg.weight_decay:g} (matrices), clip {cfg.max_grad_norm:g}, "
             f"log every {cfg.log_every}"
         )
     return lines

@@ -129,6 +129,11 @@ class Algorithm(ABC):
         (`dllm.metric_window`); None for an algorithm without rollouts."""
         return None
 
+    def parts(self) -> str:
+        """The parts it is composed of, for the start-up line (e.g. `estimator trace, advantage
+        group, ...`); none by default."""
+        return ""
+
     def samples(self) -> list[dict[str, Any]]:
         """Recent completions with their rewards (`prompt`, `completion`, `reward`) for the run's
         `samples.jsonl`; none by default."""

@@ -32,9 +32,16 @@ from dllm.algorithms.estimators.base import Estimator
 from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.filters import Filter, Filters
 from dllm.algorithms.objectives import Objective
-from dllm.algorithms.objectives.base import Scored, row_units, token_weights
+from dllm.algorithms.objectives.base import Scored, token_weights
 from dllm.algorithms.objectives.ppo import PPO
-from dllm.algorithms.rl_plan import check_decoding, log_probs_over, rollout_sampler, shuffled_passes
+from dllm.algorithms.rl_plan import (
+    check_decoding,
+    describe_parts,
+    log_probs_over,
+    queue_units,
+    rollout_sampler,
+    shuffled_passes,
+)
 from dllm.algorithms.rollout import Rollout, collect_rollout, save_rollout
 from dllm.algorithms.tally import Tally, weighted_parts
 from dllm.checkpoint import load_model_weights
@@ -152,7 +159,7 @@ class RL(Algorithm):
             self.curriculum.load_state_dict(state["curriculum"])
         rollout = state.get("rollout")
         self.rollout = rollout.to(self.device) if rollout is not None else None
-        self.queue_units = self._units_of(self.queue)
+        self.queue_units = queue_units(self.rollout, self.objective.normalisation, self.queue)
         self.advantage.load_state_dict(state.get("advantage") or {})
 
     def save_models(self, directory: Path) -> None:
@@ -197,17 +204,9 @@ class RL(Algorithm):
             rollout.ref_log_probs = over_passes(self.reference)
         self.rollout = rollout
         self.queue = [[(i, micro) for micro in step] for i, steps in enumerate(passes) for step in steps]
-        self.queue_units = self._units_of(self.queue)
+        self.queue_units = queue_units(self.rollout, self.objective.normalisation, self.queue)
         self.rollout_number += 1
         self.rollout_metrics = metrics
-
-    def _units_of(self, queue: list[list[tuple[int, Tensor]]]) -> list[list[float]]:
-        """Each queued micro-batch's share of its step, in the objective's units, computed once per
-        rollout (the row indices live on the CPU), so that a step waits for no GPU value."""
-        if self.rollout is None:
-            return [[] for _ in queue]
-        units = row_units(self.rollout.scored, self.objective.normalisation)
-        return [[float(units[rows.cpu()].sum()) for _, rows in step] for step in queue]
 
     def draw(self, ctx: TrainContext) -> tuple[Rollout, dict[str, float]]:
         """A scored rollout with advantages, its filtered groups dropped (retried up to
@@ -288,6 +287,9 @@ class RL(Algorithm):
 
     def after_step(self, ctx: TrainContext) -> dict[str, float]:
         return self.advantage.after_step(ctx)
+
+    def parts(self) -> str:
+        return describe_parts(self.estimator, self.advantage, self.objective, self.filters)
 
     def trained_rollout(self) -> tuple[int, dict[str, float]] | None:
         return (self.rollout_number, self.rollout_metrics) if self.rollout_number else None

@@ -3,12 +3,15 @@ schedules, and how a rollout's rows are shuffled into optimizer steps and micro-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from dllm.algorithms.estimators.base import Estimator
+from dllm.algorithms.advantages import ADVANTAGES
+from dllm.algorithms.estimators.base import ESTIMATORS, Estimator
+from dllm.algorithms.objectives import OBJECTIVES
+from dllm.algorithms.objectives.base import row_units
 from dllm.algorithms.rollout import Rollout
 from dllm.errors import ConfigError
 from dllm.samplers.base import Sampler
@@ -99,3 +102,22 @@ def log_probs_over(
                 part = rollout.select(rows)
                 result[rows] = estimator.log_probs(model, part, part.plans[iteration])[0].float()
     return result
+
+
+def queue_units(
+    rollout: Rollout | None, normalisation: str, queue: list[list[tuple[int, Tensor]]]
+) -> list[list[float]]:
+    """Each queued micro-batch's share of its step, in the objective's units (`row_units`),
+    computed once per rollout from the CPU row indices, so that a step waits for no GPU value."""
+    if rollout is None:
+        return [[] for _ in queue]
+    units = row_units(rollout.scored, normalisation)
+    return [[float(units[rows.cpu()].sum()) for _, rows in step] for step in queue]
+
+
+def describe_parts(estimator: Estimator, advantage: Any, objective: Any, filters: Any) -> str:
+    """`estimator trace, advantage group, objective ppo, filters accuracy_band`: the registered names."""
+    named = [("estimator", ESTIMATORS, estimator), ("advantage", ADVANTAGES, advantage),
+             ("objective", OBJECTIVES, objective)]  # fmt: skip
+    words = [f"{kind} {registry.name_of(part) or type(part).__name__}" for kind, registry, part in named]
+    return ", ".join([*words, f"filters {', '.join(filters.filters) or 'none'}"])

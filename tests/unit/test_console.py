@@ -20,10 +20,12 @@ def test_a_run_prints_its_directory_and_settings_then_a_line_per_log_interval(tm
     assert messages[0] == f"run directory: {tmp_path.resolve()}"
     assert messages[1].startswith("model ")
     assert "M parameters, float32, autocast off) on cpu; task addition" in messages[1]
-    # diffu_grpo brings d1's optimizer; addition_tiny's warmup_steps (an experiment) overrides it
-    assert messages[2].startswith("main: algorithm ") and messages[2].endswith(
+    # diffu_grpo brings d1's optimizer; addition_tiny's warmup_steps (an experiment) overrides it.
+    # The preset is named `rl` here (no Hydra choices outside dllm-train), its parts by their keys.
+    assert messages[2] == (
+        "main: algorithm rl (estimator one_step, advantage mean, objective ppo, filters none), "
         "10 steps x batch 4 (grad_accum 1), lr 3e-06 (warmup 2 steps, then constant), betas (0.9, 0.99), "
-        "weight decay 0.1, clip 0.2, log every 4"
+        "weight decay 0.1 (matrices), clip 0.2, log every 4"
     )
     lines = [m for m in messages if " | " in m]
     assert [line.split(" | ")[0] for line in lines] == ["step 4/10", "step 8/10", "step 10/10"]
