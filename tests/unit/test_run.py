@@ -63,15 +63,18 @@ def test_train_builds_each_component_once_and_writes_the_run_directory(tmp_path,
     assert (tmp_path / "config.yaml").read_text() == (tmp_path / "checkpoint" / "run_config.yaml").read_text()
 
 
-def test_an_optimizer_step_brings_its_metrics_to_the_host_once(tmp_path, monkeypatch):
-    """Four micro-batches, no `.item()` or `float()` of a tensor per micro-batch: up to the
-    update, the step's losses and metrics come to the host in one `tolist()`."""
+def trainer_for(overrides: list[str], run_dir):
     from dllm.run import seed_everything
     from dllm.trainer import Trainer
 
-    run = plan(compose([*TINY, "trainer.grad_accum=4", "trainer.batch_size=8"]))
+    run = plan(compose([*TINY, *overrides]))
     seed_everything(0)
-    trainer = Trainer(run.components(), run.stages, tmp_path, seed=0)
+    return Trainer(run.components(), run.stages, run_dir, seed=0)
+
+
+def host_reads_of_a_step(trainer, monkeypatch) -> tuple[dict[str, int], dict]:
+    """(the `.item()`, `float()` and `tolist()` calls on tensors up to the update of one optimizer
+    step, that step's record)."""
     calls = {"item": 0, "__float__": 0, "tolist": 0}
     for name in calls:
         original = getattr(torch.Tensor, name)
@@ -86,7 +89,15 @@ def test_an_optimizer_step_brings_its_metrics_to_the_host_once(tmp_path, monkeyp
     monkeypatch.setattr(trainer.sync, "finish", lambda norm: before_update.update(calls) or finish(norm))
     record = trainer._optimizer_step()
     monkeypatch.undo()
-    assert before_update == {"item": 0, "__float__": 0, "tolist": 1}
+    return before_update, record
+
+
+def test_an_optimizer_step_brings_its_metrics_to_the_host_once(tmp_path, monkeypatch):
+    """Four micro-batches, no `.item()` or `float()` of a tensor per micro-batch: up to the
+    update, the step's losses and metrics come to the host in one `tolist()`."""
+    trainer = trainer_for(["trainer.grad_accum=4", "trainer.batch_size=8"], tmp_path)
+    reads, record = host_reads_of_a_step(trainer, monkeypatch)
+    assert reads == {"item": 0, "__float__": 0, "tolist": 1}
     assert isinstance(record["loss"], float) and isinstance(record["masked_fraction"], float)
     assert 0 < record["masked_fraction"] <= 1
 
@@ -94,28 +105,10 @@ def test_an_optimizer_step_brings_its_metrics_to_the_host_once(tmp_path, monkeyp
 def test_an_rl_step_between_rollouts_waits_for_no_device_value(tmp_path, monkeypatch):
     """The second optimizer step of a rollout (no decoding in it): no `.item()` or `float()` of a
     tensor per micro-batch or loss part; the losses and metrics come to the host in one `tolist()`."""
-    from dllm.run import seed_everything
-    from dllm.trainer import Trainer
-
     overrides = ["algorithm=tracerl_value", "algorithm.group_size=2", "algorithm.prompts_per_rollout=4",
                  "algorithm.filters.accuracy_band=null", "trainer.batch_size=4", "trainer.grad_accum=2"]  # fmt: skip
-    run = plan(compose([*TINY, *overrides]))
-    seed_everything(0)
-    trainer = Trainer(run.components(), run.stages, tmp_path, seed=0)
+    trainer = trainer_for(overrides, tmp_path)
     trainer._optimizer_step()  # draws the rollout: 8 rows, two optimizer steps of 4
-    calls = {"item": 0, "__float__": 0, "tolist": 0}
-    for name in calls:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _name=name, _original=original):
-            calls[_name] += 1
-            return _original(self, *args)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    before_update = {}
-    finish = trainer.sync.finish
-    monkeypatch.setattr(trainer.sync, "finish", lambda norm: before_update.update(calls) or finish(norm))
-    record = trainer._optimizer_step()
-    monkeypatch.undo()
-    assert before_update == {"item": 0, "__float__": 0, "tolist": 1}
+    reads, record = host_reads_of_a_step(trainer, monkeypatch)
+    assert reads == {"item": 0, "__float__": 0, "tolist": 1}
     assert isinstance(record["value_loss"], float) and isinstance(record["policy_loss"], float)
