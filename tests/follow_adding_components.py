@@ -19,7 +19,7 @@ import dllm
 from dllm.config import build_node, build_reward, compose
 from dllm.errors import ConfigError
 from dllm.models.base import load_value_model
-from dllm.registry import PLUGIN_FAILURES
+from dllm.registry import PLUGIN_FAILURES, registry
 from dllm.rewards import score_batch
 from dllm.run import plan
 from tests.contracts.test_models import test_model_contract
@@ -122,6 +122,24 @@ def task() -> dict:
     }
 
 
+def rl_parts(run_dir: Path) -> dict:
+    """The doc's advantage and filter on hand-made rewards, then one RL step that uses both."""
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.2, 0.4, 0.3, 0.3]])
+    centred = dllm.build("advantage", "my_centred", limit=0.5).of_groups(rewards)
+    kept = dllm.build("filter", "my_spread", min_spread=0.5).keep(rewards)
+    overrides = [
+        "algorithm=rl", "algorithm/advantage=my_centred", "+algorithm/filter@algorithm.filters.my_spread=my_spread",
+        "algorithm.temperature=null", "algorithm.group_size=2", "algorithm.prompts_per_rollout=4",
+    ]  # fmt: skip
+    cfg = compose([*OVERRIDES, *RUN, *overrides])
+    parts = plan(cfg).stages[-1].algorithm.parts()
+    run_dir.mkdir(parents=True)
+    dllm.train(cfg, run_dir)
+    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    return {"centred": centred.tolist(), "kept": kept.tolist(), "parts": parts, "step": first["step"],
+            "loss": first["loss"], "kept_fraction": first["kept_fraction"]}  # fmt: skip
+
+
 def main(run_dir: Path) -> None:
     torch.set_num_threads(1)
     report = {
@@ -131,6 +149,8 @@ def main(run_dir: Path) -> None:
             "sampler": "my_confident" in dllm.SAMPLERS,
             "reward": "my_keyword" in dllm.REWARDS,
             "task": "my_copy" in dllm.TASKS,
+            "advantage": "my_centred" in registry("advantage"),
+            "filter": "my_spread" in registry("filter"),
         },
         "configs": configs(),
         "model": model_family(run_dir),
@@ -138,6 +158,7 @@ def main(run_dir: Path) -> None:
         "reward": reward(),
         "task": task(),
         "train": train(run_dir / "run"),
+        "rl_parts": rl_parts(run_dir / "rl"),
     }
     print(json.dumps(report))
 

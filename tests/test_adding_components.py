@@ -50,7 +50,10 @@ def install(files: dict[str, str], root: Path) -> None:
 def test_the_doc_names_a_file_for_every_kind_it_adds():
     assert sorted(doc_files()) == sorted(
         [
+            "my_dllm/centred.py",
             "my_dllm/confident.py",
+            "my_dllm/conf/algorithm/advantage/my_centred.yaml",
+            "my_dllm/conf/algorithm/filter/my_spread.yaml",
             "my_dllm/conf/model/mini_tiny.yaml",
             "my_dllm/conf/reward/my_keyword.yaml",
             "my_dllm/conf/sampler/my_confident.yaml",
@@ -59,6 +62,7 @@ def test_the_doc_names_a_file_for_every_kind_it_adds():
             "my_dllm/keyword.py",
             "my_dllm/mini.py",
             "my_dllm/plugin.py",
+            "my_dllm/spread.py",
             "pyproject.toml",
         ]
     )
@@ -81,7 +85,9 @@ def test_following_the_doc_adds_a_model_family_sampler_reward_and_task_that_work
     report = json.loads(done.stdout.strip().splitlines()[-1])
 
     assert report["plugin_failures"] == {}
-    assert report["registered"] == {"model": ["mini", "mini_tiny"], "sampler": True, "reward": True, "task": True}
+    assert report["registered"] == {
+        "model": ["mini", "mini_tiny"], "sampler": True, "reward": True, "task": True, "advantage": True, "filter": True
+    }  # fmt: skip
     assert report["configs"] == {
         "model": "MiniLM",
         "sampler": "my_confident",
@@ -111,3 +117,10 @@ def test_following_the_doc_adds_a_model_family_sampler_reward_and_task_that_work
     train = report["train"]
     assert train["step"] == 1 and math.isfinite(train["loss"]) and train["grad_norm"] > 0
     assert train["eval_samples"] == 4 and train["checkpoint_class"] == "MiniLM"
+
+    rl = report["rl_parts"]
+    # group means 0.25 and 0.3: 1 - 0.25 = 0.75 clips to 0.5; spreads 1.0 (kept) and 0.2 (dropped)
+    assert [pytest.approx(row) for row in ([0.5, -0.25, -0.25, -0.25], [-0.1, 0.1, 0.0, 0.0])] == rl["centred"]
+    assert rl["kept"] == [True, False]
+    assert rl["parts"] == "estimator trace, advantage my_centred, objective ppo, filters my_spread"
+    assert rl["step"] == 1 and math.isfinite(rl["loss"]) and 0 <= rl["kept_fraction"] <= 1
