@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dllm.config_files import CONF_MODULE, config_groups, group_options  # noqa: F401  (composing users list them here)
+from dllm.config_files import CONF_MODULE
 from dllm.errors import ConfigError, DllmError, UnknownNameError, did_you_mean
 from dllm.registry import registry
 from dllm.signatures import check_node
@@ -116,8 +116,6 @@ def build_reward(node: DictConfig) -> Any:
     from dllm.rewards.base import checked_reward
 
     return checked_reward(build_node(node))
-
-
 
 
 def resolve_tokenizer(cfg: DictConfig):

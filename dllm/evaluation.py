@@ -35,7 +35,6 @@ from dllm.generation import decode_batch
 from dllm.progress import advance_by_forwards
 from dllm.rewards.base import RewardScores, score_batch
 from dllm.samplers.base import Sampler
-from dllm.text import decode_completions  # noqa: F401  (importable from here, where it was first)
 
 logger = logging.getLogger(__name__)
 

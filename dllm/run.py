@@ -45,6 +45,7 @@ from dllm.trainer_config import RUN_KEYS, TrainerConfig
 logger = logging.getLogger("dllm.train")
 
 TOP_LEVEL_KEYS = set(COMPONENT_GROUPS) | {"seed", "tokenizer", "warmup"}
+DECODING_GROUPS = ("model", "sampler", "task", "reward")  # what evaluating a run reads
 WARMUP_KEYS = ("algorithm", "trainer")
 MIN_FREE_BYTES = 64 * 2**20
 # What a checkpoint must share with the run that resumes it: the weights' shapes and meaning
@@ -94,22 +95,41 @@ def plan(cfg: DictConfig) -> RunPlan:
             f"unknown top-level key {key!r}{did_you_mean(key, TOP_LEVEL_KEYS)} "
             f"(known: {', '.join(sorted(TOP_LEVEL_KEYS))})"
         )
-    for group in COMPONENT_GROUPS:
-        if group not in cfg:
-            raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
-        check_node(group, cfg[group])
+    check_groups(cfg, COMPONENT_GROUPS)
     warmup = cfg.get("warmup")
     check_warmup(warmup)
     settings = build_node(cfg.trainer)
     stages = [Stage("main", settings, build_node(cfg.algorithm))]
     if warmup is not None:
         stages.insert(0, Stage("warmup", build_node(warmup.trainer), build_node(warmup.algorithm)))
-    reward, sampler, task = build_reward(cfg.reward), build_node(cfg.sampler), build_node(cfg.task)
-    block_size = model_block_size(cfg.model)
-    sampler.check_gen_length(task.gen_length, block_size)
-    stages[-1].algorithm.check_run(task, sampler, block_size)
+    task, sampler, reward = decoding_parts(cfg)
+    stages[-1].algorithm.check_run(task, sampler, model_block_size(cfg.model))
     check_distribution(settings, stages)
     return RunPlan(cfg, settings, stages, task, sampler, reward)
+
+
+def plan_evaluation(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """(task, sampler, reward) of a run to evaluate, checked and built, and its trainer settings
+    checked (the device): what decoding and scoring read, nothing of its algorithms or
+    distribution (`dllm-eval` trains nothing, so a run directory saved under older algorithm
+    keys, or a ZeRO run on a machine without DeepSpeed, still evaluates)."""
+    check_groups(cfg, (*DECODING_GROUPS, "trainer"))
+    build_node(cfg.trainer)
+    return decoding_parts(cfg)
+
+
+def check_groups(cfg: DictConfig, groups: tuple[str, ...]) -> None:
+    for group in groups:
+        if group not in cfg:
+            raise ConfigError(f"the config has no {group!r}; choose one with {group}=NAME (see `dllm list {group}`)")
+        check_node(group, cfg[group])
+
+
+def decoding_parts(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """The task, sampler and reward built, the sampler checked against the model's blocks."""
+    reward, sampler, task = build_reward(cfg.reward), build_node(cfg.sampler), build_node(cfg.task)
+    sampler.check_gen_length(task.gen_length, model_block_size(cfg.model))
+    return task, sampler, reward
 
 
 def check_warmup(warmup: Any) -> None:

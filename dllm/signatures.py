@@ -16,7 +16,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dllm.errors import ConfigError, did_you_mean
-from dllm.registry import check_plugin_of
+from dllm.registry import REGISTRIES, check_plugin_of
 
 
 def check_node(path: str, node: Any) -> None:
@@ -49,6 +49,11 @@ def check_node(path: str, node: Any) -> None:
             )
         expected = hints.get(key)
         if expected is not None and not matches(value, expected):
+            if isinstance(value, str) and takes_component(expected):
+                raise ConfigError(
+                    f"{path}.{key}={value!r}: {key} is a component, chosen from its config group: "
+                    f"{path.replace('.', '/')}/{key}={value}"
+                )
             raise ConfigError(f"{path}.{key}={value!r} has the wrong type: expected {describe(expected)}")
     for key, value in node.items():
         if isinstance(value, DictConfig) and "_target_" in value:
@@ -94,7 +99,16 @@ def matches(value: Any, expected: Any) -> bool:
         return not items or items[-1] is Ellipsis or all(matches(v, items[0]) for v in value)
     if origin in (dict, Mapping) or expected is dict:
         return isinstance(value, (dict, DictConfig))
+    if takes_component(expected):
+        return not isinstance(value, (str, int, float, bool))  # a plain value where a component belongs
     return True  # richer annotations are left to the component's own checks
+
+
+def takes_component(expected: Any) -> bool:
+    """Whether `expected` is (or unions) the interface of a registered kind (an advantage, an estimator...)."""
+    arms = typing.get_args(expected) if typing.get_origin(expected) in (typing.Union, types.UnionType) else (expected,)
+    interfaces = [kind.interface for kind in REGISTRIES.values() if kind.interface is not None]
+    return any(isinstance(arm, type) and issubclass(arm, tuple(interfaces)) for arm in arms)
 
 
 def describe(expected: Any) -> str:

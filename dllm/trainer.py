@@ -500,7 +500,8 @@ class Trainer:
         totals.setdefault("loss", 0.0)
         # A non-finite loss never reaches the optimizer; a non-finite norm updates nothing.
         grad_norm = self.sync.finish(cfg.max_grad_norm) if math.isfinite(totals["loss"]) else math.nan
-        if not math.isfinite(totals["loss"]) or not math.isfinite(grad_norm):
+        self.context.step_applied = math.isfinite(totals["loss"]) and math.isfinite(grad_norm)
+        if not self.context.step_applied:
             self.sync.zero_grad()
             self.count_nonfinite(totals["loss"], grad_norm)
         else:

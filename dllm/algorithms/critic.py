@@ -23,11 +23,10 @@ from dllm.algorithms.tally import Tally, weighted_parts
 from dllm.algorithms.value import clipped_value_loss, decoding_steps, value_model_for
 from dllm.checkpoint import load_model_weights
 from dllm.errors import ConfigError
+from dllm.run_files import VALUE_DIR
 
 if TYPE_CHECKING:
     from dllm.algorithms.base import TrainContext
-
-VALUE_DIR = "value_model"  # in a checkpoint directory
 
 
 class Critic:
@@ -70,9 +69,12 @@ class Critic:
         yield from weighted_parts(replay, value_loss, weights, autocast, tally, "value_loss")
 
     def step(self, ctx: TrainContext) -> None:
-        ctx.collective.mean_gradients(self.model.parameters())  # the replicas stay equal
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        """Update with the step's gradients, unless the trainer skipped the policy's step (a
+        non-finite loss, the value loss included): then they are dropped, as the policy's are."""
+        if ctx.step_applied:
+            ctx.collective.mean_gradients(self.model.parameters())  # the replicas stay equal
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:

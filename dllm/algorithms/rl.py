@@ -38,7 +38,7 @@ from dllm.algorithms.rl_plan import (
     check_decoding,
     describe_parts,
     log_probs_over,
-    queue_units,
+    queued,
     rollout_sampler,
     shuffled_passes,
 )
@@ -48,10 +48,9 @@ from dllm.checkpoint import load_model_weights
 from dllm.distributed import rollout_metrics
 from dllm.errors import ConfigError
 from dllm.progress import forward_progress
+from dllm.run_files import REFERENCE_DIR, ROLLOUT_FILE
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_DIR, ROLLOUT_FILE = "reference_model", "rollout.pt"
 
 
 @dataclass
@@ -153,14 +152,15 @@ class RL(Algorithm):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.queue = state.get("queue", [])
+        queue = state.get("queue", [])
         self.rollout_number, self.rollout_metrics = state.get("rollout_number", 0), state.get("rollout_metrics", {})
         if self.curriculum is not None and state.get("curriculum") is not None:
             self.curriculum.load_state_dict(state["curriculum"])
         rollout = state.get("rollout")
         self.rollout = rollout.to(self.device) if rollout is not None else None
-        self.queue_units = queue_units(self.rollout, self.objective.normalisation, self.queue)
-        self.advantage.load_state_dict(state.get("advantage") or {})
+        self.queue, self.queue_units = queued(queue, self.rollout, self.objective.normalisation, self.device)
+        legacy = {"optimizer": state["value_optimizer"]} if state.get("value_optimizer") else {}  # before issue 16
+        self.advantage.load_state_dict(state.get("advantage") or legacy)
 
     def save_models(self, directory: Path) -> None:
         if self.rollout is not None:  # the latest rollout, for `dllm-trace RUN/checkpoint/rollout.pt`
@@ -189,22 +189,27 @@ class RL(Algorithm):
         """Draw a rollout, score it, compute advantages, plans, old and reference log-probs,
         and queue `num_iterations` shuffled passes over it."""
         rollout, metrics = self.draw(ctx)
-        passes = shuffled_passes(ctx, self.num_iterations, len(rollout))
+        queue = [
+            [(i, micro) for micro in step]
+            for i, steps in enumerate(shuffled_passes(ctx, self.num_iterations, len(rollout)))
+            for step in steps
+        ]
+        self.queue, self.queue_units = queued(queue, rollout, self.objective.normalisation, ctx.device)
         rollout.plans = [self.estimator.plan(rollout, ctx.local_generator)]
         for _ in range(1, self.num_iterations):
             fresh = self.estimator.fresh_each_iteration
             rollout.plans.append(self.estimator.plan(rollout, ctx.local_generator) if fresh else rollout.plans[0])
 
         def over_passes(model: torch.nn.Module) -> list[Tensor]:  # the log-probs before any update
-            return [log_probs_over(self.estimator, ctx, model, rollout, i, steps) for i, steps in enumerate(passes)]
+            return [
+                log_probs_over(self.estimator, ctx, model, rollout, i, self.queue) for i in range(self.num_iterations)
+            ]
 
-        if self.objective.needs_old_log_probs(self.num_iterations, len(passes[0])):
+        if self.objective.needs_old_log_probs(self.num_iterations, len(self.queue) // self.num_iterations):
             rollout.old_log_probs = over_passes(ctx.model)
         if self.reference is not None:
             rollout.ref_log_probs = over_passes(self.reference)
         self.rollout = rollout
-        self.queue = [[(i, micro) for micro in step] for i, steps in enumerate(passes) for step in steps]
-        self.queue_units = queue_units(self.rollout, self.objective.normalisation, self.queue)
         self.rollout_number += 1
         self.rollout_metrics = metrics
 

@@ -56,7 +56,7 @@ def check_decoding(
                 where = f"rollout block length {block} (algorithm.rollout_block_length)" if block else "rollouts"
                 raise ConfigError(f"{where} with gen_length {length}: {refusal}") from None
         size = block or model_block_size
-        if training_block_size is not None and size is not None and size % training_block_size:
+        if training_block_size is not None and model_block_size is not None and size % training_block_size:
             raise ConfigError(
                 f"algorithm.training_block_size ({training_block_size}) must divide the rollout block "
                 f"length ({size}): training blocks must tile the rollout's blocks"
@@ -81,8 +81,8 @@ def shuffled_passes(ctx: TrainContext, num_iterations: int, count: int) -> list[
 def _partition(order: list[int], step_size: int, micro_size: int, offset: int, count: int) -> list[list[Tensor]]:
     """Global rows `order` into optimizer steps of `step_size`; of each step, this process's rows
     (`offset:offset + count`, as local indices) in micro-batches of `micro_size`. The last
-    step takes the leftover rows; a process may hold no rows of a step. The indices stay on the
-    CPU (they index device tensors as well), so the host reads them without waiting for the GPU."""
+    step takes the leftover rows; a process may hold no rows of a step. The indices are made on
+    the CPU, where `queued` reads them."""
     steps = []
     for start in range(0, len(order), step_size):
         mine = [row - offset for row in order[start : start + step_size] if offset <= row < offset + count]
@@ -91,28 +91,35 @@ def _partition(order: list[int], step_size: int, micro_size: int, offset: int, c
 
 
 def log_probs_over(
-    estimator: Estimator, ctx: TrainContext, model, rollout: Rollout, iteration: int, steps: list[list[Tensor]]
+    estimator: Estimator,
+    ctx: TrainContext,
+    model,
+    rollout: Rollout,
+    iteration: int,
+    queue: list[list[tuple[int, Tensor]]],
 ) -> Tensor:
     """[N, G] log-probs under `model` with the plan of `iteration`, computed micro-batch by
-    micro-batch exactly as the updates of that iteration will group the rows."""
+    micro-batch exactly as the queued updates of that iteration will group the rows."""
     result = torch.zeros(rollout.step_map.shape, device=ctx.device)
     with torch.no_grad(), ctx.autocast():
-        for step in steps:
-            for rows in step:
-                part = rollout.select(rows)
-                result[rows] = estimator.log_probs(model, part, part.plans[iteration])[0].float()
+        for step in queue:
+            for pass_index, rows in step:
+                if pass_index == iteration:
+                    part = rollout.select(rows)
+                    result[rows] = estimator.log_probs(model, part, part.plans[iteration])[0].float()
     return result
 
 
-def queue_units(
-    rollout: Rollout | None, normalisation: str, queue: list[list[tuple[int, Tensor]]]
-) -> list[list[float]]:
-    """Each queued micro-batch's share of its step, in the objective's units (`row_units`),
-    computed once per rollout from the CPU row indices, so that a step waits for no GPU value."""
-    if rollout is None:
-        return [[] for _ in queue]
-    units = row_units(rollout.scored, normalisation)
-    return [[float(units[rows.cpu()].sum()) for _, rows in step] for step in queue]
+def queued(
+    queue: list[list[tuple[int, Tensor]]], rollout: Rollout | None, normalisation: str, device: torch.device
+) -> tuple[list[list[tuple[int, Tensor]]], list[list[float]]]:
+    """(the queue with its row indices on `device`, each queued micro-batch's share of its step
+    in the objective's units (`row_units`)). The shares are summed once per rollout from the
+    indices as they come (on the CPU from `shuffled_passes`), so a step waits for no GPU value;
+    the indices go to the device once, so selecting a micro-batch's rows copies nothing."""
+    units = row_units(rollout.scored, normalisation) if rollout is not None else None
+    shares = [[float(units[rows.cpu()].sum()) for _, rows in step] if units is not None else [] for step in queue]
+    return [[(i, rows.to(device)) for i, rows in step] for step in queue], shares
 
 
 def describe_parts(estimator: Estimator, advantage: Any, objective: Any, filters: Any) -> str:

@@ -25,7 +25,7 @@ from dllm.cli.runs import Target, load_target_model, parse_target_args, resolve_
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult, evaluate, markdown_table
 from dllm.registry import registry
-from dllm.run import plan
+from dllm.run import plan_evaluation
 from dllm.run_files import EVAL, EVAL_DIR, EVAL_PROGRESS, EVAL_TABLE
 
 logger = logging.getLogger("dllm.eval")
@@ -152,10 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     target = resolve_target(args.target, args.overrides)
     cfg = target.config
     use_target_tokenizer(cfg, target, args.overrides)
-    if cfg.get("warmup") is not None:
-        cfg.warmup = None  # nothing trains here (and a run saved before stages took StageSettings plans)
-    run = plan(cfg)
-    task, sampler, reward = run.task, run.sampler, run.reward
+    task, sampler, reward = plan_evaluation(cfg)
     batch_size = args.batch_size or cfg.trainer.eval_batch_size
     fingerprint = evaluation_fingerprint(cfg, target, args.seed, args.num_samples, batch_size)
     out_dir = args.output_dir or default_output_dir(cfg, target, args.num_samples, fingerprint)

@@ -10,7 +10,6 @@ from dllm.data.base import Example, Task
 from dllm.errors import DllmError
 from dllm.evaluation import (
     EvalResult,
-    decode_completions,
     evaluate,
     markdown_table,
     mean_pass_at_k,
@@ -20,6 +19,7 @@ from dllm.evaluation import (
 from dllm.rewards.exact_match import ExactMatch
 from dllm.samplers.base import GenerationOutput, Sampler
 from dllm.samplers.llada import LLaDASampler
+from dllm.text import decode_completions
 
 
 def test_decode_cuts_at_eos(tokenizer):

@@ -112,3 +112,25 @@ def test_an_rl_step_between_rollouts_waits_for_no_device_value(tmp_path, monkeyp
     reads, record = host_reads_of_a_step(trainer, monkeypatch)
     assert reads == {"item": 0, "__float__": 0, "tolist": 1}
     assert isinstance(record["value_loss"], float) and isinstance(record["policy_loss"], float)
+
+
+def test_evaluating_a_run_reads_no_training_key(tmp_path):
+    """A run saved under algorithm keys this version no longer has (the RL loop's options before
+    they moved to its parts), and a warmup stage of the time, still plans for evaluation; the
+    device is still checked."""
+    from omegaconf import OmegaConf
+
+    from dllm.run import plan_evaluation
+
+    cfg = compose([*TINY, "algorithm=rl"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.algorithm = {"_target_": "dllm.algorithms.rl.RL", "advantage": "group", "beta": 0.04, "clip_low": 0.2}
+    cfg.warmup = {"algorithm": {"_target_": "dllm.algorithms.sft.SFT"}, "trainer": {"device": "cpu"}}
+    task, sampler, reward = plan_evaluation(cfg)
+    assert (task.gen_length, type(sampler).__name__) == (cfg.task.gen_length, "LLaDASampler")
+    with pytest.raises(ConfigError, match="algorithm.advantage='group'"):
+        plan(cfg)
+    cfg.trainer.device = "cuda:7"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="trainer.device=cuda:7 but this machine has no CUDA GPU"):
+            plan_evaluation(cfg)

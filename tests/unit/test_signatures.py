@@ -39,3 +39,14 @@ def test_check_node_names_missing_and_unimportable_targets():
         check_node("node", OmegaConf.create({"_target_": "nowhere.thing"}))
     with pytest.raises(ConfigError, match=r"must be a mapping with a _target_"):
         check_node("node", OmegaConf.create({"steps": 3}))
+
+
+@pytest.mark.parametrize("kind", ["advantage", "objective", "estimator"])
+def test_a_component_given_as_a_plain_value_names_its_config_group(kind):
+    """`algorithm.advantage=value` (the key syntax) where a component belongs: refused before any
+    model is built, naming the group syntax that chooses it."""
+    from dllm.config import compose
+    from dllm.run import plan
+
+    with pytest.raises(ConfigError, match=rf"algorithm.{kind}='x': {kind} is a component.*: algorithm/{kind}=x$"):
+        plan(compose(["algorithm=rl", f"algorithm.{kind}=x"]))

@@ -77,7 +77,7 @@ class GroupRelative(Advantage):
         if group_size < 2:
             name = ADVANTAGES.name_of(self) or type(self).__name__
             raise ConfigError(
-                f"algorithm.advantage={name} normalises within groups of completions of one prompt, but group_size "
+                f"algorithm/advantage={name} normalises within groups of completions of one prompt, but group_size "
                 f"is {group_size}: set algorithm.group_size >= 2 (or algorithm/advantage=value)"
             )
 

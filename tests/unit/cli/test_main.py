@@ -29,7 +29,7 @@ def test_list_shows_experiments_trainers_and_curricula():
 
 @pytest.mark.parametrize("kind", ["experiment", "trainer", "algorithm/curriculum", "algorithm/estimator", "task"])
 def test_list_of_any_config_group_names_its_yaml_options(kind):
-    from dllm.config import group_options
+    from dllm.config_files import group_options
 
     listed = [name.removesuffix(" (preset)") for name in list_components(kind).splitlines()]
     assert set(group_options(kind)) <= set(listed) and len(group_options(kind)) >= 2

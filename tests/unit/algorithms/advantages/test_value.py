@@ -30,3 +30,19 @@ def test_the_critic_steps_and_its_model_and_optimizer_state_resume(tokenizer, tm
     mine, theirs = resumed.advantage.critic.optimizer.state_dict(), critic.optimizer.state_dict()
     assert mine["state"].keys() == theirs["state"].keys() and len(theirs["state"]) > 0
     assert all(torch.equal(mine["state"][k]["exp_avg"], theirs["state"][k]["exp_avg"]) for k in theirs["state"])
+
+
+def test_the_critic_drops_the_gradients_of_a_step_the_trainer_skipped(tokenizer):
+    sampler = dllm.build_sampler("llada", steps=8, block_length=8)
+    ctx = context(tiny("llada_tiny").train(), tokenizer, sampler)
+    algorithm = dllm.build("algorithm", "tracerl_value", **SMALL)
+    algorithm.start(ctx)
+    critic = algorithm.advantage.critic
+    before = [p.detach().clone() for p in critic.model.parameters()]
+    for batch in algorithm.micro_batches(ctx, 2):
+        algorithm.loss_and_backward(ctx.model, batch, ctx.generator, scale=batch.share)
+    assert any(p.grad is not None for p in critic.model.parameters())
+    ctx.step_applied = False  # the trainer skipped this step (non-finite loss or gradient)
+    algorithm.after_step(ctx)
+    assert all(torch.equal(b, p) for b, p in zip(before, critic.model.parameters()))
+    assert all(p.grad is None for p in critic.model.parameters())
