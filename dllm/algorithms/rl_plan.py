@@ -115,7 +115,7 @@ def queued(
 ) -> tuple[list[list[tuple[int, Tensor]]], list[list[float]]]:
     """(the queue with its row indices on `device`, each queued micro-batch's share of its step
     in the objective's units (`row_units`)). The shares are summed once per rollout from the
-    indices as they come (on the CPU from `shuffled_passes`), so a step waits for no GPU value;
+    indices as they come (on the CPU from `shuffled_passes`), so a micro-batch's share needs no device value;
     the indices go to the device once, so selecting a micro-batch's rows copies nothing."""
     units = row_units(rollout.scored, normalisation) if rollout is not None else None
     shares = [[float(units[rows.cpu()].sum()) for _, rows in step] if units is not None else [] for step in queue]

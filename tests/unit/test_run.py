@@ -104,7 +104,8 @@ def test_an_optimizer_step_brings_its_metrics_to_the_host_once(tmp_path, monkeyp
 
 def test_an_rl_step_between_rollouts_waits_for_no_device_value(tmp_path, monkeypatch):
     """The second optimizer step of a rollout (no decoding in it): no `.item()` or `float()` of a
-    tensor per micro-batch or loss part; the losses and metrics come to the host in one `tolist()`."""
+    tensor per micro-batch or loss part; the losses and metrics come to the host in one `tolist()`.
+    (The trace estimator still reads its loop bounds, `int`/`bool` of device values, per micro-batch.)"""
     overrides = ["algorithm=tracerl_value", "algorithm.group_size=2", "algorithm.prompts_per_rollout=4",
                  "algorithm.filters.accuracy_band=null", "trainer.batch_size=4", "trainer.grad_accum=2"]  # fmt: skip
     trainer = trainer_for(overrides, tmp_path)
