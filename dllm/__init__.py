@@ -2,7 +2,8 @@
 
 The public API (stable): `train` (a whole run from a composed config: `dllm.run`),
 `load_model`, `load_tokenizer`, `build_sampler`, `build`, the registries `MODELS`,
-`SAMPLERS`, `ALGORITHMS`, `REWARDS`, `TASKS`, and `metrics` (the `evaluate` modules:
+`SAMPLERS`, `ALGORITHMS` (and the RL loop's parts: `ESTIMATORS`, `ADVANTAGES`, `OBJECTIVES`,
+`FILTERS`), `REWARDS`, `TASKS`, and `metrics` (the `evaluate` modules:
 `evaluate.load(dllm.metrics.path("pass_at_k"))`).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from dllm import metrics  # reachable after `import dllm` alone; it imports nothing heavy (evaluate on use)
-from dllm.algorithms import ALGORITHMS
+from dllm.algorithms import ADVANTAGES, ALGORITHMS, ESTIMATORS, FILTERS, OBJECTIVES
 from dllm.config import build
 from dllm.data import TASKS
 from dllm.errors import ConfigError, DllmError
@@ -38,8 +39,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ADVANTAGES",
     "ALGORITHMS",
+    "ESTIMATORS",
+    "FILTERS",
     "MODELS",
+    "OBJECTIVES",
     "REWARDS",
     "SAMPLERS",
     "TASKS",
