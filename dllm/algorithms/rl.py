@@ -17,7 +17,6 @@ import contextlib
 import copy
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,9 @@ from dllm.algorithms.objectives import Objective
 from dllm.algorithms.objectives.base import Scored, token_weights
 from dllm.algorithms.objectives.ppo import PPO
 from dllm.algorithms.rl_plan import (
+    RLMicroBatch,
     check_decoding,
+    check_training_block_size,
     describe_parts,
     log_probs_over,
     queued,
@@ -51,15 +52,6 @@ from dllm.progress import forward_progress
 from dllm.run_files import REFERENCE_DIR, ROLLOUT_FILE
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RLMicroBatch:
-    """Rows of the current rollout for one micro-batch of inner iteration `iteration`."""
-
-    rollout: Rollout
-    iteration: int
-    share: float
 
 
 @ALGORITHMS.register("rl")
@@ -94,13 +86,7 @@ class RL(Algorithm):
         self.objective.check_advantage(self.advantage)
         if temperature is not None and temperature < 0:
             raise ConfigError(f"algorithm.temperature must be >= 0 (or null: the sampler's own), got {temperature}")
-        if training_block_size is not None and training_block_size < 1:
-            raise ConfigError(f"algorithm.training_block_size must be positive (or null), got {training_block_size}")
-        if training_block_size is not None and isinstance(self.estimator, TraceEstimator):
-            raise ConfigError(
-                "the trace estimator replays the rollout's own blocks: its training block size is the rollout's; "
-                "leave algorithm.training_block_size null (set algorithm.rollout_block_length instead)"
-            )
+        check_training_block_size(training_block_size, self.estimator)
         self.group_size, self.prompts_per_rollout = group_size, prompts_per_rollout
         self.num_iterations, self.temperature = num_iterations, temperature
         self.reward_timeout_s, self.max_rollout_tries = reward_timeout_s, max_rollout_tries

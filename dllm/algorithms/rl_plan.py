@@ -3,6 +3,7 @@ schedules, and how a rollout's rows are shuffled into optimizer steps and micro-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from dllm.algorithms.advantages import ADVANTAGES
 from dllm.algorithms.estimators.base import ESTIMATORS, Estimator
+from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.objectives import OBJECTIVES
 from dllm.algorithms.objectives.base import row_units
 from dllm.algorithms.rollout import Rollout
@@ -61,6 +63,25 @@ def check_decoding(
                 f"algorithm.training_block_size ({training_block_size}) must divide the rollout block "
                 f"length ({size}): training blocks must tile the rollout's blocks"
             )
+
+
+@dataclass
+class RLMicroBatch:
+    """Rows of the current rollout for one micro-batch of inner iteration `iteration`."""
+
+    rollout: Rollout
+    iteration: int
+    share: float
+
+
+def check_training_block_size(training_block_size: int | None, estimator: Estimator) -> None:
+    if training_block_size is not None and training_block_size < 1:
+        raise ConfigError(f"algorithm.training_block_size must be positive (or null), got {training_block_size}")
+    if training_block_size is not None and isinstance(estimator, TraceEstimator):
+        raise ConfigError(
+            "the trace estimator replays the rollout's own blocks: its training block size is the rollout's; "
+            "leave algorithm.training_block_size null (set algorithm.rollout_block_length instead)"
+        )
 
 
 def shuffled_passes(ctx: TrainContext, num_iterations: int, count: int) -> list[list[list[Tensor]]]:
