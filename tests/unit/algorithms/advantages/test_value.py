@@ -7,15 +7,22 @@ from tests.unit.algorithms.rl_helpers import tiny
 from tests.unit.algorithms.test_rl import SMALL, context
 
 
-def test_the_critic_steps_and_its_model_and_optimizer_state_resume(tokenizer, tmp_path):
+def backward_one_step(tokenizer):
+    """(context, a tracerl_value algorithm, its critic's weights before) after the backward passes
+    of one optimizer step, before `after_step`."""
     sampler = dllm.build_sampler("llada", steps=8, block_length=8)
     ctx = context(tiny("llada_tiny").train(), tokenizer, sampler)
     algorithm = dllm.build("algorithm", "tracerl_value", **SMALL)
     algorithm.start(ctx)
-    critic = algorithm.advantage.critic
-    before = [p.detach().clone() for p in critic.model.parameters()]
+    before = [p.detach().clone() for p in algorithm.advantage.critic.model.parameters()]
     for batch in algorithm.micro_batches(ctx, 2):
         algorithm.loss_and_backward(ctx.model, batch, ctx.generator, scale=batch.share)
+    return ctx, algorithm, before
+
+
+def test_the_critic_steps_and_its_model_and_optimizer_state_resume(tokenizer, tmp_path):
+    ctx, algorithm, before = backward_one_step(tokenizer)
+    critic = algorithm.advantage.critic
     algorithm.after_step(ctx)
     assert any(not torch.equal(b, p) for b, p in zip(before, critic.model.parameters())), "the critic must learn"
     algorithm.save_models(tmp_path)
@@ -33,14 +40,8 @@ def test_the_critic_steps_and_its_model_and_optimizer_state_resume(tokenizer, tm
 
 
 def test_the_critic_drops_the_gradients_of_a_step_the_trainer_skipped(tokenizer):
-    sampler = dllm.build_sampler("llada", steps=8, block_length=8)
-    ctx = context(tiny("llada_tiny").train(), tokenizer, sampler)
-    algorithm = dllm.build("algorithm", "tracerl_value", **SMALL)
-    algorithm.start(ctx)
+    ctx, algorithm, before = backward_one_step(tokenizer)
     critic = algorithm.advantage.critic
-    before = [p.detach().clone() for p in critic.model.parameters()]
-    for batch in algorithm.micro_batches(ctx, 2):
-        algorithm.loss_and_backward(ctx.model, batch, ctx.generator, scale=batch.share)
     assert any(p.grad is not None for p in critic.model.parameters())
     ctx.step_applied = False  # the trainer skipped this step (non-finite loss or gradient)
     algorithm.after_step(ctx)
