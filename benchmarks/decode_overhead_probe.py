@@ -1,0 +1,60 @@
+"""The decoding loop's cost per forward outside the model: every sampler preset on a model whose
+forward is nearly free (one layer, width 32, vocabulary 100), so the seconds per forward are the
+loop's own (EOS checks, `step_map` writes, host syncs, masks, rotary tables, the LM head).
+
+Run against any source tree, so two versions compare side by side on the same machine:
+`PYTHONPATH=<tree> python benchmarks/decode_overhead_probe.py [repeats]` prints one JSON line
+{case: [ms per forward of each repeat]}; `test_bench_samplers.py::test_decode_overhead` runs it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+import dllm
+
+TINY = {
+    "llada_small": {"d_model": 32, "n_heads": 2, "n_layers": 1, "mlp_hidden_size": 64},
+    "sdar_small": {
+        "hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+        "num_hidden_layers": 1, "intermediate_size": 64,
+    },
+}  # fmt: skip
+GEN_LENGTH = 256
+PROMPT = 16
+CASES = {
+    # label: (model, sampler, sampler kwargs)
+    "sdar static": ("sdar_small", "sdar", {"remasking_strategy": "low_confidence_static"}),
+    "sdar dynamic": ("sdar_small", "sdar", {"remasking_strategy": "low_confidence_dynamic"}),
+    "llada": ("llada_small", "llada", {"block_length": 32, "steps": GEN_LENGTH}),
+    "fast_dllm dual": ("llada_small", "fast_dllm", {"block_length": 32, "use_cache": "dual", "threshold": 0.9}),
+}
+BATCHES = (1, 8)
+
+
+def measure(repeats: int) -> dict[str, list[float]]:
+    """{"<case> b<batch>": ms per forward of each repeat}; EOS stopping off, so every repeat runs
+    the same number of forwards (a random model's EOS would end rows at random steps)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    models = {name: dllm.load_model(name, **sizes).eval() for name, sizes in TINY.items()}
+    results: dict[str, list[float]] = {}
+    for label, (model_name, sampler_name, kwargs) in CASES.items():
+        sampler = dllm.build_sampler(sampler_name, stop_at_eos=False, **kwargs)
+        for batch in BATCHES:
+            prompt = torch.randint(4, 100, (batch, PROMPT))
+            times = []
+            sampler.generate(models[model_name], prompt, None, GEN_LENGTH)  # warm-up
+            for _ in range(repeats):
+                begin = time.perf_counter()
+                out = sampler.generate(models[model_name], prompt, None, GEN_LENGTH)
+                times.append(1000 * (time.perf_counter() - begin) / out.nfe)
+            results[f"{label} b{batch}"] = times
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 5)))
