@@ -246,7 +246,8 @@ class Decoding:
         """Write `tokens` [B, end-start] where `revealed`, and record the current step there; one step."""
         self.x[:, start:end] = torch.where(revealed, tokens, self.x[:, start:end])
         offset = start - self.prompt_length
-        self.step_map[:, offset : offset + (end - start)][revealed] = self.step
+        # in place on the block's view: boolean indexing would sync with the host to count the positions
+        self.step_map[:, offset : offset + (end - start)].masked_fill_(revealed, self.step)
         self.step += 1
 
     def all_stopped(self) -> bool:
