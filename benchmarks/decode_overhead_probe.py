@@ -4,13 +4,19 @@ loop's own (EOS checks, `step_map` writes, host syncs, masks, rotary tables, the
 
 Run against any source tree, so two versions compare side by side on the same machine:
 `PYTHONPATH=<tree> python benchmarks/decode_overhead_probe.py [repeats]` prints one JSON line
-{case: [ms per forward of each repeat]}; `test_bench_samplers.py::test_decode_overhead` runs it."""
+{case: [ms per forward of each repeat]}; `test_bench_samplers.py::test_decode_overhead` runs it.
+`python benchmarks/decode_overhead_probe.py compare <before tree> <after tree> [rounds] [repeats]`
+alternates the two trees (the `dllm` package of each, e.g. from `git archive <commit> dllm`) and
+writes .benchmarks/decode_overhead.json for `report.py`."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -59,5 +65,24 @@ def measure(repeats: int) -> dict[str, list[float]]:
     return results
 
 
+def compare(before: str, after: str, rounds: int = 2, repeats: int = 3) -> None:
+    """Alternate the two source trees `rounds` times; write every repeat of both."""
+    runs: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    for _ in range(rounds):
+        for name, tree in (("before", before), ("after", after)):
+            env = {**os.environ, "PYTHONPATH": tree, "OMP_NUM_THREADS": "1"}
+            out = subprocess.run([sys.executable, __file__, str(repeats)], env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(out.stderr)
+            for case, times in json.loads(out.stdout.splitlines()[-1]).items():
+                runs[name].setdefault(case, []).extend(times)
+    path = Path(__file__).resolve().parents[1] / ".benchmarks" / "decode_overhead.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"trees": {"before": before, "after": after}, "gen_length": GEN_LENGTH, "runs": runs}))
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 5)))
+    if sys.argv[1:2] == ["compare"]:
+        compare(*sys.argv[2:4], *map(int, sys.argv[4:6]))
+    else:
+        print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 5)))
