@@ -59,3 +59,13 @@ def test_generation_memory(benchmark, label):
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     benchmark.extra_info.update(group="generation_memory", label=label, **measured)
+
+
+def test_decode_overhead(benchmark):
+    """The loop's ms per forward outside the model (`decode_overhead_probe.py`), median of 5 repeats."""
+    from statistics import median
+
+    from decode_overhead_probe import measure
+
+    results = benchmark.pedantic(measure, args=(5,), rounds=1, iterations=1)
+    benchmark.extra_info.update(group="decode_overhead", ms_per_forward={k: median(v) for k, v in results.items()})

@@ -94,6 +94,7 @@ class DiffusionLMMixin:
         use_cache: bool = False,
         replace_position: int | None = None,
         block_size: int | None = None,
+        logits_slice: slice | None = None,
         **kwargs: Any,
     ) -> DiffusionLMOutput | ValueOutput:
         """Logits [B, L, V] as the architecture computes them (see `shift_logits`).
@@ -102,11 +103,13 @@ class DiffusionLMMixin:
         used as given (e.g. the `[x_t ; x_0]` training mask). Without one, a block diffusion
         model applies its block-causal mask, over blocks of `block_size` when given (decoding
         with another block size than the checkpoint's), else of its own. Caching: see
-        `dllm.models.cache`."""
+        `dllm.models.cache`. `logits_slice`: the positions given logits (values), `[:, logits_slice]`
+        of the full output (None: all); a decoder reads only its block, and a forward that only
+        fills the cache reads none (`slice(0, 0)`): the head, over a large vocabulary, is skipped."""
         hidden, cache = self.run_backbone(
             input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position, block_size
         )
-        return self.head_output(hidden, cache)
+        return self.head_output(hidden if logits_slice is None else hidden[:, logits_slice], cache)
 
 
 class ValueModelMixin(DiffusionLMMixin):

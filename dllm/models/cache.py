@@ -80,8 +80,13 @@ def start_cache(past_key_values: KVCache | None, use_cache: bool, num_layers: in
 
 def query_positions(length: int, cache: KVCache | None, replace_position: int | None, device) -> Tensor:
     """Absolute positions of the current tokens: after the cache, or at `replace_position`."""
-    start = replace_position if replace_position is not None else (cache.length if cache is not None else 0)
+    start = query_start(cache, replace_position)
     return torch.arange(start, start + length, device=device)
+
+
+def query_start(cache: KVCache | None, replace_position: int | None) -> int:
+    """Absolute position of the first current token (known on the host: no device sync)."""
+    return replace_position if replace_position is not None else (cache.length if cache is not None else 0)
 
 
 def rotate_and_cache(

@@ -106,14 +106,21 @@ def combine(structure: Tensor | None, attention_mask: Tensor | None) -> Tensor |
 
 
 def forward_mask(
-    attention_mask: Tensor | None, query_positions: Tensor, key_length: int, block_size: int | None
+    attention_mask: Tensor | None,
+    query_start: int,
+    query_length: int,
+    key_length: int,
+    block_size: int | None,
+    device: torch.device,
 ) -> Tensor | None:
-    """The mask of an inference forward: a caller's [B|1, 1, Lq, Lk] mask as given, else the
-    model's structure (full, or block-causal over absolute positions) with key padding."""
+    """The mask of an inference forward over queries at absolute positions `query_start` on: a
+    caller's [B|1, 1, Lq, Lk] mask as given, else the model's structure (full, or block-causal over
+    absolute positions) with key padding. Block-causal structure that every query's block
+    satisfies for every key (one block attending to its cache) restricts nothing: no mask then."""
     if attention_mask is not None and attention_mask.dim() == 4:
         return attention_mask.bool()
     structure = None
-    if block_size is not None:
-        keys = torch.arange(key_length, device=query_positions.device)
-        structure = block_causal_mask(query_positions, keys, block_size)
+    if block_size is not None and (key_length - 1) // block_size > query_start // block_size:
+        queries = torch.arange(query_start, query_start + query_length, device=device)
+        structure = block_causal_mask(queries, torch.arange(key_length, device=device), block_size)
     return combine(structure, attention_mask)

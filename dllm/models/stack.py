@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dllm.models.cache import KVCache, query_positions
+from dllm.models.cache import KVCache, query_positions, query_start
 from dllm.models.layers import RotaryEmbedding
 from dllm.models.masks import forward_mask
 
@@ -25,10 +25,12 @@ def run_stack(
     """Hidden states [B, L, D] after the final norm. Queries sit after the cache (or at
     `replace_position`); each layer is called as `layer(x, cos, sin, mask, cache, index, commit,
     replace_position)`."""
-    queries = query_positions(input_ids.shape[1], cache, replace_position, input_ids.device)
-    cos, sin = rotary(queries if position_ids is None else position_ids)
-    key_length = max(cache.length if cache is not None else 0, int(queries[-1]) + 1)
-    mask = forward_mask(attention_mask, queries, key_length, block_size)
+    start, length = query_start(cache, replace_position), input_ids.shape[1]
+    cos, sin = rotary(
+        query_positions(length, cache, replace_position, input_ids.device) if position_ids is None else position_ids
+    )
+    key_length = max(cache.length if cache is not None else 0, start + length)
+    mask = forward_mask(attention_mask, start, length, key_length, block_size, input_ids.device)
     x = embed(input_ids)
     for index, layer in enumerate(layers):
         x = layer(x, cos, sin, mask, cache, index, commit, replace_position)

@@ -176,6 +176,9 @@ class Decoding:
     position_ids: Tensor | None = None  # [B, L] each row's own positions (block models)
     step: int = 0
     nfe: int = 0
+    # No row can have stopped before an EOS was revealed (the completion starts all masks), so
+    # `all_stopped` scans the completion only from then on: one check of each step's tokens before.
+    eos_revealed: bool = False
 
     @classmethod
     def start(
@@ -246,12 +249,15 @@ class Decoding:
         """Write `tokens` [B, end-start] where `revealed`, and record the current step there; one step."""
         self.x[:, start:end] = torch.where(revealed, tokens, self.x[:, start:end])
         offset = start - self.prompt_length
-        self.step_map[:, offset : offset + (end - start)][revealed] = self.step
+        # in place on the block's view: boolean indexing would sync with the host to count the positions
+        self.step_map[:, offset : offset + (end - start)].masked_fill_(revealed, self.step)
+        if self.eos_id is not None and not self.eos_revealed:
+            self.eos_revealed = bool(((tokens == self.eos_id) & revealed).any())
         self.step += 1
 
     def all_stopped(self) -> bool:
         """Every row has an EOS with nothing masked before it within its G tokens."""
-        if self.eos_id is None:
+        if not self.eos_revealed:
             return False
         completion = self.completion()[0]
         return bool((stop_positions(completion, self.eos_id, self.mask_id) < completion.shape[1]).all())

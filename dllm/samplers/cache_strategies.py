@@ -163,12 +163,14 @@ class BlockCache(CacheStrategy):
         self._forward(model, state, start, end, commit=True)
 
     def _forward(self, model, state, start: int, end: int, commit: bool):
-        """Positions [start, end) over the committed cache (stored when `commit`), one forward."""
+        """Positions [start, end) over the committed cache (stored when `commit`, which reads no
+        logits), one forward."""
         state.nfe += 1
         keys = state.key_mask[:, :end]
         return model(
             state.x[:, start:end], attention_mask=keys, position_ids=state.position_ids[:, start:end],
             past_key_values=self.cache, use_cache=commit, block_size=state.block_size,
+            logits_slice=slice(0, 0) if commit else None,
         )  # fmt: skip
 
 

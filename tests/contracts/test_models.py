@@ -18,6 +18,10 @@ def test_model_contract(name, tmp_path):
     ids = torch.randint(4, 100, (2, 6))
     logits = model(ids, attention_mask=torch.ones_like(ids)).logits
     assert logits.shape[:2] == (2, 6) and logits.shape[2] >= len(dllm.load_tokenizer(name))
+    # a decoder reads only its block's logits, a cache-filling forward none
+    sliced = model(ids, attention_mask=torch.ones_like(ids), logits_slice=slice(2, 5)).logits
+    torch.testing.assert_close(sliced, logits[:, 2:5])
+    assert model(ids, logits_slice=slice(0, 0)).logits.shape == (2, 0, logits.shape[2])
     model.save_pretrained(tmp_path)
     assert torch.equal(dllm.load_model(tmp_path).eval()(ids).logits, model(ids).logits)
 

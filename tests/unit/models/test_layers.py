@@ -14,6 +14,21 @@ def test_rotary_angles_by_hand():
     torch.testing.assert_close(sin[0, 0, 2], expected.sin())
 
 
+def test_rotary_tables_equal_the_direct_computation_bit_for_bit():
+    # The cached tables are looked up by position, grown past their first 256 positions; each
+    # entry must be exactly cos / sin of float32 position x frequency, as computed per forward.
+    rotary = RotaryEmbedding(head_dim=64, theta=10000.0)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 64, 2, dtype=torch.float32) / 64))
+    for positions in (torch.tensor([[0, 5, 3], [7, 1, 2]]), torch.randint(0, 3000, (4, 37)), torch.arange(255, 260)):
+        cos, sin = rotary(positions)
+        rows = positions if positions.dim() == 2 else positions[None]
+        freqs = rows.float()[..., None] * inv_freq
+        angles = torch.cat([freqs, freqs], dim=-1)[:, None]
+        assert cos.shape == angles.shape
+        assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())
+    assert rotary._tables[torch.device("cpu")][0].shape[0] > 256  # grown from the first table
+
+
 def test_apply_rotary_rotates_half_pairs():
     cos, sin = RotaryEmbedding(head_dim=2, theta=10000.0)(torch.tensor([1]))
     q = torch.tensor([[[[1.0, 0.0]]]])

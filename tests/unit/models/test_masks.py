@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from dllm.errors import ConfigError
-from dllm.models.masks import block_causal_mask, block_diffusion_mask, check_block_size, combine, row_positions
+from dllm.models.masks import (
+    block_causal_mask,
+    block_diffusion_mask,
+    check_block_size,
+    combine,
+    forward_mask,
+    row_positions,
+)
 
 T, F = True, False
 
@@ -79,3 +86,15 @@ def test_row_positions_and_per_row_block_masks_ignore_left_padding():
     assert torch.equal(per_row[0][real][:, real], alone)
     causal = block_causal_mask(positions, positions, 2)
     assert torch.equal(causal[0, 2:, 2:], block_causal_mask(torch.arange(4), torch.arange(4), 2))
+
+
+def test_forward_mask_of_one_block_over_its_cache_restricts_keys_only():
+    # blocks of 4, queries 8..11 (one block) after 8 cached keys: every key is in an earlier or the same block
+    assert forward_mask(None, 8, 4, 12, 4, torch.device("cpu")) is None
+    padding = torch.tensor([[1] * 12, [0, 0, 0, 0] + [1] * 8])
+    mask = forward_mask(padding, 8, 4, 12, 4, torch.device("cpu"))
+    assert mask.shape == (2, 1, 1, 12) and torch.equal(mask[:, 0, 0], padding.bool())
+    # queries 6..9 span two blocks: the block-causal structure stays
+    mask = forward_mask(None, 6, 4, 12, 4, torch.device("cpu"))
+    expected = torch.arange(12)[None, :] // 4 <= torch.arange(6, 10)[:, None] // 4
+    assert mask.shape == (1, 1, 4, 12) and torch.equal(mask[0, 0], expected)

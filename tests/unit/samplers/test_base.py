@@ -5,7 +5,7 @@ import torch
 
 import dllm
 from dllm.errors import ConfigError
-from dllm.samplers.base import fill_after_eos, stop_positions
+from dllm.samplers.base import Decoding, fill_after_eos, stop_positions
 
 M, E = 2, 1  # mask, eos
 
@@ -27,6 +27,30 @@ def test_fill_after_eos_fills_stopped_rows_only():
     completion = torch.tensor([[5, E, 6, M], [M, E, 6, 7]])
     assert fill_after_eos(completion, E, M).tolist() == [[5, E, E, E], [M, E, 6, 7]]
     assert fill_after_eos(completion, None, M).tolist() == completion.tolist()
+
+
+def _decoding(batch: int, gen_length: int) -> Decoding:
+    x = torch.full((batch, 1 + gen_length), M)
+    x[:, 0] = 9  # the prompt
+    return Decoding(
+        x=x, key_mask=torch.ones_like(x), step_map=torch.full((batch, gen_length), -1), prompt_length=1, mask_id=M,
+        eos_id=E, prompt_ids=x[:, :1].clone(), completion_start=torch.ones(batch, dtype=torch.long),
+        gen_length=gen_length,
+    )  # fmt: skip
+
+
+def test_all_stopped_scans_only_once_an_eos_was_revealed():
+    state = _decoding(2, 4)
+    # an EOS proposed where nothing is revealed does not count
+    state.reveal(1, 5, torch.tensor([[5, E, 6, 7], [6, E, 6, 7]]), torch.tensor([[True, False, False, False]] * 2))
+    assert not state.eos_revealed and not state.all_stopped()
+    assert state.step_map.tolist() == [[0, -1, -1, -1], [0, -1, -1, -1]]
+    # row 0 stops at its EOS; row 1 has a mask before its EOS: not every row has stopped
+    state.reveal(1, 5, torch.tensor([[5, E, 6, 7], [M, 5, E, 7]]), torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]]).bool())
+    assert state.eos_revealed and not state.all_stopped()
+    state.reveal(1, 5, torch.tensor([[5, E, 6, 7], [M, 8, E, 7]]), torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]]).bool())
+    assert state.all_stopped()
+    assert state.step_map.tolist() == [[0, 1, -1, -1], [0, 2, 1, -1]]
 
 
 @pytest.mark.parametrize("name", dllm.SAMPLERS.names())

@@ -30,6 +30,11 @@ def test_block_cache_holds_committed_blocks_only():
         assert len(in_block) == 5 and in_block[-1][1] == committed
     assert calls(model)[-1][1] == 36  # the last commit, over every earlier block
     assert max(capacity for _, _, capacity in calls(model)) <= 2 * 40  # doubling buffers, not one per step
+    # the prefill and every commit only fill the cache: no logits computed; every step reads its block's
+    lengths = [call.cache_length for call in model.calls] + [None]  # a commit: the next call sees a longer cache
+    commits = [i for i in range(len(model.calls)) if lengths[i + 1] != lengths[i]]
+    assert len(commits) == 1 + 8
+    assert [call.logits.shape[1] for call in model.calls] == [0 if i in commits else 4 for i in range(len(model.calls))]
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
