@@ -36,6 +36,18 @@ def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> D
         raise composition_error(exc) from None
 
 
+def first_run(overrides: Sequence[str]) -> list[str]:
+    """The overrides of a sweep's first run: each `key=a,b,...` (or other sweep) at its first
+    value, the rest as given. Raises Hydra's own error on text its grammar does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [
+        f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
+        for o in parsed
+    ]
+
+
 def composition_error(exc: Exception) -> DllmError:
     """Hydra's multi-line composition error as dllm's one line: an unknown option of a group
     names the known ones, an unknown key the closest existing keys (Hydra would suggest adding

@@ -8,9 +8,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from dllm.config import compose
+from dllm.config import compose, first_run
 from dllm.run import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,12 +39,7 @@ COMMANDS = doc_commands()
 
 
 def first_of_each_sweep(words: list[str]) -> list[str]:
-    items = [w for w in words if not w.startswith("-") and not w.startswith(("hydra.", "hydra/"))]
-    parsed = OverridesParser.create().parse_overrides(items)
-    return [
-        f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
-        for o in parsed
-    ]
+    return first_run([w for w in words if not w.startswith("-") and not w.startswith(("hydra.", "hydra/"))])
 
 
 def test_the_docs_show_commands_to_check():

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from dllm.cli.common import reports_user_errors, setup_logging
 from dllm.cli.runs import OVERRIDE
-from dllm.config import compose
+from dllm.config import compose, first_run
 from dllm.distributed import launched_world_size
 from dllm.errors import DllmError
 from dllm.interrupt import TrainingInterrupted
@@ -118,17 +118,11 @@ def check_overrides(argv: list[str]) -> None:
     an unknown option or key is one dllm line (`did you mean ...`) rather than Hydra's advice to
     add the typo with `+`. A command line dllm cannot compose alone (another config, Hydra's
     own sweepers) is left to Hydra."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     if any(arg.split("=", 1)[0] in HYDRA_CONFIG_FLAGS for arg in argv):
         return
     items = [arg for arg in argv if not arg.startswith("-") and OVERRIDE.fullmatch(arg)]
     try:
-        parsed = OverridesParser.create().parse_overrides(items)
-        first = [
-            f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
-            for o in parsed
-        ]
+        first = first_run(items)
     except Exception:  # Hydra's grammar errors and sweeps it expands itself: Hydra reports those
         return
     compose(first)
