@@ -14,6 +14,8 @@ class Call:
     cache_capacity: int  # the cache's buffer size after the call (0: no cache)
     replace_position: int | None
     logits: torch.Tensor
+    read_length: int | None = None  # a per-row slot cache: the columns the forward attended
+
 
     @property
     def length(self) -> int:
@@ -33,10 +35,14 @@ class RecordingModel(torch.nn.Module):
     def inputs(self) -> list[torch.Tensor]:
         return [call.input_ids for call in self.calls]
 
-    def forward(self, input_ids, past_key_values=None, replace_position=None, **kwargs):
+    def forward(self, input_ids, past_key_values=None, replace_position=None, logits_slice=None, **kwargs):
         length = past_key_values.length if past_key_values is not None else None
-        out = self.inner(input_ids, past_key_values=past_key_values, replace_position=replace_position, **kwargs)
+        out = self.inner(
+            input_ids, past_key_values=past_key_values, replace_position=replace_position, logits_slice=logits_slice,
+            **kwargs,
+        )  # fmt: skip
         keys = past_key_values.keys[0] if past_key_values is not None else None
         capacity = keys.shape[2] if keys is not None else 0
-        self.calls.append(Call(input_ids.clone(), length, capacity, replace_position, out.logits.detach().clone()))
+        read = getattr(past_key_values, "read_length", None)
+        self.calls.append(Call(input_ids.clone(), length, capacity, replace_position, out.logits.detach().clone(), read))
         return out

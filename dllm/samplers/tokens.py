@@ -54,16 +54,27 @@ def filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
 
 
 def categorical_sample(
-    logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None, mask_id: int
+    logits: Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | list[torch.Generator | None] | None,
+    mask_id: int,
 ) -> tuple[Tensor, Tensor]:
     """(tokens [...], probabilities [..., V] they were drawn from) for [..., V] logits: greedy
-    at temperature 0, else softmax(logits / T) after top-k / top-p, one multinomial draw each."""
+    at temperature 0, else softmax(logits / T) after top-k / top-p, one multinomial draw each
+    (`generator` a list: row b of [B, ...] logits draws from `generator[b]`)."""
     logits = logits.float().clone()
     logits[..., mask_id] = -torch.inf
     if temperature > 0:
         logits = logits / temperature
     probs = filter_top_k_top_p(logits, top_k, top_p).softmax(-1)
-    if temperature > 0:
+    if temperature > 0 and isinstance(generator, list):
+        tokens = torch.stack(
+            [torch.multinomial(row.reshape(-1, row.shape[-1]), 1, generator=g).view(row.shape[:-1])
+             for row, g in zip(probs, generator, strict=True)]
+        )  # fmt: skip
+    elif temperature > 0:
         flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
         tokens = flat.view(probs.shape[:-1])
     else:
