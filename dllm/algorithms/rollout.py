@@ -195,12 +195,16 @@ def collect_rollout(
     gen_length: int,
     device: torch.device,
     reward_timeout_s: float | None = None,
+    max_batch_rows: int | None = None,
 ) -> tuple[Rollout, RolloutStats]:
     """Decode `group_size` completions of `gen_length` tokens for each of `prompts` with
-    `sampler` from the live weights, and score them with `reward` (guarded: see `score_batch`)."""
+    `sampler` from the live weights, at most `max_batch_rows` at once (see `decode_batch`), and
+    score them with `reward` (guarded: see `score_batch`)."""
     examples = [example for example in prompts for _ in range(group_size)]
     prompt_texts = [e.prompt for e in examples]
-    decoded = decode_batch(model, tokenizer, sampler, prompt_texts, gen_length, generator, device=device)
+    decoded = decode_batch(
+        model, tokenizer, sampler, prompt_texts, gen_length, generator, device=device, max_batch_rows=max_batch_rows
+    )
     rollout = rollout_from_output(
         model, decoded.prompt_ids, decoded.prompt_mask, decoded.output, tokenizer.eos_token_id, group_size
     )

@@ -97,6 +97,13 @@ class Lanes:
         return self.starts[slot] + self.block_length >= self.width
 
 
+def row_generators(generator: torch.Generator, rows: int) -> list[torch.Generator]:
+    """`rows` generators seeded from `generator`: each row of a decoding samples from its own, so its
+    tokens do not depend on the rows it is batched with (nor on `max_batch_rows`)."""
+    seeds = torch.randint(2**62, (rows,), generator=generator, device=generator.device).tolist()
+    return [torch.Generator(device=generator.device).manual_seed(seed) for seed in seeds]
+
+
 class RowRandomness:
     """Where each row's random draws come from: `generator` is one `torch.Generator` shared by the
     batch (rows draw in slot order), a list with one per canvas row, or None (the global one)."""
