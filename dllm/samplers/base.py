@@ -292,6 +292,14 @@ class Decoding:
             **common,
         )
 
+    def last_columns(self) -> list[int]:
+        """Per row, the column after the last one it decodes: after its G tokens (full attention),
+        or at the end of the block holding its last one (block models: blocks from its position 0)."""
+        ends = self.completion_start + self.gen_length
+        if self.block_size is not None:
+            ends = self.prompt_length + (ends - self.prompt_length + self.block_size - 1) // self.block_size * self.block_size
+        return ends.tolist()
+
     def completion(self) -> tuple[Tensor, Tensor]:
         """Each row's G generated tokens and their steps, [B, G] each (from its own first generated column)."""
         return self._from_completion_start(0, self.gen_length)

@@ -142,7 +142,7 @@ class DiffusionSampler(Sampler):
         block_length, steps_per_block = self.layout(gen_length, model.block_size)
         cache = self.make_cache(model)
         batch, device = state.x.shape[0], state.x.device
-        lanes = Lanes(batch, max_batch_rows, state.prompt_length, state.x.shape[1], block_length)
+        lanes = Lanes(batch, max_batch_rows, state.prompt_length, state.last_columns(), block_length)
         randomness = RowRandomness(generator, batch)
         quotas = torch.zeros((batch, steps_per_block), dtype=torch.long, device=device)
         while True:

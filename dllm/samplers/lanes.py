@@ -27,12 +27,13 @@ class Lanes:
     within that block, and whether its finished block is yet to be committed (block cache).
     Host-side lists: each step's scheduling decisions come from one small status read."""
 
-    def __init__(self, batch: int, capacity: int | None, first_block: int, width: int, block_length: int) -> None:
+    def __init__(self, batch: int, capacity: int | None, first_block: int, ends: list[int], block_length: int) -> None:
+        """`ends`: each row's last column to decode, plus one: its last block ends there."""
         if capacity is not None and capacity < 1:
             raise ConfigError(f"max_batch_rows must be a positive number of rows (or null: all rows), got {capacity}")
         self.capacity = min(capacity or batch, batch)
         self.first_block = first_block
-        self.width = width
+        self.ends = ends
         self.block_length = block_length
         self.waiting = deque(range(batch))
         self.rows: list[int] = []
@@ -66,19 +67,21 @@ class Lanes:
         return filled
 
     def release(self, slots: list[int]) -> list[int] | None:
-        """Free `slots` (their rows are done). When no row is waiting to take them, drop them and
-        return the slots kept, in order (the caller shrinks its per-slot state the same way)."""
-        if not slots:
+        """Free `slots` (their rows are done): as many as there are waiting rows stay, to take them;
+        the others are dropped, and then the slots kept are returned, in order (the caller shrinks
+        its per-slot state the same way)."""
+        slots = sorted(slots)
+        refill = len(self.waiting) - len(self.free)
+        self.free.extend(slots[: max(refill, 0)])
+        gone = set(slots[max(refill, 0) :])
+        if not gone:
             return None
-        if self.waiting:
-            self.free.extend(sorted(slots))
-            return None
-        gone = set(slots) | set(self.free)
         kept = [slot for slot in range(len(self.rows)) if slot not in gone]
         for name in ("rows", "starts", "block_steps", "committing"):
             values = getattr(self, name)
             setattr(self, name, [values[slot] for slot in kept])
-        self.free = []
+        renumber = {slot: index for index, slot in enumerate(kept)}
+        self.free = [renumber[slot] for slot in self.free]
         self.device_rows = None
         return kept
 
@@ -94,7 +97,7 @@ class Lanes:
         return starts[:, None] + torch.arange(self.block_length, device=device)
 
     def is_last_block(self, slot: int) -> bool:
-        return self.starts[slot] + self.block_length >= self.width
+        return self.starts[slot] + self.block_length >= self.ends[self.rows[slot]]
 
 
 def row_generators(generator: torch.Generator, rows: int) -> list[torch.Generator]:
