@@ -79,6 +79,7 @@ CONTINUOUS = (8, 32)
 ROLLOUT = ["algorithm=tracerl", "model=sdar_small", "sampler=sdar", "algorithm.max_rollout_tries=1"]
 ROLLOUT_SIZES = {"prompts_per_rollout": 16, "group_size": 8, "gen_length": 256}
 QUICK_ROLLOUT_SIZES = {"prompts_per_rollout": 2, "group_size": 4, "gen_length": 32}
+ROLLOUT_DRAWS = 3
 
 
 def quick() -> bool:
@@ -158,9 +159,9 @@ def measure_decoding(plan: dict) -> dict[str, dict]:
     return results
 
 
-def measure_rollout(sizes: dict) -> dict:
-    """One TraceRL rollout (`RL.draw`, as the training loop calls it) of `sizes`: seconds, completions,
-    the rollout's logged nfe and mean response length."""
+def measure_rollout(sizes: dict) -> list[dict]:
+    """`ROLLOUT_DRAWS` TraceRL rollouts (`RL.draw`, as the training loop calls it) of `sizes`, each:
+    seconds, completions, the rollout's logged nfe and mean response length."""
     from dllm.algorithms.base import TrainContext
     from dllm.config import compose
     from dllm.run import plan
@@ -173,17 +174,20 @@ def measure_rollout(sizes: dict) -> dict:
         micro_batch_size=8, rng=random.Random(0), generator=torch.Generator().manual_seed(0),
         device=torch.device("cpu"),
     )  # fmt: skip
-    begin = time.perf_counter()
-    _, metrics = run.algorithm.draw(ctx)
-    seconds = time.perf_counter() - begin
-    return {
-        "seconds": seconds,
-        "completions": sizes["prompts_per_rollout"] * sizes["group_size"],
-        "gen_length": sizes["gen_length"],
-        "nfe": metrics.get("rollout_nfe"),
-        "response_length": metrics.get("response_length"),
-        "decode_seconds": metrics.get("rollout_time"),
-    }
+    draws = []
+    for _ in range(ROLLOUT_DRAWS):  # each draws the next prompts: the same sequence in every tree
+        begin = time.perf_counter()
+        _, metrics = run.algorithm.draw(ctx)
+        seconds = time.perf_counter() - begin
+        draws.append({
+            "seconds": seconds,
+            "completions": sizes["prompts_per_rollout"] * sizes["group_size"],
+            "gen_length": sizes["gen_length"],
+            "nfe": metrics.get("rollout_nfe"),
+            "response_length": metrics.get("response_length"),
+            "decode_seconds": metrics.get("rollout_time"),
+        })  # fmt: skip
+    return draws
 
 
 def measure() -> dict:
@@ -199,6 +203,7 @@ def measure() -> dict:
             "weight_scale": WEIGHT_SCALE,
             "head_scale": HEAD_SCALE,
             "rollout": ROLLOUT + [f"algorithm.{key}={value}" for key, value in sizes.items()],
+            "rollout_draws": ROLLOUT_DRAWS,
         },
     }
 
@@ -218,7 +223,7 @@ def compare(before: str, after: str, rounds: int = 1) -> None:
             record = json.loads(out.stdout.splitlines()[-1])
             for key, result in record["decoding"].items():
                 runs[name]["decoding"].setdefault(key, []).append(result)
-            runs[name]["rollout"].append(record["rollout"])
+            runs[name]["rollout"] += record["rollout"]
             settings = record["settings"]
     path = Path(__file__).resolve().parents[1] / ".benchmarks" / "batch_scaling.json"
     path.parent.mkdir(exist_ok=True)

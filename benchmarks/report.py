@@ -352,7 +352,9 @@ def batch_scaling_section() -> list[str]:
         table,
     ) + [
         f"TraceRL rollout: one `RL.draw` (as training calls it) of `dllm-train {' '.join(settings['rollout'])}`",
-        "(temperature 1, EOS stopping on) on the confident sdar_small above; nfe: its logged `rollout_nfe`.",
+        "(temperature 1, EOS stopping on) on the confident sdar_small above, median seconds of every draw",
+        f"({settings['rollout_draws']} per round, each of the next prompts); nfe: the logged `rollout_nfe`, mean over",
+        "the draws.",
         "",
         "| tree | completions x tokens | seconds | completions/s | vs before | nfe | mean length |",
         "|---|---|---|---|---|---|---|",

@@ -77,10 +77,9 @@ def test_batch_scaling(benchmark):
     from batch_scaling_probe import measure
 
     results = benchmark.pedantic(measure, rounds=1, iterations=1)
-    rollout = results["rollout"]
     benchmark.extra_info.update(
         group="batch_scaling",
         tokens_per_s={key: r["tokens"] / r["seconds"] for key, r in results["decoding"].items()},
         nfe={key: r["nfe"] for key, r in results["decoding"].items()},
-        rollout_completions_per_s=rollout["completions"] / rollout["seconds"],
+        rollout_completions_per_s=[r["completions"] / r["seconds"] for r in results["rollout"]],
     )
