@@ -168,7 +168,13 @@ def evaluate(
     header = {
         "dllm_eval_progress": PROGRESS_VERSION,
         "fingerprint": _fingerprint(
-            examples, sampler, reward, task.gen_length, seed, batch_size, samples_per_prompt,
+            examples,
+            sampler,
+            reward,
+            task.gen_length,
+            seed,
+            batch_size,
+            samples_per_prompt,
             # rows that progress on their own draw from their own generators: the limit changes nothing
             fingerprint if sampler.per_row_progress else [fingerprint, max_batch_rows],
         ),  # fmt: skip

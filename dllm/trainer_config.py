@@ -62,7 +62,8 @@ class StageSettings:
             )
         if self.max_batch_rows is not None and self.max_batch_rows < 1:
             raise ConfigError(
-                f"trainer.max_batch_rows ({self.max_batch_rows}) must be a positive number of rows, or null (all at once)"
+                f"trainer.max_batch_rows ({self.max_batch_rows}) must be a positive number of rows, or null (all "
+                "at once)"
             )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")

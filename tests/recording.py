@@ -16,7 +16,6 @@ class Call:
     logits: torch.Tensor
     read_length: int | None = None  # a per-row slot cache: the columns the forward attended
 
-
     @property
     def length(self) -> int:
         return self.input_ids.shape[1]

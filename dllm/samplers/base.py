@@ -143,8 +143,10 @@ class Sampler(ABC):
             return GenerationOutput.concatenate(
                 [
                     self.generate(
-                        model, prompt_ids[i : i + max_batch_rows],
-                        None if attention_mask is None else attention_mask[i : i + max_batch_rows], gen_length,
+                        model,
+                        prompt_ids[i : i + max_batch_rows],
+                        None if attention_mask is None else attention_mask[i : i + max_batch_rows],
+                        gen_length,
                         generator,
                     )  # fmt: skip
                     for i in chunks
@@ -297,7 +299,8 @@ class Decoding:
         or at the end of the block holding its last one (block models: blocks from its position 0)."""
         ends = self.completion_start + self.gen_length
         if self.block_size is not None:
-            ends = self.prompt_length + (ends - self.prompt_length + self.block_size - 1) // self.block_size * self.block_size
+            blocks = (ends - self.prompt_length + self.block_size - 1) // self.block_size
+            ends = self.prompt_length + blocks * self.block_size
         return ends.tolist()
 
     def completion(self) -> tuple[Tensor, Tensor]:
@@ -371,7 +374,8 @@ class Decoding:
         overhang, overhang_steps = self.overhang()
         return GenerationOutput(
             sequences, step_map, self.nfe, self.block_size, overhang, overhang_steps, raw_completions=raw,
-            row_nfe=torch.tensor(self.row_nfe, dtype=torch.long),
+            # a decoder that counts `nfe` alone (rows in lockstep): each row took part in every forward
+            row_nfe=torch.tensor(self.row_nfe, dtype=torch.long) if any(self.row_nfe) else None,
         )  # fmt: skip
 
 

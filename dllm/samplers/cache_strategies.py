@@ -139,22 +139,22 @@ class NoCache(CacheStrategy):
         else:
             forward_lengths = [state.x.shape[1]] * len(lanes)
         stop = max(forward_lengths)
-        x, keys = state.x[rows, :stop], state.key_mask[rows, :stop]
+        x = state.x[rows, :stop]
+        keys = state.key_mask[rows, :stop] if _padded(state) else None  # None: no mask, and no check of one
         positions = state.position_ids[rows, :stop] if state.position_ids is not None else None
         read = lanes.columns(state.x.device, -shift)
         offsets = [start - shift for start in lanes.starts]
         if self.cfg_scale <= 0:
             state.count_forward(lanes.rows)
-            logits = run_model(
-                model, read, x, attention_mask=keys, position_ids=positions, block_size=state.block_size
-            )
+            logits = run_model(model, read, x, attention_mask=keys, position_ids=positions, block_size=state.block_size)
             return BlockLogits(logits, forward_lengths, offsets)
         unconditional = x.clone()
         unconditional[:, : state.prompt_length] = state.mask_id
         both_positions = torch.cat([positions, positions]) if positions is not None else None
         logits = run_model(
-            model, torch.cat([read, read]), torch.cat([x, unconditional]), attention_mask=torch.cat([keys, keys]),
-            position_ids=both_positions, block_size=state.block_size,
+            model, torch.cat([read, read]), torch.cat([x, unconditional]),
+            attention_mask=None if keys is None else torch.cat([keys, keys]), position_ids=both_positions,
+            block_size=state.block_size,
         )  # fmt: skip
         state.count_forward(lanes.rows)
         state.count_forward(lanes.rows)
@@ -227,7 +227,7 @@ class ApproximateCache(SlotCache):
         raise NotImplementedError
 
     def block_logits(self, model, state, lanes):
-        device, width, block = state.x.device, state.x.shape[1], lanes.block_length
+        device, width = state.x.device, state.x.shape[1]
         forward_lengths, offsets = [width] * len(lanes), [0] * len(lanes)
         fresh = [slot for slot, steps in enumerate(lanes.block_steps) if steps == 0]
         later = [slot for slot, steps in enumerate(lanes.block_steps) if steps > 0]

@@ -208,10 +208,8 @@ class DiffusionSampler(Sampler):
         logits = forward.logits if every else forward.logits[index]
         masked = state.x[rows[:, None], columns] == state.mask_id
         block_steps = [lanes.block_steps[slot] for slot in stepping]
-        noise = StepNoise(
-            randomness, row_list, [forward.forward_lengths[s] for s in stepping], [forward.offsets[s] for s in stepping],
-            lanes.block_length, self.noise_over_forward, device,
-        )  # fmt: skip
+        lengths, offsets = [forward.forward_lengths[s] for s in stepping], [forward.offsets[s] for s in stepping]
+        noise = StepNoise(randomness, row_list, lengths, offsets, lanes.block_length, self.noise_over_forward, device)
         tokens, probs = self.propose(logits, noise, block_steps, randomness.for_rows(row_list), state.mask_id)
         score_noise = noise.uniform((), torch.float32) if self.policy.score == "random" else None
         steps = torch.tensor(block_steps, device=device)

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
 
 from dllm.errors import ConfigError
 from dllm.samplers.base import SAMPLERS

@@ -2,12 +2,13 @@
 
 The numbers in `recorded_rl_losses.json` were written by the RL loop before it was split into
 advantage, objective, filter and critic components (issue 16); any reshaping of the loop must
-reproduce them. Re-recorded once for issue 17, when rollouts began drawing each row's noise from
-its own generator (rows decode at their own pace, so a shared generator's draws would depend on
-the batch): the rollouts changed, not the losses computed on them. Conditions: CPU, float32, the shipped sampler defaults (EOS stopping on), ragged
-prompts (the addition task's), three optimizer steps of two micro-batches each, weight decay 0
-(so that an optimizer change does not move them). Re-record only for an intended change of the
-numbers: `DLLM_RECORD=1 pytest tests/unit/algorithms/test_rl_recorded.py`.
+reproduce them. Re-recorded once for issue 17, when rollouts began drawing each row's noise from its
+own generator (rows decode at their own pace, so a shared generator's draws would depend on the
+batch): the rollouts changed, not the losses computed on them. Conditions: CPU, float32, the shipped
+sampler defaults (EOS stopping on), ragged prompts (the addition task's), three optimizer steps of
+two micro-batches each, weight decay 0 (so that an optimizer change does not move them). Re-record
+only for an intended change of the numbers: `DLLM_RECORD=1 pytest
+tests/unit/algorithms/test_rl_recorded.py`.
 """
 
 from __future__ import annotations
