@@ -2,8 +2,8 @@
 
 A sampler turns prompts into completions by iterative unmasking. It returns the completions
 as users read them (EOS after a stopped row's EOS) and the raw trajectory (`raw_completions`,
-and `step_map`: the global step at which each position was revealed), which RL estimators replay.
-"""
+and `step_map`: the step of its row's decoding at which each position was revealed), which RL
+estimators replay. Rows decode at their own pace (`dllm.samplers.lanes`)."""
 
 from __future__ import annotations
 
