@@ -92,6 +92,7 @@ class RowSlotCache:
         self.values: list[Tensor | None] = [None] * num_layers
         self.write_columns: Tensor | None = None
         self.read_length = columns  # the forward attends columns [0, read_length)
+        self._index: tuple[Tensor, Tensor] | None = None  # (write_columns, its expansion), shared by the layers
 
     @property
     def length(self) -> int:
@@ -106,7 +107,10 @@ class RowSlotCache:
         self, layer: int, k: Tensor, v: Tensor, commit: bool, replace_position: int | None
     ) -> tuple[Tensor, Tensor]:
         self._allocate(layer, k.shape[0], k)
-        index = self.write_columns[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        if self._index is None or self._index[0] is not self.write_columns:
+            expanded = self.write_columns[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            self._index = (self.write_columns, expanded)
+        index = self._index[1]
         self.keys[layer].scatter_(2, index, k)
         self.values[layer].scatter_(2, index, v)
         return self.keys[layer][:, :, : self.read_length], self.values[layer][:, :, : self.read_length]

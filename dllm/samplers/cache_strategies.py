@@ -199,9 +199,10 @@ class SlotCache(CacheStrategy):
         rows = lanes.row_tensor(state.x.device)
         cache = self.slot_cache(model, state)
         cache.write_columns = writes
-        positions = state.position_ids[rows[:, None], columns] if state.position_ids is not None else columns
+        at = rows[:, None] * state.x.shape[1] + columns
+        positions = state.position_ids.reshape(-1).take(at) if state.position_ids is not None else columns
         return run_model(
-            model, read, state.x[rows[:, None], columns], attention_mask=mask, position_ids=positions,
+            model, read, state.x.view(-1).take(at), attention_mask=mask, position_ids=positions,
             past_key_values=cache, use_cache=True, block_size=state.block_size,
         )  # fmt: skip
 

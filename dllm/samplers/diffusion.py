@@ -182,7 +182,7 @@ class DiffusionSampler(Sampler):
         """Each step's quota for the blocks `slots` just entered, in their rows of `quotas` [B, steps]."""
         index = torch.tensor(slots, device=state.x.device)
         rows = lanes.row_tensor(state.x.device)[index]
-        counts = (state.x[rows[:, None], lanes.columns(state.x.device)[index]] == state.mask_id).sum(1)
+        counts = (state.tokens_at(rows, lanes.columns(state.x.device)[index]) == state.mask_id).sum(1)
         if self.quota_of_whole_block:
             counts = torch.full_like(counts, lanes.block_length)
         quotas[rows] = transfer_schedule(counts, quotas.shape[1])
@@ -206,7 +206,7 @@ class DiffusionSampler(Sampler):
         row_list = [lanes.rows[slot] for slot in stepping]
         columns = lanes.columns(device) if every else lanes.columns(device)[index]
         logits = forward.logits if every else forward.logits[index]
-        masked = state.x[rows[:, None], columns] == state.mask_id
+        masked = state.tokens_at(rows, columns) == state.mask_id
         block_steps = [lanes.block_steps[slot] for slot in stepping]
         lengths, offsets = [forward.forward_lengths[s] for s in stepping], [forward.offsets[s] for s in stepping]
         noise = StepNoise(randomness, row_list, lengths, offsets, lanes.block_length, self.noise_over_forward, device)

@@ -42,6 +42,7 @@ class Lanes:
         self.committing: list[bool] = []
         self.free: list[int] = []
         self.device_rows: Tensor | None = None
+        self._columns: tuple[tuple[int, ...], int, Tensor] | None = None  # the last `columns`, while starts hold
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -92,9 +93,12 @@ class Lanes:
         return self.device_rows
 
     def columns(self, device: torch.device, shift: int = 0) -> Tensor:
-        """[S, block_length] the columns of each slot's block, moved by `shift`."""
-        starts = torch.tensor(self.starts, device=device) + shift
-        return starts[:, None] + torch.arange(self.block_length, device=device)
+        """[S, block_length] the columns of each slot's block, moved by `shift` (built once per step)."""
+        key = tuple(self.starts)
+        if self._columns is None or self._columns[:2] != (key, shift):
+            starts = torch.tensor(key, device=device) + shift
+            self._columns = (key, shift, starts[:, None] + torch.arange(self.block_length, device=device))
+        return self._columns[2]
 
     def is_last_block(self, slot: int) -> bool:
         return self.starts[slot] + self.block_length >= self.ends[self.rows[slot]]
