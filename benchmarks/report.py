@@ -147,6 +147,7 @@ def optional_sections(data: dict) -> list[list[str]]:
             rl_update_section(data),
             trained_decoding_section(),
             decode_overhead_section(),
+            batch_scaling_section(),
             distributed_section(data),
         )
         if section
@@ -273,6 +274,93 @@ def decode_overhead_section() -> list[str]:
         ["case", "before (ms)", "after (ms)", "speed-up"],
         table,
     )
+
+
+def batch_scaling_section() -> list[str]:
+    """Throughput at batch 1, 8 and 32 and a TraceRL rollout's, two versions side by side
+    (benchmarks/batch_scaling_probe.py)."""
+    from statistics import mean, median
+
+    path = Path(__file__).resolve().parents[1] / ".benchmarks" / "batch_scaling.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    settings, trees = record["settings"], record["trees"]
+
+    def rate(rounds: list[dict]) -> float:
+        return rounds[0]["tokens"] / median(r["seconds"] for r in rounds)
+
+    table = []
+    for gen_length, plan in settings["plan"].items():
+        for case in plan["cases"]:
+            for name in ("before", "after"):
+                runs = record["runs"][name]["decoding"]
+                key = f"{case} | {gen_length} | "
+                if key + "b1" not in runs:
+                    continue
+                base = rate(runs[key + "b1"])
+                batches = [b for b in ("b8", "b32", "continuous b8", "continuous b32") if key + b in runs]
+                ratios = {b: f"{rate(runs[key + b]) / base:.2f}×" for b in batches}
+                forwards = " / ".join(
+                    f"{mean(n for r in runs[key + b] for n in r['nfe']):.0f}"
+                    for b in ("b1", "b8", "b32")
+                    if key + b in runs
+                )
+                table.append(
+                    f"| {case} | {gen_length} | {name} | {base:.0f} | "
+                    + " | ".join(ratios.get(b, "—") for b in ("b8", "b32", "continuous b8", "continuous b32"))
+                    + f" | {forwards} |"
+                )
+    rows = {
+        gen: ", ".join(f"{n} at batch {b}" for b, n in plan["rows"].items()) for gen, plan in settings["plan"].items()
+    }
+    rollout = {name: record["runs"][name]["rollout"] for name in ("before", "after")}
+    speed = {name: r[0]["completions"] / median(x["seconds"] for x in r) for name, r in rollout.items() if r}
+    rollout_rows = [
+        f"| {name} | {r[0]['completions']} x {r[0]['gen_length']} | {median(x['seconds'] for x in r):.2f} | "
+        f"{speed[name]:.1f} | {speed[name] / speed['before']:.2f}× | {mean(x['nfe'] for x in r):.0f} | "
+        f"{mean(x['response_length'] for x in r):.0f} |"
+        for name, r in rollout.items()
+        if r
+    ]
+    quick = ["**Quick mode (`BATCH_PROBE_QUICK=1`): shrunk cases that check the harness, not a measurement.**"]
+    return table_section(
+        "Batch scaling on a confident model (`benchmarks/batch_scaling_probe.py`)",
+        [
+            *(quick if settings["quick"] else []),
+            f"Two source trees alternated in one run, `{trees['before']}` before and `{trees['after']}` after, one",
+            "thread. llada_small / sdar_small at width 64, 2 layers, seeded, every linear layer scaled by",
+            f"{settings['weight_scale']:g} and the head by {settings['head_scale']:g} (confident, context-dependent).",
+            "The same ragged prompts (12-16 tokens) decoded in chunks of B rows, EOS stopping off; rows decoded",
+            f"per batch: {'; '.join(f'{gen} tokens: {text}' for gen, text in rows.items())} (the first prompts).",
+            "Continuous bR: every prompt in one call with `max_batch_rows=R` (trees that have it).",
+            "Forwards: `nfe` per `generate` call at batch 1 / 8 / 32 (batch 1: one row's). fixed: fast_dllm at",
+            "4 tokens per step; 0.9: threshold 0.9; blocks of 32; llada one token per step; sdar: the sampler's",
+            "defaults (4-token blocks, 4 steps, dynamic threshold 0.85). Speed-ups: throughput over batch 1's.",
+        ],
+        [
+            "case",
+            "tokens",
+            "tree",
+            "b1 tokens/s",
+            "b8",
+            "b32",
+            "continuous b8",
+            "continuous b32",
+            "forwards b1 / b8 / b32",
+        ],
+        table,
+    ) + [
+        f"TraceRL rollout: one `RL.draw` (as training calls it) of `dllm-train {' '.join(settings['rollout'])}`",
+        "(temperature 1, EOS stopping on) on the confident sdar_small above, median seconds of every draw",
+        f"({settings['rollout_draws']} per round, each of the next prompts); nfe: the logged `rollout_nfe`, mean over",
+        "the draws.",
+        "",
+        "| tree | completions x tokens | seconds | completions/s | vs before | nfe | mean length |",
+        "|---|---|---|---|---|---|---|",
+        *rollout_rows,
+        "",
+    ]
 
 
 def trained_decoding_section() -> list[str]:

@@ -69,3 +69,17 @@ def test_decode_overhead(benchmark):
 
     results = benchmark.pedantic(measure, args=(5,), rounds=1, iterations=1)
     benchmark.extra_info.update(group="decode_overhead", ms_per_forward={k: median(v) for k, v in results.items()})
+
+
+def test_batch_scaling(benchmark):
+    """Tokens/s at batch 1, 8 and 32 on a confident model, and a TraceRL rollout's completions/s
+    (`batch_scaling_probe.py`, one thread; BATCH_PROBE_QUICK=1 shrinks it)."""
+    from batch_scaling_probe import measure
+
+    results = benchmark.pedantic(measure, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        group="batch_scaling",
+        tokens_per_s={key: r["tokens"] / r["seconds"] for key, r in results["decoding"].items()},
+        nfe={key: r["nfe"] for key, r in results["decoding"].items()},
+        rollout_completions_per_s=[r["completions"] / r["seconds"] for r in results["rollout"]],
+    )

@@ -133,6 +133,7 @@ def evaluate(
     reward_timeout_s: float | None = None,
     show_progress: bool = False,
     collective=None,
+    max_batch_rows: int | None = None,
 ) -> EvalResult:
     """Decode every held-out prompt `samples_per_prompt` times with `sampler`, `batch_size`
     sequences per sampler call, and score the completions with `reward`.
@@ -144,7 +145,8 @@ def evaluate(
     prompts, sampler settings, seed, batch size or samples per prompt, is refused. `collective`
     (`dllm.distributed.Collective`, several processes): each process decodes every world-size-th
     batch and all get every record, so the numbers are a single process's (each batch seeds its
-    own generator by its index).
+    own generator by its index). `max_batch_rows`: at most that many of a batch's sequences decode
+    at once (`decode_batch`).
     """
     if batch_size < 1 or samples_per_prompt < 1:
         raise DllmError(f"batch_size ({batch_size}) and samples_per_prompt ({samples_per_prompt}) must be positive")
@@ -166,8 +168,16 @@ def evaluate(
     header = {
         "dllm_eval_progress": PROGRESS_VERSION,
         "fingerprint": _fingerprint(
-            examples, sampler, reward, task.gen_length, seed, batch_size, samples_per_prompt, fingerprint
-        ),
+            examples,
+            sampler,
+            reward,
+            task.gen_length,
+            seed,
+            batch_size,
+            samples_per_prompt,
+            # rows that progress on their own draw from their own generators: the limit changes nothing
+            fingerprint if sampler.per_row_progress else [fingerprint, max_batch_rows],
+        ),  # fmt: skip
         "num_prompts": len(examples),
         "samples_per_prompt": samples_per_prompt,
         "batch_size": batch_size,
@@ -198,8 +208,9 @@ def evaluate(
                 continue
             with advance_by_forwards(bar, model, len(batch), forwards):
                 record = _run_batch(
-                    model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, reward_timeout_s
-                )
+                    model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, reward_timeout_s,
+                    max_batch_rows,
+                )  # fmt: skip
             done[index] = record
             if progress is not None:
                 progress.append(record)
@@ -214,11 +225,15 @@ def evaluate(
     )
 
 
-def _run_batch(model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, timeout_s) -> dict:
+def _run_batch(
+    model, tokenizer, sampler, task, reward, examples, batch, index, seed, device, timeout_s, max_batch_rows
+) -> dict:
     """Decode and score one batch; the JSON-able record the progress file keeps."""
     chunk = [examples[p] for p, _ in batch]
     generator = torch.Generator(device=device).manual_seed(batch_seed(seed, index))
-    decoded = decode_batch(model, tokenizer, sampler, [e.prompt for e in chunk], task.gen_length, generator)
+    decoded = decode_batch(
+        model, tokenizer, sampler, [e.prompt for e in chunk], task.gen_length, generator, max_batch_rows=max_batch_rows
+    )
     texts, lengths, truncated = decoded.texts, decoded.lengths, decoded.truncated.tolist()
     fields = {**reward_fields(chunk), "truncated": truncated}
     scores, invalid = score_completions(reward, [e.prompt for e in chunk], texts, fields, timeout_s)

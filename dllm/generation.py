@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from dllm.samplers.base import GenerationOutput, Sampler
+from dllm.samplers.lanes import row_generators
 from dllm.text import chat_prompt, decode_completions, truncated
 
 
@@ -48,11 +49,15 @@ def decode_batch(
     *,
     chat_template: bool = False,
     device: torch.device | None = None,
+    max_batch_rows: int | None = None,
 ) -> DecodedBatch:
     """Decode `gen_length` tokens after each of `prompts` with `sampler`, the model in eval mode
     (its mode restored after). `chat_template`: wrap each prompt as a user message in the
     tokenizer's chat template, when it has one. `device`: where the prompts go (default: the
-    model's)."""
+    model's). `max_batch_rows`: at most that many rows decode at once (continuous batching: a
+    finished row's place goes to the next prompt; None: all at once). A sampler whose rows
+    progress on their own draws each row's noise from its own generator, seeded from
+    `generator`: a completion does not depend on the rows decoded beside it."""
     if chat_template and getattr(tokenizer, "chat_template", None):
         prompts = [chat_prompt(tokenizer, prompt) for prompt in prompts]
     device = device if device is not None else next(model.parameters()).device
@@ -61,8 +66,12 @@ def decode_batch(
     model.eval()
     try:
         began = time.perf_counter()
+        rows = batch["input_ids"].shape[0]
+        if sampler.per_row_progress and generator is not None:
+            generator = row_generators(generator, rows)
+        limit = {"max_batch_rows": max_batch_rows} if max_batch_rows is not None and max_batch_rows < rows else {}
         output = sampler.generate(
-            model, batch["input_ids"], batch["attention_mask"], gen_length=gen_length, generator=generator
+            model, batch["input_ids"], batch["attention_mask"], gen_length=gen_length, generator=generator, **limit
         )
         elapsed = time.perf_counter() - began
     finally:

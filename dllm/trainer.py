@@ -205,6 +205,7 @@ class Trainer:
             collective=self.dist,
             local_generator=self.local_generator,
             show_progress=self.shows_progress,
+            max_batch_rows=cfg.max_batch_rows,
         )
         if self.zero == 3:
             # The algorithm copies the policy at its start (frozen reference, value model); under
@@ -552,6 +553,7 @@ class Trainer:
             self.c.task,
             self.c.reward,
             batch_size=self.config.eval_batch_size,
+            max_batch_rows=self.config.max_batch_rows,
             collective=self.dist,
             show_progress=self.shows_progress,
         )

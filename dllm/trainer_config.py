@@ -40,6 +40,7 @@ class StageSettings:
     save_every: int = 0
     eval_every: int = 0
     eval_batch_size: int = 100
+    max_batch_rows: int | None = 64
 
     def __post_init__(self) -> None:
         self.check_stage()
@@ -58,6 +59,11 @@ class StageSettings:
             raise ConfigError(
                 f"trainer.warmup_steps ({self.warmup_steps}) must be >= 0 or null, and trainer.warmup_ratio "
                 f"({self.warmup_ratio}) in [0, 1)"
+            )
+        if self.max_batch_rows is not None and self.max_batch_rows < 1:
+            raise ConfigError(
+                f"trainer.max_batch_rows ({self.max_batch_rows}) must be a positive number of rows, or null (all "
+                "at once)"
             )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(f"trainer.lr ({self.lr}) must be > 0 and min_lr_ratio ({self.min_lr_ratio}) in [0, 1]")

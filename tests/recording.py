@@ -14,6 +14,7 @@ class Call:
     cache_capacity: int  # the cache's buffer size after the call (0: no cache)
     replace_position: int | None
     logits: torch.Tensor
+    read_length: int | None = None  # a per-row slot cache: the columns the forward attended
 
     @property
     def length(self) -> int:
@@ -33,10 +34,41 @@ class RecordingModel(torch.nn.Module):
     def inputs(self) -> list[torch.Tensor]:
         return [call.input_ids for call in self.calls]
 
-    def forward(self, input_ids, past_key_values=None, replace_position=None, **kwargs):
+    def forward(self, input_ids, past_key_values=None, replace_position=None, logits_slice=None, **kwargs):
         length = past_key_values.length if past_key_values is not None else None
-        out = self.inner(input_ids, past_key_values=past_key_values, replace_position=replace_position, **kwargs)
+        out = self.inner(
+            input_ids, past_key_values=past_key_values, replace_position=replace_position, logits_slice=logits_slice,
+            **kwargs,
+        )  # fmt: skip
         keys = past_key_values.keys[0] if past_key_values is not None else None
         capacity = keys.shape[2] if keys is not None else 0
-        self.calls.append(Call(input_ids.clone(), length, capacity, replace_position, out.logits.detach().clone()))
+        read = getattr(past_key_values, "read_length", None)
+        call = Call(input_ids.clone(), length, capacity, replace_position, out.logits.detach().clone(), read)
+        call.positions = logits_slice
+        self.calls.append(call)
         return out
+
+    def logits_at(self, call: int, row: int, position: int) -> torch.Tensor:
+        """The logits call `call` computed for input row `row` at input position `position`."""
+        record = self.calls[call]
+        if isinstance(record.positions, torch.Tensor):
+            (index,) = (record.positions[row] == position).nonzero()[:, 0].tolist()[:1]
+            return record.logits[row, index]
+        first = 0 if record.positions is None else record.positions.start or 0
+        return record.logits[row, position - first]
+
+    def row_forwards(self, prefix: torch.Tensor, known: torch.Tensor | None = None) -> list[list[tuple[int, int]]]:
+        """For each canvas row, the (call, input row) of every forward it took part in, in order.
+        Each row decodes at its own pace and leaves when done, so call k's row i need not be canvas
+        row i: rows are told apart by their first `prefix.shape[1]` columns (`prefix` [N, k], compared
+        where `known` [N, k]), and a forward holds its rows in canvas order (no `max_batch_rows`:
+        slots are never reused)."""
+        known = torch.ones_like(prefix, dtype=torch.bool) if known is None else known
+        seen: list[list[tuple[int, int]]] = [[] for _ in range(prefix.shape[0])]
+        for index, inputs in enumerate(self.inputs):
+            last = -1
+            for i, row in enumerate(inputs[:, : prefix.shape[1]]):
+                fits = ((prefix == row) | ~known).all(1).nonzero()[:, 0].tolist()
+                last = next(m for m in fits if m > last)
+                seen[last].append((index, i))
+        return seen

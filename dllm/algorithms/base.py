@@ -66,6 +66,7 @@ class TrainContext:
     collective: Any = None
     local_generator: torch.Generator | None = None
     show_progress: bool = False  # bars of the algorithm's own loops (rollouts): main process, trainer.progress
+    max_batch_rows: int | None = None  # rows a rollout decodes at once (continuous batching; None: all)
     step_applied: bool = True  # whether the last optimizer step updated the policy (False: a non-finite step skipped)
 
     def __post_init__(self) -> None:

@@ -217,6 +217,7 @@ class RL(Algorithm):
                 rollout, stats = collect_rollout(
                     ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
                     ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
+                    ctx.max_batch_rows,
                 )  # fmt: skip
             if self.curriculum is not None:
                 solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)

@@ -34,7 +34,10 @@ class Rollout:
     revealed each completion position; never revealed: after the last), `overhang` /
     `overhang_steps` [N, E] (block models: the tokens the sampler decoded after G to finish each
     row's last block, see `GenerationOutput`), `scored` [N, G] (the actions: completion tokens up
-    to and including the first EOS),
+    to and including the first EOS), `read_completions` [N, G] (the completions as users read them:
+    EOS after a stopped row's first EOS, where the trajectory holds whatever decoding left there;
+    the x_0 that masked-diffusion estimators train on, as a reference decoding every position
+    sees it; `completions_as_read()`),
     `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
     `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
@@ -53,6 +56,7 @@ class Rollout:
     mask_id: int
     overhang: Tensor | None = None
     overhang_steps: Tensor | None = None
+    read_completions: Tensor | None = None
     process_rewards: Tensor | None = None  # [N, G] step-level reward values at the tokens they name
     advantages: Tensor | None = None
     returns: Tensor | None = None
@@ -67,6 +71,10 @@ class Rollout:
     @property
     def completions(self) -> Tensor:
         return self.sequences[:, self.prompt_length :]
+
+    def completions_as_read(self) -> Tensor:
+        """[N, G] the completions as users read them (`read_completions`; the trajectory when unset)."""
+        return self.read_completions if self.read_completions is not None else self.completions
 
     def prompt_lengths(self) -> Tensor:
         """[N] real (unpadded) prompt tokens of each row."""
@@ -130,6 +138,7 @@ def rollout_from_output(
         mask_id=model.mask_token_id,
         overhang=output.overhang,
         overhang_steps=output.overhang_steps,
+        read_completions=output.completions(prompt_ids.shape[1]),
     )
 
 
@@ -195,12 +204,16 @@ def collect_rollout(
     gen_length: int,
     device: torch.device,
     reward_timeout_s: float | None = None,
+    max_batch_rows: int | None = None,
 ) -> tuple[Rollout, RolloutStats]:
     """Decode `group_size` completions of `gen_length` tokens for each of `prompts` with
-    `sampler` from the live weights, and score them with `reward` (guarded: see `score_batch`)."""
+    `sampler` from the live weights, at most `max_batch_rows` at once (see `decode_batch`), and
+    score them with `reward` (guarded: see `score_batch`)."""
     examples = [example for example in prompts for _ in range(group_size)]
     prompt_texts = [e.prompt for e in examples]
-    decoded = decode_batch(model, tokenizer, sampler, prompt_texts, gen_length, generator, device=device)
+    decoded = decode_batch(
+        model, tokenizer, sampler, prompt_texts, gen_length, generator, device=device, max_batch_rows=max_batch_rows
+    )
     rollout = rollout_from_output(
         model, decoded.prompt_ids, decoded.prompt_mask, decoded.output, tokenizer.eos_token_id, group_size
     )

@@ -27,6 +27,7 @@ from dllm.evaluation import EvalResult, evaluate, markdown_table
 from dllm.registry import registry
 from dllm.run import plan_evaluation
 from dllm.run_files import EVAL, EVAL_DIR, EVAL_PROGRESS, EVAL_TABLE
+from dllm.trainer_config import TrainerConfig
 
 logger = logging.getLogger("dllm.eval")
 
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     use_target_tokenizer(cfg, target, args.overrides)
     task, sampler, reward = plan_evaluation(cfg)
     batch_size = args.batch_size or cfg.trainer.eval_batch_size
+    max_batch_rows = cfg.trainer.get("max_batch_rows", TrainerConfig.max_batch_rows)
     fingerprint = evaluation_fingerprint(cfg, target, args.seed, args.num_samples, batch_size)
     out_dir = args.output_dir or default_output_dir(cfg, target, args.num_samples, fingerprint)
     progress = out_dir / EVAL_PROGRESS
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         fingerprint=fingerprint,
         reward_timeout_s=args.reward_timeout,
         show_progress=True,
+        max_batch_rows=max_batch_rows,
     )
     setup = setup_lines(cfg, target, args, batch_size)
     payload = json.dumps({**asdict(result), "setup": setup}, indent=2)

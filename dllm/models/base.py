@@ -94,7 +94,7 @@ class DiffusionLMMixin:
         use_cache: bool = False,
         replace_position: int | None = None,
         block_size: int | None = None,
-        logits_slice: slice | None = None,
+        logits_slice: slice | Tensor | None = None,
         **kwargs: Any,
     ) -> DiffusionLMOutput | ValueOutput:
         """Logits [B, L, V] as the architecture computes them (see `shift_logits`).
@@ -104,12 +104,17 @@ class DiffusionLMMixin:
         model applies its block-causal mask, over blocks of `block_size` when given (decoding
         with another block size than the checkpoint's), else of its own. Caching: see
         `dllm.models.cache`. `logits_slice`: the positions given logits (values), `[:, logits_slice]`
-        of the full output (None: all); a decoder reads only its block, and a forward that only
-        fills the cache reads none (`slice(0, 0)`): the head, over a large vocabulary, is skipped."""
+        of the full output (None: all), or per row, a [B, K] tensor of positions (`[b, K]` ->
+        logits [B, K, V]); a decoder reads only its block, and a forward that only fills the cache
+        reads none (`slice(0, 0)`): the head, over a large vocabulary, is skipped."""
         hidden, cache = self.run_backbone(
             input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position, block_size
         )
-        return self.head_output(hidden if logits_slice is None else hidden[:, logits_slice], cache)
+        if isinstance(logits_slice, Tensor):
+            hidden = hidden.gather(1, logits_slice[..., None].expand(-1, -1, hidden.shape[-1]))
+        elif logits_slice is not None:
+            hidden = hidden[:, logits_slice]
+        return self.head_output(hidden, cache)
 
 
 class ValueModelMixin(DiffusionLMMixin):

@@ -6,6 +6,10 @@ Semantics of a forward with `past_key_values=cache`:
   cache as it was (a block diffusion model's noisy block, re-decoded every step);
 - `replace_position=s` writes the current tokens at slots [s, s+L) of the cache, in place,
   instead of after it (Fast-dLLM's dual cache: prefix and suffix cached, the block recomputed).
+
+`RowSlotCache` is the per-row layout a decoder with per-row progress uses: every row owns a
+preallocated buffer of the whole canvas, each forward writes each row's tokens at that row's own
+columns (`write_columns`), and the caller's [B, 1, Lq, Lk] mask says which columns each row reads.
 """
 
 from __future__ import annotations
@@ -69,6 +73,62 @@ class KVCache:
         if commit:
             self.lengths[layer] = n + added
         return self.keys[layer][:, :, : n + added], self.values[layer][:, :, : n + added]
+
+
+class RowSlotCache:
+    """Keys and values per layer, [S, H_kv, C + 1, D]: one slot per decoding row, a preallocated
+    buffer over the row's whole canvas of C columns (column C takes writes to be discarded). A
+    forward runs one query row per slot; before it the decoder sets `write_columns` [S, Lq]: the
+    column each query token's keys go to (C: nowhere). The forward attends every column
+    [S, H, `read_length`, D]; its mask (given by the decoder) decides which columns each row reads, so rows at
+    different positions share one forward and memory is bounded by the slots, not the prompts."""
+
+    # a forward over this cache takes its mask from the caller (None: every column it reads)
+    caller_masks = True
+
+    def __init__(self, num_layers: int, columns: int) -> None:
+        self.columns = columns
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+        self.write_columns: Tensor | None = None
+        self.read_length = columns  # the forward attends columns [0, read_length)
+        self._index: tuple[Tensor, Tensor] | None = None  # (write_columns, its expansion), shared by the layers
+
+    @property
+    def length(self) -> int:
+        return self.columns
+
+    def _allocate(self, layer: int, slots: int, like: Tensor) -> None:
+        if self.keys[layer] is None or self.keys[layer].shape[0] != slots:
+            shape = (slots, like.shape[1], self.columns + 1, like.shape[3])
+            self.keys[layer], self.values[layer] = like.new_zeros(shape), like.new_zeros(shape)
+
+    def extend(
+        self, layer: int, k: Tensor, v: Tensor, commit: bool, replace_position: int | None
+    ) -> tuple[Tensor, Tensor]:
+        self._allocate(layer, k.shape[0], k)
+        if self._index is None or self._index[0] is not self.write_columns:
+            expanded = self.write_columns[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            self._index = (self.write_columns, expanded)
+        index = self._index[1]
+        self.keys[layer].scatter_(2, index, k)
+        self.values[layer].scatter_(2, index, v)
+        return self.keys[layer][:, :, : self.read_length], self.values[layer][:, :, : self.read_length]
+
+    def place(self, slots: Tensor, cache: KVCache, slot_count: int) -> None:
+        """Copy a plain cache's keys and values of rows decoded apart (one per entry of `slots`)
+        into those slots, from column 0."""
+        for layer in range(len(self.keys)):
+            keys, values = cache.layer(layer)
+            self._allocate(layer, slot_count, keys)
+            self.keys[layer][slots, :, : keys.shape[2]] = keys
+            self.values[layer][slots, :, : values.shape[2]] = values
+
+    def keep(self, slots: list[int]) -> None:
+        """Keep only `slots` (in that order): the rows still decoding when no prompt is left to admit."""
+        for layer, keys in enumerate(self.keys):
+            if keys is not None:
+                self.keys[layer], self.values[layer] = keys[slots], self.values[layer][slots]
 
 
 def start_cache(past_key_values: KVCache | None, use_cache: bool, num_layers: int) -> KVCache | None:

@@ -30,7 +30,10 @@ def run_stack(
         query_positions(length, cache, replace_position, input_ids.device) if position_ids is None else position_ids
     )
     key_length = max(cache.length if cache is not None else 0, start + length)
-    mask = forward_mask(attention_mask, start, length, key_length, block_size, input_ids.device)
+    if getattr(cache, "caller_masks", False):  # rows at different positions: only the caller knows what each reads
+        mask = attention_mask
+    else:
+        mask = forward_mask(attention_mask, start, length, key_length, block_size, input_ids.device)
     x = embed(input_ids)
     for index, layer in enumerate(layers):
         x = layer(x, cos, sin, mask, cache, index, commit, replace_position)

@@ -2,8 +2,8 @@
 
 A sampler turns prompts into completions by iterative unmasking. It returns the completions
 as users read them (EOS after a stopped row's EOS) and the raw trajectory (`raw_completions`,
-and `step_map`: the global step at which each position was revealed), which RL estimators replay.
-"""
+and `step_map`: the step of its row's decoding at which each position was revealed), which RL
+estimators replay. Rows decode at their own pace (`dllm.samplers.lanes`)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ class GenerationOutput:
       decoding went on while other rows were unfinished — or the mask id where it was never
       revealed (every row had stopped first); equal to `sequences`' completion up to and
       including each row's first EOS. Left unset, the completion of `sequences`;
-    - `step_map` [B, G]: the global step at which the sampler revealed each position of
-      `raw_completions`; a position never revealed gets the step after the last one taken;
-    - `nfe`: the number of network evaluations per sequence.
+    - `step_map` [B, G]: the step of its own row's decoding at which the sampler revealed each
+      position of `raw_completions` (each row counts its own steps, as when decoded alone); a
+      position never revealed gets the step after the row's last one;
+    - `nfe`: the number of forwards the decoding ran (each serving every row decoding then);
+      `row_nfe` [B]: the forwards each row took part in (its nfe decoded alone).
 
     A block diffusion model decodes whole blocks counted from each row's position 0, so when
     P + G is not a multiple of the block the last block runs past the G tokens returned (SDAR's
@@ -50,10 +52,28 @@ class GenerationOutput:
     overhang: Tensor | None = None
     overhang_steps: Tensor | None = None
     raw_completions: Tensor | None = None
+    row_nfe: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.raw_completions is None:  # a sampler that fills nothing after EOS: its trajectory is its output
             self.raw_completions = self.sequences[:, self.sequences.shape[1] - self.step_map.shape[1] :]
+        if self.row_nfe is None:
+            self.row_nfe = torch.full((self.sequences.shape[0],), self.nfe, dtype=torch.long)
+
+    @classmethod
+    def concatenate(cls, parts: list[GenerationOutput]) -> GenerationOutput:
+        """The outputs of row chunks of one batch (one canvas width), as one; `nfe` summed."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def joined(name: str) -> Tensor | None:
+            values = [getattr(part, name) for part in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        return cls(
+            joined("sequences"), joined("step_map"), sum(part.nfe for part in parts), parts[0].block_size,
+            joined("overhang"), joined("overhang_steps"), joined("raw_completions"), joined("row_nfe"),
+        )  # fmt: skip
 
     def completions(self, prompt_length: int) -> Tensor:
         """[B, G] the completions as users read them (filled with EOS after a stopped row's EOS)."""
@@ -91,6 +111,10 @@ class Sampler(ABC):
             )
         return type(self)(**{**settings, **changes})
 
+    # Whether `decode` runs each row at its own pace (`dllm.samplers.lanes`); a sampler whose rows
+    # move in lockstep decodes `max_batch_rows` rows at a time instead.
+    per_row_progress: bool = False
+
     @torch.no_grad()
     def generate(
         self,
@@ -98,15 +122,43 @@ class Sampler(ABC):
         prompt_ids: Tensor,
         attention_mask: Tensor | None = None,
         gen_length: int = 32,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        max_batch_rows: int | None = None,
     ) -> GenerationOutput:
         """Complete each row of `prompt_ids` [B, P]; `attention_mask` [B, P] marks real tokens
-        (0 on left padding). A `generator` makes stochastic decoding reproducible."""
+        (0 on left padding). A `generator` makes stochastic decoding reproducible: one for the
+        batch, or one per row (then each row's tokens do not depend on the batch it is in).
+        `max_batch_rows`: decode at most that many rows at once (None: all), the next prompt
+        taking a finished row's place; memory is bounded by it, not by B."""
         self.check_gen_length(gen_length, model.block_size)
+        if max_batch_rows is not None and max_batch_rows < 1:
+            raise ConfigError(f"max_batch_rows must be a positive number of rows (or null: all), got {max_batch_rows}")
+        rows = prompt_ids.shape[0]
+        if isinstance(generator, (list, tuple)) and not self.per_row_progress:
+            raise ConfigError(
+                f"sampler {type(self).__name__} decodes its rows in lockstep from one generator; pass one, not a list"
+            )
+        if not self.per_row_progress and max_batch_rows is not None and max_batch_rows < rows:
+            chunks = range(0, rows, max_batch_rows)
+            return GenerationOutput.concatenate(
+                [
+                    self.generate(
+                        model,
+                        prompt_ids[i : i + max_batch_rows],
+                        None if attention_mask is None else attention_mask[i : i + max_batch_rows],
+                        gen_length,
+                        generator,
+                    )  # fmt: skip
+                    for i in chunks
+                ]
+            )
         state = Decoding.start(
             model, prompt_ids, attention_mask, gen_length, self.stop_at_eos, self.decoding_block_size(model)
         )
-        self.decode(model, state, gen_length, generator)
+        if self.per_row_progress:
+            self.decode(model, state, gen_length, generator, max_batch_rows)
+        else:
+            self.decode(model, state, gen_length, generator)
         return state.output()
 
     def decoding_block_size(self, model: torch.nn.Module) -> int | None:
@@ -116,9 +168,16 @@ class Sampler(ABC):
 
     @abstractmethod
     def decode(
-        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+        self,
+        model: torch.nn.Module,
+        state: Decoding,
+        gen_length: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        max_batch_rows: int | None = None,
     ) -> None:
-        """Unmask `state.x`'s completion in place, through `state.reveal`, counting `state.nfe`."""
+        """Unmask `state.x`'s completion in place, through `state.reveal` (or `reveal_rows`),
+        counting forwards with `state.count_forward`; only a sampler with `per_row_progress` is
+        given `max_batch_rows` (and a list of per-row generators)."""
 
     def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
         """Raise `ConfigError` when this sampler cannot decode `gen_length` tokens (for a model
@@ -174,11 +233,23 @@ class Decoding:
     gen_length: int
     block_size: int | None = None
     position_ids: Tensor | None = None  # [B, L] each row's own positions (block models)
-    step: int = 0
     nfe: int = 0
+    row_steps: Tensor | None = None  # [B] steps each row has taken (its next step's number)
+    row_nfe: list[int] | None = None  # forwards each row took part in
     # No row can have stopped before an EOS was revealed (the completion starts all masks), so
     # `all_stopped` scans the completion only from then on: one check of each step's tokens before.
     eos_revealed: bool = False
+
+    def __post_init__(self) -> None:
+        batch = self.x.shape[0]
+        self.row_steps = torch.zeros(batch, dtype=torch.long, device=self.x.device)
+        self.row_nfe = [0] * batch
+
+    def count_forward(self, rows: list[int] | None = None) -> None:
+        """One forward, serving `rows` (None: every row)."""
+        self.nfe += 1
+        for row in range(self.x.shape[0]) if rows is None else rows:
+            self.row_nfe[row] += 1
 
     @classmethod
     def start(
@@ -223,6 +294,15 @@ class Decoding:
             **common,
         )
 
+    def last_columns(self) -> list[int]:
+        """Per row, the column after the last one it decodes: after its G tokens (full attention),
+        or at the end of the block holding its last one (block models: blocks from its position 0)."""
+        ends = self.completion_start + self.gen_length
+        if self.block_size is not None:
+            blocks = (ends - self.prompt_length + self.block_size - 1) // self.block_size
+            ends = self.prompt_length + blocks * self.block_size
+        return ends.tolist()
+
     def completion(self) -> tuple[Tensor, Tensor]:
         """Each row's G generated tokens and their steps, [B, G] each (from its own first generated column)."""
         return self._from_completion_start(0, self.gen_length)
@@ -237,23 +317,51 @@ class Decoding:
         inside = torch.arange(extra, device=self.x.device) < overflow[:, None]
         return tokens.masked_fill(~inside, self.mask_id), steps.masked_fill(~inside, -1)
 
-    def _from_completion_start(self, offset: int, width: int) -> tuple[Tensor, Tensor]:
-        columns = self.completion_start[:, None] - self.prompt_length + offset
+    def _from_completion_start(self, offset: int, width: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        starts = self.completion_start if rows is None else self.completion_start[rows]
+        columns = starts[:, None] - self.prompt_length + offset
         columns = (columns + torch.arange(width, device=self.x.device)).clamp(max=self.step_map.shape[1] - 1)
-        return self.x[:, self.prompt_length :].gather(1, columns), self.step_map.gather(1, columns)
+        x, step_map = self.x[:, self.prompt_length :], self.step_map
+        if rows is not None:
+            x, step_map = x[rows], step_map[rows]
+        return x.gather(1, columns), step_map.gather(1, columns)
 
     def block_masked(self, start: int, end: int) -> Tensor:
         return self.x[:, start:end] == self.mask_id
 
     def reveal(self, start: int, end: int, tokens: Tensor, revealed: Tensor) -> None:
-        """Write `tokens` [B, end-start] where `revealed`, and record the current step there; one step."""
+        """Write `tokens` [B, end-start] where `revealed`, and record each row's step there; one
+        step of every row (rows in lockstep)."""
         self.x[:, start:end] = torch.where(revealed, tokens, self.x[:, start:end])
         offset = start - self.prompt_length
-        # in place on the block's view: boolean indexing would sync with the host to count the positions
-        self.step_map[:, offset : offset + (end - start)].masked_fill_(revealed, self.step)
+        window = self.step_map[:, offset : offset + (end - start)]
+        window.copy_(torch.where(revealed, self.row_steps[:, None], window))
         if self.eos_id is not None and not self.eos_revealed:
             self.eos_revealed = bool(((tokens == self.eos_id) & revealed).any())
-        self.step += 1
+        self.row_steps += 1
+
+    def tokens_at(self, rows: Tensor, columns: Tensor) -> Tensor:
+        """[S, K] the canvas tokens of `rows` [S] at `columns` [S, K]."""
+        return self.x.view(-1).take(rows[:, None] * self.x.shape[1] + columns)
+
+    def reveal_rows(self, rows: Tensor, columns: Tensor, tokens: Tensor, revealed: Tensor) -> None:
+        """Write `tokens` [S, K] at `columns` [S, K] of canvas `rows` [S] where `revealed`, each
+        at its row's current step; one step of those rows."""
+        # flat indices: one gather and one write each (advanced indexing costs more per step)
+        at = rows[:, None] * self.x.shape[1] + columns
+        canvas = self.x.view(-1)
+        canvas.put_(at, torch.where(revealed, tokens, canvas.take(at)))
+        at = rows[:, None] * self.step_map.shape[1] + columns - self.prompt_length
+        steps = self.step_map.view(-1)
+        steps.put_(at, torch.where(revealed, self.row_steps[rows][:, None], steps.take(at)))
+        self.row_steps[rows] += 1
+
+    def stopped(self, rows: Tensor) -> Tensor:
+        """[S] bool: which of canvas `rows` have an EOS with nothing masked before it within their G tokens."""
+        if self.eos_id is None:
+            return torch.zeros(rows.shape, dtype=torch.bool, device=rows.device)
+        completion = self._from_completion_start(0, self.gen_length, rows)[0]
+        return stop_positions(completion, self.eos_id, self.mask_id) < completion.shape[1]
 
     def all_stopped(self) -> bool:
         """Every row has an EOS with nothing masked before it within its G tokens."""
@@ -267,13 +375,15 @@ class Decoding:
         trajectory: what every position was revealed as, and when (see `GenerationOutput`)."""
         raw, step_map = self.completion()
         # never revealed (decoding stopped at EOS first): masked in every state the sampler saw,
-        # so after its last step, as TraceRL's reference pads a response's steps with max + 1
-        step_map = step_map.masked_fill(step_map < 0, self.step)
+        # so after its row's last step, as TraceRL's reference pads a response's steps with max + 1
+        step_map = torch.where(step_map < 0, self.row_steps[:, None], step_map)
         sequences = torch.cat([self.prompt_ids, fill_after_eos(raw, self.eos_id, self.mask_id)], dim=1)
         overhang, overhang_steps = self.overhang()
         return GenerationOutput(
-            sequences, step_map, self.nfe, self.block_size, overhang, overhang_steps, raw_completions=raw
-        )
+            sequences, step_map, self.nfe, self.block_size, overhang, overhang_steps, raw_completions=raw,
+            # a decoder that counts `nfe` alone (rows in lockstep): each row took part in every forward
+            row_nfe=torch.tensor(self.row_nfe, dtype=torch.long) if any(self.row_nfe) else None,
+        )  # fmt: skip
 
 
 def block_layout(

@@ -16,18 +16,27 @@ the positions a step reveals (`candidates`).
   commits it (a prompt's tail is decoded with the block it shares with the first masks).
 The approximate caches see keys computed from an older state, refreshed every block; the
 exact one gives the same tokens as recomputing.
+
+Rows progress on their own (`dllm.samplers.lanes`): one forward serves every slot, each at its
+own block. Caches keep one preallocated buffer per slot (`RowSlotCache`), written at each row's
+own columns; a row that starts a block under `prefix` / `dual` refreshes its slot with a full
+forward of its own, so each row sees exactly the keys it would see decoded alone.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
-from dllm.models.cache import KVCache
+from dllm.models.cache import KVCache, RowSlotCache
 from dllm.samplers.base import Decoding
+from dllm.samplers.lanes import Lanes
 
 CacheName = Literal["none", "prefix", "dual", "block"]
 
@@ -36,12 +45,43 @@ def _shift(model: torch.nn.Module) -> int:
     return int(bool(getattr(model, "shift_logits", False)))
 
 
+@functools.cache
+def _takes_logits_slice(model_class: type) -> bool:
+    return "logits_slice" in inspect.signature(model_class.forward).parameters
+
+
+def run_model(model: torch.nn.Module, read: slice | Tensor | None, input_ids: Tensor, **kwargs) -> Tensor:
+    """The logits of one forward at the positions `read` (see `logits_slice` in the model
+    contract); a model whose forward does not take `logits_slice` computes them all, then cut."""
+    if _takes_logits_slice(type(model)):
+        return model(input_ids, logits_slice=read, **kwargs).logits
+    logits = model(input_ids, **kwargs).logits
+    if read is None or isinstance(read, slice):
+        return logits if read is None else logits[:, read]
+    return logits.gather(1, read[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+@dataclass
+class BlockLogits:
+    """One step's logits for every slot's block: `logits` [S, block, V] (row i, token j: the
+    logits that predict token j of slot i's block). Slot i's own forward, decoded alone, outputs
+    `forward_lengths[i]` positions, its block's logits from `offsets[i]` on: where a reference
+    cuts the noise it draws over that whole output."""
+
+    logits: Tensor
+    forward_lengths: list[int]
+    offsets: list[int]
+
+
 class CacheStrategy:
-    """One decoding's cache: `start` once, `block_logits` every step, `finish_block` after each block."""
+    """One decoding's cache: `admit` rows placed in slots, `block_logits` every step, `keep` the
+    slots still decoding when rows leave with none waiting."""
 
     name: ClassVar[str]
     exact: ClassVar[bool] = True
     needs_blocks: ClassVar[bool | None] = None  # True: block diffusion models only; False: full attention only
+    # A finished block is committed by one more forward of it (its slot's next forward).
+    commits: ClassVar[bool] = False
 
     @classmethod
     def check_model(cls, model_block_size: int | None) -> None:
@@ -57,121 +97,233 @@ class CacheStrategy:
                 f"use cache block (or none)"
             )
 
-    def start(self, model: torch.nn.Module, state: Decoding) -> None:
-        """Before the first block."""
+    def admit(self, model: torch.nn.Module, state: Decoding, lanes: Lanes, slots: list[int]) -> None:
+        """Rows were just placed in `slots` (at their first block)."""
 
-    def block_logits(
-        self, model: torch.nn.Module, state: Decoding, start: int, end: int, step: int
-    ) -> tuple[Tensor, int]:
-        """(raw logits of this step's forward, offset of the block [start, end) in them); `step`
-        counts from 0 within the block."""
+    def keep(self, slots: list[int]) -> None:
+        """Only `slots` (in that order) go on decoding."""
+
+    def block_logits(self, model: torch.nn.Module, state: Decoding, lanes: Lanes) -> BlockLogits:
+        """One forward (or two) for this step of every slot."""
         raise NotImplementedError
 
-    def finish_block(self, model: torch.nn.Module, state: Decoding, start: int, end: int) -> None:
-        """After the block [start, end) has no mask left."""
-
-    def candidates(self, masked: Tensor, step: int) -> Tensor:
-        """[B, L] bool: which of the block's `masked` positions step `step` may reveal (all of them;
-        a strategy whose forward is trusted for part of the block only narrows them)."""
+    def candidates(self, masked: Tensor, block_steps: Tensor) -> Tensor:
+        """[S, L] bool: which of each block's `masked` positions this step may reveal (all of them;
+        a strategy whose forward is trusted for part of the block only narrows them).
+        `block_steps` [S]: each slot's step within its block."""
         return masked
 
 
+def _padded(state: Decoding) -> bool:
+    """Whether any key is padding (then forwards need a key mask); read once per decoding."""
+    if not hasattr(state, "_padded"):
+        state._padded = not bool(state.key_mask.all())
+    return state._padded
+
+
 class NoCache(CacheStrategy):
-    """Recompute everything each step; `cfg_scale` > 0 adds LLaDA's classifier-free guidance
-    (a second pass with the prompt masked: `un + (cfg_scale + 1)(cond - un)`)."""
+    """Recompute everything each step (a block diffusion model: up to the end of the furthest
+    slot's block; block-causal attention keeps each row's block from seeing later ones);
+    `cfg_scale` > 0 adds LLaDA's classifier-free guidance (a second pass with the prompt
+    masked: `un + (cfg_scale + 1)(cond - un)`)."""
 
     name = "none"
 
     def __init__(self, cfg_scale: float = 0.0) -> None:
         self.cfg_scale = cfg_scale
 
-    def block_logits(self, model, state, start, end, step):
-        stop = end if model.block_size is not None else state.x.shape[1]
-        x, keys = state.x[:, :stop], state.key_mask[:, :stop]
-        positions = state.position_ids[:, :stop] if state.position_ids is not None else None
-        offset = start - _shift(model)
+    def block_logits(self, model, state, lanes):
+        rows, shift = lanes.row_tensor(state.x.device), _shift(model)
+        if model.block_size is not None:
+            forward_lengths = [start + lanes.block_length for start in lanes.starts]
+        else:
+            forward_lengths = [state.x.shape[1]] * len(lanes)
+        stop = max(forward_lengths)
+        x = state.x[rows, :stop]
+        keys = state.key_mask[rows, :stop] if _padded(state) else None  # None: no mask, and no check of one
+        positions = state.position_ids[rows, :stop] if state.position_ids is not None else None
+        read = lanes.columns(state.x.device, -shift)
+        offsets = [start - shift for start in lanes.starts]
         if self.cfg_scale <= 0:
-            state.nfe += 1
-            return model(x, attention_mask=keys, position_ids=positions, block_size=state.block_size).logits, offset
+            state.count_forward(lanes.rows)
+            logits = run_model(model, read, x, attention_mask=keys, position_ids=positions, block_size=state.block_size)
+            return BlockLogits(logits, forward_lengths, offsets)
         unconditional = x.clone()
         unconditional[:, : state.prompt_length] = state.mask_id
-        both = torch.cat([x, unconditional])
         both_positions = torch.cat([positions, positions]) if positions is not None else None
-        logits = model(
-            both, attention_mask=torch.cat([keys, keys]), position_ids=both_positions, block_size=state.block_size
-        ).logits
-        state.nfe += 2
+        logits = run_model(
+            model, torch.cat([read, read]), torch.cat([x, unconditional]),
+            attention_mask=None if keys is None else torch.cat([keys, keys]), position_ids=both_positions,
+            block_size=state.block_size,
+        )  # fmt: skip
+        state.count_forward(lanes.rows)
+        state.count_forward(lanes.rows)
         conditional, unconditional_logits = logits.chunk(2)
-        return unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits), offset
+        guided = unconditional_logits + (self.cfg_scale + 1) * (conditional - unconditional_logits)
+        return BlockLogits(guided, forward_lengths, offsets)
 
 
-class ApproximateCache(CacheStrategy):
-    """Fast-dLLM's caches: each block's first forward runs the whole sequence into a fresh cache;
-    later steps recompute a window starting at `window_start` over it (`window_logits`)."""
+class SlotCache(CacheStrategy):
+    """A strategy that keeps every slot's keys and values in a `RowSlotCache` over the canvas."""
+
+    slots: RowSlotCache | None = None
+
+    def slot_cache(self, model: torch.nn.Module, state: Decoding) -> RowSlotCache:
+        if self.slots is None:
+            self.slots = RowSlotCache(model.config.num_hidden_layers, state.x.shape[1])
+        return self.slots
+
+    def keep(self, slots):
+        if self.slots is not None:
+            self.slots.keep(slots)
+
+    def fill(self, model, state, lanes: Lanes, slots: list[int], end: int, logits_slice) -> Tensor:
+        """Run canvas columns [0, end) of the rows in `slots` through the model into a fresh cache,
+        copied into those slots (their keys and values from column 0); their logits at `logits_slice`."""
+        rows = [lanes.rows[slot] for slot in slots]
+        index = torch.tensor(rows, device=state.x.device)
+        fresh = KVCache(model.config.num_hidden_layers)
+        positions = state.position_ids[index, :end] if state.position_ids is not None else None
+        keys = state.key_mask[index, :end] if _padded(state) else None
+        logits = run_model(
+            model, logits_slice, state.x[index, :end], attention_mask=keys, position_ids=positions,
+            past_key_values=fresh, use_cache=True, block_size=state.block_size,
+        )  # fmt: skip
+        self.slot_cache(model, state).place(torch.tensor(slots, device=state.x.device), fresh, len(lanes))
+        state.count_forward(rows)
+        return logits
+
+    def slot_forward(self, model, state, lanes: Lanes, columns: Tensor, writes: Tensor, read: Tensor | None, mask):
+        """One forward of every slot's query tokens at canvas `columns` [S, Lq] over its slot,
+        their keys written at `writes` [S, Lq] (the canvas width: nowhere); logits at `read`."""
+        rows = lanes.row_tensor(state.x.device)
+        cache = self.slot_cache(model, state)
+        cache.write_columns = writes
+        at = rows[:, None] * state.x.shape[1] + columns
+        positions = state.position_ids.reshape(-1).take(at) if state.position_ids is not None else columns
+        return run_model(
+            model, read, state.x.view(-1).take(at), attention_mask=mask, position_ids=positions,
+            past_key_values=cache, use_cache=True, block_size=state.block_size,
+        )  # fmt: skip
+
+
+class ApproximateCache(SlotCache):
+    """Fast-dLLM's caches: each block's first forward runs the row's whole sequence into its slot;
+    later steps recompute a window from `window_start` over it. A block's token j is read from
+    window position j - `lag` (at least 0)."""
 
     exact = False
     needs_blocks = False
+    lag: ClassVar[int] = 0
 
     def window_start(self, model: torch.nn.Module, start: int) -> int:
         """First position that the later steps of the block starting at `start` recompute: the one
         whose logits predict the block's first token."""
         return start - _shift(model)
 
-    def window_logits(self, model: torch.nn.Module, state: Decoding, query: int, length: int) -> Tensor:
-        """Logits of a later step's forward over the window from `query`: row i predicts the block's
-        token i (`length`: the block's)."""
+    def window(self, state: Decoding, lanes: Lanes, starts: list[int]) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """(query columns [S, Lq], write columns [S, Lq], block rows read [S, block] of the window
+        forward, each slot's window length alone) for windows from `starts` (the canvas width:
+        a slot that takes no part)."""
         raise NotImplementedError
 
-    def block_logits(self, model, state, start, end, step):
-        state.nfe += 1
-        if step == 0:
-            self.cache = KVCache(model.config.num_hidden_layers)
-            logits = model(state.x, attention_mask=state.key_mask, past_key_values=self.cache, use_cache=True).logits
-            return logits, start - _shift(model)
-        return self.window_logits(model, state, self.window_start(model, start), end - start), 0
+    def block_logits(self, model, state, lanes):
+        device, width = state.x.device, state.x.shape[1]
+        forward_lengths, offsets = [width] * len(lanes), [0] * len(lanes)
+        fresh = [slot for slot, steps in enumerate(lanes.block_steps) if steps == 0]
+        later = [slot for slot, steps in enumerate(lanes.block_steps) if steps > 0]
+        logits = None
+        if fresh:
+            read = lanes.columns(device, -_shift(model))[fresh]
+            fresh_logits = self.fill(model, state, lanes, fresh, width, read)
+            logits = fresh_logits.new_empty((len(lanes),) + fresh_logits.shape[1:])
+            logits[fresh] = fresh_logits
+            for slot in fresh:
+                offsets[slot] = lanes.starts[slot] - _shift(model)
+        if later:
+            starts = [self.window_start(model, s) if slot in later else width for slot, s in enumerate(lanes.starts)]
+            columns, writes, read, lengths = self.window(state, lanes, starts)
+            mask = state.key_mask[lanes.row_tensor(device)].bool()[:, None, None, :] if _padded(state) else None
+            window_logits = self.slot_forward(model, state, lanes, columns, writes, read, mask)
+            state.count_forward([lanes.rows[slot] for slot in later])
+            if logits is None:
+                logits = window_logits
+            else:
+                logits[later] = window_logits[later]
+            for slot in later:
+                forward_lengths[slot] = lengths[slot] + self.lag
+        return BlockLogits(logits, forward_lengths, offsets)
+
+    def _reads(self, first: Tensor, block: int) -> Tensor:
+        """[S, block] window rows holding each block token's logits, from each slot's `first` [S]."""
+        lagged = (torch.arange(block, device=first.device) - self.lag).clamp(min=0)
+        return first[:, None] + lagged
 
 
 class PrefixCache(ApproximateCache):
+    """Later steps recompute each row's block and everything after it over its cached prefix
+    (its slot keeps the keys before the window)."""
+
     name = "prefix"
 
-    def window_logits(self, model, state, query, length):
-        self.cache.crop(query)  # the prefix stays cached; the window and everything after it is recomputed
-        return model(state.x[:, query:], attention_mask=state.key_mask, past_key_values=self.cache).logits
+    def window(self, state, lanes, starts):
+        width, device = state.x.shape[1], state.x.device
+        first = min(starts)
+        columns = torch.arange(first, width, device=device).expand(len(lanes), -1)
+        begin = torch.tensor(starts, device=device)
+        writes = torch.where(columns >= begin[:, None], columns, width)
+        read = self._reads((begin - first).clamp(max=width - first - lanes.block_length), lanes.block_length)
+        return columns, writes, read, [width - start for start in starts]
 
 
 class DualCache(ApproximateCache):
+    """Later steps recompute each row's block alone, written in place over its cached prefix and suffix."""
+
     name = "dual"
 
-    def window_logits(self, model, state, query, length):
-        window = state.x[:, query : query + length]
-        return model(window, attention_mask=state.key_mask, past_key_values=self.cache, replace_position=query).logits
+    def window(self, state, lanes, starts):
+        width, device, block = state.x.shape[1], state.x.device, lanes.block_length
+        begin = torch.tensor(starts, device=device).clamp(max=width - block)
+        columns = begin[:, None] + torch.arange(block, device=device)
+        taking_part = torch.tensor(starts, device=device)[:, None] < width
+        writes = torch.where(taking_part, columns, width)
+        return columns, writes, self._reads(torch.zeros_like(begin), block), [block] * len(lanes)
 
 
-class BlockCache(CacheStrategy):
+class BlockCache(SlotCache):
+    """The exact cache of a block diffusion model: each row's whole prompt blocks, then each of its
+    finished blocks, committed once into its slot; each step runs every slot's block over it."""
+
     name = "block"
     needs_blocks = True
+    commits = True
 
-    def start(self, model, state):
-        self.cache = KVCache(model.config.num_hidden_layers)
-        if state.prompt_length > 0:  # no whole prompt block: nothing to prefill
-            self._forward(model, state, 0, state.prompt_length, commit=True)
+    def admit(self, model, state, lanes, slots):
+        if state.prompt_length == 0:
+            self.slot_cache(model, state)
+            return
+        # a row alone prefills only when it has a whole prompt block (its last prefix column is real)
+        with_prompt_block = state.key_mask[:, state.prompt_length - 1].tolist()
+        self.fill(model, state, lanes, slots, state.prompt_length, slice(0, 0))
+        for slot in slots:
+            if not with_prompt_block[lanes.rows[slot]]:
+                state.row_nfe[lanes.rows[slot]] -= 1
 
-    def block_logits(self, model, state, start, end, step):
-        return self._forward(model, state, start, end, commit=False).logits, 0
-
-    def finish_block(self, model, state, start, end):
-        self._forward(model, state, start, end, commit=True)
-
-    def _forward(self, model, state, start: int, end: int, commit: bool):
-        """Positions [start, end) over the committed cache (stored when `commit`, which reads no
-        logits), one forward."""
-        state.nfe += 1
-        keys = state.key_mask[:, :end]
-        return model(
-            state.x[:, start:end], attention_mask=keys, position_ids=state.position_ids[:, start:end],
-            past_key_values=self.cache, use_cache=commit, block_size=state.block_size,
-            logits_slice=slice(0, 0) if commit else None,
-        )  # fmt: skip
+    def block_logits(self, model, state, lanes):
+        device, block = state.x.device, lanes.block_length
+        columns = lanes.columns(device)
+        ends = [start + block for start in lanes.starts]
+        cache = self.slot_cache(model, state)
+        cache.read_length = max(ends)
+        mask = None
+        if _padded(state) or min(ends) != max(ends):
+            keys = torch.arange(cache.read_length, device=device) < torch.tensor(ends, device=device)[:, None]
+            keys = keys & state.key_mask[lanes.row_tensor(device), : cache.read_length].bool()
+            mask = keys[:, None, None, :]
+        stepping = not all(lanes.committing)
+        logits = self.slot_forward(model, state, lanes, columns, columns, None if stepping else slice(0, 0), mask)
+        state.count_forward(lanes.rows)
+        return BlockLogits(logits, [block] * len(lanes), [0] * len(lanes))
 
 
 CACHE_STRATEGIES: dict[str, type[CacheStrategy]] = {

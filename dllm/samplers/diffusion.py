@@ -20,7 +20,6 @@ policy x cache strategy, each chosen independently. The reference presets (`llad
 
 from __future__ import annotations
 
-import itertools
 from typing import ClassVar, Literal
 
 import torch
@@ -28,7 +27,8 @@ from torch import Tensor
 
 from dllm.errors import ConfigError
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
-from dllm.samplers.cache_strategies import CacheName, CacheStrategy, NoCache, cache_strategy_class
+from dllm.samplers.cache_strategies import BlockLogits, CacheName, CacheStrategy, NoCache, cache_strategy_class
+from dllm.samplers.lanes import Lanes, RowRandomness
 from dllm.samplers.policies import Score, Selection, UnmaskingPolicy, transfer_schedule
 from dllm.samplers.tokens import categorical_sample, filter_top_k_top_p, gumbel_max_sample
 
@@ -127,55 +127,148 @@ class DiffusionSampler(Sampler):
         """A fresh cache strategy for one decoding of `model`."""
         return NoCache(self.cfg_scale) if self.cache == "none" else self.cache_class()
 
+    per_row_progress = True
+
     def decode(
-        self, model: torch.nn.Module, state: Decoding, gen_length: int, generator: torch.Generator | None
+        self,
+        model: torch.nn.Module,
+        state: Decoding,
+        gen_length: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        max_batch_rows: int | None = None,
     ) -> None:
+        """Each slot decodes its row's blocks at its own pace (`dllm.samplers.lanes`): one forward
+        per step serves every slot, and a slot whose row is done takes the next waiting row."""
         block_length, steps_per_block = self.layout(gen_length, model.block_size)
         cache = self.make_cache(model)
-        cache.start(model, state)
-        for start in range(state.prompt_length, state.x.shape[1], block_length):
-            end = start + block_length
-            counts = state.block_masked(start, end).sum(1)
-            if self.quota_of_whole_block:
-                counts = torch.full_like(counts, block_length)
-            quotas = transfer_schedule(counts, steps_per_block)
-            for step in itertools.count():
-                masked = state.block_masked(start, end)
-                if not masked.any():
-                    break
-                logits, offset = cache.block_logits(model, state, start, end, step)
-                window = slice(offset, offset + block_length)
-                tokens, probs = self.propose(logits, window, generator, state.mask_id, step)
-                noise = None
-                if self.policy.score == "random":
-                    noise = self.uniform(logits.shape[:2], window, generator, logits.device)
-                quota = quotas[:, min(step, steps_per_block - 1)]
-                candidates = cache.candidates(masked, step)
-                state.reveal(start, end, tokens, self.policy.choose(probs, tokens, candidates, quota, generator, noise))
-                if state.all_stopped():
-                    return
-            cache.finish_block(model, state, start, end)
+        batch, device = state.x.shape[0], state.x.device
+        lanes = Lanes(batch, max_batch_rows, state.prompt_length, state.last_columns(), block_length)
+        randomness = RowRandomness(generator, batch)
+        quotas = torch.zeros((batch, steps_per_block), dtype=torch.long, device=device)
+        while True:
+            admitted = lanes.admit()
+            if admitted:
+                cache.admit(model, state, lanes, admitted)
+                self._enter_blocks(state, lanes, admitted, quotas)
+            if not lanes:
+                return
+            forward = cache.block_logits(model, state, lanes)
+            stepping = [slot for slot, committing in enumerate(lanes.committing) if not committing]
+            moving_on = [slot for slot, committing in enumerate(lanes.committing) if committing]
+            done: list[int] = []
+            if stepping:
+                finished, stopped = self._step(state, lanes, cache, forward, stepping, quotas, randomness)
+                for slot, block_done, row_stopped in zip(stepping, finished, stopped, strict=True):
+                    lanes.block_steps[slot] += 1
+                    if row_stopped or (block_done and lanes.is_last_block(slot) and not cache.commits):
+                        done.append(slot)
+                    elif block_done and cache.commits:
+                        lanes.committing[slot] = True  # its next forward commits the block (the last one too, as SDAR)
+                    elif block_done:
+                        moving_on.append(slot)
+            done += [slot for slot in moving_on if lanes.is_last_block(slot)]
+            moving_on = [slot for slot in moving_on if not lanes.is_last_block(slot)]
+            for slot in moving_on:
+                lanes.committing[slot] = False
+                lanes.starts[slot] += block_length
+                lanes.block_steps[slot] = 0
+            if moving_on:
+                self._enter_blocks(state, lanes, moving_on, quotas)
+            kept = lanes.release(done)
+            if kept is not None:
+                cache.keep(kept)
 
-    def uniform(
-        self, forward_shape: torch.Size, window: slice, generator, device: torch.device, dtype=torch.float32
-    ) -> Tensor:
-        """Uniform noise for the block: drawn over the whole forward's output and cut to the
-        block when reproducing a reference (`noise_over_forward`), else over the block alone."""
-        length = window.stop - window.start
-        shape = forward_shape if self.noise_over_forward else (forward_shape[0], length) + tuple(forward_shape[2:])
-        noise = torch.rand(shape, dtype=dtype, device=device, generator=generator)
-        return noise[:, window] if self.noise_over_forward else noise
+    def _enter_blocks(self, state: Decoding, lanes: Lanes, slots: list[int], quotas: Tensor) -> None:
+        """Each step's quota for the blocks `slots` just entered, in their rows of `quotas` [B, steps]."""
+        index = torch.tensor(slots, device=state.x.device)
+        rows = lanes.row_tensor(state.x.device)[index]
+        counts = (state.tokens_at(rows, lanes.columns(state.x.device)[index]) == state.mask_id).sum(1)
+        if self.quota_of_whole_block:
+            counts = torch.full_like(counts, lanes.block_length)
+        quotas[rows] = transfer_schedule(counts, quotas.shape[1])
 
-    def propose(self, logits: Tensor, window: slice, generator, mask_id: int, step: int) -> tuple[Tensor, Tensor]:
-        """(tokens [B, L], probabilities [B, L, V] scoring them) for the block `window` of a forward's
-        logits, at `step` (from 0 within the block)."""
-        block = logits[:, window]
+    def _step(
+        self,
+        state: Decoding,
+        lanes: Lanes,
+        cache: CacheStrategy,
+        forward: BlockLogits,
+        stepping: list[int],
+        quotas: Tensor,
+        randomness: RowRandomness,
+    ) -> tuple[list[bool], list[bool]]:
+        """Reveal tokens in the blocks of the `stepping` slots from this step's `forward`; per slot,
+        (whether its block is done, whether its row has stopped at EOS)."""
+        device = state.x.device
+        every = len(stepping) == len(lanes)
+        index = None if every else torch.tensor(stepping, device=device)
+        rows = lanes.row_tensor(device) if every else lanes.row_tensor(device)[index]
+        row_list = [lanes.rows[slot] for slot in stepping]
+        columns = lanes.columns(device) if every else lanes.columns(device)[index]
+        logits = forward.logits if every else forward.logits[index]
+        masked = state.tokens_at(rows, columns) == state.mask_id
+        block_steps = [lanes.block_steps[slot] for slot in stepping]
+        lengths, offsets = [forward.forward_lengths[s] for s in stepping], [forward.offsets[s] for s in stepping]
+        noise = StepNoise(randomness, row_list, lengths, offsets, lanes.block_length, self.noise_over_forward, device)
+        tokens, probs = self.propose(logits, noise, block_steps, randomness.for_rows(row_list), state.mask_id)
+        score_noise = noise.uniform((), torch.float32) if self.policy.score == "random" else None
+        steps = torch.tensor(block_steps, device=device)
+        quota = quotas[rows, steps.clamp(max=quotas.shape[1] - 1)]
+        candidates = cache.candidates(masked, steps)
+        revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise)
+        state.reveal_rows(rows, columns, tokens, revealed)
+        block_done, stopped = torch.stack([~(masked & ~revealed).any(1), state.stopped(rows)]).tolist()
+        return block_done, stopped
+
+    def propose(
+        self,
+        logits: Tensor,
+        noise: StepNoise,
+        block_steps: list[int],
+        generators: torch.Generator | list[torch.Generator | None] | None,
+        mask_id: int,
+    ) -> tuple[Tensor, Tensor]:
+        """(tokens [S, L], probabilities [S, L, V] scoring them) for each slot's block `logits`
+        [S, L, V], at `block_steps` (each slot's step within its block)."""
         if self.sampling == "categorical":
-            return categorical_sample(block, self.temperature, self.top_k, self.top_p, generator, mask_id)
-        filtered = filter_top_k_top_p(block, self.top_k, self.top_p)
-        noise = None
-        if self.temperature > 0:
-            noise = self.uniform(logits.shape, window, generator, logits.device, torch.float64)
-        tokens = gumbel_max_sample(filtered, self.temperature, generator, mask_id, noise)
-        probs = torch.softmax(block.to(torch.float64) if self.confidence_in_float64 else block, dim=-1)
+            return categorical_sample(logits, self.temperature, self.top_k, self.top_p, generators, mask_id)
+        filtered = filter_top_k_top_p(logits, self.top_k, self.top_p)
+        gumbel = noise.uniform((logits.shape[-1],), torch.float64) if self.temperature > 0 else None
+        tokens = gumbel_max_sample(filtered, self.temperature, None, mask_id, gumbel)
+        probs = torch.softmax(logits.to(torch.float64) if self.confidence_in_float64 else logits, dim=-1)
         return tokens, probs
+
+
+class StepNoise:
+    """One step's uniform noise for the slots that step, row by row from each row's generator: over
+    the whole output of the row's own forward, cut to its block, when reproducing a reference
+    (`over_forward`), else over the block alone."""
+
+    def __init__(
+        self,
+        randomness: RowRandomness,
+        rows: list[int],
+        forward_lengths: list[int],
+        offsets: list[int],
+        block_length: int,
+        over_forward: bool,
+        device: torch.device,
+    ) -> None:
+        self.randomness, self.rows, self.device = randomness, rows, device
+        self.block_length, self.over_forward = block_length, over_forward
+        self.forward_lengths, self.offsets = forward_lengths, offsets
+
+    def uniform(self, trailing: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """[S, block, *trailing] noise."""
+        lengths = self.forward_lengths if self.over_forward else [self.block_length] * len(self.rows)
+        offsets = self.offsets if self.over_forward else [0] * len(self.rows)
+        shapes = [(length, *trailing) for length in lengths]
+        return self.randomness.uniform(self.rows, shapes, offsets, self.block_length, dtype, self.device)
+
+    def discard_whole_forward(self, which: list[int], trailing: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Draw (and drop) noise over the whole forward output of the slots at positions `which`."""
+        if not which:
+            return
+        rows = [self.rows[i] for i in which]
+        shapes = [(self.forward_lengths[i], *trailing) for i in which]
+        self.randomness.uniform(rows, shapes, [0] * len(rows), 0, dtype, self.device)

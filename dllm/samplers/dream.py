@@ -123,7 +123,7 @@ class DreamSampler(Sampler):
             masked = x == mask_id
             logits = denoiser_logits(model, x, attention, positions)
             logits[..., mask_id] = torch.finfo(logits.dtype).min  # never "reveal" a mask
-            state.nfe += 1
+            state.count_forward()
             ratio = timesteps[i + 1] / timesteps[i]
             proposal = x.clone()
             if self.alg == "origin":

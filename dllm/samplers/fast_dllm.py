@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
 
 from dllm.errors import ConfigError
 from dllm.samplers.base import SAMPLERS
@@ -41,23 +40,19 @@ class BlockStartCache(ApproximateCache):
     dream/model/generation_utils_block.py, l. 456-494 at 24cc59e): each block's first, full forward
     reveals only the block's first token (read from the position before it, whatever the selection
     rule), then later steps recompute from the block itself (the prefix cache keeps everything
-    before it; the dual cache replaces the block's slots) and shift logits inside that window."""
+    before it; the dual cache replaces the block's slots) and shift logits inside that window:
+    window row i predicts the block's token i + 1, and row 0 stands in for token 0 (revealed by
+    then), as the reference's shift does (`lag` 1)."""
+
+    lag = 1
 
     def window_start(self, model, start):
         return start
 
-    def window_logits(self, model, state, query, length):
-        # Window row i predicts the block's token i + 1; the block's first token is revealed by
-        # then, so a copy of row 0 stands in for its row (as the reference's shift does).
-        logits = super().window_logits(model, state, query, length)
-        return torch.cat([logits[:, :1], logits], dim=1)
-
-    def candidates(self, masked, step):
-        if step:
-            return masked
+    def candidates(self, masked, block_steps):
         first = torch.zeros_like(masked)
         first[:, 0] = True
-        return masked & first
+        return masked & (first | (block_steps > 0)[:, None])
 
 
 class BlockStartPrefixCache(BlockStartCache, PrefixCache):
@@ -119,13 +114,14 @@ class FastDLLMSampler(DiffusionSampler):
             return SHIFTED_CACHES[self.cache]()
         return super().make_cache(model)
 
-    def propose(self, logits: Tensor, window: slice, generator, mask_id: int, step: int) -> tuple[Tensor, Tensor]:
-        if self.cache == "prefix" and step > 0 and self.temperature > 0:
+    def propose(self, logits, noise, block_steps, generators, mask_id):
+        if self.cache == "prefix" and self.temperature > 0:
             # The reference's prefix cache draws Gumbel noise over the window twice per cached step and
             # samples with the second (an unused argmax first: generate_with_prefix_cache in
             # llada/generate.py, l. 161-162 at 24cc59e); drawing the first too keeps seeded runs equal.
-            torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
-        return super().propose(logits, window, generator, mask_id, step)
+            later = [i for i, steps in enumerate(block_steps) if steps > 0]
+            noise.discard_whole_forward(later, (logits.shape[-1],), torch.float64)
+        return super().propose(logits, noise, block_steps, generators, mask_id)
 
     def check_gen_length(self, gen_length: int, model_block_size: int | None = None) -> None:
         if model_block_size is not None:

@@ -54,16 +54,31 @@ def filter_top_k_top_p(logits: Tensor, top_k: int, top_p: float) -> Tensor:
 
 
 def categorical_sample(
-    logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None, mask_id: int
+    logits: Tensor,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | list[torch.Generator | None] | None,
+    mask_id: int,
 ) -> tuple[Tensor, Tensor]:
     """(tokens [...], probabilities [..., V] they were drawn from) for [..., V] logits: greedy
-    at temperature 0, else softmax(logits / T) after top-k / top-p, one multinomial draw each."""
+    at temperature 0, else softmax(logits / T) after top-k / top-p, one multinomial draw each. With
+    `generator` a list, row b of [B, ...] logits draws from `generator[b]`: one uniform per
+    position, inverted through the cumulative probabilities (one small draw per row, then one
+    batched search; a multinomial call per row cost a quarter of a rollout's decoding)."""
     logits = logits.float().clone()
     logits[..., mask_id] = -torch.inf
     if temperature > 0:
         logits = logits / temperature
     probs = filter_top_k_top_p(logits, top_k, top_p).softmax(-1)
-    if temperature > 0:
+    if temperature > 0 and isinstance(generator, list):
+        shape = probs.shape[1:-1]
+        uniform = torch.stack([torch.rand(shape, generator=g, device=probs.device) for g in generator])
+        cumulative = probs.cumsum(-1)
+        # scaled by the total mass, so that rounding never runs past the last token with probability
+        target = uniform[..., None] * cumulative[..., -1:]
+        tokens = (cumulative <= target).sum(-1).clamp(max=probs.shape[-1] - 1)
+    elif temperature > 0:
         flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
         tokens = flat.view(probs.shape[:-1])
     else:

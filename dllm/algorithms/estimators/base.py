@@ -57,6 +57,6 @@ def masked_completion_log_probs(
     from dllm.algorithms.denoise import denoising_log_probs
 
     prompt = rollout.sequences[:, : rollout.prompt_length] if prompt is None else prompt
-    context = torch.cat([prompt, rollout.completions], dim=1)
+    context = torch.cat([prompt, rollout.completions_as_read()], dim=1)
     noisy = torch.cat([prompt, noisy_completion], dim=1)
     return denoising_log_probs(model, noisy, context, rollout.attention_mask, rollout.block_size, rollout.prompt_length)

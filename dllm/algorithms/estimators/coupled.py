@@ -35,7 +35,7 @@ class CoupledEstimator(Estimator):
         return {"t": t.to(device), "masked": (draws < t[:, None]).to(device)}
 
     def log_probs(self, model: torch.nn.Module, rollout: Rollout, plan: Plan) -> tuple[Tensor, Tensor]:
-        completion, mask_id = rollout.completions, rollout.mask_id
+        completion, mask_id = rollout.completions_as_read(), rollout.mask_id
         masked, t = plan["masked"], plan["t"][:, None]
         in_mask = masked_completion_log_probs(model, rollout, completion.masked_fill(masked, mask_id))
         in_complement = masked_completion_log_probs(model, rollout, completion.masked_fill(~masked, mask_id))

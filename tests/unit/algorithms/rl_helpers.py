@@ -8,6 +8,8 @@ from torch import Tensor
 import dllm
 from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.rollout import Rollout, rollout_from_output
+from dllm.models.base import pad_token_id
+from dllm.samplers.base import block_layout
 from tests.recording import RecordingModel
 
 Recorder = RecordingModel
@@ -41,12 +43,29 @@ def decoded_columns(rollout: Rollout, width: int) -> torch.Tensor:
     return first_block + lengths % rollout.block_size + torch.arange(width)
 
 
+def step_forwards(recorder: RecordingModel, rollout: Rollout) -> list[list[tuple[int, int]]]:
+    """Per row, the (recorded call, input row) of each of its steps (no cache: one forward per
+    step), rows told apart by the start of their canvas: the left-padded prompt (full attention)
+    or its whole blocks as the sampler laid them out (block models)."""
+    prompt_ids = rollout.sequences[:, : rollout.prompt_length]
+    if rollout.block_size is None:
+        return recorder.row_forwards(prompt_ids)
+    prompt_mask = rollout.attention_mask[:, : rollout.prompt_length]
+    x, _, _, first_block = block_layout(
+        prompt_ids, prompt_mask, rollout.block_size, rollout.step_map.shape[1], pad_token_id(recorder), rollout.mask_id
+    )
+    start = x[:, : first_block + rollout.block_size]  # the prompt, and its tail in the first decoded block
+    return recorder.row_forwards(start, start != rollout.mask_id)
+
+
 def block_states_match(recorder: RecordingModel, rollout: Rollout, states) -> int:
     """Assert that each replayed block state is what the sampler's forward saw at the step that
-    revealed its first action (recorded without a cache: forward k is step k, the canvas up to the
-    block's end), the prompt's tail clean in its block; return how many (row, block, state) matched."""
+    revealed its first action (recorded without a cache: each of a row's forwards is one of its
+    steps, the canvas up to the block's end), the prompt's tail clean in its block; return how many
+    (row, block, state) matched."""
     p, block_size = rollout.prompt_length, rollout.block_size
     width = rollout.step_map.shape[1]
+    forwards = step_forwards(recorder, rollout)
     compared = 0
     for noisy, actions in states:
         columns = decoded_columns(rollout, noisy.shape[1] - p)
@@ -54,7 +73,8 @@ def block_states_match(recorder: RecordingModel, rollout: Rollout, states) -> in
         for row in range(noisy.shape[0]):
             for block in blocks[row, :width][actions[row]].unique().tolist():
                 chosen = actions[row] & (blocks[row, :width] == block)
-                seen = recorder.inputs[int(rollout.step_map[row][chosen].min())][row]
+                call, index = forwards[row][int(rollout.step_map[row][chosen].min())]
+                seen = recorder.inputs[call][index]
                 here = blocks[row] == block
                 assert int(columns[row][here].max()) < seen.shape[0]
                 assert torch.equal(noisy[row, p:][here], seen[columns[row][here]])  # token for token
@@ -92,8 +112,10 @@ def replay_errors(model, sampler, tokenizer, prompts, gen_length: int, seed: int
     shift = int(bool(model.shift_logits))  # position i - 1 predicts token i
     columns = decoded_columns(rollout, rollout.step_map.shape[1])
     errors = torch.zeros_like(replayed, dtype=torch.float64)
+    forwards = step_forwards(recorder, rollout)
     for row, j in rollout.scored.nonzero().tolist():
-        logits = recorder.calls[int(rollout.step_map[row, j])].logits[row, int(columns[row, j]) - shift]
+        call, index = forwards[row][int(rollout.step_map[row, j])]
+        logits = recorder.logits_at(call, index, int(columns[row, j]) - shift)
         expected = torch.log_softmax(logits.double(), -1)[rollout.completions[row, j]]
         errors[row, j] = abs(float(replayed[row, j]) - float(expected))
     return errors, rollout

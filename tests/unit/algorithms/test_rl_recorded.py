@@ -2,10 +2,13 @@
 
 The numbers in `recorded_rl_losses.json` were written by the RL loop before it was split into
 advantage, objective, filter and critic components (issue 16); any reshaping of the loop must
-reproduce them. Conditions: CPU, float32, the shipped sampler defaults (EOS stopping on), ragged
-prompts (the addition task's), three optimizer steps of two micro-batches each, weight decay 0
-(so that an optimizer change does not move them). Re-record only for an intended change of the
-numbers: `DLLM_RECORD=1 pytest tests/unit/algorithms/test_rl_recorded.py`.
+reproduce them. Re-recorded once for issue 17, when rollouts began drawing each row's noise from its
+own generator (rows decode at their own pace, so a shared generator's draws would depend on the
+batch): the rollouts changed, not the losses computed on them. Conditions: CPU, float32, the shipped
+sampler defaults (EOS stopping on), ragged prompts (the addition task's), three optimizer steps of
+two micro-batches each, weight decay 0 (so that an optimizer change does not move them). Re-record
+only for an intended change of the numbers: `DLLM_RECORD=1 pytest
+tests/unit/algorithms/test_rl_recorded.py`.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class ThirdsOfCharacterSum(Reward):
         return [(sum(map(ord, text)) % 3) / 2 for text in completions]
 
 
-def run_case(name: str, tokenizer, tmp_path) -> list[dict[str, float]]:
+def run_case(name: str, tokenizer, tmp_path, max_batch_rows: int | None = 64) -> list[dict[str, float]]:
     preset, family, sampler_name, sampler_options, overrides = CASES[name]
     overrides = dict(overrides)
     for kind in ("estimator", "advantage", "objective"):  # the `rl` cases pass built parts (issue 16)
@@ -70,7 +73,8 @@ def run_case(name: str, tokenizer, tmp_path) -> list[dict[str, float]]:
     algorithm = dllm.build("algorithm", preset, group_size=4, prompts_per_rollout=2, **overrides)
     model = tiny(family).train()
     config = TrainerConfig(max_steps=3, batch_size=4, grad_accum=2, lr=1e-3, weight_decay=0.0, warmup_steps=0,
-                           min_lr_ratio=1.0, log_every=1, device="cpu", eval_batch_size=4)  # fmt: skip
+                           min_lr_ratio=1.0, log_every=1, device="cpu", eval_batch_size=4,
+                           max_batch_rows=max_batch_rows)  # fmt: skip
     task = dllm.build("task", "addition", num_eval=4)
     sampler = dllm.build_sampler(sampler_name, **sampler_options)
     parts = Components(model, tokenizer, task, sampler, ThirdsOfCharacterSum(), algorithm)
@@ -93,5 +97,18 @@ def test_each_preset_logs_its_recorded_losses(name, tokenizer, tmp_path):
     assert len(got) == len(expected) == 3
     for step, (mine, theirs) in enumerate(zip(got, expected), start=1):
         assert sorted(mine) == sorted(theirs), f"step {step}: logged keys differ"
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-5, abs=1e-7), f"step {step}: {key}"
+
+
+@pytest.mark.parametrize("name", ["tracerl-sdar", "tracerl-llada", "rl-llada"])
+def test_a_rollout_decoded_three_rows_at_a_time_logs_the_same_losses(name, tokenizer, tmp_path):
+    """Continuous batching (3 rows decoding at once, a finished row's slot taking the next of the 8)
+    decodes every row as it decodes alone, so training on its rollouts logs the recorded numbers."""
+    torch.set_num_threads(1)
+    got = run_case(name, tokenizer, tmp_path, max_batch_rows=3)
+    expected = json.loads(RECORDED.read_text())[name]
+    for step, (mine, theirs) in enumerate(zip(got, expected, strict=True), start=1):
+        assert mine.pop("rollout_nfe") > theirs.pop("rollout_nfe")  # forwards of the batch: more, each smaller
         for key, value in theirs.items():
             assert mine[key] == pytest.approx(value, rel=1e-5, abs=1e-7), f"step {step}: {key}"

@@ -22,19 +22,17 @@ def test_block_cache_holds_committed_blocks_only():
     model = watched("sdar_tiny")
     prompt = torch.randint(4, 100, (2, 8))  # two whole blocks of 4
     DiffusionSampler(steps=32, cache="block", stop_at_eos=False).generate(model, prompt, gen_length=32)
-    assert calls(model)[0] == (8, 0, 8)  # the prompt's prefill
-    steps = [call for call in calls(model)[1:] if call[0] == 4]
-    for committed in range(8, 40, 4):
-        in_block = [call for call in steps if call[1] == committed]
-        # four one-token steps over the committed cache, then the commit grows it by one block
-        assert len(in_block) == 5 and in_block[-1][1] == committed
-    assert calls(model)[-1][1] == 36  # the last commit, over every earlier block
-    assert max(capacity for _, _, capacity in calls(model)) <= 2 * 40  # doubling buffers, not one per step
-    # the prefill and every commit only fill the cache: no logits computed; every step reads its block's
-    lengths = [call.cache_length for call in model.calls] + [None]  # a commit: the next call sees a longer cache
-    commits = [i for i in range(len(model.calls)) if lengths[i + 1] != lengths[i]]
-    assert len(commits) == 1 + 8
-    assert [call.logits.shape[1] for call in model.calls] == [0 if i in commits else 4 for i in range(len(model.calls))]
+    assert calls(model)[0] == (8, 0, 8)  # the prompt's prefill, into a plain cache copied into the row slots
+    for block, start in enumerate(range(8, 40, 4)):
+        in_block = model.calls[1 + 5 * block : 6 + 5 * block]
+        # four one-token steps of the block, then its commit: each attends the committed blocks and itself
+        assert [call.length for call in in_block] == [4] * 5
+        assert [call.read_length for call in in_block] == [start + 4] * 5
+        # the commit only fills the cache: no logits computed; every step reads its block's
+        assert [call.logits.shape[1] for call in in_block] == [4, 4, 4, 4, 0]
+    assert len(model.calls) == 1 + 8 * 5
+    # one buffer per row over the whole canvas (40 columns, and one that takes discarded writes)
+    assert {call.cache_capacity for call in model.calls[1:]} == {41}
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
@@ -42,12 +40,12 @@ def test_approximate_caches_do_not_grow_with_the_steps(cache):
     model = watched("llada_tiny")
     prompt = torch.randint(4, 100, (1, 6))
     DiffusionSampler(block_length=8, steps=32, cache=cache, stop_at_eos=False).generate(model, prompt, gen_length=32)
-    # the first forward of each block fills a fresh cache (prompt + completion = 38 slots); every
-    # later step reads it without storing: the same length and the same buffers throughout
+    # the first forward of each block fills a fresh cache (prompt + completion = 38 positions), copied into
+    # the row's slot; every later step recomputes its window over that slot: the same buffers throughout
     for block, start in enumerate(range(6, 38, 8)):
         first, *later = calls(model)[8 * block : 8 * block + 8]
         assert first == (38, 0, 38)
-        assert later == [(38 - start, start, 38)] * 7 if cache == "prefix" else [(8, 38, 38)] * 7
+        assert later == [(38 - start, 38, 39)] * 7 if cache == "prefix" else [(8, 38, 39)] * 7
 
 
 def test_no_cache_runs_the_whole_sequence_or_up_to_the_block():

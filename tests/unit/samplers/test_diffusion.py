@@ -8,7 +8,7 @@ from dllm.errors import ConfigError
 from dllm.samplers.diffusion import DiffusionSampler
 from dllm.samplers.fast_dllm import FastDLLMSampler
 from dllm.samplers.sdar import SDARSampler
-from tests.unit.samplers.test_llada import fixed_logits
+from tests.unit.samplers.test_llada import fixed_logits, row_generators
 
 # Per generated position: (probabilities of tokens 4..7). Confidence orders 0 > 1 > 2,
 # the top-2 margin orders 1 > 0 > 2 (see tests/unit/samplers/test_policies.py).
@@ -50,9 +50,9 @@ def test_block_cache_is_exact_for_every_policy(selection, score, temperature, to
     torch.manual_seed(0)
     model = dllm.load_model("sdar_tiny").eval()
     batch = tokenizer(["12+345=", "7+8="], padding=True, return_tensors="pt")
-    runs = [
+    runs = [  # one generator per row: each row draws as it would alone, whatever the cache's forwards
         DiffusionSampler(steps=8, score=score, selection=selection, threshold=0.3, temperature=temperature, cache=cache)
-        .generate(model, batch["input_ids"], batch["attention_mask"], 16, torch.Generator().manual_seed(3))
+        .generate(model, batch["input_ids"], batch["attention_mask"], 16, row_generators(2, 3))
         for cache in ("block", "none")
     ]  # fmt: skip
     assert torch.equal(runs[0].sequences, runs[1].sequences)
@@ -125,7 +125,7 @@ def test_a_block_model_decodes_in_another_block_size_with_the_exact_cache(block_
     batch = tokenizer(["12+345=", "7+8="], padding=True, return_tensors="pt")
     runs = [
         DiffusionSampler(block_length=block_length, steps=16, cache=cache, temperature=0.8)
-        .generate(model, batch["input_ids"], batch["attention_mask"], 16, torch.Generator().manual_seed(1))
+        .generate(model, batch["input_ids"], batch["attention_mask"], 16, row_generators(2, 1))
         for cache in ("block", "none")
     ]  # fmt: skip
     assert torch.equal(runs[0].sequences, runs[1].sequences) and runs[0].block_size == block_length

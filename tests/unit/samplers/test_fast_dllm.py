@@ -57,7 +57,9 @@ def test_cache_modes_recompute_what_fast_dllm_recomputes(sampler, preset, query)
     torch.manual_seed(0)
     model = RecordingModel(dllm.load_model(preset).eval())
     prompt = torch.randint(4, 100, (1, 6))
-    for mode, expected_later_call in (("prefix", (14 - query, query, None)), ("dual", (4, 14, query))):
+    # later steps run over the row's slot of the whole canvas (14 positions): the prefix cache recomputes
+    # from `query` to the end, the dual cache the block's 4 positions from `query`
+    for mode, expected_later_call in (("prefix", (14 - query, 14, None)), ("dual", (4, 14, None))):
         model.calls.clear()
         sampler(mode).generate(model, prompt, gen_length=8)
         assert calls(model)[0] == (14, 0, None)  # each block starts with a full forward that fills the cache

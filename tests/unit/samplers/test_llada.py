@@ -13,6 +13,11 @@ VOCAB = 8
 MASK, EOS = 2, 1
 
 
+def row_generators(rows: int, seed: int) -> list[torch.Generator]:
+    """One seeded generator per row: each row then samples as it would alone, in any batch."""
+    return [torch.Generator().manual_seed(seed + row) for row in range(rows)]
+
+
 def fixed_logits(probabilities: dict[int, tuple[int, float]], prompt_length: int):
     """Logits whose softmax at generated position j puts `p` on token `t` for {j: (t, p)} and
     spreads the rest evenly; every other position is uniform."""

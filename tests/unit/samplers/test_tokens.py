@@ -36,3 +36,17 @@ def test_temperature_sampling_follows_the_distribution():
     gumbel = gumbel_max_sample(logits, 1.0, torch.Generator().manual_seed(0), forbidden_token=2)
     assert tokens.float().mean().item() == pytest.approx(0.75, abs=0.01)
     assert gumbel.float().mean().item() == pytest.approx(0.75, abs=0.01)
+
+
+def test_per_row_generators_sample_each_row_from_its_distribution_alone():
+    """With one generator per row, categorical sampling inverts one uniform per position: the
+    frequencies follow the probabilities, a token of probability 0 (the mask) never comes, and a
+    row samples the same tokens in any batch."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.0, 0.2]])).expand(2, 20000, 4)
+    generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    tokens, _ = categorical_sample(logits, 1.0, 0, 1.0, generators, mask_id=2)
+    frequencies = torch.bincount(tokens.flatten(), minlength=4) / tokens.numel()
+    assert torch.allclose(frequencies, torch.tensor([0.5, 0.3, 0.0, 0.2]), atol=0.01)
+    assert not (tokens == 2).any()
+    alone, _ = categorical_sample(logits[1:], 1.0, 0, 1.0, [torch.Generator().manual_seed(2)], mask_id=2)
+    assert torch.equal(alone[0], tokens[1])

@@ -98,3 +98,32 @@ def test_block_models_score_each_block_given_the_clean_blocks_before_it(tokenize
             logits = model(inputs).logits[0, len(prompt) + first : len(prompt) + first + 4]
             by_hand = logits.float().log_softmax(-1).gather(-1, completion[first : first + 4, None]).squeeze(-1)
             torch.testing.assert_close(packed[row, first : first + 4], by_hand, atol=2e-5, rtol=1e-5)
+
+
+def test_masked_estimators_train_on_the_completions_as_read(tokenizer):
+    """What decoding left after a stopped row's EOS (masks where the row left the batch, or tokens it
+    revealed while other rows went on) is not part of the x_0 a masked estimator trains on: it reads
+    EOS there, as a reference that decodes every position mostly does."""
+    from dllm.algorithms.rollout import rollout_from_output
+    from tests.unit.algorithms.rl_helpers import EarlyEOS
+
+    model = EarlyEOS(tiny("llada_tiny"), bias=3.0)
+    batch = tokenizer(["12+345=", "7+8=", "99*9=1", "1="], padding=True, return_tensors="pt")
+    out = LLaDASampler(steps=16, block_length=4, temperature=1.0).generate(
+        model, batch["input_ids"], batch["attention_mask"], 16, torch.Generator().manual_seed(0)
+    )
+    rollout = rollout_from_output(model, batch["input_ids"], batch["attention_mask"], out, eos_id=1)
+    after_eos = ~rollout.scored
+    assert bool((rollout.completions[after_eos] == rollout.mask_id).any())  # rows left with masks after EOS
+    assert bool((rollout.completions_as_read()[after_eos] == 1).all())
+    # the same rollout with other tokens after each EOS: every estimate is unchanged
+    noise = torch.randint(4, 100, rollout.completions.shape)
+    other = rollout.map_rows(lambda tensor: tensor)
+    other.sequences = rollout.sequences.clone()
+    other.sequences[:, rollout.prompt_length :] = torch.where(after_eos, noise, rollout.completions)
+    for estimator in (OneStepEstimator(0.3), CoupledEstimator(), RandomMaskEstimator()):
+        plan = estimator.plan(rollout, torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            first, scored = estimator.log_probs(model, rollout, plan)
+            second, _ = estimator.log_probs(model, other, plan)
+        assert torch.equal(first[scored], second[scored]), type(estimator).__name__

@@ -17,6 +17,7 @@ from tests.unit.algorithms.rl_helpers import (
     decoded_columns,
     replay_errors,
     sampled_rollout,
+    step_forwards,
     tiny,
 )
 
@@ -92,11 +93,12 @@ def test_full_attention_states_are_the_samplers(make_sampler, shrinkage, eos, to
     p = rollout.prompt_length
     states = list(TraceEstimator(shrinkage).states(rollout))
     assert states and sum(int(actions.sum()) for _, actions in states) == int(rollout.scored.sum())
+    forwards = step_forwards(recorder, rollout)
     for noisy, actions in states:
         for row in range(noisy.shape[0]):
             if actions[row].any():
-                first_step = int(rollout.step_map[row][actions[row]].min())
-                assert torch.equal(noisy[row, p:], recorder.inputs[first_step][row, p:])
+                call, index = forwards[row][int(rollout.step_map[row][actions[row]].min())]
+                assert torch.equal(noisy[row, p:], recorder.inputs[call][index, p:])
 
 
 # Prompts of 7, 4, 5 and 6 characters: every phase modulo the block of 4, left-padded into one batch.
@@ -144,9 +146,11 @@ def test_log_probs_are_the_samplers_own(temperature, tokenizer):
     with torch.no_grad():
         log_probs, scored = TraceEstimator().log_probs(recorder.inner, rollout, {})
     completions = rollout.completions
+    forwards = step_forwards(recorder, rollout)
     for row in range(completions.shape[0]):
         for j in range(completions.shape[1]):
-            logits = recorder.calls[int(rollout.step_map[row, j])].logits[row, p + j].double()
+            call, index = forwards[row][int(rollout.step_map[row, j])]
+            logits = recorder.logits_at(call, index, p + j).double()
             expected = torch.log_softmax(logits, -1)[completions[row, j]]
             assert scored[row, j]
             assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
@@ -165,9 +169,11 @@ def test_block_log_probs_are_the_samplers_own_for_every_prompt_phase(block_lengt
         log_probs, scored = TraceEstimator().log_probs(recorder.inner, rollout, {})
         naive = TraceEstimator(packed=False).gather(recorder.inner, rollout)
     columns = decoded_columns(rollout, 16)
+    forwards = step_forwards(recorder, rollout)
     for row in range(rollout.step_map.shape[0]):
         for j in range(16):
-            logits = recorder.calls[int(rollout.step_map[row, j])].logits[row, int(columns[row, j])].double()
+            call, index = forwards[row][int(rollout.step_map[row, j])]
+            logits = recorder.logits_at(call, index, int(columns[row, j])).double()
             expected = torch.log_softmax(logits, -1)[rollout.completions[row, j]]
             assert scored[row, j]
             assert float(log_probs[row, j]) == pytest.approx(float(expected), abs=1e-5)
@@ -192,7 +198,7 @@ def test_block_log_probs_are_the_samplers_own_for_every_prompt_phase(block_lengt
 def test_log_probs_are_the_samplers_own_when_it_stops_at_eos(preset, sampler, tokenizer):
     """Under the shipped default (stop at EOS), with a policy that stops early and ragged
     prompts, every scored token's replayed log-prob is the sampler's own log-softmax."""
-    errors, rollout = replay_errors(EarlyEOS(tiny(preset), bias=EOS_BIAS), sampler, tokenizer, RAGGED, 16)
+    errors, rollout = replay_errors(EarlyEOS(tiny(preset), bias=EOS_BIAS), sampler, tokenizer, RAGGED, 16, seed=2)
     completions = rollout.completions
     first_eos = torch.where((completions == EOS).any(1), (completions == EOS).float().argmax(1), 16)
     # the conditions that matter: rows stop at different places, some before the last block
@@ -213,7 +219,9 @@ def test_the_value_model_reads_the_samplers_states(tokenizer):
     p = rollout.prompt_length
     with torch.no_grad():
         values = TraceEstimator().gather(value_model, rollout, "values")
+        forwards = step_forwards(recorder, rollout)
         for row, j in rollout.scored.nonzero().tolist():
-            state = recorder.inputs[int(rollout.step_map[row, j])][row : row + 1]
+            call, index = forwards[row][int(rollout.step_map[row, j])]
+            state = recorder.inputs[call][index : index + 1]
             expected = value_model(state, attention_mask=rollout.attention_mask[row : row + 1]).values[0, p + j]
             assert float(values[row, j]) == pytest.approx(float(expected), abs=1e-5)
