@@ -245,6 +245,11 @@ class Decoding:
         self.row_steps = torch.zeros(batch, dtype=torch.long, device=self.x.device)
         self.row_nfe = [0] * batch
 
+    @functools.cached_property
+    def padded(self) -> bool:
+        """Whether any key is padding (then forwards need a key mask); read once per decoding."""
+        return not bool(self.key_mask.all())
+
     def count_forward(self, rows: list[int] | None = None) -> None:
         """One forward, serving `rows` (None: every row)."""
         self.nfe += 1

@@ -114,13 +114,6 @@ class CacheStrategy:
         return masked
 
 
-def _padded(state: Decoding) -> bool:
-    """Whether any key is padding (then forwards need a key mask); read once per decoding."""
-    if not hasattr(state, "_padded"):
-        state._padded = not bool(state.key_mask.all())
-    return state._padded
-
-
 class NoCache(CacheStrategy):
     """Recompute everything each step (a block diffusion model: up to the end of the furthest
     slot's block; block-causal attention keeps each row's block from seeing later ones);
@@ -140,7 +133,7 @@ class NoCache(CacheStrategy):
             forward_lengths = [state.x.shape[1]] * len(lanes)
         stop = max(forward_lengths)
         x = state.x[rows, :stop]
-        keys = state.key_mask[rows, :stop] if _padded(state) else None  # None: no mask, and no check of one
+        keys = state.key_mask[rows, :stop] if state.padded else None  # None: no mask, and no check of one
         positions = state.position_ids[rows, :stop] if state.position_ids is not None else None
         read = lanes.columns(state.x.device, -shift)
         offsets = [start - shift for start in lanes.starts]
@@ -184,7 +177,7 @@ class SlotCache(CacheStrategy):
         index = torch.tensor(rows, device=state.x.device)
         fresh = KVCache(model.config.num_hidden_layers)
         positions = state.position_ids[index, :end] if state.position_ids is not None else None
-        keys = state.key_mask[index, :end] if _padded(state) else None
+        keys = state.key_mask[index, :end] if state.padded else None
         logits = run_model(
             model, logits_slice, state.x[index, :end], attention_mask=keys, position_ids=positions,
             past_key_values=fresh, use_cache=True, block_size=state.block_size,
@@ -241,9 +234,13 @@ class ApproximateCache(SlotCache):
             for slot in fresh:
                 offsets[slot] = lanes.starts[slot] - _shift(model)
         if later:
-            starts = [self.window_start(model, s) if slot in later else width for slot, s in enumerate(lanes.starts)]
+            # a slot that refreshed this step takes no part (the canvas width: no window)
+            starts = [
+                self.window_start(model, start) if steps else width
+                for start, steps in zip(lanes.starts, lanes.block_steps, strict=True)
+            ]
             columns, writes, read, lengths = self.window(state, lanes, starts)
-            mask = state.key_mask[lanes.row_tensor(device)].bool()[:, None, None, :] if _padded(state) else None
+            mask = state.key_mask[lanes.row_tensor(device)].bool()[:, None, None, :] if state.padded else None
             window_logits = self.slot_forward(model, state, lanes, columns, writes, read, mask)
             state.count_forward([lanes.rows[slot] for slot in later])
             if logits is None:
@@ -316,7 +313,7 @@ class BlockCache(SlotCache):
         cache = self.slot_cache(model, state)
         cache.read_length = max(ends)
         mask = None
-        if _padded(state) or min(ends) != max(ends):
+        if state.padded or min(ends) != max(ends):
             keys = torch.arange(cache.read_length, device=device) < torch.tensor(ends, device=device)[:, None]
             keys = keys & state.key_mask[lanes.row_tensor(device), : cache.read_length].bool()
             mask = keys[:, None, None, :]
