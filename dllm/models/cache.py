@@ -79,7 +79,8 @@ class RowSlotCache:
     """Keys and values per layer, [S, H_kv, C + 1, D]: one slot per decoding row, a preallocated
     buffer over the row's whole canvas of C columns (column C takes writes to be discarded). A
     forward runs one query row per slot; before it the decoder sets `write_columns` [S, Lq]: the
-    column each query token's keys go to (C: nowhere). The forward attends every column
+    column each query token's keys go to (C: nowhere), or a slice when every slot writes the same
+    columns (a batch in lockstep, one row: a plain copy instead of a scatter). The forward attends every column
     [S, H, `read_length`, D]; its mask (given by the decoder) decides which columns each row reads, so rows at
     different positions share one forward and memory is bounded by the slots, not the prompts."""
 
@@ -90,7 +91,7 @@ class RowSlotCache:
         self.columns = columns
         self.keys: list[Tensor | None] = [None] * num_layers
         self.values: list[Tensor | None] = [None] * num_layers
-        self.write_columns: Tensor | None = None
+        self.write_columns: Tensor | slice | None = None
         self.read_length = columns  # the forward attends columns [0, read_length)
         self._index: tuple[Tensor, Tensor] | None = None  # (write_columns, its expansion), shared by the layers
 
@@ -107,13 +108,20 @@ class RowSlotCache:
         self, layer: int, k: Tensor, v: Tensor, commit: bool, replace_position: int | None
     ) -> tuple[Tensor, Tensor]:
         self._allocate(layer, k.shape[0], k)
+        if isinstance(self.write_columns, slice):
+            self.keys[layer][:, :, self.write_columns] = k
+            self.values[layer][:, :, self.write_columns] = v
+        else:
+            self._scatter(layer, k, v)
+        return self.keys[layer][:, :, : self.read_length], self.values[layer][:, :, : self.read_length]
+
+    def _scatter(self, layer: int, k: Tensor, v: Tensor) -> None:
         if self._index is None or self._index[0] is not self.write_columns:
             expanded = self.write_columns[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
             self._index = (self.write_columns, expanded)
         index = self._index[1]
         self.keys[layer].scatter_(2, index, k)
         self.values[layer].scatter_(2, index, v)
-        return self.keys[layer][:, :, : self.read_length], self.values[layer][:, :, : self.read_length]
 
     def place(self, slots: Tensor, cache: KVCache, slot_count: int) -> None:
         """Copy a plain cache's keys and values of rows decoded apart (one per entry of `slots`)

@@ -345,28 +345,50 @@ class Decoding:
             self.eos_revealed = bool(((tokens == self.eos_id) & revealed).any())
         self.row_steps += 1
 
-    def tokens_at(self, rows: Tensor, columns: Tensor) -> Tensor:
-        """[S, K] the canvas tokens of `rows` [S] at `columns` [S, K]."""
+    def tokens_at(self, rows: Tensor | slice, columns: Tensor | slice) -> Tensor:
+        """[S, K] the canvas tokens of `rows` [S] at `columns` [S, K], or, rows in lockstep, at the
+        columns of one slice (`rows` then a slice too, when they are the whole canvas in order)."""
+        if isinstance(columns, slice):
+            return self.x[rows, columns]
         return self.x.view(-1).take(rows[:, None] * self.x.shape[1] + columns)
 
-    def reveal_rows(self, rows: Tensor, columns: Tensor, tokens: Tensor, revealed: Tensor) -> None:
-        """Write `tokens` [S, K] at `columns` [S, K] of canvas `rows` [S] where `revealed`, each
-        at its row's current step; one step of those rows."""
-        # flat indices: one gather and one write each (advanced indexing costs more per step)
-        at = rows[:, None] * self.x.shape[1] + columns
-        canvas = self.x.view(-1)
-        canvas.put_(at, torch.where(revealed, tokens, canvas.take(at)))
-        at = rows[:, None] * self.step_map.shape[1] + columns - self.prompt_length
-        steps = self.step_map.view(-1)
-        steps.put_(at, torch.where(revealed, self.row_steps[rows][:, None], steps.take(at)))
+    def reveal_rows(self, rows: Tensor | slice, columns: Tensor | slice, tokens: Tensor, revealed: Tensor) -> Tensor:
+        """Write `tokens` [S, K] at `columns` of canvas `rows` (see `tokens_at`) where `revealed`,
+        each at its row's current step; one step of those rows. Returns the tokens there now."""
+        if isinstance(columns, slice):
+            block = torch.where(revealed, tokens, self.x[rows, columns])
+            self.x[rows, columns] = block
+            steps = slice(columns.start - self.prompt_length, columns.stop - self.prompt_length)
+            now = self.row_steps[rows][:, None]
+            self.step_map[rows, steps] = torch.where(revealed, now, self.step_map[rows, steps])
+        else:
+            # flat indices: one gather and one write each (advanced indexing costs more per step)
+            at = rows[:, None] * self.x.shape[1] + columns
+            canvas = self.x.view(-1)
+            block = torch.where(revealed, tokens, canvas.take(at))
+            canvas.put_(at, block)
+            at = rows[:, None] * self.step_map.shape[1] + columns - self.prompt_length
+            steps = self.step_map.view(-1)
+            steps.put_(at, torch.where(revealed, self.row_steps[rows][:, None], steps.take(at)))
         self.row_steps[rows] += 1
+        return block
 
-    def stopped(self, rows: Tensor) -> Tensor:
-        """[S] bool: which of canvas `rows` have an EOS with nothing masked before it within their G tokens."""
+    def holds_eos(self, block: Tensor) -> Tensor:
+        """[S] bool: which rows of `block` [S, K] hold an EOS (False everywhere when not stopping at EOS)."""
         if self.eos_id is None:
-            return torch.zeros(rows.shape, dtype=torch.bool, device=rows.device)
-        completion = self._from_completion_start(0, self.gen_length, rows)[0]
-        return stop_positions(completion, self.eos_id, self.mask_id) < completion.shape[1]
+            return torch.zeros(block.shape[0], dtype=torch.bool, device=block.device)
+        return (block == self.eos_id).any(1)
+
+    def stopped_in_block(self, rows: Tensor | slice, columns: Tensor | slice, block: Tensor) -> Tensor:
+        """[S] bool: which of canvas `rows` have stopped (an EOS with nothing masked before it within
+        their G tokens), given `block` [S, K], the tokens at their current block's `columns`. A row
+        decodes its blocks in order and leaves at its first such EOS, so its earlier blocks are
+        whole and hold none: its current block alone decides (no scan of the whole completion)."""
+        if isinstance(columns, slice):
+            columns = torch.arange(columns.start, columns.stop, device=block.device)[None, :]
+        first = self.completion_start[rows][:, None]
+        inside = (columns >= first) & (columns < first + self.gen_length)  # not the prompt's tail, not the overhang
+        return stop_positions(block.masked_fill(~inside, -1), self.eos_id, self.mask_id) < block.shape[1]
 
     def all_stopped(self) -> bool:
         """Every row has an EOS with nothing masked before it within its G tokens."""

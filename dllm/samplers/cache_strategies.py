@@ -107,10 +107,10 @@ class CacheStrategy:
         """One forward (or two) for this step of every slot."""
         raise NotImplementedError
 
-    def candidates(self, masked: Tensor, block_steps: Tensor) -> Tensor:
+    def candidates(self, masked: Tensor, block_steps: list[int]) -> Tensor:
         """[S, L] bool: which of each block's `masked` positions this step may reveal (all of them;
         a strategy whose forward is trusted for part of the block only narrows them).
-        `block_steps` [S]: each slot's step within its block."""
+        `block_steps`: each slot's step within its block."""
         return masked
 
 
@@ -135,7 +135,11 @@ class NoCache(CacheStrategy):
         x = state.x[rows, :stop]
         keys = state.key_mask[rows, :stop] if state.padded else None  # None: no mask, and no check of one
         positions = state.position_ids[rows, :stop] if state.position_ids is not None else None
-        read = lanes.columns(state.x.device, -shift)
+        first = lanes.starts[0] - shift
+        if all(start == lanes.starts[0] for start in lanes.starts):  # one slice of every row
+            read = slice(first, first + lanes.block_length)
+        else:
+            read = lanes.columns(state.x.device, -shift)
         offsets = [start - shift for start in lanes.starts]
         if self.cfg_scale <= 0:
             state.count_forward(lanes.rows)
@@ -145,7 +149,7 @@ class NoCache(CacheStrategy):
         unconditional[:, : state.prompt_length] = state.mask_id
         both_positions = torch.cat([positions, positions]) if positions is not None else None
         logits = run_model(
-            model, torch.cat([read, read]), torch.cat([x, unconditional]),
+            model, read if isinstance(read, slice) else torch.cat([read, read]), torch.cat([x, unconditional]),
             attention_mask=None if keys is None else torch.cat([keys, keys]), position_ids=both_positions,
             block_size=state.block_size,
         )  # fmt: skip
@@ -160,6 +164,7 @@ class SlotCache(CacheStrategy):
     """A strategy that keeps every slot's keys and values in a `RowSlotCache` over the canvas."""
 
     slots: RowSlotCache | None = None
+    _key_mask: tuple[Tensor, Tensor] | None = None  # (the slots' rows, their key mask)
 
     def slot_cache(self, model: torch.nn.Module, state: Decoding) -> RowSlotCache:
         if self.slots is None:
@@ -186,18 +191,38 @@ class SlotCache(CacheStrategy):
         state.count_forward(rows)
         return logits
 
-    def slot_forward(self, model, state, lanes: Lanes, columns: Tensor, writes: Tensor, read: Tensor | None, mask):
+    def slot_forward(
+        self, model, state, lanes: Lanes, columns: Tensor | slice, writes: Tensor | slice, read, mask
+    ) -> Tensor:
         """One forward of every slot's query tokens at canvas `columns` [S, Lq] over its slot,
-        their keys written at `writes` [S, Lq] (the canvas width: nowhere); logits at `read`."""
-        rows = lanes.row_tensor(state.x.device)
+        their keys written at `writes` [S, Lq] (the canvas width: nowhere); logits at `read`.
+        Slices instead: every slot's row at the same columns (rows in lockstep)."""
         cache = self.slot_cache(model, state)
         cache.write_columns = writes
-        at = rows[:, None] * state.x.shape[1] + columns
-        positions = state.position_ids.reshape(-1).take(at) if state.position_ids is not None else columns
+        if isinstance(columns, slice):
+            rows = lanes.row_index(state.x.device)
+            ids = state.x[rows, columns]
+            if state.position_ids is not None:
+                positions = state.position_ids[rows, columns]
+            else:
+                positions = torch.arange(columns.start, columns.stop, device=ids.device).expand(ids.shape[0], -1)
+        else:
+            at = lanes.row_tensor(state.x.device)[:, None] * state.x.shape[1] + columns
+            ids = state.x.view(-1).take(at)
+            positions = state.position_ids.reshape(-1).take(at) if state.position_ids is not None else columns
         return run_model(
-            model, read, state.x.view(-1).take(at), attention_mask=mask, position_ids=positions,
+            model, read, ids, attention_mask=mask, position_ids=positions,
             past_key_values=cache, use_cache=True, block_size=state.block_size,
         )  # fmt: skip
+
+    def key_mask(self, state: Decoding, lanes: Lanes) -> Tensor | None:
+        """[S, 1, 1, C] each slot's row's key mask over the canvas (None: no padding), built when the slots change."""
+        if not state.padded:
+            return None
+        rows = lanes.row_tensor(state.x.device)
+        if self._key_mask is None or self._key_mask[0] is not rows:
+            self._key_mask = (rows, state.key_mask[rows].bool()[:, None, None, :])
+        return self._key_mask[1]
 
 
 class ApproximateCache(SlotCache):
@@ -240,8 +265,7 @@ class ApproximateCache(SlotCache):
                 for start, steps in zip(lanes.starts, lanes.block_steps, strict=True)
             ]
             columns, writes, read, lengths = self.window(state, lanes, starts)
-            mask = state.key_mask[lanes.row_tensor(device)].bool()[:, None, None, :] if state.padded else None
-            window_logits = self.slot_forward(model, state, lanes, columns, writes, read, mask)
+            window_logits = self.slot_forward(model, state, lanes, columns, writes, read, self.key_mask(state, lanes))
             state.count_forward([lanes.rows[slot] for slot in later])
             if logits is None:
                 logits = window_logits
@@ -256,6 +280,12 @@ class ApproximateCache(SlotCache):
         lagged = (torch.arange(block, device=first.device) - self.lag).clamp(min=0)
         return first[:, None] + lagged
 
+    def _shared_window(self, state: Decoding, lanes: Lanes, start: int, stop: int):
+        """`window`'s answer when every slot recomputes canvas columns [start, stop): slices."""
+        block = lanes.block_length
+        read = slice(0, block) if self.lag == 0 else self._reads(state.x.new_zeros(len(lanes)), block)
+        return slice(start, stop), slice(start, stop), read, [stop - start] * len(lanes)
+
 
 class PrefixCache(ApproximateCache):
     """Later steps recompute each row's block and everything after it over its cached prefix
@@ -266,6 +296,8 @@ class PrefixCache(ApproximateCache):
     def window(self, state, lanes, starts):
         width, device = state.x.shape[1], state.x.device
         first = min(starts)
+        if max(starts) == first < width:
+            return self._shared_window(state, lanes, first, width)
         columns = torch.arange(first, width, device=device).expand(len(lanes), -1)
         begin = torch.tensor(starts, device=device)
         writes = torch.where(columns >= begin[:, None], columns, width)
@@ -280,6 +312,9 @@ class DualCache(ApproximateCache):
 
     def window(self, state, lanes, starts):
         width, device, block = state.x.shape[1], state.x.device, lanes.block_length
+        if min(starts) == max(starts) < width:
+            begin = min(starts[0], width - block)
+            return self._shared_window(state, lanes, begin, begin + block)
         begin = torch.tensor(starts, device=device).clamp(max=width - block)
         columns = begin[:, None] + torch.arange(block, device=device)
         taking_part = torch.tensor(starts, device=device)[:, None] < width
@@ -308,14 +343,17 @@ class BlockCache(SlotCache):
 
     def block_logits(self, model, state, lanes):
         device, block = state.x.device, lanes.block_length
-        columns = lanes.columns(device)
         ends = [start + block for start in lanes.starts]
+        shared = min(ends) == max(ends)  # every slot at the same columns: slices
+        columns = slice(lanes.starts[0], ends[0]) if shared else lanes.columns(device)
         cache = self.slot_cache(model, state)
         cache.read_length = max(ends)
         mask = None
-        if state.padded or min(ends) != max(ends):
-            keys = torch.arange(cache.read_length, device=device) < torch.tensor(ends, device=device)[:, None]
-            keys = keys & state.key_mask[lanes.row_tensor(device), : cache.read_length].bool()
+        if state.padded or not shared:
+            keys = state.key_mask[lanes.row_index(device), : cache.read_length].bool()
+            if not shared:
+                within = torch.arange(cache.read_length, device=device) < torch.tensor(ends, device=device)[:, None]
+                keys = keys & within
             mask = keys[:, None, None, :]
         stepping = not all(lanes.committing)
         logits = self.slot_forward(model, state, lanes, columns, columns, None if stepping else slice(0, 0), mask)

@@ -201,24 +201,31 @@ class DiffusionSampler(Sampler):
         (whether its block is done, whether its row has stopped at EOS)."""
         device = state.x.device
         every = len(stepping) == len(lanes)
-        index = None if every else torch.tensor(stepping, device=device)
-        rows = lanes.row_tensor(device) if every else lanes.row_tensor(device)[index]
         row_list = [lanes.rows[slot] for slot in stepping]
-        columns = lanes.columns(device) if every else lanes.columns(device)[index]
-        logits = forward.logits if every else forward.logits[index]
-        masked = state.tokens_at(rows, columns) == state.mask_id
         block_steps = [lanes.block_steps[slot] for slot in stepping]
+        shared = lanes.shared_start() if every else None
+        if shared is not None:  # rows in lockstep: their blocks are one slice of the canvas
+            rows, columns = lanes.row_index(device), slice(shared, shared + lanes.block_length)
+            logits = forward.logits
+            quota = quotas[rows, min(block_steps[0], quotas.shape[1] - 1)]
+        else:
+            index = None if every else torch.tensor(stepping, device=device)
+            rows = lanes.row_tensor(device) if every else lanes.row_tensor(device)[index]
+            columns = lanes.columns(device) if every else lanes.columns(device)[index]
+            logits = forward.logits if every else forward.logits[index]
+            quota = quotas[rows, torch.tensor(block_steps, device=device).clamp(max=quotas.shape[1] - 1)]
+        masked = state.tokens_at(rows, columns) == state.mask_id
         lengths, offsets = [forward.forward_lengths[s] for s in stepping], [forward.offsets[s] for s in stepping]
         noise = StepNoise(randomness, row_list, lengths, offsets, lanes.block_length, self.noise_over_forward, device)
         tokens, probs = self.propose(logits, noise, block_steps, randomness.for_rows(row_list), state.mask_id)
         score_noise = noise.uniform((), torch.float32) if self.policy.score == "random" else None
-        steps = torch.tensor(block_steps, device=device)
-        quota = quotas[rows, steps.clamp(max=quotas.shape[1] - 1)]
-        candidates = cache.candidates(masked, steps)
+        candidates = cache.candidates(masked, block_steps)
         revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise)
-        state.reveal_rows(rows, columns, tokens, revealed)
-        block_done, stopped = torch.stack([~(masked & ~revealed).any(1), state.stopped(rows)]).tolist()
-        return block_done, stopped
+        block = state.reveal_rows(rows, columns, tokens, revealed)
+        block_done, holds_eos = torch.stack([~(block == state.mask_id).any(1), state.holds_eos(block)]).tolist()
+        if not any(holds_eos):  # no row can have stopped (one status read a step, no scan)
+            return block_done, holds_eos
+        return block_done, state.stopped_in_block(rows, columns, block).tolist()
 
     def propose(
         self,

@@ -50,9 +50,12 @@ class BlockStartCache(ApproximateCache):
         return start
 
     def candidates(self, masked, block_steps):
+        if all(block_steps):
+            return masked
         first = torch.zeros_like(masked)
         first[:, 0] = True
-        return masked & (first | (block_steps > 0)[:, None])
+        later = torch.tensor(block_steps, device=masked.device) > 0
+        return masked & (first | later[:, None])
 
 
 class BlockStartPrefixCache(BlockStartCache, PrefixCache):

@@ -31,6 +31,7 @@ class Lanes:
         """`ends`: each row's last column to decode, plus one: its last block ends there."""
         if capacity is not None and capacity < 1:
             raise ConfigError(f"max_batch_rows must be a positive number of rows (or null: all rows), got {capacity}")
+        self.batch = batch
         self.capacity = min(capacity or batch, batch)
         self.first_block = first_block
         self.ends = ends
@@ -91,6 +92,21 @@ class Lanes:
         if self.device_rows is None:
             self.device_rows = torch.tensor(self.rows, device=device)
         return self.device_rows
+
+    def row_index(self, device: torch.device) -> Tensor | slice:
+        """Each slot's canvas row as an index: a slice when the slots are the whole canvas, in order
+        (one row, or a batch in which no row has left)."""
+        if len(self.rows) == self.batch and self.rows == list(range(self.batch)):
+            return slice(None)
+        return self.row_tensor(device)
+
+    def shared_start(self) -> int | None:
+        """The first column of every slot's block when all slots are in the same block at the same
+        step (rows in lockstep: their blocks are one slice of the canvas), else None."""
+        first = self.starts[0]
+        if all(start == first for start in self.starts) and len(set(self.block_steps)) == 1:
+            return first
+        return None
 
     def columns(self, device: torch.device, shift: int = 0) -> Tensor:
         """[S, block_length] the columns of each slot's block, moved by `shift` (built once per step)."""

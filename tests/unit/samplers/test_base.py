@@ -53,6 +53,31 @@ def test_all_stopped_scans_only_once_an_eos_was_revealed():
     assert state.step_map.tolist() == [[0, 1, -1, -1], [0, 2, 1, -1]]
 
 
+def test_a_row_stops_by_its_current_block_alone_inside_its_own_tokens():
+    # a block model's canvas: 2 prompt columns, blocks of 4 from column 0; rows start their G = 2
+    # tokens at columns 1, 2 and 3, so a block holds prompt tail (before) and overhang (after)
+    x = torch.tensor([[9, M, M, M, M, M], [9, 9, M, M, M, M], [9, 9, 9, M, M, M]])
+    state = Decoding(
+        x=x, key_mask=torch.ones_like(x), step_map=torch.full((3, 4), -1), prompt_length=2, mask_id=M, eos_id=E,
+        prompt_ids=x[:, :2].clone(), completion_start=torch.tensor([1, 2, 3]), gen_length=2,
+    )  # fmt: skip
+    columns = torch.arange(4)[None, :].expand(3, -1)
+    rows = torch.arange(3)
+    block = torch.tensor(
+        [
+            [9, 5, E, M],  # an EOS with its tokens before it whole: stopped (the mask after it: overhang)
+            [E, 9, M, E],  # the prompt's EOS is not its own; its own EOS has a mask before it
+            [9, 9, 9, E],  # its EOS is its first token: stopped
+        ]
+    )
+    assert state.holds_eos(block).tolist() == [True, True, True]
+    assert state.stopped_in_block(rows, columns, block).tolist() == [True, False, True]
+    overhang = torch.tensor([[9, 5, 6, 7], [9, 9, 5, 6], [9, 9, 9, 5]])
+    overhang[0, 3] = E  # row 0's EOS after its G tokens: not a stop
+    assert state.stopped_in_block(rows, columns, overhang).tolist() == [False, False, False]
+    assert state.stopped_in_block(slice(None), slice(0, 4), block).tolist() == [True, False, True]
+
+
 @pytest.mark.parametrize("name", dllm.SAMPLERS.names())
 def test_a_sampler_records_the_arguments_it_was_built_with(name):
     cls = dllm.SAMPLERS.get(name)
