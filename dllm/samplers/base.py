@@ -373,12 +373,6 @@ class Decoding:
         self.row_steps[rows] += 1
         return block
 
-    def holds_eos(self, block: Tensor) -> Tensor:
-        """[S] bool: which rows of `block` [S, K] hold an EOS (False everywhere when not stopping at EOS)."""
-        if self.eos_id is None:
-            return torch.zeros(block.shape[0], dtype=torch.bool, device=block.device)
-        return (block == self.eos_id).any(1)
-
     def stopped_in_block(self, rows: Tensor | slice, columns: Tensor | slice, block: Tensor) -> Tensor:
         """[S] bool: which of canvas `rows` have stopped (an EOS with nothing masked before it within
         their G tokens), given `block` [S, K], the tokens at their current block's `columns`. A row

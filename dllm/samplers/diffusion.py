@@ -222,7 +222,9 @@ class DiffusionSampler(Sampler):
         candidates = cache.candidates(masked, block_steps)
         revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise)
         block = state.reveal_rows(rows, columns, tokens, revealed)
-        block_done, holds_eos = torch.stack([~(block == state.mask_id).any(1), state.holds_eos(block)]).tolist()
+        if state.eos_id is None:
+            return (~(block == state.mask_id).any(1)).tolist(), [False] * len(stepping)
+        block_done, holds_eos = torch.stack([~(block == state.mask_id).any(1), (block == state.eos_id).any(1)]).tolist()
         if not any(holds_eos):  # no row can have stopped (one status read a step, no scan)
             return block_done, holds_eos
         return block_done, state.stopped_in_block(rows, columns, block).tolist()

@@ -70,7 +70,6 @@ def test_a_row_stops_by_its_current_block_alone_inside_its_own_tokens():
             [9, 9, 9, E],  # its EOS is its first token: stopped
         ]
     )
-    assert state.holds_eos(block).tolist() == [True, True, True]
     assert state.stopped_in_block(rows, columns, block).tolist() == [True, False, True]
     overhang = torch.tensor([[9, 5, 6, 7], [9, 9, 5, 6], [9, 9, 9, 5]])
     overhang[0, 3] = E  # row 0's EOS after its G tokens: not a stop
