@@ -72,8 +72,8 @@ class SequencePPO(PPO):
         tally.mean("clip_fraction", ((ratio < 1 - self.clip_low) | (ratio > 1 + self.clip_high)).float(), rows)
         per_sequence = -surrogate
         if self.beta > 0:
-            target = rollout.ref_log_probs[iteration] if self.kl_target == "reference" else rollout.old_log_probs[iteration]
-            target = (target * covered).sum(1) / lengths
+            targets = rollout.ref_log_probs if self.kl_target == "reference" else rollout.old_log_probs
+            target = (targets[iteration] * covered).sum(1) / lengths
             kl = lengths * kl_penalty(sequence, target, self.kl_estimator)
             tally.mean("kl", kl.detach(), rows)
             per_sequence = per_sequence + self.beta * kl
