@@ -80,7 +80,7 @@ def context(model, tokenizer, sampler, batch_size=4, micro=2):
                         torch.Generator().manual_seed(0), torch.device("cpu"), batch_size)  # fmt: skip
 
 
-@pytest.mark.parametrize("estimator", ["trace", "one_step", "coupled", "random_mask"])
+@pytest.mark.parametrize("estimator", ["trace", "one_step", "coupled", "random_mask", "elbo"])
 def test_the_first_update_sees_a_ratio_of_exactly_one(estimator, tokenizer):
     model = tiny("llada_tiny").train()
     algorithm = RL(estimator=dllm.build("estimator", estimator), num_iterations=2, **SMALL)
