@@ -65,6 +65,9 @@ def test_the_trace_of_a_left_to_right_rollout_is_the_exact_ar_likelihood(family,
     assert lengths.min() < 12 and lengths.max() > 3  # some rows stopped early, some scored several tokens
     steps = rollout.step_map.masked_fill(~rollout.scored, 10**6)
     assert (steps[:, 1:] > steps[:, :-1])[rollout.scored[:, 1:]].all()  # one token per step, left to right
+    # One forward per token for full attention; one-token blocks make a block model's whole replay one forward.
+    forwards = len(list(algorithm.estimator.states(rollout)))
+    assert forwards == (1 if model.block_size is not None else int(lengths.max()))
     with torch.no_grad():
         traced, scored = algorithm.estimator.log_probs(model, rollout, {})
         for row in range(len(rollout)):
