@@ -60,9 +60,12 @@ class SequencePPO(PPO):
     def per_token_loss(self, scored: Scored, tally: Tally) -> Tensor:
         rollout, iteration, covered = scored.rollout, scored.iteration, scored.covered
         lengths = rollout.scored.sum(1).clamp(min=1).float()
-        sequence = (scored.log_probs * covered).sum(1) / lengths  # [N] per-token normalised log-likelihood
-        old = (rollout.old_log_probs[iteration] * covered).sum(1) / lengths if rollout.old_log_probs else None
-        old = sequence.detach() if old is None else old
+
+        def per_token(log_probs: Tensor) -> Tensor:  # [N] a sequence's log-likelihood / L
+            return (log_probs * covered).sum(1) / lengths
+
+        sequence = per_token(scored.log_probs)
+        old = per_token(rollout.old_log_probs[iteration]) if rollout.old_log_probs else sequence.detach()
         surrogate, ratio = clipped_surrogate(
             sequence[:, None], old[:, None], rollout.advantages, self.clip_low, self.clip_high, self.log_ratio_clamp
         )
@@ -73,8 +76,7 @@ class SequencePPO(PPO):
         per_sequence = -surrogate
         if self.beta > 0:
             targets = rollout.ref_log_probs if self.kl_target == "reference" else rollout.old_log_probs
-            target = (targets[iteration] * covered).sum(1) / lengths
-            kl = lengths * kl_penalty(sequence, target, self.kl_estimator)
+            kl = lengths * kl_penalty(sequence, per_token(targets[iteration]), self.kl_estimator)
             tally.mean("kl", kl.detach(), rows)
             per_sequence = per_sequence + self.beta * kl
         return per_sequence[:, None].expand_as(scored.log_probs)
