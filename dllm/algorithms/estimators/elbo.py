@@ -11,8 +11,10 @@ rollout's rows (one uniform offset u per sample, row i at (u + i / N) mod 1 of t
 two views averaged: every token is scored exactly once per sample. `num_mc` samples are averaged.
 
 The prompt is never masked. Tokens after a row's EOS are masked or not like any other position
-but carry no term (the actions end at the EOS). Block diffusion models: the same mask, each
-noisy block seeing the clean blocks before it — the sum of the blocks' ELBOs, their t shared.
+but carry no term (the actions end at the EOS). Block diffusion models (the reference has none):
+the same mask, each noisy block seeing the clean blocks before it, so a token's term estimates its
+block's ELBO term at a mask ratio the blocks share — approximately: one count over the whole
+completion leaves each block's own count hypergeometric, not binomial.
 """
 
 from __future__ import annotations
