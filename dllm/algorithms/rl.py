@@ -84,6 +84,7 @@ class RL(Algorithm):
             )
         self.advantage.check(group_size)
         self.objective.check_advantage(self.advantage)
+        self.objective.check_estimator(self.estimator)
         if temperature is not None and temperature < 0:
             raise ConfigError(f"algorithm.temperature must be >= 0 (or null: the sampler's own), got {temperature}")
         check_training_block_size(training_block_size, self.estimator)

@@ -10,6 +10,7 @@ import torch
 import dllm
 from dllm.algorithms.advantages import ADVANTAGES
 from dllm.algorithms.base import LossOutput, TrainContext
+from dllm.algorithms.estimators import ESTIMATORS
 from dllm.algorithms.filters import FILTERS, Filters
 from dllm.algorithms.objectives import OBJECTIVES
 from dllm.algorithms.rl import RL
@@ -118,15 +119,27 @@ def accepted_advantage(objective):
     pytest.fail(f"{type(objective).__name__} takes no registered advantage")
 
 
+def accepted_estimator(objective):
+    """The first registered estimator `objective` takes (each objective must take one)."""
+    for name in ESTIMATORS.names():
+        estimator = dllm.build("estimator", name)
+        try:
+            objective.check_estimator(estimator)
+        except ConfigError:
+            continue
+        return estimator
+    pytest.fail(f"{type(objective).__name__} takes no registered estimator")
+
+
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_objective_contract(name, tiny_model, tokenizer):
     """Every objective, built from its config, declares its inputs and gives a finite per-token loss
     whose gradient reaches the policy; one that takes only some advantages says so."""
     objective = built_part("algorithm/objective", name)
-    advantage = accepted_advantage(objective)
+    advantage, estimator = accepted_advantage(objective), accepted_estimator(objective)
     assert objective.normalisation in ("token", "sequence") and isinstance(objective.needs_reference, bool)
     assert isinstance(objective.needs_old_log_probs(2, 2), bool)
-    algorithm = RL(advantage=advantage, objective=objective, **RL_SIZE)
+    algorithm = RL(estimator=estimator, advantage=advantage, objective=objective, **RL_SIZE)
     ctx = rl_context(tiny_model.train(), tokenizer)
     algorithm.start(ctx)
     out = algorithm.loss(tiny_model, next(iter(algorithm.micro_batches(ctx, 2))), ctx.generator)

@@ -25,6 +25,7 @@ from dllm.registry import Registry
 
 if TYPE_CHECKING:
     from dllm.algorithms.advantages.base import Advantage
+    from dllm.algorithms.estimators.base import Estimator
 
 Normalisation = Literal["token", "sequence"]
 
@@ -57,6 +58,9 @@ class Objective(ABC):
 
     def check_advantage(self, advantage: Advantage) -> None:
         """Refuse, with a ConfigError naming the fix, an advantage whose values this objective cannot use."""
+
+    def check_estimator(self, estimator: Estimator) -> None:
+        """Refuse, with a ConfigError naming the fix, an estimator whose output this objective cannot use."""
 
     @abstractmethod
     def per_token_loss(self, scored: Scored, tally: Tally) -> Tensor:

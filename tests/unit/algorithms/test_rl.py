@@ -53,11 +53,25 @@ def test_every_algorithm_trains_every_family_with_two_samplers(name, family, sam
     sampler_name, options = SAMPLERS[family][sampler_index]
     sampler = dllm.build_sampler(sampler_name, **options)
     algorithm = dllm.build("algorithm", name, **SMALL)
+    if algorithm.rollout_block_length is not None and refuses(algorithm, sampler, model):
+        # A preset that decodes rollouts in blocks of its own (justgrpo: one token, left to right) refuses
+        # a sampler that cannot decode them, at start-up, before any rollout.
+        with pytest.raises(ConfigError, match="block_length"):
+            train(tmp_path, model, sampler, algorithm, tokenizer)
+        return
     before = [p.detach().clone() for p in model.parameters()]
     records = train(tmp_path, model, sampler, algorithm, tokenizer)
     assert [r["step"] for r in records] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters())), "parameters must change"
+
+
+def refuses(algorithm, sampler, model) -> bool:
+    try:
+        algorithm.check_run(dllm.build("task", "addition"), sampler, model.block_size)
+    except ConfigError:
+        return True
+    return False
 
 
 def context(model, tokenizer, sampler, batch_size=4, micro=2):
@@ -66,7 +80,7 @@ def context(model, tokenizer, sampler, batch_size=4, micro=2):
                         torch.Generator().manual_seed(0), torch.device("cpu"), batch_size)  # fmt: skip
 
 
-@pytest.mark.parametrize("estimator", ["trace", "one_step", "coupled", "random_mask"])
+@pytest.mark.parametrize("estimator", ["trace", "one_step", "coupled", "random_mask", "elbo"])
 def test_the_first_update_sees_a_ratio_of_exactly_one(estimator, tokenizer):
     model = tiny("llada_tiny").train()
     algorithm = RL(estimator=dllm.build("estimator", estimator), num_iterations=2, **SMALL)
