@@ -19,6 +19,7 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "reward=judge": ["reward.judge=tests.unit.rewards.test_judge:digit_count_judge"],
     "algorithm/advantage=wd1": ["algorithm/objective=wd1"],  # wd1's weights and its objective go together
     "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
+    "algorithm/objective=spg": ["algorithm/estimator=block_mask"],  # SPG's EUBO comes from its block masking
     **{  # RL from the default job's SFT checkpoint
         f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
         for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1")
@@ -140,6 +141,8 @@ PAPER_OPTIMIZERS = {  # preset -> (lr, beta2, weight decay, warmup steps resolve
     "diffu_grpo": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
     "wd1": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
     "coupled_grpo": (1e-6, 0.99, 0.1, 0, 0.1, 0.2),
+    "spg": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
+    "bgpo": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
 }
 
 

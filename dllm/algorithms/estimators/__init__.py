@@ -1,6 +1,6 @@
-"""Estimators: which masked states score a rollout's actions (trace, one_step, coupled, random_mask)."""
+"""Estimators: which masked states score a rollout's actions (trace, one_step, coupled, random_mask, block_mask)."""
 
-from dllm.algorithms.estimators import coupled, one_step, random_mask, trace  # noqa: F401  (register them)
+from dllm.algorithms.estimators import block_mask, coupled, one_step, random_mask, trace  # noqa: F401  (register them)
 from dllm.algorithms.estimators.base import ESTIMATORS, Estimator
 
 __all__ = ["ESTIMATORS", "Estimator"]

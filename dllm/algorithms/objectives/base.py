@@ -13,7 +13,7 @@ optimizer step, whatever its micro-batching.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -25,6 +25,7 @@ from dllm.registry import Registry
 
 if TYPE_CHECKING:
     from dllm.algorithms.advantages.base import Advantage
+    from dllm.algorithms.estimators.base import Estimator
 
 Normalisation = Literal["token", "sequence"]
 
@@ -32,13 +33,16 @@ Normalisation = Literal["token", "sequence"]
 @dataclass
 class Scored:
     """One chunk of estimator output: `log_probs` [N, G] (with gradient) of the `covered` [N, G]
-    tokens of `rollout`'s rows in inner iteration `iteration`; rows come in groups of `group_size`."""
+    tokens of `rollout`'s rows in inner iteration `iteration`; rows come in groups of `group_size`.
+    `extras`: further per-chunk terms an estimator gives beside the log-probs (e.g. `upper`, an
+    upper bound of the same quantity; `share`, the part of the whole estimate this chunk carries)."""
 
     log_probs: Tensor
     covered: Tensor
     rollout: Rollout
     iteration: int
     group_size: int
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Objective(ABC):
@@ -57,6 +61,9 @@ class Objective(ABC):
 
     def check_advantage(self, advantage: Advantage) -> None:
         """Refuse, with a ConfigError naming the fix, an advantage whose values this objective cannot use."""
+
+    def check_estimator(self, estimator: Estimator) -> None:
+        """Refuse, with a ConfigError naming the fix, an estimator that does not give what this objective reads."""
 
     @abstractmethod
     def per_token_loss(self, scored: Scored, tally: Tally) -> Tensor:
