@@ -10,6 +10,7 @@ import torch
 import dllm
 from dllm.algorithms.advantages import ADVANTAGES
 from dllm.algorithms.base import LossOutput, TrainContext
+from dllm.algorithms.estimators import ESTIMATORS
 from dllm.algorithms.filters import FILTERS, Filters
 from dllm.algorithms.objectives import OBJECTIVES
 from dllm.algorithms.rl import RL
@@ -106,6 +107,18 @@ def test_advantage_contract(name, tiny_model, tokenizer):
     assert isinstance(algorithm.after_step(ctx), dict) and isinstance(algorithm.state_dict()["advantage"], dict)
 
 
+def accepted_estimator(objective):
+    """The loop's default estimator (`trace`) if `objective` reads it, else the first registered one it does."""
+    for name in ["trace", *ESTIMATORS.names()]:
+        estimator = dllm.build("estimator", name)
+        try:
+            objective.check_estimator(estimator)
+        except ConfigError:
+            continue
+        return estimator
+    pytest.fail(f"{type(objective).__name__} reads no registered estimator")
+
+
 def accepted_advantage(objective):
     """The first registered advantage `objective` takes (each objective must take one)."""
     for name in ADVANTAGES.names():
@@ -126,7 +139,7 @@ def test_objective_contract(name, tiny_model, tokenizer):
     advantage = accepted_advantage(objective)
     assert objective.normalisation in ("token", "sequence") and isinstance(objective.needs_reference, bool)
     assert isinstance(objective.needs_old_log_probs(2, 2), bool)
-    algorithm = RL(advantage=advantage, objective=objective, **RL_SIZE)
+    algorithm = RL(estimator=accepted_estimator(objective), advantage=advantage, objective=objective, **RL_SIZE)
     ctx = rl_context(tiny_model.train(), tokenizer)
     algorithm.start(ctx)
     out = algorithm.loss(tiny_model, next(iter(algorithm.micro_batches(ctx, 2))), ctx.generator)

@@ -10,8 +10,11 @@ On-policy (l_k_old = l_k, detached) both equal the ELBO objective in value (A) a
 is the whole estimate (K = 1, the bound is then exact).
 
 Per token: -(the part's term of its row), token-normalised like SPG's loss (each sequence's term
-weighs its length). The old per-sample values are the live ones: BGPO updates on-policy, once per
-rollout — more updates per rollout would need each sample's old ELBO, so they are refused.
+weighs its length). The old per-sample values are the live ones, detached: exact for BGPO's
+on-policy updates (the preset: one update per rollout). With more updates per rollout each
+update takes the bound at its own policy — ratio-free, A grad B, as SPG's passes — not BGPO's
+bound against the rollout policy, which would need every sample's old ELBO (the loop keeps one
+[N, G] tensor of old log-probs).
 """
 
 from __future__ import annotations
@@ -28,15 +31,6 @@ from dllm.errors import ConfigError
 @OBJECTIVES.register("bgpo")
 class BGPO(Objective):
     normalisation = "token"
-
-    def needs_old_log_probs(self, num_iterations: int, steps_per_pass: int) -> bool:
-        if num_iterations > 1 or steps_per_pass > 1:
-            raise ConfigError(
-                f"objective bgpo is BGPO's bound on-policy only, but each rollout gets {num_iterations} passes of "
-                f"{steps_per_pass} optimizer steps: set algorithm.num_iterations=1 and trainer.batch_size to at least "
-                f"the rollout's rows (prompts_per_rollout x group_size per process)"
-            )
-        return False
 
     def check_advantage(self, advantage: Advantage) -> None:
         if advantage.weights_for is not None:
