@@ -98,3 +98,33 @@ def test_the_bounds_by_hand():
 def test_bad_settings_are_refused(options):
     with pytest.raises(ConfigError, match="block_mask: need"):
         dllm.build("estimator", "block_mask", **options)
+
+
+def test_block_models_draw_views_in_each_rows_own_blocks_with_eos_stopping(tokenizer):
+    """sdar_tiny (block 4), prompts of 7 and 4 tokens, a policy that stops early (EOS stopping on):
+    the views' blocks are each row's own (the first completion block is 1 and 4 tokens wide), every
+    position after a row's first EOS is masked, and the ELBO is the views' masked-token means."""
+    from dllm.samplers.sdar import SDARSampler
+    from tests.unit.algorithms.rl_helpers import EarlyEOS, sampled_rollout, tiny
+
+    model = EarlyEOS(tiny("sdar_tiny"), bias=2.0)
+    rollout = sampled_rollout(model, SDARSampler(denoising_steps=4), tokenizer, gen_length=12, eos_id=1)
+    assert rollout.scored.sum(1).tolist() != [12, 12]  # a row stopped before the end
+    estimator = dllm.build("estimator", "block_mask", num_masks=3, p_mask_prompt=0.0)
+    assert estimator.blocks(rollout).tolist() == [[0] + [1] * 4 + [2] * 4 + [3] * 3, [0] * 4 + [1] * 4 + [2] * 4]
+    plan = estimator.plan(rollout, torch.Generator().manual_seed(0))
+    blocks = estimator.blocks(rollout)
+    for row in range(2):
+        for view in range(3):
+            state = plan["masked"][row, view]
+            assert state[~rollout.scored[row]].all()
+            first = int(blocks[row][state & rollout.scored[row]].min())
+            assert not state[blocks[row] < first].any() and state[blocks[row] > first].all()
+    with torch.no_grad():
+        lower, upper = estimator.bounds(model, rollout, plan)
+        views = list(estimator.views(model, rollout, plan))
+    assert torch.isfinite(lower).all() and torch.isfinite(upper).all()
+    for row in range(2):
+        means = [log_probs[row][masked[row]].mean() for log_probs, masked in views]
+        by_hand = sum(means) / 3
+        assert lower[row][rollout.scored[row]].mean().item() == pytest.approx(by_hand.item(), abs=1e-5)
