@@ -51,4 +51,5 @@ def test_bgpo_reads_no_old_log_probs():
 def test_the_bgpo_preset():
     algorithm = dllm.build("algorithm", "bgpo")
     assert (algorithm.estimator.num_masks, algorithm.estimator.upper_bound, algorithm.num_iterations) == (16, False, 1)
+    assert (algorithm.estimator.block_length, algorithm.prompts_per_rollout) == (32, 16)
     assert type(algorithm.advantage).__name__ == "GroupAdvantage"
