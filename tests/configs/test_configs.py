@@ -22,7 +22,7 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "algorithm/objective=spg": ["algorithm/estimator=block_mask"],  # SPG's EUBO comes from its block masking
     **{  # RL from the default job's SFT checkpoint
         f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
-        for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1")
+        for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1", "spg", "bgpo")
     },
 }
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
