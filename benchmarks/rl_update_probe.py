@@ -54,7 +54,7 @@ def main(preset: str, name: str) -> None:
     weights = token_weights(rollout.scored, "token")
 
     def update() -> None:  # as the trainer does it: each part of the loss back-propagated as it is computed
-        for log_probs, covered in chosen.chunks(model, rollout, plan):
+        for log_probs, covered, *_ in chosen.chunks(model, rollout, plan):
             surrogate, _ = clipped_surrogate(log_probs, log_probs.detach(), rollout.advantages, 0.2, 0.2)
             (-surrogate * weights * covered).sum().backward()
         model.zero_grad(set_to_none=True)

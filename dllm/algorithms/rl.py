@@ -270,9 +270,9 @@ class RL(Algorithm):
         weights = token_weights(rollout.scored, self.objective.normalisation)
         chunks = self.estimator.chunks(model, rollout, rollout.plans[iteration])
 
-        def policy_loss(log_probs: Tensor, covered: Tensor) -> Tensor:
+        def policy_loss(log_probs: Tensor, covered: Tensor, extras: dict[str, Tensor] | None = None) -> Tensor:
             tally.mean("log_prob", log_probs, covered)
-            scored = Scored(log_probs, covered, rollout, iteration, self.group_size)
+            scored = Scored(log_probs, covered, rollout, iteration, self.group_size, extras or {})
             return self.objective.per_token_loss(scored, tally)
 
         yield from weighted_parts(chunks, policy_loss, weights, autocast, tally, "policy_loss")

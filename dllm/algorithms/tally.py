@@ -35,22 +35,22 @@ class Tally:
 
 
 def weighted_parts(
-    chunks: Iterator[tuple[Tensor, Tensor]],
-    per_token_loss: Callable[[Tensor, Tensor], Tensor],
+    chunks: Iterator[tuple[Tensor, ...]],
+    per_token_loss: Callable[..., Tensor],
     weights: Tensor,
     autocast: Callable[[], AbstractContextManager],
     tally: Tally,
     name: str,
 ) -> Iterator[Tensor]:
-    """Each chunk's `per_token_loss(values, covered)` summed with the step's token `weights` over
-    the tokens it covers — one loss part per chunk, its forward under `autocast` — each tallied
-    under `name`."""
+    """Each chunk's `per_token_loss(values, covered, *extras)` summed with the step's token `weights`
+    over the tokens it covers — one loss part per chunk, its forward under `autocast` — each
+    tallied under `name`. A chunk is (values, covered) or (values, covered, extras)."""
     while True:
         with autocast():
             chunk = next(chunks, None)
             if chunk is None:
                 return
-            values, covered = chunk
-            part = (per_token_loss(values, covered) * weights * covered).sum()
+            values, covered, *extras = chunk
+            part = (per_token_loss(values, covered, *extras) * weights * covered).sum()
         tally.add(name, part)
         yield part

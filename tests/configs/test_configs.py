@@ -20,9 +20,21 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "algorithm/advantage=wd1": ["algorithm/objective=wd1"],  # wd1's weights and its objective go together
     "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
     "algorithm/objective=sequence_ppo": ["algorithm/estimator=elbo"],  # a sequence's estimate whole, not trace's parts
+    "algorithm/objective=spg": ["algorithm/estimator=block_mask"],  # SPG's EUBO comes from its block masking
     **{  # RL from the default job's SFT checkpoint
         f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
-        for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1", "espo", "justgrpo")
+        for preset in (
+            "rl",
+            "tracerl",
+            "tracerl_value",
+            "diffu_grpo",
+            "coupled_grpo",
+            "wd1",
+            "espo",
+            "justgrpo",
+            "spg",
+            "bgpo",
+        )
     },
 }
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
@@ -141,6 +153,8 @@ PAPER_OPTIMIZERS = {  # preset -> (lr, beta2, weight decay, warmup steps resolve
     "diffu_grpo": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
     "wd1": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
     "coupled_grpo": (1e-6, 0.99, 0.1, 0, 0.1, 0.2),
+    "spg": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
+    "bgpo": (5e-7, 0.999, 0.01, 0, 1.0, 1.0),
 }
 
 

@@ -107,6 +107,18 @@ def test_advantage_contract(name, tiny_model, tokenizer):
     assert isinstance(algorithm.after_step(ctx), dict) and isinstance(algorithm.state_dict()["advantage"], dict)
 
 
+def accepted_estimator(objective):
+    """The loop's default estimator (`trace`) if `objective` reads it, else the first registered one it does."""
+    for name in ["trace", *ESTIMATORS.names()]:
+        estimator = dllm.build("estimator", name)
+        try:
+            objective.check_estimator(estimator)
+        except ConfigError:
+            continue
+        return estimator
+    pytest.fail(f"{type(objective).__name__} reads no registered estimator")
+
+
 def accepted_advantage(objective):
     """The first registered advantage `objective` takes (each objective must take one)."""
     for name in ADVANTAGES.names():
@@ -117,18 +129,6 @@ def accepted_advantage(objective):
             continue
         return advantage
     pytest.fail(f"{type(objective).__name__} takes no registered advantage")
-
-
-def accepted_estimator(objective):
-    """The first registered estimator `objective` takes (each objective must take one)."""
-    for name in ESTIMATORS.names():
-        estimator = dllm.build("estimator", name)
-        try:
-            objective.check_estimator(estimator)
-        except ConfigError:
-            continue
-        return estimator
-    pytest.fail(f"{type(objective).__name__} takes no registered estimator")
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())

@@ -14,7 +14,7 @@ import pytest
 from tests.integration.conftest import run_cli
 
 SFT = Path(__file__).parents[1] / "fixtures" / "addition_sft_tiny"
-PRESETS = ["rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1", "espo", "justgrpo"]
+PRESETS = ["rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1", "espo", "justgrpo", "spg", "bgpo"]
 THREAD = {"OMP_NUM_THREADS": "1"}
 
 

@@ -35,10 +35,12 @@ class Estimator(ABC):
         """(log-prob estimate [N, G] of each completion token under `model`, scored [N, G] bool:
         the tokens the estimate covers — a subset of `rollout.scored`; 0 elsewhere)."""
 
-    def chunks(self, model: torch.nn.Module, rollout: Rollout, plan: Plan) -> Iterator[tuple[Tensor, Tensor]]:
+    def chunks(self, model: torch.nn.Module, rollout: Rollout, plan: Plan) -> Iterator[tuple[Tensor, ...]]:
         """The estimate in independent parts, each (log-probs [N, G], covered [N, G]) over
-        disjoint tokens; a loss linear in per-token values can be back-propagated part by part.
-        One part unless an estimator runs several forwards that need not be held together."""
+        disjoint tokens — or (log-probs, covered, extras: dict of further terms, see `Scored`),
+        whose parts' log-probs add up to the whole estimate; a loss linear in per-token values (or
+        in each part's own terms) can be back-propagated part by part. One part unless an
+        estimator runs several forwards that need not be held together."""
         yield self.log_probs(model, rollout, plan)
 
     def check_model(self, model: torch.nn.Module) -> None:

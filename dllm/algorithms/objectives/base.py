@@ -13,7 +13,7 @@ optimizer step, whatever its micro-batching.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -33,13 +33,16 @@ Normalisation = Literal["token", "sequence"]
 @dataclass
 class Scored:
     """One chunk of estimator output: `log_probs` [N, G] (with gradient) of the `covered` [N, G]
-    tokens of `rollout`'s rows in inner iteration `iteration`; rows come in groups of `group_size`."""
+    tokens of `rollout`'s rows in inner iteration `iteration`; rows come in groups of `group_size`.
+    `extras`: further per-chunk terms an estimator gives beside the log-probs (e.g. `upper`, an
+    upper bound of the same quantity; `share`, the part of the whole estimate this chunk carries)."""
 
     log_probs: Tensor
     covered: Tensor
     rollout: Rollout
     iteration: int
     group_size: int
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Objective(ABC):
