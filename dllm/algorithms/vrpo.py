@@ -35,7 +35,7 @@ from dllm.algorithms.denoise import denoising_log_probs
 from dllm.algorithms.sft import SFT, SFTBatch, collate_sft
 from dllm.checkpoint import load_model_weights
 from dllm.data.base import Example
-from dllm.data.preference import PreferenceTask
+from dllm.data.preference import PreferencePair, PreferenceTask
 from dllm.errors import ConfigError
 from dllm.run_files import REFERENCE_DIR
 
@@ -49,6 +49,16 @@ class PairBatch:
 
     rows: SFTBatch
     share: float = 1.0
+
+
+def collate_pairs(tokenizer: Any, pairs: list[PreferencePair], budget: int, gen_length: int) -> SFTBatch:
+    """The rows of `PairBatch`: each pair's chosen response `budget` times, then its rejected one."""
+    examples = [
+        Example(pair.prompt, response)
+        for pair in pairs
+        for response in [pair.chosen] * budget + [pair.rejected] * budget
+    ]
+    return collate_sft(tokenizer, examples, gen_length)
 
 
 def preference_loss(policy: Tensor, reference: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -69,7 +79,7 @@ class VRPO(Algorithm):
 
     def __init__(
         self,
-        beta: float = 0.1,
+        beta: float = 0.2,
         budget: int = 8,
         antithetic: bool = True,
         masking: str = "count",
@@ -114,12 +124,7 @@ class VRPO(Algorithm):
         for _ in range(num_micro_batches):
             # Every process draws and collates the global micro-batch and keeps its pairs' rows.
             pairs = ctx.task.sample_pairs(ctx.rng, ctx.micro_batch_size * world)
-            examples = [
-                Example(pair.prompt, response)
-                for pair in pairs
-                for response in [pair.chosen] * self.budget + [pair.rejected] * self.budget
-            ]
-            rows = collate_sft(ctx.tokenizer, examples, ctx.task.gen_length).to(ctx.device)
+            rows = collate_pairs(ctx.tokenizer, pairs, self.budget, ctx.task.gen_length).to(ctx.device)
             if world > 1:
                 mine = ctx.micro_batch_size * per_pair
                 rows = rows.rows(ctx.rank * mine, (ctx.rank + 1) * mine)

@@ -2,9 +2,10 @@
 optimisation (`algorithm=vrpo`, `algorithm=dpo`).
 
 Each line is one object with string fields `prompt`, `chosen` (the preferred response) and
-`rejected`; any other field (e.g. `answer`) reaches rewards at evaluation as is. Unlike the
-`file` task, which skips a malformed line with a warning, a preference file is refused at its
-first bad line: a pair silently dropped or half-read would change what is preferred. The
+`rejected`; any other field (e.g. `answer`) reaches rewards at evaluation as is. Lines are read
+as written (the standard library's JSON, no type unified across lines). Unlike the `file` task,
+which skips a malformed line with a warning, a preference file is refused at its first bad line:
+a pair silently dropped or half-read would change what is preferred. The
 held-out split is `eval_file`, or else a fixed `heldout_percent` of `train_file`'s pairs chosen
 by a hash of their content. As examples (what SFT and evaluation read) a pair is its prompt with
 the chosen response, so an SFT stage on this task is SFT on the chosen responses.
@@ -19,7 +20,7 @@ from typing import Any
 
 from dllm.data.base import TASKS, Example, Task
 from dllm.data.prompts import PromptFormatter
-from dllm.data.readers import read_records
+from dllm.data.readers import read_json_lines
 from dllm.data.split import is_heldout
 from dllm.errors import ConfigError
 
@@ -97,11 +98,15 @@ class PreferenceTask(Task):
         self.eval_pairs = held_out[:num_eval] if num_eval is not None else held_out
 
     def _read(self, path: str, option: str) -> list[PreferencePair]:
-        records = read_records(path, "jsonl", option)
+        records = read_json_lines(path, option)
         if records.bad_lines:
             raise ConfigError(
                 f"{records.bad_lines[0]}: every line of a preference file must be one JSON object with "
-                f"{', '.join(PAIR_FIELDS)}; fix or remove that line"
+                f"{', '.join(PAIR_FIELDS)}; fix or remove it"
+            )
+        if not records.rows:
+            raise ConfigError(
+                f"{option}={path!r} holds no pairs; point it at a JSON Lines file of prompt, chosen, rejected"
             )
         return [self._pair(record, records.where(index)) for index, record in enumerate(records.rows)]
 

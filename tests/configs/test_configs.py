@@ -19,6 +19,8 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "reward=judge": ["reward.judge=tests.unit.rewards.test_judge:digit_count_judge"],
     "algorithm/advantage=wd1": ["algorithm/objective=wd1"],  # wd1's weights and its objective go together
     "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
+    "algorithm=vrpo": ["task=preference"],  # preference optimisation trains on pairs
+    "algorithm=dpo": ["task=preference"],
     **{  # RL from the default job's SFT checkpoint
         f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
         for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1")
