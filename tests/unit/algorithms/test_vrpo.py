@@ -183,3 +183,26 @@ def test_the_reference_is_saved_and_restored_with_checkpoints(tokenizer, tmp_pat
     resumed.load_models(tmp_path)
     for key, value in resumed.reference.state_dict().items():
         assert torch.equal(value, frozen[key]), key
+
+
+def test_the_experiment_trains_saves_its_reference_and_resumes(tmp_path):
+    """experiment=addition_vrpo through dllm.train on the tiny model: two steps, a checkpoint
+    holding the frozen reference, then two more steps resumed from it against that reference."""
+    from dllm.checkpoint import load_model_weights
+    from dllm.run_files import REFERENCE_DIR
+
+    quick = ["experiment=addition_vrpo", "model=llada_tiny", "trainer.batch_size=4", "trainer.log_every=1",
+             "trainer.save_every=2", "task.num_eval=4", "algorithm.budget=2", "trainer.lr=1e-2"]  # fmt: skip
+    dllm.train(compose([*quick, "trainer.max_steps=2"]), tmp_path)
+    reference = tmp_path / "checkpoint" / REFERENCE_DIR
+    torch.manual_seed(0)
+    untrained = dllm.load_model("llada_tiny")  # the run's seed builds the same initial weights
+    saved = dllm.load_model("llada_tiny")
+    load_model_weights(saved, reference)
+    assert all(torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), saved.state_dict().values()))
+    dllm.train(compose([*quick, "trainer.max_steps=4"]), tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert steps[0]["loss"] == pytest.approx(math.log(2)) and steps[0]["reward_margin"] == 0.0
+    assert steps[2]["reward_margin"] != 0.0  # the resumed policy is measured against the step-0 reference
