@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dllm.data.base import TASKS, Example, Task
+from dllm.data.file import RESERVED_FIELDS
 from dllm.data.prompts import PromptFormatter
 from dllm.data.readers import read_json_lines
 from dllm.data.split import is_heldout
@@ -35,7 +36,7 @@ def _problem(value: Any, allow_empty: bool) -> str:
     if value is None:
         return "has no field"
     if not isinstance(value, str):
-        return f"has a {type(value).__name__}, not a string, in"
+        return f"has a non-string ({type(value).__name__}) value in"
     return "" if value or allow_empty else "has an empty"
 
 
@@ -121,7 +122,8 @@ class PreferenceTask(Task):
                 )
         if record["chosen"] == record["rejected"]:
             raise ConfigError(f"{where}: chosen and rejected are the same text; a pair must prefer one of two answers")
-        fields = {name: value for name, value in record.items() if name not in PAIR_FIELDS}
+        # What rewards receive at evaluation; never the names a reward call uses for its own arguments.
+        fields = {name: value for name, value in record.items() if name not in (*PAIR_FIELDS, *RESERVED_FIELDS)}
         prompt = self.format_prompt({"prompt": record["prompt"]})
         return PreferencePair(prompt, record["chosen"], record["rejected"], fields)
 

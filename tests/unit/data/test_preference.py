@@ -31,11 +31,12 @@ def test_the_shipped_pairs_prefer_the_correct_sum():
 
 
 def test_a_pair_is_an_example_of_its_chosen_response_and_draws_use_the_rng(tmp_path):
-    path = write(tmp_path / "pairs.jsonl", [json.dumps({**PAIR, "prompt": f"{i}+2="}) + "\n" for i in range(5)])
+    lines = [json.dumps({**PAIR, "prompt": f"{i}+2=", "truncated": True}) + "\n" for i in range(5)]
+    path = write(tmp_path / "pairs.jsonl", lines)
     task = PreferenceTask(train_file=path, eval_file=path, gen_length=4)
     assert task.sample_pairs(random.Random(7), 3) == task.sample_pairs(random.Random(7), 3)
     assert task.train_example(random.Random(0)).response == "3"
-    assert task.eval_examples()[0].fields == {"answer": "3"}
+    assert task.eval_examples()[0].fields == {"answer": "3"}  # not `truncated`, a reward call's own argument
     assert task.eval_pairs[0] == PreferencePair("0+2=", "3", "4", {"answer": "3"})
 
 
@@ -61,7 +62,7 @@ def test_without_an_eval_file_a_fixed_share_is_held_out(tmp_path):
             r"p\.jsonl:2 has no field 'rejected' \(its fields: chosen, prompt\); each "
             r"line needs the strings prompt, chosen, rejected: add it, or rename",
         ),
-        ({**PAIR, "chosen": 3}, r"p\.jsonl:2 has a int, not a string, in 'chosen'"),
+        ({**PAIR, "chosen": 3}, r"p\.jsonl:2 has a non-string \(int\) value in 'chosen'"),
         ({**PAIR, "rejected": ""}, r"p\.jsonl:2 has an empty 'rejected'"),
         ({**PAIR, "rejected": "3"}, r"p\.jsonl:2: chosen and rejected are the same text"),
     ],
