@@ -206,3 +206,23 @@ def test_the_experiment_trains_saves_its_reference_and_resumes(tmp_path):
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert steps[0]["loss"] == pytest.approx(math.log(2)) and steps[0]["reward_margin"] == 0.0
     assert steps[2]["reward_margin"] != 0.0  # the resumed policy is measured against the step-0 reference
+
+
+def test_two_processes_split_the_pairs_and_compute_the_same_loss(tokenizer):
+    """On two processes each keeps whole pairs of the global micro-batch, with the noise drawn for
+    all of its rows: the mean of their losses is the one-process loss (with antithetic off, so the
+    reference's own draw is split alike)."""
+    torch.manual_seed(0)
+    model = dllm.load_model("sdar_tiny").train()
+
+    def loss(rank: int, world: int) -> float:
+        algorithm = VRPO(budget=2, antithetic=False)
+        ctx = pair_context(model, tokenizer, micro=4 // world)
+        ctx.rank, ctx.world_size = rank, world
+        algorithm.start(ctx)
+        batch = next(algorithm.micro_batches(ctx, 1))
+        assert batch.rows.input_ids.shape[0] == 4 // world * 2 * 2 and batch.share == 1 / world
+        with torch.no_grad():
+            return algorithm.loss(model, batch, ctx.generator).loss.item()
+
+    assert (loss(0, 2) + loss(1, 2)) / 2 == pytest.approx(loss(0, 1), rel=1e-6)
