@@ -1,6 +1,7 @@
-"""Training algorithms: SFT, and the RL loop with its parts (estimators, advantages, objectives, filters)."""
+"""Training algorithms: SFT, the RL loop with its parts (estimators, advantages, objectives, filters), and
+preference optimisation (VRPO, DPO)."""
 
-from dllm.algorithms import advantages, estimators, filters, objectives, rl, sft  # noqa: F401  (register them)
+from dllm.algorithms import advantages, estimators, filters, objectives, rl, sft, vrpo  # noqa: F401  (register them)
 from dllm.algorithms.advantages import ADVANTAGES, Advantage
 from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
 from dllm.algorithms.estimators import ESTIMATORS, Estimator

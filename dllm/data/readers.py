@@ -122,6 +122,13 @@ def read_records(path: str | Path, declared_format: str = "auto", option: str = 
     return records
 
 
+def read_json_lines(path: str | Path, option: str = "task.train_file") -> Records:
+    """Every line of the JSON Lines file at `path` parsed by the standard library, as written (no
+    type unified across records, as `datasets` would), bad lines in `bad_lines` and not logged:
+    for readers that refuse a file with any bad line rather than skip it."""
+    return _read_json_by_lines(resolve_path(str(path), option), "jsonl")
+
+
 def _read(resolved: Path, fmt: str) -> Records:
     if fmt == "json":
         _refuse_wrapped_records(resolved)

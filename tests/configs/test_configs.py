@@ -21,6 +21,8 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
     "algorithm/objective=sequence_ppo": ["algorithm/estimator=elbo"],  # a sequence's estimate whole, not trace's parts
     "algorithm/objective=spg": ["algorithm/estimator=block_mask"],  # SPG's EUBO comes from its block masking
+    "algorithm=vrpo": ["task=preference"],  # preference optimisation trains on pairs
+    "algorithm=dpo": ["task=preference"],
     **{  # RL from the default job's SFT checkpoint
         f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
         for preset in (

@@ -14,6 +14,7 @@ from dllm.algorithms.estimators import ESTIMATORS
 from dllm.algorithms.filters import FILTERS, Filters
 from dllm.algorithms.objectives import OBJECTIVES
 from dllm.algorithms.rl import RL
+from dllm.algorithms.vrpo import VRPO
 from dllm.config import build_node, compose
 from dllm.data.base import Example, Task
 from dllm.errors import ConfigError
@@ -56,7 +57,8 @@ class CharacterMean(dllm.rewards.Reward):
         return [sum(map(ord, text)) / max(len(text), 1) / 127 for text in completions]
 
 
-ALGORITHM_OPTIONS = {"sft": {}}  # RL presets at test size: 2 prompts x 2 completions, no group filter
+# RL presets at test size: 2 prompts x 2 completions, no group filter; preference algorithms at their own
+ALGORITHM_OPTIONS = {"sft": {}, "vrpo": {"budget": 2}, "dpo": {}}
 RL_SIZE = {"group_size": 2, "prompts_per_rollout": 2, "filters": {"accuracy_band": None}}
 
 
@@ -72,6 +74,8 @@ def rl_context(model, tokenizer) -> TrainContext:
 def test_algorithm_contract(name, tiny_model, tokenizer):
     algorithm = dllm.build("algorithm", name, **ALGORITHM_OPTIONS.get(name, RL_SIZE))
     ctx = rl_context(tiny_model, tokenizer)
+    if isinstance(algorithm, VRPO):  # it trains on preference pairs, which the addition task has none of
+        ctx.task = built("task", "preference")
     algorithm.start(ctx)
     batches = list(algorithm.micro_batches(ctx, 2))
     assert len(batches) == 2 and sum(b.share for b in batches) == pytest.approx(1.0)

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import torch
+from hydra.utils import get_object
 from torch import Tensor
 
 import dllm
 from dllm.algorithms.estimators.trace import TraceEstimator
+from dllm.algorithms.rl import RL
 from dllm.algorithms.rollout import Rollout, rollout_from_output
+from dllm.config import compose
 from dllm.models.base import pad_token_id
 from dllm.samplers.base import block_layout
 from tests.recording import RecordingModel
 
 Recorder = RecordingModel
+
+
+def rl_presets() -> list[str]:
+    """The algorithm presets that are the RL loop with other parts (not those of other algorithms,
+    such as `dpo`, a preset of `vrpo`)."""
+    return [
+        name
+        for name in dllm.ALGORITHMS.presets()
+        if issubclass(get_object(compose([f"algorithm={name}"]).algorithm._target_), RL)
+    ]
 
 
 def tiny(preset: str) -> torch.nn.Module:

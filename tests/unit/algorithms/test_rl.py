@@ -12,9 +12,10 @@ from dllm.algorithms.rl import RL
 from dllm.errors import ConfigError
 from dllm.rewards.base import Reward
 from dllm.trainer import Components, Stage, Trainer, TrainerConfig
-from tests.unit.algorithms.rl_helpers import Recorder, tiny
+from tests.unit.algorithms.rl_helpers import Recorder, rl_presets, tiny
 
-ALGORITHMS = ["rl", *dllm.ALGORITHMS.presets()]
+RL_PRESETS = rl_presets()  # not dpo, a preset of vrpo (docs/preference.md)
+ALGORITHMS = ["rl", *RL_PRESETS]
 SAMPLERS = {  # two samplers per family
     "llada_tiny": [("llada", {"steps": 8, "block_length": 4}), ("fast_dllm", {"block_length": 4, "threshold": 0.5})],
     "dream_tiny": [("dream", {}), ("diffusion", {"block_length": 4, "cache": "dual", "selection": "threshold"})],
@@ -249,7 +250,7 @@ class ShortAnswer(Reward):
         return [max(0.0, 1.0 - len(text) / 8) for text in completions]
 
 
-LEARNERS = [(name, "llada_tiny") for name in dllm.ALGORITHMS.presets()]
+LEARNERS = [(name, "llada_tiny") for name in RL_PRESETS]
 LEARNERS += [("tracerl", "sdar_tiny"), ("tracerl", "dream_tiny")]
 
 
