@@ -16,6 +16,7 @@ from dllm.algorithms.objectives import OBJECTIVES
 from dllm.algorithms.objectives.base import row_units
 from dllm.algorithms.rollout import Rollout
 from dllm.errors import ConfigError
+from dllm.metric_window import aggregate
 from dllm.samplers.base import Sampler
 
 if TYPE_CHECKING:
@@ -149,3 +150,22 @@ def describe_parts(estimator: Estimator, advantage: Any, objective: Any, filters
              ("objective", OBJECTIVES, objective)]  # fmt: skip
     words = [f"{kind} {registry.name_of(part) or type(part).__name__}" for kind, registry, part in named]
     return ", ".join([*words, f"filters {', '.join(filters.filters) or 'none'}"])
+
+
+SUMMED_OVER_DRAWS = ("rollout_time", "rollout_nfe")  # what several draws of one step cost together
+
+
+def draws_metrics(records: list[dict[str, float]], rewards: Tensor) -> dict[str, float]:
+    """The metrics of a step's draws (`collect_rollout`'s, one record per draw) as one: reward mean,
+    std and accuracy over all the drawn `rewards`, counts and costs summed, the rest averaged."""
+    merged = aggregate(records)
+    for key in SUMMED_OVER_DRAWS:
+        if key in merged:
+            merged[key] = sum(record.get(key, 0.0) for record in records)
+    rewards = rewards.float()
+    merged.update(
+        reward=float(rewards.mean()),
+        reward_std=float(rewards.std(unbiased=False)),
+        accuracy=float((rewards >= 1.0).float().mean()),
+    )
+    return merged
