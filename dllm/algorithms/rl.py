@@ -40,6 +40,7 @@ from dllm.algorithms.rl_plan import (
     check_training_block_size,
     describe_parts,
     draws_metrics,
+    first_groups,
     log_probs_over,
     queued,
     rollout_sampler,
@@ -229,7 +230,7 @@ class RL(Algorithm):
         kept: list[Rollout] = []  # each draw's kept groups
         records: list[dict[str, float]] = []
         task_rewards: list[Tensor] = []  # before the overlong shaping: what the filters and `accuracy` read
-        local_kept = 0
+        kept_counts: list[int] = []  # this process's kept groups in each draw
         for attempt in range(1, self.max_rollout_tries + 1):
             rollout, stats = self.decode(ctx, sampler, gen_length)
             keep = self.filters.keep(rollout.rewards, self.group_size)
@@ -240,18 +241,18 @@ class RL(Algorithm):
                 stats.metrics["overlong_penalty"] = float(penalty.mean())
             records.append(stats.metrics)
             kept.append(rollout.select(keep.nonzero().squeeze(1)))
-            local_kept += int(keep.sum()) // self.group_size
-            counts = ctx.collective.gather_objects(local_kept)  # kept groups of each process so far
-            if sum(counts) >= wanted or attempt == self.max_rollout_tries:
+            kept_counts.append(int(keep.sum()) // self.group_size)
+            counts = ctx.collective.gather_objects(kept_counts)  # each process's, per draw
+            total = sum(map(sum, counts))
+            if total >= wanted or attempt == self.max_rollout_tries:
                 break
             logger.info(
-                "rollout draw %d: %d of the %d groups wanted passed the filters; drawing again",
-                attempt, sum(counts), wanted,
-            )  # fmt: skip
-        if self.dynamic_sampling and sum(counts) < wanted:
+                "rollout draw %d: %d of the %d groups wanted passed the filters; drawing again", attempt, total, wanted
+            )
+        if self.dynamic_sampling and total < wanted:
             logger.warning(
                 "rollout: %d of the %d groups wanted passed the filters in %d draws (algorithm.max_rollout_tries); "
-                "training on %s", sum(counts), wanted, attempt, "those" if sum(counts) else "the last draw whole",
+                "training on %s", total, wanted, attempt, "those" if total else "the last draw whole",
             )  # fmt: skip
         drawn = attempt * len(rollout) // self.group_size
         # Dynamic sampling trains on every draw's groups, so its metrics cover every draw (and its costs
@@ -260,17 +261,20 @@ class RL(Algorithm):
         rewards = torch.cat(task_rewards[logged])
         local = {**draws_metrics(records[logged], rewards), "kept_fraction": float(keep.float().mean())}
         if self.dynamic_sampling:
-            local["dropped_groups"] = float(drawn - local_kept)  # filtered out, over the draws
+            local["dropped_groups"] = float(drawn - sum(kept_counts))  # filtered out, over the draws
         metrics = {**rollout_metrics(ctx.collective, local, rewards), "rollout_tries": float(attempt)}
         self.recent = [
             {"prompt": prompt, "completion": text, "reward": float(reward)}
             for prompt, text, reward in zip(stats.prompts, stats.texts, task_rewards[-1].tolist())
         ][:8]
-        if sum(counts):
+        if total:
+            if self.dynamic_sampling:  # the first `wanted` kept groups, in the order one process would draw them
+                taken = first_groups(counts, ctx.collective.rank, wanted)
+                kept = [
+                    part.select(torch.arange(n * self.group_size, device=part.rewards.device))
+                    for part, n in zip(kept, taken)
+                ]
             rollout = Rollout.concatenate([part for part in kept if len(part)] or kept[-1:], ctx.tokenizer.pad_token_id)
-            if self.dynamic_sampling:  # the first `wanted` kept groups over all processes (lower ranks first)
-                share = max(0, min(local_kept, wanted - sum(counts[: ctx.collective.rank])))
-                rollout = rollout.select(torch.arange(share * self.group_size, device=rollout.rewards.device))
         if self.training_block_size is not None and rollout.block_size is not None:
             rollout.block_size = self.training_block_size
         # `rollout_block_size`: the blocks the rollout trains in (its recorded metric name)

@@ -169,3 +169,17 @@ def draws_metrics(records: list[dict[str, float]], rewards: Tensor) -> dict[str,
         accuracy=float((rewards >= 1.0).float().mean()),
     )
     return merged
+
+
+def first_groups(counts: list[list[int]], rank: int, wanted: int) -> list[int]:
+    """How many of its kept groups process `rank` trains on from each draw, so that all processes
+    together train on the first `wanted` kept groups in the order one process draws them: draw by
+    draw, and within a draw by rank (each process decodes a contiguous share of the prompts).
+    `counts[r][d]`: the groups process r kept from draw d."""
+    taken, position = [], 0
+    for draw in range(len(counts[rank])):
+        for other, kept in enumerate(counts):
+            if other == rank:
+                taken.append(max(0, min(kept[draw], wanted - position)))
+            position += kept[draw]
+    return taken

@@ -12,6 +12,7 @@ import dllm
 from dllm.algorithms.base import TrainContext
 from dllm.algorithms.objectives.base import Scored, reduce_tokens
 from dllm.algorithms.rl import RL
+from dllm.algorithms.rl_plan import first_groups
 from dllm.algorithms.rollout import Rollout
 from dllm.algorithms.tally import Tally
 from dllm.config import compose
@@ -86,6 +87,16 @@ def test_dynamic_sampling_stops_at_the_most_draws_and_says_how_many_groups_it_ha
     assert rollout.rewards.tolist() == trained  # the kept groups, or with none the last draw whole
     assert metrics["rollout_tries"] == 2.0 and metrics["dropped_groups"] == dropped
     assert logged in caplog.text and "(algorithm.max_rollout_tries)" in caplog.text
+
+
+def test_processes_train_on_the_groups_one_process_would():
+    # Two processes, three draws; kept groups per draw: rank 0 (2, 0, 1), rank 1 (1, 2, 2). One
+    # process would order them draw by draw, rank 0's first: 2, 1 | 0, 2 | 1, 2 -> the first 5 are
+    # rank 0's 2 of draw 1, rank 1's 1 of draw 1 and 2 of draw 2.
+    counts = [[2, 0, 1], [1, 2, 2]]
+    assert first_groups(counts, 0, 5) == [2, 0, 0] and first_groups(counts, 1, 5) == [1, 2, 0]
+    assert first_groups(counts, 0, 6) == [2, 0, 1] and first_groups(counts, 1, 6) == [1, 2, 0]
+    assert first_groups([[3, 4]], 0, 5) == [3, 2] and first_groups([[1, 1]], 0, 5) == [1, 1]
 
 
 def test_dynamic_sampling_needs_a_filter():
