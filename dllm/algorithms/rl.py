@@ -195,7 +195,7 @@ class RL(Algorithm):
         rollout, metrics = self.draw(ctx)
         queue = [
             [(i, micro) for micro in step]
-            for i, steps in enumerate(shuffled_passes(ctx, self.num_iterations, len(rollout)))
+            for i, steps in enumerate(shuffled_passes(ctx, self.num_iterations, rollout.group.tolist()))
             for step in steps
         ]
         self.queue, self.queue_units = queued(queue, rollout, self.objective.normalisation, ctx.device)
@@ -267,14 +267,19 @@ class RL(Algorithm):
             {"prompt": prompt, "completion": text, "reward": float(reward)}
             for prompt, text, reward in zip(stats.prompts, stats.texts, task_rewards[-1].tolist())
         ][:8]
-        if total:
-            if self.dynamic_sampling:  # the first `wanted` kept groups, in the order one process would draw them
-                taken = first_groups(counts, ctx.collective.rank, wanted)
-                kept = [
-                    part.select(torch.arange(n * self.group_size, device=part.rewards.device))
-                    for part, n in zip(kept, taken)
-                ]
+        if total:  # with dynamic sampling the first `wanted` kept groups, in the order one process draws them
+            taken, places = first_groups(counts, ctx.collective.rank, wanted if self.dynamic_sampling else None)
+            kept = [
+                part.select(torch.arange(n * self.group_size, device=part.rewards.device))
+                for part, n in zip(kept, taken)
+            ]
             rollout = Rollout.concatenate([part for part in kept if len(part)] or kept[-1:], ctx.tokenizer.pad_token_id)
+        else:  # the last draw whole: each process holds an equal share of its groups
+            share = len(rollout) // self.group_size
+            places = list(range(ctx.collective.rank * share, (ctx.collective.rank + 1) * share))
+        # each row's group in the step's rollout as one process holds it: the order its optimizer steps take
+        places = torch.tensor(places, dtype=torch.long, device=rollout.rewards.device)
+        rollout.group = places.repeat_interleave(self.group_size)
         if self.training_block_size is not None and rollout.block_size is not None:
             rollout.block_size = self.training_block_size
         # `rollout_block_size`: the blocks the rollout trains in (its recorded metric name)

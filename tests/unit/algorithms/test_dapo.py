@@ -94,9 +94,10 @@ def test_processes_train_on_the_groups_one_process_would():
     # process would order them draw by draw, rank 0's first: 2, 1 | 0, 2 | 1, 2 -> the first 5 are
     # rank 0's 2 of draw 1, rank 1's 1 of draw 1 and 2 of draw 2.
     counts = [[2, 0, 1], [1, 2, 2]]
-    assert first_groups(counts, 0, 5) == [2, 0, 0] and first_groups(counts, 1, 5) == [1, 2, 0]
-    assert first_groups(counts, 0, 6) == [2, 0, 1] and first_groups(counts, 1, 6) == [1, 2, 0]
-    assert first_groups([[3, 4]], 0, 5) == [3, 2] and first_groups([[1, 1]], 0, 5) == [1, 1]
+    assert first_groups(counts, 0, 5) == ([2, 0, 0], [0, 1]) and first_groups(counts, 1, 5) == ([1, 2, 0], [2, 3, 4])
+    assert first_groups(counts, 0, 6) == ([2, 0, 1], [0, 1, 5]) and first_groups(counts, 1, 6) == ([1, 2, 0], [2, 3, 4])
+    assert first_groups(counts, 1, None) == ([1, 2, 2], [2, 3, 4, 6, 7])  # all: rank 0's draw-3 group is 5
+    assert first_groups([[3, 4]], 0, 5) == ([3, 2], [0, 1, 2, 3, 4]) and first_groups([[1, 1]], 0, 5)[0] == [1, 1]
 
 
 def test_dynamic_sampling_needs_a_filter():
