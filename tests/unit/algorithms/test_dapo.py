@@ -139,6 +139,39 @@ def test_the_token_level_loss_is_dapos_mean_over_every_token_of_the_batch():
     assert parts.item() == pytest.approx(13 / 6)
 
 
+def test_the_dapo_loss_by_hand():
+    """One group of 3 completions of at most L = 4 tokens, lengths 2, 4 (cut), 1, task rewards 1, 1, 0;
+    the preset's buffer is 0.2 x 4 = 0.8 -> 1 token: penalties 0, -1, 0 -> rewards 1, 0, 0 ->
+    z-scores (population std sqrt(2/9)) sqrt(2), -1/sqrt(2), -1/sqrt(2). Per token,
+    min(r A, clip(r, 0.8, 1.28) A): row 0 (r 1.5, 0.9): 1.28 sqrt(2) = 1.81019, 1.27279; row 1
+    (r 1.5, 0.5, 1.0, 1.2): -1.06066 (not clipped below), -0.56569 (0.8 A), -0.70711, -0.84853;
+    row 2 (r 0.5): -0.56569. Loss: minus their sum over all 7 tokens, / 7 = 0.0949543."""
+    algorithm = dllm.build("algorithm", "dapo", group_size=3)
+    scored = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    ratios = torch.tensor([[1.5, 0.9, 1.0, 1.0], [1.5, 0.5, 1.0, 1.2], [0.5, 1.0, 1.0, 1.0]])
+    rollout = Rollout(
+        sequences=torch.zeros(3, 4, dtype=torch.long), attention_mask=torch.ones(3, 4), step_map=torch.zeros(3, 4),
+        scored=scored, group=torch.zeros(3), rewards=torch.tensor([1.0, 1.0, 0.0]),
+        truncated=torch.tensor([False, True, False]), prompt_length=0, block_size=None, mask_id=2,
+        old_log_probs=[torch.zeros(3, 4)],
+    )  # fmt: skip
+    penalty = algorithm.overlong.penalty(scored.sum(1), 4)
+    assert penalty.tolist() == [0.0, -1.0, 0.0]
+    rollout.rewards = rollout.rewards + penalty
+    algorithm.advantage.compute(rollout, 3, None)
+    assert rollout.advantages.tolist() == pytest.approx([2**0.5, -(0.5**0.5), -(0.5**0.5)])
+    per_token = algorithm.objective.per_token_loss(Scored(ratios.log(), scored, rollout, 0, 3), Tally())
+    assert per_token[scored].tolist() == pytest.approx(
+        [-1.81019, -1.27279, 1.06066, 0.56569, 0.70711, 0.84853, 0.56569], abs=1e-5
+    )
+    assert reduce_tokens(per_token, scored, algorithm.objective.normalisation).item() == pytest.approx(
+        0.0949543, rel=1e-5
+    )
+    assert reduce_tokens(per_token, scored, "sequence").item() == pytest.approx(
+        -0.0601041, rel=1e-5
+    )  # GRPO's: not DAPO's
+
+
 def test_the_preset_has_dapos_settings():
     algorithm = dllm.build("algorithm", "dapo")
     objective = algorithm.objective
