@@ -348,7 +348,14 @@ class RL(Algorithm):
         return self.advantage.after_step(ctx)
 
     def parts(self) -> str:
-        return describe_parts(self.estimator, self.advantage, self.objective, self.filters)
+        words = [describe_parts(self.estimator, self.advantage, self.objective, self.filters)]
+        if self.dynamic_sampling:
+            words.append(f"dynamic sampling (at most {self.max_rollout_tries} draws)")
+        if self.overlong is not None:
+            words.append(f"overlong buffer {self.overlong.buffer} (penalty {self.overlong.penalty_factor:g})")
+        if self.overlong_filter:
+            words.append("overlong filtering")
+        return ", ".join(words)
 
     def trained_rollout(self) -> tuple[int, dict[str, float]] | None:
         return (self.rollout_number, self.rollout_metrics) if self.rollout_number else None

@@ -38,7 +38,8 @@ class Rollout:
     EOS after a stopped row's first EOS, where the trajectory holds whatever decoding left there;
     the x_0 that masked-diffusion estimators train on, as a reference decoding every position
     sees it; `completions_as_read()`),
-    `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
+    `group` [N] (the row's group in the step's rollout, numbered as one process holds it: the
+    order optimizer steps take rows in), `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
     `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
     model), and per inner iteration the estimator's `plans` and the `old_log_probs` /

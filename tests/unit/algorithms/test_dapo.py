@@ -192,6 +192,10 @@ def test_the_preset_has_dapos_settings():
         1.0,
     ) and not algorithm.overlong_filter
     assert (algorithm.group_size, algorithm.prompts_per_rollout, algorithm.temperature) == (16, 512, 1.0)
+    assert algorithm.parts() == (
+        "estimator trace, advantage group, objective ppo, filters drop_equal_groups, dynamic sampling (at most 10 "
+        "draws), overlong buffer 0.2 (penalty 1)"
+    )
     trainer = compose(["algorithm=dapo"]).trainer
     assert (trainer.lr, trainer.weight_decay, trainer.warmup_steps, trainer.max_grad_norm) == (1e-6, 0.1, 10, 1.0)
 
