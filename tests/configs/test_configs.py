@@ -19,9 +19,10 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "reward=judge": ["reward.judge=tests.unit.rewards.test_judge:digit_count_judge"],
     "algorithm/advantage=wd1": ["algorithm/objective=wd1"],  # wd1's weights and its objective go together
     "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
-    **{  # RL from the default job's SFT checkpoint
-        f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
-        for preset in ("rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1")
+    **{  # RL from the default job's SFT checkpoint: addition_rl and the experiments built on it
+        f"experiment={path.stem}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
+        for path in (CONF / "experiment").glob("addition_*.yaml")
+        if path.stem == "addition_rl" or "  - addition_rl\n" in path.read_text()
     },
 }
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}
