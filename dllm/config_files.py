@@ -2,8 +2,8 @@
 
 A plugin declares its config package under the `dllm.conf` entry-point group
 (`[project.entry-points."dllm.conf"] NAME = "package.conf"`); Hydra searches it
-(`hydra_plugins/dllm_searchpath`), and the listings here include it. Only file names are read
-here: composing and checking configs is `dllm.config`'s work.
+(`hydra_plugins/dllm_searchpath`), and the listings here include it. Only file names and
+defaults lists are read here: composing and checking configs is `dllm.config`'s work.
 """
 
 from __future__ import annotations
@@ -43,6 +43,21 @@ def group_options(group: str, plugins: bool = True) -> list[str]:
         if folder.is_dir():
             names |= {entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml")}
     return sorted(names)
+
+
+def option_bases(group: str, name: str) -> list[str]:
+    """The options of `group` that option `name` starts from: the plain entries of its YAML's
+    defaults list that name another option of the group (`tracerl` for `tracerl_value`, `rl` for
+    `tracerl`); none for a file not found or with no such entry."""
+    from omegaconf import OmegaConf
+
+    for root in conf_roots():
+        path = root.joinpath(group, f"{name}.yaml")
+        if path.is_file():
+            defaults = OmegaConf.create(path.read_text()).get("defaults") or []
+            siblings = set(group_options(group))
+            return [entry for entry in defaults if isinstance(entry, str) and entry in siblings and entry != name]
+    return []
 
 
 def config_groups() -> list[str]:

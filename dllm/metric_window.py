@@ -16,7 +16,7 @@ from typing import Any
 
 ROLLOUTS = "rollouts_covered"
 STEPS = "steps_covered"
-COUNTS = frozenset({"reward_failures"})
+COUNTS = frozenset({"reward_failures", "dropped_groups"})
 # Values that describe the run at a moment rather than a step's work: the last one holds.
 LAST = frozenset({"lr", "elapsed", "skipped_steps", "gen_length", "rollout_block_size"})
 LAST_PREFIXES = ("curriculum/",)

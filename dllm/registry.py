@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from dllm.config_files import group_options
+from dllm.config_files import group_options, option_bases
 from dllm.errors import DllmError, PluginError, UnknownNameError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,18 @@ class Registry:
         of a registered component with other values."""
         load_plugins()
         return sorted(set(group_options(self.config_group)) - set(self._entries))
+
+    def preset_of(self, name: str) -> str | None:
+        """The registered name preset `name` builds: the option its YAML starts from, followed
+        through other presets (`tracerl_value` -> `tracerl` -> `rl`); None when it names none."""
+        seen = {name}
+        while name not in self._entries:
+            bases = [base for base in option_bases(self.config_group, name) if base not in seen]
+            if not bases:
+                return None
+            name = bases[0]
+            seen.add(name)
+        return name
 
     def names(self) -> list[str]:
         load_plugins()

@@ -33,17 +33,20 @@ from dllm.algorithms.filters import Filter, Filters
 from dllm.algorithms.objectives import Objective
 from dllm.algorithms.objectives.base import Scored, token_weights
 from dllm.algorithms.objectives.ppo import PPO
+from dllm.algorithms.overlong import OverlongShaping
 from dllm.algorithms.rl_plan import (
     RLMicroBatch,
     check_decoding,
     check_training_block_size,
     describe_parts,
+    draws_metrics,
+    first_groups,
     log_probs_over,
     queued,
     rollout_sampler,
     shuffled_passes,
 )
-from dllm.algorithms.rollout import Rollout, collect_rollout, save_rollout
+from dllm.algorithms.rollout import Rollout, RolloutStats, collect_rollout, save_rollout
 from dllm.algorithms.tally import Tally, weighted_parts
 from dllm.checkpoint import load_model_weights
 from dllm.distributed import rollout_metrics
@@ -68,6 +71,10 @@ class RL(Algorithm):
         temperature: float | None = 1.0,
         reward_timeout_s: float | None = None,
         max_rollout_tries: int = 4,
+        dynamic_sampling: bool = False,
+        overlong_buffer: int | float | None = None,
+        overlong_penalty_factor: float = 1.0,
+        overlong_filter: bool = False,
         rollout_block_length: int | dict[int, int] | None = None,
         training_block_size: int | None = None,
         gen_length: int | dict[int, int] | None = None,
@@ -91,6 +98,15 @@ class RL(Algorithm):
         self.group_size, self.prompts_per_rollout = group_size, prompts_per_rollout
         self.num_iterations, self.temperature = num_iterations, temperature
         self.reward_timeout_s, self.max_rollout_tries = reward_timeout_s, max_rollout_tries
+        if dynamic_sampling and not self.filters.filters:
+            raise ConfigError(
+                "algorithm.dynamic_sampling draws again for the groups the filters drop, but no filter is on: add "
+                "+algorithm/filter@algorithm.filters.drop_equal_groups=drop_equal_groups (DAPO's)"
+            )
+        self.dynamic_sampling = dynamic_sampling
+        shaping = overlong_buffer is not None
+        self.overlong = OverlongShaping(overlong_buffer, overlong_penalty_factor) if shaping else None
+        self.overlong_filter = overlong_filter
         self.rollout_block_length = (
             Schedule(rollout_block_length, "algorithm.rollout_block_length") if rollout_block_length else None
         )
@@ -127,6 +143,8 @@ class RL(Algorithm):
         lengths = self.gen_length.values if self.gen_length else [task.gen_length]
         blocks = self.rollout_block_length.values if self.rollout_block_length else [None]
         check_decoding(sampler, self.temperature, blocks, lengths, model_block_size, self.training_block_size)
+        if self.overlong is not None:
+            self.overlong.check(lengths)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -178,7 +196,7 @@ class RL(Algorithm):
         rollout, metrics = self.draw(ctx)
         queue = [
             [(i, micro) for micro in step]
-            for i, steps in enumerate(shuffled_passes(ctx, self.num_iterations, len(rollout)))
+            for i, steps in enumerate(shuffled_passes(ctx, self.num_iterations, rollout.group.tolist()))
             for step in steps
         ]
         self.queue, self.queue_units = queued(queue, rollout, self.objective.normalisation, ctx.device)
@@ -201,41 +219,68 @@ class RL(Algorithm):
         self.rollout_metrics = metrics
 
     def draw(self, ctx: TrainContext) -> tuple[Rollout, dict[str, float]]:
-        """A scored rollout with advantages, its filtered groups dropped (retried up to
-        `max_rollout_tries` times when every group is filtered out)."""
+        """A scored rollout with advantages, the groups the filters drop left out. Without
+        `dynamic_sampling` it draws again only while every group is dropped; with it (DAPO's dynamic
+        sampling) it draws until `prompts_per_rollout` groups passed over all draws, and trains on the
+        first that many. Either way it stops after `max_rollout_tries` draws (DAPO's
+        `max_num_gen_batches`): with no group kept then, on the last draw whole."""
         block = self.rollout_block_length(ctx.step) if self.rollout_block_length else None
         sampler = rollout_sampler(ctx.sampler, self.temperature, block)
         gen_length = self.gen_length(ctx.step) if self.gen_length else ctx.task.gen_length
+        wanted = self.prompts_per_rollout if self.dynamic_sampling else 1  # kept groups (all processes) to stop at
+        kept: list[Rollout] = []  # each draw's kept groups
+        records: list[dict[str, float]] = []
+        task_rewards: list[Tensor] = []  # before the overlong shaping: what the filters and `accuracy` read
+        kept_counts: list[int] = []  # this process's kept groups in each draw
         for attempt in range(1, self.max_rollout_tries + 1):
-            if self.curriculum is not None:
-                picked = self.curriculum.draw(ctx.rng, self.prompts_per_rollout, ctx.step)
-                prompts = [self.curriculum.pool[i] for i in picked]
-            else:
-                prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
-            # Every process drew the same prompts (shared rng) and decodes its share, whole groups.
-            steps = sampler.settings().get("steps") or gen_length
-            with forward_progress(ctx.model, steps, "rollout", ctx.show_progress):
-                rollout, stats = collect_rollout(
-                    ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
-                    ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
-                    ctx.max_batch_rows,
-                )  # fmt: skip
-            if self.curriculum is not None:
-                solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
-                self.curriculum.update(picked, ctx.collective.cat(solved).tolist())
+            rollout, stats = self.decode(ctx, sampler, gen_length)
             keep = self.filters.keep(rollout.rewards, self.group_size)
-            kept_any = ctx.collective.any(bool(keep.any()))
-            if kept_any or attempt == self.max_rollout_tries:
+            task_rewards.append(rollout.rewards)
+            if self.overlong is not None:
+                penalty = self.overlong.penalty(rollout.scored.sum(1), gen_length)
+                rollout.rewards = rollout.rewards + penalty
+                stats.metrics["overlong_penalty"] = float(penalty.mean())
+            records.append(stats.metrics)
+            kept.append(rollout.select(keep.nonzero().squeeze(1)))
+            kept_counts.append(int(keep.sum()) // self.group_size)
+            counts = ctx.collective.gather_objects(kept_counts)  # each process's, per draw
+            total = sum(map(sum, counts))
+            if total >= wanted or attempt == self.max_rollout_tries:
                 break
-            logger.info("rollout %d: every group was filtered out; drawing another", attempt)
-        local = {**stats.metrics, "kept_fraction": float(keep.float().mean())}
-        metrics = {**rollout_metrics(ctx.collective, local, rollout.rewards), "rollout_tries": float(attempt)}
+            logger.info(
+                "rollout draw %d: %d of the %d groups wanted passed the filters; drawing again", attempt, total, wanted
+            )
+        if self.dynamic_sampling and total < wanted:
+            logger.warning(
+                "rollout: %d of the %d groups wanted passed the filters in %d draws (algorithm.max_rollout_tries); "
+                "training on %s", total, wanted, attempt, "those" if total else "the last draw whole",
+            )  # fmt: skip
+        drawn = attempt * len(rollout) // self.group_size
+        # Dynamic sampling trains on every draw's groups, so its metrics cover every draw (and its costs
+        # their sum); otherwise each earlier draw was dropped whole, and the metrics are the last draw's.
+        logged = slice(None) if self.dynamic_sampling else slice(-1, None)
+        rewards = torch.cat(task_rewards[logged])
+        local = {**draws_metrics(records[logged], rewards), "kept_fraction": float(keep.float().mean())}
+        if self.dynamic_sampling:
+            local["dropped_groups"] = float(drawn - sum(kept_counts))  # filtered out, over the draws
+        metrics = {**rollout_metrics(ctx.collective, local, rewards), "rollout_tries": float(attempt)}
         self.recent = [
             {"prompt": prompt, "completion": text, "reward": float(reward)}
-            for prompt, text, reward in zip(stats.prompts, stats.texts, rollout.rewards.tolist())
+            for prompt, text, reward in zip(stats.prompts, stats.texts, task_rewards[-1].tolist())
         ][:8]
-        if kept_any:
-            rollout = rollout.select(keep.nonzero().squeeze(1))  # may leave this process no rows
+        if total:  # with dynamic sampling the first `wanted` kept groups, in the order one process draws them
+            taken, places = first_groups(counts, ctx.collective.rank, wanted if self.dynamic_sampling else None)
+            kept = [
+                part.select(torch.arange(n * self.group_size, device=part.rewards.device))
+                for part, n in zip(kept, taken)
+            ]
+            rollout = Rollout.concatenate([part for part in kept if len(part)] or kept[-1:], ctx.tokenizer.pad_token_id)
+        else:  # the last draw whole: each process holds an equal share of its groups
+            share = len(rollout) // self.group_size
+            places = list(range(ctx.collective.rank * share, (ctx.collective.rank + 1) * share))
+        # each row's group in the step's rollout as one process holds it: the order its optimizer steps take
+        places = torch.tensor(places, dtype=torch.long, device=rollout.rewards.device)
+        rollout.group = places.repeat_interleave(self.group_size)
         if self.training_block_size is not None and rollout.block_size is not None:
             rollout.block_size = self.training_block_size
         # `rollout_block_size`: the blocks the rollout trains in (its recorded metric name)
@@ -243,7 +288,29 @@ class RL(Algorithm):
         if self.curriculum is not None:
             metrics.update(self.curriculum.metrics())
         self.advantage.compute(rollout, self.group_size, ctx)
+        if self.overlong_filter:  # DAPO's overlong filtering: cut completions leave the loss, after the advantages
+            rollout = rollout.select((~rollout.truncated).nonzero().squeeze(1))
         return rollout, metrics
+
+    def decode(self, ctx: TrainContext, sampler, gen_length: int) -> tuple[Rollout, RolloutStats]:
+        """One draw: `prompts_per_rollout` prompts (this process's share) x `group_size` completions, scored."""
+        if self.curriculum is not None:
+            picked = self.curriculum.draw(ctx.rng, self.prompts_per_rollout, ctx.step)
+            prompts = [self.curriculum.pool[i] for i in picked]
+        else:
+            prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
+        # Every process drew the same prompts (shared rng) and decodes its share, whole groups.
+        steps = sampler.settings().get("steps") or gen_length
+        with forward_progress(ctx.model, steps, "rollout", ctx.show_progress):
+            rollout, stats = collect_rollout(
+                ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
+                ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
+                ctx.max_batch_rows,
+            )  # fmt: skip
+        if self.curriculum is not None:
+            solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
+            self.curriculum.update(picked, ctx.collective.cat(solved).tolist())
+        return rollout, stats
 
     # ---- loss ------------------------------------------------------------------------
     # The loss is linear in per-token values (`token_weights`), so it is summed over the
@@ -282,7 +349,14 @@ class RL(Algorithm):
         return self.advantage.after_step(ctx)
 
     def parts(self) -> str:
-        return describe_parts(self.estimator, self.advantage, self.objective, self.filters)
+        words = [describe_parts(self.estimator, self.advantage, self.objective, self.filters)]
+        if self.dynamic_sampling:
+            words.append(f"dynamic sampling (at most {self.max_rollout_tries} draws)")
+        if self.overlong is not None:
+            words.append(f"overlong buffer {self.overlong.buffer} (penalty {self.overlong.penalty_factor:g})")
+        if self.overlong_filter:
+            words.append("overlong filtering")
+        return ", ".join(words)
 
     def trained_rollout(self) -> tuple[int, dict[str, float]] | None:
         return (self.rollout_number, self.rollout_metrics) if self.rollout_number else None

@@ -16,6 +16,7 @@ from dllm.algorithms.objectives import OBJECTIVES
 from dllm.algorithms.objectives.base import row_units
 from dllm.algorithms.rollout import Rollout
 from dllm.errors import ConfigError
+from dllm.metric_window import aggregate
 from dllm.samplers.base import Sampler
 
 if TYPE_CHECKING:
@@ -84,30 +85,34 @@ def check_training_block_size(training_block_size: int | None, estimator: Estima
         )
 
 
-def shuffled_passes(ctx: TrainContext, num_iterations: int, count: int) -> list[list[list[Tensor]]]:
-    """Per pass over a rollout with `count` rows on this process: its optimizer steps, each this
-    process's rows of the step in micro-batches. Steps take rows of the global rollout (every
-    process's rows, in rank order), shuffled alike on every process."""
-    counts = ctx.collective.gather_objects(count)
-    offset, total = sum(counts[: ctx.rank]), sum(counts)
+def shuffled_passes(ctx: TrainContext, num_iterations: int, groups: list[int]) -> list[list[list[Tensor]]]:
+    """Per pass over a rollout whose rows on this process belong to `groups` (each row's group in
+    the step's rollout as one process would hold it; rows of a group in order): its optimizer
+    steps, each this process's rows of the step in micro-batches. Steps take rows of the global
+    rollout (every process's rows, by group, then in order), shuffled alike on every process, so
+    several processes train on the steps one process would."""
+    keys = [(group, row) for row, group in enumerate(groups)]
+    everyone = sorted(key for keys_of in ctx.collective.gather_objects(keys) for key in keys_of)
+    place = {key: index for index, key in enumerate(everyone)}
+    mine = {place[key]: row for row, key in enumerate(keys)}  # global index -> local row
     step_size = ctx.batch_size or ctx.micro_batch_size
     passes = []
     for _ in range(num_iterations):
-        order = list(range(total))
+        order = list(range(len(everyone)))
         ctx.rng.shuffle(order)
-        passes.append(_partition(order, step_size, ctx.micro_batch_size, offset, count))
+        passes.append(_partition(order, step_size, ctx.micro_batch_size, mine))
     return passes
 
 
-def _partition(order: list[int], step_size: int, micro_size: int, offset: int, count: int) -> list[list[Tensor]]:
+def _partition(order: list[int], step_size: int, micro_size: int, mine: dict[int, int]) -> list[list[Tensor]]:
     """Global rows `order` into optimizer steps of `step_size`; of each step, this process's rows
-    (`offset:offset + count`, as local indices) in micro-batches of `micro_size`. The last
-    step takes the leftover rows; a process may hold no rows of a step. The indices are made on
-    the CPU, where `queued` reads them."""
+    (`mine`: global index -> local row) in micro-batches of `micro_size`. The last step takes the
+    leftover rows; a process may hold no rows of a step. The indices are made on the CPU, where
+    `queued` reads them."""
     steps = []
     for start in range(0, len(order), step_size):
-        mine = [row - offset for row in order[start : start + step_size] if offset <= row < offset + count]
-        steps.append(list(torch.tensor(mine, dtype=torch.long).split(micro_size)) if mine else [])
+        rows = [mine[row] for row in order[start : start + step_size] if row in mine]
+        steps.append(list(torch.tensor(rows, dtype=torch.long).split(micro_size)) if rows else [])
     return steps
 
 
@@ -149,3 +154,39 @@ def describe_parts(estimator: Estimator, advantage: Any, objective: Any, filters
              ("objective", OBJECTIVES, objective)]  # fmt: skip
     words = [f"{kind} {registry.name_of(part) or type(part).__name__}" for kind, registry, part in named]
     return ", ".join([*words, f"filters {', '.join(filters.filters) or 'none'}"])
+
+
+SUMMED_OVER_DRAWS = ("rollout_time", "rollout_nfe")  # what several draws of one step cost together
+
+
+def draws_metrics(records: list[dict[str, float]], rewards: Tensor) -> dict[str, float]:
+    """The metrics of a step's draws (`collect_rollout`'s, one record per draw) as one: reward mean,
+    std and accuracy over all the drawn `rewards`, counts and costs summed, the rest averaged."""
+    merged = aggregate(records)
+    for key in SUMMED_OVER_DRAWS:
+        if key in merged:
+            merged[key] = sum(record.get(key, 0.0) for record in records)
+    rewards = rewards.float()
+    merged.update(
+        reward=float(rewards.mean()),
+        reward_std=float(rewards.std(unbiased=False)),
+        accuracy=float((rewards >= 1.0).float().mean()),
+    )
+    return merged
+
+
+def first_groups(counts: list[list[int]], rank: int, wanted: int | None) -> tuple[list[int], list[int]]:
+    """(how many of its kept groups process `rank` trains on from each draw, and their places in
+    the step's rollout), so that all processes together train on the first `wanted` kept groups
+    (None: all) in the order one process draws them: draw by draw, and within a draw by rank
+    (each process decodes a contiguous share of the prompts). `counts[r][d]`: the groups process
+    r kept from draw d."""
+    taken, places, position = [], [], 0
+    for draw in range(len(counts[rank])):
+        for other, kept in enumerate(counts):
+            count = kept[draw] if wanted is None else max(0, min(kept[draw], wanted - position))
+            if other == rank:
+                taken.append(count)
+                places.extend(range(position, position + count))
+            position += count
+    return taken, places

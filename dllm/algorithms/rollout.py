@@ -38,7 +38,8 @@ class Rollout:
     EOS after a stopped row's first EOS, where the trajectory holds whatever decoding left there;
     the x_0 that masked-diffusion estimators train on, as a reference decoding every position
     sees it; `completions_as_read()`),
-    `group` [N], `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
+    `group` [N] (the row's group in the step's rollout, numbered as one process holds it: the
+    order optimizer steps take rows in), `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
     `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
     model), and per inner iteration the estimator's `plans` and the `old_log_probs` /
@@ -110,6 +111,47 @@ class Rollout:
 
     def to(self, device: torch.device) -> Rollout:
         return self.map_rows(lambda tensor: tensor.to(device))
+
+    @classmethod
+    def concatenate(cls, parts: list[Rollout], pad_id: int) -> Rollout:
+        """Scored rollouts of one generation length (several draws of one step), as one: prompts
+        left-padded with `pad_id` to the longest, overhangs right-padded (mask, step -1), groups
+        renumbered in order. Before advantages: a part must carry nothing the later stages fill."""
+        if len(parts) == 1:
+            return parts[0]
+        if any(part.advantages is not None or part.plans for part in parts):
+            raise ValueError("Rollout.concatenate joins scored rollouts before their advantages and plans")
+        width = max(part.prompt_length for part in parts)
+
+        def left(tensor: Tensor, value: int, prompt_length: int) -> Tensor:
+            return torch.nn.functional.pad(tensor, (width - prompt_length, 0), value=value)
+
+        def right(name: str, value: int) -> Tensor | None:
+            values = [getattr(part, name) for part in parts]
+            if values[0] is None:
+                return None
+            extra = max(v.shape[1] for v in values)
+            return torch.cat([torch.nn.functional.pad(v, (0, extra - v.shape[1]), value=value) for v in values])
+
+        def joined(name: str) -> Tensor | None:
+            values = [getattr(part, name) for part in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        offsets, groups = 0, []
+        for part in parts:  # each part's groups, in order, after the previous parts'
+            _, ids = torch.unique_consecutive(part.group, return_inverse=True)
+            groups.append(ids + offsets)
+            offsets += int(ids.max()) + 1 if len(ids) else 0
+        first = parts[0]
+        return replace(
+            first,
+            sequences=torch.cat([left(p.sequences, pad_id, p.prompt_length) for p in parts]),
+            attention_mask=torch.cat([left(p.attention_mask, 0, p.prompt_length) for p in parts]),
+            step_map=joined("step_map"), scored=joined("scored"), group=torch.cat(groups),
+            rewards=joined("rewards"), truncated=joined("truncated"), prompt_length=width,
+            overhang=right("overhang", first.mask_id), overhang_steps=right("overhang_steps", -1),
+            read_completions=joined("read_completions"), process_rewards=joined("process_rewards"),
+        )  # fmt: skip
 
 
 def rollout_from_output(

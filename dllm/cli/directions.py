@@ -33,6 +33,8 @@ DIRECTIONS: dict[str, Better | None] = {
     "skipped_steps": "lower",
     "nonfinite_in_a_row": "lower",
     "rollout_tries": "lower",
+    "dropped_groups": "lower",
+    "overlong_penalty": "higher",
     "accuracy": "higher",
     "reward": "higher",
     "mean_reward": "higher",

@@ -3,6 +3,7 @@
 dllm list                  # every kind: registered components, presets, experiments, trainers, ...
 dllm list sampler          # the names of one kind, one per line
 dllm list experiment       # any config group: experiment, trainer, curriculum, algorithm/estimator
+dllm list algorithm | grep -c "preset of rl"   # how many RL algorithm presets
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from dllm.registry import REGISTRIES
 
 
 def kinds() -> dict[str, list[str]]:
-    """Each kind's names: a registry's components, then its YAML presets as `name (preset)`; a
+    """Each kind's names: a registry's components, then its YAML presets as `name (preset of BASE)`,
+    BASE the registered component it builds (`tracerl (preset of rl)`; `name (preset)` when its
+    YAML names none); a
     config group no registry owns (experiment, trainer, curriculum) its options. A nested group
     is listed under its last part (`algorithm/curriculum` as `curriculum`)."""
     import dllm  # noqa: F401  (registers the built-in components)
 
     listed = {
-        kind: registry.names() + [f"{name} (preset)" for name in registry.presets()]
+        kind: registry.names() + [preset_label(registry, name) for name in registry.presets()]
         for kind, registry in REGISTRIES.items()
     }
     owned = {registry.config_group for registry in REGISTRIES.values()}
@@ -32,6 +35,11 @@ def kinds() -> dict[str, list[str]]:
         if group not in owned and kind not in listed:
             listed[kind] = group_options(group)
     return listed
+
+
+def preset_label(registry, name: str) -> str:
+    base = registry.preset_of(name)
+    return f"{name} (preset of {base})" if base else f"{name} (preset)"
 
 
 def list_components(kind: str | None) -> str:

@@ -23,20 +23,10 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "algorithm/objective=spg": ["algorithm/estimator=block_mask"],  # SPG's EUBO comes from its block masking
     "algorithm=vrpo": ["task=preference"],  # preference optimisation trains on pairs
     "algorithm=dpo": ["task=preference"],
-    **{  # RL from the default job's SFT checkpoint
-        f"experiment=addition_{preset}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
-        for preset in (
-            "rl",
-            "tracerl",
-            "tracerl_value",
-            "diffu_grpo",
-            "coupled_grpo",
-            "wd1",
-            "espo",
-            "justgrpo",
-            "spg",
-            "bgpo",
-        )
+    **{  # RL from the default job's SFT checkpoint: addition_rl and the experiments built on it
+        f"experiment={path.stem}": [f"model.pretrained={FIXTURES / 'addition_sft_tiny'}"]
+        for path in (CONF / "experiment").glob("addition_*.yaml")
+        if path.stem == "addition_rl" or "  - addition_rl\n" in path.read_text()
     },
 }
 PRETRAINED_ONLY = {f"model={family}": FIXTURES / f"{family}_config" for family in ("llada", "dream", "sdar")}

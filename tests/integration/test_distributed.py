@@ -117,3 +117,24 @@ def test_zero3_trains_sft_like_one_process(one_process, tmp_path):
         for metric in ("loss", "grad_norm", "lr"):
             assert math.isclose(got[("", step)][metric], expected[("warmup", step)][metric], rel_tol=1e-5)
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()  # whole weights, gathered to save
+
+
+def test_two_processes_match_one_with_dynamic_sampling(tmp_path):
+    """DAPO's dynamic sampling draws again until enough groups pass the filters and trims the
+    surplus: two processes train on the groups (and steps) one process does. Step 7 draws twice
+    and keeps 5 groups of which the first 4 are trained on (measured)."""
+    dapo = [
+        "+algorithm/filter@algorithm.filters.drop_equal_groups=drop_equal_groups", "algorithm.dynamic_sampling=true",
+        "algorithm.overlong_buffer=0.25", "algorithm.objective.clip_high=0.28", "trainer.max_steps=8",
+    ]  # fmt: skip
+    run_cli("dllm-train", *RUN, *dapo, f"hydra.run.dir={tmp_path / 'one'}", env=env())
+    run_cli("dllm-train", *RUN, *dapo, "trainer=ddp", "trainer.num_processes=2", f"hydra.run.dir={tmp_path / 'two'}",
+            env=env())  # fmt: skip
+    one, two = records(tmp_path / "one"), records(tmp_path / "two")
+    assert sorted(one) == sorted(two) and len(one) == 10  # 2 warmup steps, 8 RL steps
+    main = {key: record for key, record in one.items() if key[0] == "main"}
+    for key, record in main.items():
+        for metric in ("loss", "grad_norm", "reward", "rollout_tries", "dropped_groups", "overlong_penalty"):
+            assert math.isclose(two[key][metric], record[metric], rel_tol=1e-5, abs_tol=1e-7), (key, metric)
+    # 4 groups drawn per draw: some step kept more than the 4 it trains on
+    assert any(4 * r["rollout_tries"] - r["dropped_groups"] > 4 for r in main.values())

@@ -14,7 +14,9 @@ import pytest
 from tests.integration.conftest import run_cli
 
 SFT = Path(__file__).parents[1] / "fixtures" / "addition_sft_tiny"
-PRESETS = ["rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1", "espo", "justgrpo", "spg", "bgpo"]
+PRESETS = [
+    "rl", "tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "wd1", "espo", "justgrpo", "spg", "bgpo", "dapo"
+]  # fmt: skip
 THREAD = {"OMP_NUM_THREADS": "1"}
 
 
@@ -40,5 +42,5 @@ def test_rl_from_the_default_jobs_sft_checkpoint_raises_held_out_accuracy(preset
         "dllm-train", f"experiment=addition_{preset}", f"model.pretrained={SFT}", "trainer.max_steps=20",
         "trainer.save_every=0", "seed=1", f"hydra.run.dir={tmp_path}", env=THREAD,
     )  # fmt: skip
-    # measured: +0.05 (d1's presets) to +0.16 (TraceRL's) at step 20 from 0.615; 0.02 is 4 of 200 prompts
+    # measured: +0.05 (d1's presets) to +0.16 (TraceRL's, DAPO's) at step 20 from 0.615; 0.02 is 4 of 200 prompts
     assert accuracy(tmp_path) >= before + 0.02

@@ -1,5 +1,6 @@
-"""`drop_equal_groups` (DAPO's dynamic sampling, in its simplest form): drop a group whose rewards
-are all equal — its group-relative advantages are all 0, so it carries no signal."""
+"""`drop_equal_groups` (DAPO's dynamic-sampling filter): drop a group whose rewards are all equal —
+its group-relative advantages are all 0, so it carries no signal. With `algorithm.dynamic_sampling`
+the loop draws again until `prompts_per_rollout` groups pass (`algorithm=dapo`)."""
 
 from __future__ import annotations
 
