@@ -22,6 +22,19 @@ TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
 
 
+def product(*factors: int) -> int:
+    """`${dllm.product:a,b,...}` in a config: the product of integers, e.g. the optimizer steps
+    of a fixed number of rollouts, `${dllm.product:100,${algorithm.num_iterations}}`."""
+    result = 1
+    for factor in factors:
+        result *= int(factor)
+    return result
+
+
+if not OmegaConf.has_resolver("dllm.product"):
+    OmegaConf.register_new_resolver("dllm.product", product)
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:
     """The composed run config, as `dllm-train` would see it (for tests and notebooks)."""
     from hydra import compose as hydra_compose

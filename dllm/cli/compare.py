@@ -5,6 +5,7 @@ dllm-compare outputs/a outputs/b --metric eval/accuracy --out report/
 dllm-compare multirun/... --over seed                   # one row per setting: mean ± std over seeds
 dllm-compare multirun/... --smooth 5                    # curves: centred moving average of 5 logged values
 dllm-compare runs/ablation --between algorithm          # rank the algorithms of each task x model: ties
+dllm-compare runs/ablation --x completions_seen         # curves against the completions seen so far
 
 For each run (a directory with `metrics.jsonl`): the command-line overrides that differ
 between runs (from Hydra's `.hydra/overrides.yaml`, else the run's name), the final and best
@@ -57,6 +58,7 @@ from dllm.run_files import CONFIG, HYDRA_OVERRIDES, METRICS
 logger = logging.getLogger("dllm.compare")
 
 DEFAULT_METRICS = ("eval/accuracy", "reward", "loss")
+STEP = "step"
 
 
 @dataclass
@@ -68,8 +70,12 @@ class Run:
     records: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] | None = None  # the resolved run config (config.yaml), when saved
 
-    def series(self, metric: str) -> list[tuple[int, float]]:
-        """(global step, value) of every record holding `metric`; stages are laid end to end."""
+    def series(self, metric: str, x: str = STEP) -> list[tuple[float, float]]:
+        """(global step, value) of every record holding `metric`; stages are laid end to end.
+        With `x` a logged running total (`completions_seen`): (its value, value) of every record
+        holding both (an RL stage's evaluations)."""
+        if x != STEP:
+            return [(float(r[x]), float(r[metric])) for r in self.records if metric in r and x in r]
         points, offset, last_stage, last_step = [], 0, None, 0
         for record in self.records:
             stage = record.get("stage")
@@ -329,9 +335,11 @@ def fairness_warnings(groups: list[tuple[str, list[Run]]], between: str) -> list
     return lines
 
 
-def mean_series(members: list[Run], metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """(steps, mean, min, max) of `metric` over `members` at the steps every one of them logged."""
-    tables = [dict(run.series(metric)) for run in members]
+def mean_series(
+    members: list[Run], metric: str, x: str = STEP
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) of `metric` over `members` at the steps (or values of `x`) every one of them logged."""
+    tables = [dict(run.series(metric, x)) for run in members]
     steps = sorted(set.intersection(*(set(table) for table in tables))) if tables else []
     columns = [[table[step] for table in tables] for step in steps]
     return steps, [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
@@ -377,12 +385,17 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def plot_curves(
-    groups: list[tuple[str, list[Run]]], metric: str, path: Path, smoothing: int = 1, over: str | None = None
+    groups: list[tuple[str, list[Run]]],
+    metric: str,
+    path: Path,
+    smoothing: int = 1,
+    over: str | None = None,
+    x: str = STEP,
 ) -> bool:
     """Write `curves_figure` as a PNG at `path`; False (and no file) if no run logged `metric`."""
     import matplotlib.pyplot as plt
 
-    figure = curves_figure(groups, metric, smoothing, over)
+    figure = curves_figure(groups, metric, smoothing, over, x)
     if figure is None:
         return False
     figure.savefig(path, dpi=120, bbox_inches="tight")
@@ -390,7 +403,9 @@ def plot_curves(
     return True
 
 
-def curves_figure(groups: list[tuple[str, list[Run]]], metric: str, smoothing: int = 1, over: str | None = None):
+def curves_figure(
+    groups: list[tuple[str, list[Run]]], metric: str, smoothing: int = 1, over: str | None = None, x: str = STEP
+):
     """A figure with `metric` against the step for every group of runs that logged it (the mean,
     with the min-max band where a group holds several runs), each in its own line style and
     marker; None if none did. `smoothing` > 1 draws the moving average over that many logged
@@ -404,7 +419,7 @@ def curves_figure(groups: list[tuple[str, list[Run]]], metric: str, smoothing: i
     figure, axes = plt.subplots(figsize=(7, 4.3))
     plotted = 0
     for label, members in groups:
-        steps, mean, low, high = mean_series(members, metric)
+        steps, mean, low, high = mean_series(members, metric, x)
         if not steps:
             continue
         style = {"linestyle": LINE_STYLES[plotted % len(LINE_STYLES)], "marker": MARKERS[plotted % len(MARKERS)]}
@@ -424,7 +439,7 @@ def curves_figure(groups: list[tuple[str, list[Run]]], metric: str, smoothing: i
         plotted += 1
     if plotted:
         axes.set_title(plot_title(groups, metric, smoothing, over), fontsize=9)
-        axes.set_xlabel("optimizer step (stages end to end)")
+        axes.set_xlabel("optimizer step (stages end to end)" if x == STEP else x)
         axes.set_ylabel(metric)
         if directions.is_share(metric):
             axes.set_ylim(-0.02, 1.02)  # a share's whole range, with room for markers at 0 and 1
@@ -478,6 +493,13 @@ def main(argv: list[str] | None = None) -> None:
         help="the override whose settings are ranked against each other (default algorithm): rows that "
         "differ only in KEY=... are compared for ties and checked for fairness",
     )
+    parser.add_argument(
+        "--x",
+        default=STEP,
+        metavar="COUNTER",
+        help="the curves' horizontal axis: step (default), or a running total logged with each evaluation, "
+        "e.g. completions_seen (presets with several optimizer steps per rollout then line up)",
+    )
     args = parser.parse_args(argv)
     if args.smooth < 1:
         raise DllmError(f"--smooth {args.smooth}: give a window of 1 (no smoothing) or more logged values")
@@ -506,7 +528,9 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(rows, metrics, warnings)
     (out / "comparison.md").write_text(table)
     (out / "comparison.json").write_text(json.dumps(rows, indent=2, default=lambda spread: spread.as_json()))
-    pictures = [m for m in metrics if plot_curves(groups, m, out / f"{m.replace('/', '_')}.png", args.smooth, over)]
+    pictures = [
+        m for m in metrics if plot_curves(groups, m, out / f"{m.replace('/', '_')}.png", args.smooth, over, args.x)
+    ]
     print(table, end="")
     print(f"wrote {out / 'comparison.md'}, comparison.json and {len(pictures)} plot(s) to {out}")
 
