@@ -22,17 +22,18 @@ TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
 
 
-def product(*factors: int) -> int:
-    """`${dllm.product:a,b,...}` in a config: the product of integers, e.g. the optimizer steps
-    of a fixed number of rollouts, `${dllm.product:100,${algorithm.num_iterations}}`."""
-    result = 1
-    for factor in factors:
-        result *= int(factor)
-    return result
+def rollout_steps(rollouts: int, *, _root_: DictConfig) -> int:
+    """`${dllm.rollout_steps:N}` in a run config: the optimizer steps in which the RL loop draws N
+    rollouts — N x its passes per rollout (`algorithm.num_iterations`) x the steps per pass
+    (rollout rows / `trainer.batch_size`, rounded up, every row kept) — so that a step budget
+    (`trainer.max_steps`, `trainer.eval_every`) is a rollout budget whatever the preset's mu."""
+    algorithm, trainer = _root_.algorithm, _root_.trainer
+    rows = int(algorithm.group_size) * int(algorithm.prompts_per_rollout)
+    return int(rollouts) * int(algorithm.num_iterations) * -(-rows // int(trainer.batch_size))
 
 
-if not OmegaConf.has_resolver("dllm.product"):
-    OmegaConf.register_new_resolver("dllm.product", product)
+if not OmegaConf.has_resolver("dllm.rollout_steps"):
+    OmegaConf.register_new_resolver("dllm.rollout_steps", rollout_steps)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:
