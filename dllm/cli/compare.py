@@ -151,9 +151,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_overrides(path: Path) -> list[str]:
-    from omegaconf import OmegaConf
+    """The overrides as typed: plain YAML, so an interpolation (`trainer.max_steps=${dllm.rollout_steps:400}`)
+    stays text (OmegaConf would try to resolve it inside the list)."""
+    import yaml
 
-    return [str(item) for item in OmegaConf.load(path)]
+    return [str(item) for item in yaml.safe_load(path.read_text()) or []]
 
 
 def differing_overrides(runs: list[Run]) -> list[list[str]]:
@@ -315,7 +317,7 @@ def fairness_warnings(groups: list[tuple[str, list[Run]]], between: str) -> list
             ("completions seen", lambda run: run.total("completions_seen")),
             ("rollout temperature", lambda run: rollout_temperature(run.config)),
         ):
-            seen = {label: value(run) for label, run in runs if value(run) is not None}
+            seen = {label: value(run) for label, run in runs if isinstance(value(run), (int, float))}
             if len(set(seen.values())) > 1:
                 problems.append(f"{aspect} " + ", ".join(f"{label or '(all)'}: {v:g}" for label, v in seen.items()))
         decoders = {label: (run.config or {}).get("sampler") for label, run in runs if run.config}

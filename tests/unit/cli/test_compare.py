@@ -268,3 +268,13 @@ def test_unequal_completions_temperature_or_decoder_is_warned_in_one_line(ablati
     assert len(warned) == 1 and warned[0].startswith("warning: unfair comparison (experiment=t1): ")
     assert message in warned[0]
     assert warned[0] in (ablation / "comparison.md").read_text()  # written above the table, too
+
+
+def test_an_override_holding_an_interpolation_is_read_as_typed(tmp_path):
+    make_run(
+        tmp_path / "a", ["algorithm=rl", "trainer.max_steps=${dllm.rollout_steps:400}"], [{"step": 1, "loss": 1.0}]
+    )
+    make_run(
+        tmp_path / "b", ["algorithm=wd1", "trainer.max_steps=${dllm.rollout_steps:400}"], [{"step": 1, "loss": 2.0}]
+    )
+    assert differing_overrides(find_runs([tmp_path])) == [["algorithm=rl"], ["algorithm=wd1"]]
