@@ -95,3 +95,10 @@ def test_every_point_of_the_documented_sweep_composes_and_keeps_the_contract(com
     assert all(len(seen) == 1 for seen in contracts.values()), contracts  # one contract per setting
     if command == 0:
         assert {next(iter(seen))[:4] for seen in contracts.values()} == {(64, 100, 25, 1.0)}
+
+
+def test_rollout_steps_counts_every_pass_and_a_partial_last_step():
+    cfg = compose(["experiment=ablation_sudoku_llada", "algorithm=coupled_grpo", "trainer.batch_size=48"])
+    assert cfg.algorithm.num_iterations == 2
+    assert cfg.trainer.max_steps == 100 * 2 * 2  # 64 rows a pass: a step of 48 and one of 16
+    assert cfg.trainer.eval_every == 25 * 2 * 2
