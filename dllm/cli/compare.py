@@ -4,8 +4,8 @@ dllm-compare multirun/2026-11-25/10-00-00             # every run under a sweep 
 dllm-compare outputs/a outputs/b --metric eval/accuracy --out report/
 dllm-compare multirun/... --over seed                   # one row per setting: mean ± std over seeds
 dllm-compare multirun/... --smooth 5                    # curves: centred moving average of 5 logged values
-dllm-compare runs/ablation --between algorithm          # rank the algorithms of each task x model: ties
-dllm-compare runs/ablation --x completions_seen         # curves against the completions seen so far
+dllm-compare multirun/... --between algorithm           # rank the algorithms of each task x model: ties
+dllm-compare multirun/... --over seed --x completions_seen   # curves against the completions seen so far
 
 For each run (a directory with `metrics.jsonl`): the command-line overrides that differ
 between runs (from Hydra's `.hydra/overrides.yaml`, else the run's name), the final and best
