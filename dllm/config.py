@@ -22,6 +22,20 @@ TRAIN_CONFIG = "train"
 COMPONENT_GROUPS = ("model", "sampler", "algorithm", "task", "reward", "trainer")
 
 
+def rollout_steps(rollouts: int, *, _root_: DictConfig) -> int:
+    """`${dllm.rollout_steps:N}` in a run config: the optimizer steps in which the RL loop draws N
+    rollouts — N x its passes per rollout (`algorithm.num_iterations`) x the steps per pass
+    (rollout rows / `trainer.batch_size`, rounded up, every row kept) — so that a step budget
+    (`trainer.max_steps`, `trainer.eval_every`) is a rollout budget whatever the preset's mu."""
+    algorithm, trainer = _root_.algorithm, _root_.trainer
+    rows = int(algorithm.group_size) * int(algorithm.prompts_per_rollout)
+    return int(rollouts) * int(algorithm.num_iterations) * -(-rows // int(trainer.batch_size))
+
+
+if not OmegaConf.has_resolver("dllm.rollout_steps"):
+    OmegaConf.register_new_resolver("dllm.rollout_steps", rollout_steps)
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:
     """The composed run config, as `dllm-train` would see it (for tests and notebooks)."""
     from hydra import compose as hydra_compose

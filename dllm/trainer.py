@@ -31,6 +31,7 @@ from dllm.evaluation import evaluate
 from dllm.interrupt import InterruptRequest, TrainingInterrupted
 from dllm.loggers import Loggers, MetricsLog
 from dllm.metric_window import MetricWindow
+from dllm.peak_memory import peak_memory
 from dllm.run_files import CHECKPOINT_DIR, EVAL
 from dllm.trainer_config import RunSettings, StageSettings, TrainerConfig, lr_factor
 
@@ -457,11 +458,13 @@ class Trainer:
             self.stop_if_interrupted()
 
     def logged_evaluation(self):
-        """Evaluate, count its time in `elapsed`, log the metrics; the evaluation's result."""
+        """Evaluate, count its time in `elapsed`, log the metrics with the stage's running totals
+        (`Algorithm.counters`) and the peak memory so far; the evaluation's result."""
         began = time.perf_counter()
         result = self.evaluate()
         self.elapsed += time.perf_counter() - began
-        self.log({**result.metrics(), "elapsed": self.elapsed})
+        work = {**self.stage.algorithm.counters(), **peak_memory(self.device)}
+        self.log({**result.metrics(), **work, "elapsed": self.elapsed})
         if self.dist.is_main:
             logger.info(
                 "evaluation at %sstep %d: accuracy %.4g, mean reward %.4g over %d completions",

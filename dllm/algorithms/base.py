@@ -131,6 +131,11 @@ class Algorithm(ABC):
         (`dllm.metric_window`); None for an algorithm without rollouts."""
         return None
 
+    def counters(self) -> dict[str, float]:
+        """Running totals of the stage's work so far (RL: `completions_seen`), logged with every
+        evaluation so that runs are compared at equal work; none by default."""
+        return {}
+
     def parts(self) -> str:
         """The parts it is composed of, for the start-up line (e.g. `estimator trace, advantage
         group, ...`); none by default."""

@@ -119,6 +119,8 @@ class RL(Algorithm):
         self.queue_units: list[list[float]] = []  # each queued micro-batch's normalising units, read off the CPU
         self.rollout_number = 0  # rollouts drawn in this stage
         self.rollout_metrics: dict[str, float] = {}  # those of the current rollout
+        # the stage's completions decoded and scored (every try, every process), and those trained on
+        self.completions_seen = self.completions_trained = 0
         self.recent: list[dict[str, Any]] = []
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -138,6 +140,7 @@ class RL(Algorithm):
             self.curriculum.start(ctx.task)
         self.check_run(ctx.task, ctx.sampler, ctx.model.block_size)
         self.rollout, self.queue, self.queue_units, self.rollout_number, self.rollout_metrics = None, [], [], 0, {}
+        self.completions_seen = self.completions_trained = 0
 
     def check_run(self, task, sampler, model_block_size: int | None) -> None:
         lengths = self.gen_length.values if self.gen_length else [task.gen_length]
@@ -154,11 +157,13 @@ class RL(Algorithm):
             "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
             "rollout_number": self.rollout_number,
             "rollout_metrics": self.rollout_metrics,
+            "completions": (self.completions_seen, self.completions_trained),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         queue = state.get("queue", [])
         self.rollout_number, self.rollout_metrics = state.get("rollout_number", 0), state.get("rollout_metrics", {})
+        self.completions_seen, self.completions_trained = state.get("completions", (0, 0))
         if self.curriculum is not None and state.get("curriculum") is not None:
             self.curriculum.load_state_dict(state["curriculum"])
         rollout = state.get("rollout")
@@ -281,6 +286,7 @@ class RL(Algorithm):
         # each row's group in the step's rollout as one process holds it: the order its optimizer steps take
         places = torch.tensor(places, dtype=torch.long, device=rollout.rewards.device)
         rollout.group = places.repeat_interleave(self.group_size)
+        self.completions_trained += int(ctx.collective.sum(len(rollout)))
         if self.training_block_size is not None and rollout.block_size is not None:
             rollout.block_size = self.training_block_size
         # `rollout_block_size`: the blocks the rollout trains in (its recorded metric name)
@@ -310,6 +316,7 @@ class RL(Algorithm):
         if self.curriculum is not None:
             solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
             self.curriculum.update(picked, ctx.collective.cat(solved).tolist())
+        self.completions_seen += len(prompts) * self.group_size  # every process's: they drew the same
         return rollout, stats
 
     # ---- loss ------------------------------------------------------------------------
@@ -347,6 +354,9 @@ class RL(Algorithm):
 
     def after_step(self, ctx: TrainContext) -> dict[str, float]:
         return self.advantage.after_step(ctx)
+
+    def counters(self) -> dict[str, float]:
+        return {"completions_seen": self.completions_seen, "completions_trained": self.completions_trained}
 
     def parts(self) -> str:
         words = [describe_parts(self.estimator, self.advantage, self.objective, self.filters)]

@@ -30,6 +30,9 @@ def rollout_sampler(sampler: Sampler, temperature: float | None, block_length: i
     settings = sampler.settings()
     wanted = {"temperature": temperature, "block_length": block_length}
     changes = {key: v for key, v in wanted.items() if v is not None and settings.get(key) != v}
+    if block_length == 1:  # left to right (JustGRPO): a one-token block takes one step, whatever the schedule
+        one_step = {"steps": None, "denoising_steps": 1}  # None: as many steps as tokens
+        changes.update({key: v for key, v in one_step.items() if key in settings and settings[key] != v})
     for key, value in changes.items():
         if key not in settings:
             raise ConfigError(

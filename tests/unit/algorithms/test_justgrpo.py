@@ -95,12 +95,16 @@ def test_the_loss_on_a_fixed_rollout_by_hand():
     assert loss.item() != pytest.approx(-2.0 / 6, abs=1e-3)  # not the token mean
 
 
-def test_a_sampler_that_cannot_decode_one_token_blocks_is_refused(tokenizer):
-    """Dream's own decoder has no blocks; SDAR's with 2 steps per block cannot fill a one-token block."""
+def test_one_token_blocks_take_one_step_each_and_a_sampler_without_blocks_is_refused(tokenizer):
+    """Dream's own decoder has no blocks: refused. A step schedule (llada's steps, SDAR's steps per
+    block) becomes one step per token for left-to-right rollouts: each one-token block takes one."""
     task = dllm.build("task", "addition")
     algorithm = dllm.build("algorithm", "justgrpo")
     with pytest.raises(ConfigError, match="block_length=1 but the sampler DreamSampler has no block_length"):
         algorithm.check_run(task, dllm.build_sampler("dream"), None)
-    with pytest.raises(ConfigError, match=r"rollout block length 1 .*denoising_steps \(2\) must not exceed"):
-        algorithm.check_run(task, dllm.build_sampler("sdar", denoising_steps=2), 4)
-    algorithm.check_run(task, dllm.build_sampler("sdar", denoising_steps=1), 4)
+    sdar = rollout_sampler(dllm.build_sampler("sdar", denoising_steps=2), 1.0, 1)
+    assert (sdar.settings()["block_length"], sdar.settings()["denoising_steps"]) == (1, 1)
+    llada = rollout_sampler(dllm.build_sampler("llada", steps=128, block_length=32), 1.0, 1)
+    assert llada.settings()["steps"] is None and llada.steps_per_block(256, 1) == 1
+    algorithm.check_run(task, dllm.build_sampler("sdar", denoising_steps=2), 4)
+    algorithm.check_run(task, dllm.build_sampler("llada", steps=128, block_length=32), None)

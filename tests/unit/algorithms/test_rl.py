@@ -293,3 +293,31 @@ def test_the_rollout_sampler_is_rebuilt_through_its_constructor():
         rollout_sampler(dllm.build_sampler("fast_dllm"), -1.0)
     with pytest.raises(ConfigError, match="sampler DreamSampler has no block_length"):
         rollout_sampler(dllm.build_sampler("dream"), None, 4)
+
+
+class Constant(Reward):
+    """Every completion scores 0.5: every group's rewards are equal."""
+
+    def __call__(self, prompts, completions, **fields):
+        return [0.5] * len(completions)
+
+
+@pytest.mark.parametrize("reward, seen, trained", [(CharacterMean(), 6, 6), (Constant(), 12, 6)])
+def test_completions_seen_counts_every_try_and_trained_the_rows_kept(reward, seen, trained, tokenizer):
+    """3 prompts x 2 completions a rollout. Equal rewards: drop_equal_groups drops every group, so
+    each rollout is drawn twice (max_rollout_tries 2: 12 completions seen) and, with nothing kept,
+    the last try's 6 are trained on; mixed rewards: one try, every row kept."""
+    drop = {"drop_equal_groups": dllm.build("filter", "drop_equal_groups")}
+    algorithm = RL(group_size=2, prompts_per_rollout=3, filters=drop, max_rollout_tries=2)
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    ctx.reward = reward
+    algorithm.start(ctx)
+    assert algorithm.counters() == {"completions_seen": 0, "completions_trained": 0}
+    list(algorithm.micro_batches(ctx, 2))  # one rollout of 6 rows: 2 steps of 4 and 2 rows
+    list(algorithm.micro_batches(ctx, 2))
+    list(algorithm.micro_batches(ctx, 2))  # the second rollout
+    assert algorithm.counters() == {"completions_seen": 2 * seen, "completions_trained": 2 * trained}
+    resumed = RL(group_size=2, prompts_per_rollout=3, filters=drop, max_rollout_tries=2)
+    resumed.start(ctx)
+    resumed.load_state_dict(algorithm.state_dict())
+    assert resumed.counters() == algorithm.counters()

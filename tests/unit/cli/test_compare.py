@@ -8,6 +8,7 @@ from dllm.cli.compare import (
     find_runs,
     group_runs,
     main,
+    mark_ties,
     mean_series,
     repeats_over,
     smooth,
@@ -175,3 +176,105 @@ def test_runs_that_differ_only_by_seed_are_grouped_and_banded_by_default(seeded_
     assert "mean over seed, band min-max" in figure.axes[0].get_title()
     main([str(seeded_sweep), "--metric", "eval/accuracy", "--over", "none"])
     assert "| algorithm=tracerl seed=0 | 0.9 |" in (seeded_sweep / "comparison.md").read_text()
+
+
+def make_ablation_run(directory, overrides, accuracies, completions=640, temperature=1.0, steps=8, rss=900.0):
+    """A run of the fair ablation: evaluations every 320 completions (with the running total and
+    peak memory the trainer logs with them), its saved config's rollout temperature and decoder."""
+    records = []
+    for i, accuracy in enumerate(accuracies, start=1):
+        records.append({"step": 10 * i, "loss": 0.1, "step_time": 1.0, "elapsed": 20.0 * i})
+        seen = completions * i // len(accuracies)
+        records.append({"step": 10 * i, "eval/accuracy": accuracy, "completions_seen": seen,
+                        "completions_trained": 300 * i, "peak_rss_mb": rss + i, "elapsed": 20.0 * i + 1})  # fmt: skip
+    make_run(directory, overrides, records)
+    config = {"algorithm": {"temperature": temperature}, "sampler": {"steps": steps, "temperature": 0.0}}
+    (directory / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+
+
+FINALS = {"a": [0.8, 0.9, 1.0], "b": [0.78, 0.82, 0.80], "c": [0.50, 0.52, 0.54]}
+
+
+@pytest.fixture
+def ablation(tmp_path):
+    for algorithm, finals in FINALS.items():
+        for seed, final in enumerate(finals):
+            overrides = ["experiment=t1", f"algorithm={algorithm}", f"seed={seed}"]
+            make_ablation_run(tmp_path / f"t1_{algorithm}_{seed}", overrides, [0.3, final])
+    for seed in range(3):  # another task: its one algorithm is its own best, whatever t1's scores
+        make_ablation_run(tmp_path / f"t2_c_{seed}", ["experiment=t2", "algorithm=c", f"seed={seed}"], [0.1, 0.2])
+    return tmp_path
+
+
+def test_settings_within_the_spread_over_seeds_of_the_best_are_ties(ablation):
+    rows = summarise_groups(group_runs(find_runs([ablation]), "seed"), ["eval/accuracy"])
+    assert mark_ties(rows, "eval/accuracy", "algorithm") == [
+        "eval/accuracy final vs best",
+        "eval/accuracy best vs best",
+    ]
+    marks = {row["run"]: row["eval/accuracy final vs best"] for row in rows}
+    # a: 0.9 ± 0.1 (the best); b: 0.8 ± 0.02, |0.8 - 0.9| = 0.1 <= 0.1 + 0.02: a tie;
+    # c: 0.52 ± 0.02, 0.38 > 0.12: worse; on t2, c alone is its best
+    assert marks == {
+        "experiment=t1 algorithm=a": "best",
+        "experiment=t1 algorithm=b": "tie",
+        "experiment=t1 algorithm=c": "worse",
+        "experiment=t2 algorithm=c": "best",
+    }
+    b = next(row for row in rows if row["run"] == "experiment=t1 algorithm=b")
+    assert b["eval/accuracy final"].std == pytest.approx(0.02)
+    assert b["completions seen"].mean == 640 and b["peak RSS (MiB)"].mean == 902.0
+
+
+def test_one_run_per_setting_ties_only_an_equal_mean():
+    rows = [{"run": "algorithm=a", "acc final": 0.5}, {"run": "algorithm=b", "acc final": 0.5},
+            {"run": "algorithm=c", "acc final": 0.49}]  # fmt: skip
+    mark_ties(rows, "acc", "algorithm")
+    assert [row["acc final vs best"] for row in rows] == ["best", "tie", "worse"]
+
+
+def test_the_ablation_table_has_work_memory_and_tie_columns_and_no_warning_when_fair(ablation, caplog):
+    with caplog.at_level("WARNING", logger="dllm.compare"):
+        main([str(ablation), "--metric", "eval/accuracy", "--x", "completions_seen"])
+    table = (ablation / "comparison.md").read_text()
+    header = table.splitlines()[2]
+    for column in ("completions seen", "peak RSS (MiB)", "eval/accuracy final vs best", "wall time (s)"):
+        assert f"| {column} |" in header
+    assert "| experiment=t1 algorithm=b | 3 | 0.8 ± 0.02 |" in table and "| tie |" in table
+    assert "unfair" not in table and "unfair" not in caplog.text
+    figure = curves_figure(group_runs(find_runs([ablation]), "seed"), "eval/accuracy", x="completions_seen")
+    assert list(figure.axes[0].get_lines()[0].get_xdata()) == [320.0, 640.0]
+
+
+@pytest.mark.parametrize(
+    "changed, message",
+    [
+        ({"completions": 320}, "completions seen experiment=t1 algorithm=a: 640, experiment=t1 algorithm=b: 320"),
+        ({"temperature": 0.9}, "rollout temperature experiment=t1 algorithm=a: 1, experiment=t1 algorithm=b: 0.9"),
+        ({"steps": 16}, "evaluation decoders differ in sampler.steps"),
+    ],
+)
+def test_unequal_completions_temperature_or_decoder_is_warned_in_one_line(ablation, changed, message, caplog):
+    for seed in range(3):
+        overrides = ["experiment=t1", "algorithm=b", f"seed={seed}"]
+        directory = ablation / f"t1_b_{seed}"
+        for path in sorted(directory.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        directory.rmdir()
+        make_ablation_run(directory, overrides, [0.3, 0.8], **changed)
+    with caplog.at_level("WARNING", logger="dllm.compare"):
+        main([str(ablation), "--metric", "eval/accuracy"])
+    warned = [r.getMessage() for r in caplog.records if "unfair" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("warning: unfair comparison (experiment=t1): ")
+    assert message in warned[0]
+    assert warned[0] in (ablation / "comparison.md").read_text()  # written above the table, too
+
+
+def test_an_override_holding_an_interpolation_is_read_as_typed(tmp_path):
+    make_run(
+        tmp_path / "a", ["algorithm=rl", "trainer.max_steps=${dllm.rollout_steps:400}"], [{"step": 1, "loss": 1.0}]
+    )
+    make_run(
+        tmp_path / "b", ["algorithm=wd1", "trainer.max_steps=${dllm.rollout_steps:400}"], [{"step": 1, "loss": 2.0}]
+    )
+    assert differing_overrides(find_runs([tmp_path])) == [["algorithm=rl"], ["algorithm=wd1"]]
