@@ -18,11 +18,19 @@ completion tokens, and the rollout's `overhang` (tokens decoded past G to finish
 block) is replayed in its states too, though never scored.
 Full-attention models need one forward per merged step. `packed=False` replays naively, one
 forward per merged step of each block (the same numbers; for benchmarks and checks).
+
+`targets: masked` (MDPO, arXiv 2508.13148): the same states, but each scores EVERY action still
+masked in it (not only those revealed in the step), as the model is trained at that inference
+state: a term log pi(action | state k) x lambda_k / K, lambda_k = the block's width over its
+positions masked in state k (1/t, the completion for full attention), averaged over the row's K
+merged steps. A token is scored in every state that masks it, so the states form one part (their
+forwards are held together: the PPO ratio compares the whole estimate with the old one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -38,11 +46,16 @@ from dllm.models.masks import block_causal_mask, combine, row_positions
 class TraceEstimator(Estimator):
     fresh_each_iteration = False
 
-    def __init__(self, shrinkage: int = 1, packed: bool = True) -> None:
+    def __init__(
+        self, shrinkage: int = 1, packed: bool = True, targets: Literal["revealed", "masked"] = "revealed"
+    ) -> None:
         if shrinkage < 1:
             raise ConfigError(f"trace.shrinkage must be >= 1 (decoding steps merged per update step), got {shrinkage}")
+        if targets not in ("revealed", "masked"):
+            raise ConfigError(f"trace.targets must be revealed (TraceRL) or masked (MDPO), got {targets!r}")
         self.shrinkage = shrinkage
         self.packed = packed
+        self.targets = targets
 
     def rounds(self, rollout: Rollout) -> Tensor:
         """[N, G] merged step of each completion position: the rank of its decoding step among
@@ -76,29 +89,62 @@ class TraceEstimator(Estimator):
     def states(self, rollout: Rollout) -> Iterator[tuple[Tensor, Tensor]]:
         """(noisy sequence [N, P + G + E], actions [N, G]) for each merged step, in order: the
         completion (and the overhang, E wide; 0 without one) as the sampler left it, masked where
-        it had not revealed it yet."""
+        it had not revealed it yet. The actions: those revealed in the step (`revealed`), or every
+        one the state masks (`masked`)."""
+        for noisy, actions, _ in self._states(rollout):
+            yield noisy, actions
+
+    def _states(self, rollout: Rollout) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """`states` with each action's weight [N, G] (1 for `revealed`; lambda_k / K for `masked`)."""
         if not bool(rollout.scored.any()):
             return
         completions = extended_completion(rollout)[0]
         rounds = self._rounds(rollout)
         width = rollout.scored.shape[1]
         prompt = rollout.sequences[:, : rollout.prompt_length]
+        blocks = rollout.completion_blocks(rounds.shape[1])
+        span = int(blocks.max()) + 1
+        one_hot = torch.nn.functional.one_hot(blocks, span).float()  # [N, G + E, blocks]
+        # K: the row's merged steps (its last action's round + 1)
+        steps = torch.where(rollout.scored, rounds[:, :width], -1).amax(1, keepdim=True) + 1
         for merged in range(int(rounds[:, :width][rollout.scored].max()) + 1):
-            actions = (rounds[:, :width] == merged) & rollout.scored
+            masked = rounds >= merged
+            if self.targets == "revealed":
+                actions = (rounds[:, :width] == merged) & rollout.scored
+                weights = torch.ones(actions.shape, device=rounds.device)
+            else:
+                actions = masked[:, :width] & rollout.scored
+                # each position's block: its width over its positions masked in this state (1/t)
+                sizes = torch.einsum("nlb,nl->nb", one_hot, torch.ones_like(masked, dtype=torch.float))
+                hidden = torch.einsum("nlb,nl->nb", one_hot, masked.float())
+                ratio = (sizes / hidden.clamp(min=1)).gather(1, blocks)[:, :width]
+                weights = ratio / steps.clamp(min=1)
             if bool(actions.any()):
-                noisy = completions.masked_fill(rounds >= merged, rollout.mask_id)
-                yield torch.cat([prompt, noisy], dim=1), actions
+                noisy = completions.masked_fill(masked, rollout.mask_id)
+                yield torch.cat([prompt, noisy], dim=1), actions, weights
 
     def chunks(
         self, model: torch.nn.Module, rollout: Rollout, plan: Plan | None = None, field: Field = "logits"
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Per merged step: (the model's log-prob of each action — or its value, `field="values"`
-        for a value model — [N, G], the actions [N, G])."""
+        for a value model — [N, G], the actions [N, G]); `masked`: one part, the weighted sum over
+        the states (each token's actions overlap across states)."""
+        if self.targets == "masked":
+            if field != "logits":
+                raise ConfigError("trace.targets=masked scores log-probs only: a value model needs targets=revealed")
+            total = torch.zeros(rollout.step_map.shape, device=rollout.sequences.device)
+            for noisy, actions, weights in self._states(rollout):
+                read = self._read_state(model, rollout, noisy, actions, field)
+                total = total + torch.where(actions, read * weights, 0.0)
+            yield total, rollout.scored
+            return
         for noisy, actions in self.states(rollout):
-            if self.packed or rollout.block_size is None:
-                yield self._read(model, rollout, noisy, field), actions
-            else:
-                yield self._read_block_by_block(model, rollout, noisy, actions, field), actions
+            yield self._read_state(model, rollout, noisy, actions, field), actions
+
+    def _read_state(self, model, rollout: Rollout, noisy: Tensor, actions: Tensor, field: Field) -> Tensor:
+        if self.packed or rollout.block_size is None:
+            return self._read(model, rollout, noisy, field)
+        return self._read_block_by_block(model, rollout, noisy, actions, field)
 
     def gather(self, model: torch.nn.Module, rollout: Rollout, field: Field = "logits") -> Tensor:
         """[N, G]: every action's log-prob (or value) in the state it was revealed from; 0 elsewhere."""
