@@ -48,6 +48,8 @@ def test_the_docs_show_commands_to_check():
 
 @pytest.mark.parametrize("where, words", COMMANDS, ids=[where for where, _ in COMMANDS])
 def test_a_doc_command_composes_and_plans(where, words):
+    if any("=glob(" in word for word in words):
+        pytest.skip("a glob sweep: tests/configs/test_ablation.py expands it with Hydra's loader, checks every point")
     overrides = first_of_each_sweep(words)
     if any(ELSEWHERE.match(o) for o in overrides) or any(PLACEHOLDER.search(o) for o in overrides):
         pytest.skip("names a component or path of the reader's own")

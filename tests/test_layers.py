@@ -30,7 +30,7 @@ PACKAGE = Path(dllm.__file__).parent
 # peers and import none of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "conf", "run_files"),  # dllm's exceptions; the YAML config package; the run directory's file names
-    ("config_files", "text", "progress", "metric_window", "interrupt", "loggers"),  # leaves over errors
+    ("config_files", "text", "progress", "metric_window", "interrupt", "loggers", "peak_memory"),  # leaves
     ("registry", "distributed", "sandbox"),  # names -> factories (no component, no config); processes; code sandbox
     ("signatures", "tokenizer", "checkpoint", "console", "trainer_config"),
     ("models",),
