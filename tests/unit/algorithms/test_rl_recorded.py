@@ -6,9 +6,9 @@ reproduce them. Re-recorded once for issue 17, when rollouts began drawing each 
 own generator (rows decode at their own pace, so a shared generator's draws would depend on the
 batch): the rollouts changed, not the losses computed on them. Conditions: CPU, float32, the shipped
 sampler defaults (EOS stopping on), ragged prompts (the addition task's), three optimizer steps of
-two micro-batches each, weight decay 0 (so that an optimizer change does not move them). Re-record
-only for an intended change of the numbers: `DLLM_RECORD=1 pytest
-tests/unit/algorithms/test_rl_recorded.py`.
+two micro-batches each, weight decay 0 (so that an optimizer change does not move them). Issue 18's
+presets were added with entries of their own, recorded then. Re-record only for an intended change
+of the numbers: `DLLM_RECORD=1 pytest tests/unit/algorithms/test_rl_recorded.py -k NAME`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ CASES = {  # (preset, family, sampler, sampler options, preset overrides)
     "coupled_grpo-dream": ("coupled_grpo", "dream_tiny", "dream", {}, {}),
     "coupled_grpo-sdar": ("coupled_grpo", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
     "wd1-llada": ("wd1", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    # issue 18's presets, recorded when they were added
+    "espo-llada": ("espo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {"num_iterations": 2}),
+    "justgrpo-sdar": ("justgrpo", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
+    "spg-dream": ("spg", "dream_tiny", "dream", {}, {}),
+    "bgpo-sdar": ("bgpo", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
+    "dapo-llada": ("dapo", "llada_tiny", "fast_dllm", {"block_length": 4, "threshold": 0.5}, {}),
+    "mdpo-llada": ("mdpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
     "rl-options-llada": (
         "rl", "llada_tiny", "llada", {"steps": 8, "block_length": 4},
         {"objective": {"_target_": "ppo", "beta": 0.05, "kl_estimator": "k2", "normalisation": "sequence",
