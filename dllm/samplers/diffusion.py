@@ -8,12 +8,15 @@ policy x cache strategy, each chosen independently. The reference presets (`llad
   first generated tokens and the last block may run past `gen_length` (`Decoding`);
 - steps: `steps` in all (None: `gen_length`), split evenly over the blocks; in a block the
   masked count is spread over its steps as evenly as possible, earlier steps taking the
-  remainder (LLaDA's linear schedule) — the quota of `top_k`, `dynamic` and `sequential`;
+  remainder (LLaDA's linear schedule), or step i reveals 2^i, the last the rest
+  (`step_schedule="ascending"`, CJ-GRPO's ASS) — the quota of `top_k`, `dynamic` and `sequential`;
   `threshold`, `factor` and `entropy_bounded` decide their own count and step until the
   block is done;
 - proposal: `sampling="gumbel"` (Gumbel-max in float64, LLaDA / Fast-dLLM) or `"categorical"`
   (softmax(logits / T) with `top_k` / `top_p`, SDAR); greedy at temperature 0;
-- policy: `score` x `selection` (`dllm.samplers.policies.UnmaskingPolicy`);
+- policy: `score` x `selection` (`dllm.samplers.policies.UnmaskingPolicy`); with
+  `eos_min_gamma` set, an EOS proposal's confidence is scaled by a factor rising from
+  `eos_min_gamma` to `eos_max_gamma` over the block's steps (CJ-GRPO's EOS Early Rejection);
 - cache: `none`, `prefix`, `dual` (full attention, approximate) or `block` (block diffusion
   models, exact) — `dllm.samplers.cache_strategies`.
 """
@@ -29,7 +32,15 @@ from dllm.errors import ConfigError
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
 from dllm.samplers.cache_strategies import BlockLogits, CacheName, CacheStrategy, NoCache, cache_strategy_class
 from dllm.samplers.lanes import Lanes, RowRandomness
-from dllm.samplers.policies import Score, Selection, UnmaskingPolicy, transfer_schedule
+from dllm.samplers.policies import (
+    STEP_SCHEDULES,
+    Score,
+    Selection,
+    StepSchedule,
+    UnmaskingPolicy,
+    eos_rejection_factor,
+    step_schedule,
+)
 from dllm.samplers.tokens import categorical_sample, filter_top_k_top_p, gumbel_max_sample
 
 Sampling = Literal["gumbel", "categorical"]
@@ -62,9 +73,12 @@ class DiffusionSampler(Sampler):
         cache: CacheName = "none",
         cfg_scale: float = 0.0,
         stop_at_eos: bool = True,
+        step_schedule: StepSchedule = "linear",
+        eos_min_gamma: float | None = None,
+        eos_max_gamma: float = 1.0,
     ) -> None:
         """`top_k` / `top_p` None: no limit (as 0 / 1); `threshold`, `factor`, `eb_threshold`
-        may be None where `selection` does not use them."""
+        may be None where `selection` does not use them; `eos_min_gamma` None: no EOS rejection."""
         top_k, top_p = top_k or 0, 1.0 if top_p is None else top_p
         if temperature is None or cfg_scale is None:
             raise ConfigError(
@@ -82,6 +96,23 @@ class DiffusionSampler(Sampler):
         if cfg_scale > 0 and cache != "none":
             raise ConfigError(f"cfg_scale > 0 (classifier-free guidance) needs cache none, got cache {cache!r}")
         self.policy = UnmaskingPolicy(score, selection, threshold, factor, eb_threshold)
+        if step_schedule not in STEP_SCHEDULES:
+            raise ConfigError(f"unknown step_schedule {step_schedule!r}; choose one of {', '.join(STEP_SCHEDULES)}")
+        if step_schedule != "linear" and not self.policy.uses_quota:
+            raise ConfigError(
+                f"step_schedule {step_schedule!r} sets step quotas, which selection {selection!r} ignores; "
+                f"use top_k, dynamic or sequential"
+            )
+        if eos_min_gamma is not None and (score != "confidence" or selection in ("sequential", "entropy_bounded")):
+            raise ConfigError(
+                f"eos_min_gamma scales the confidence of EOS proposals; it needs score confidence and a selection "
+                f"that reads it (top_k, threshold, factor, dynamic), got {score!r} x {selection!r}"
+            )
+        if eos_min_gamma is not None and not 0 <= eos_min_gamma <= eos_max_gamma:
+            raise ConfigError(f"need 0 <= eos_min_gamma ({eos_min_gamma}) <= eos_max_gamma ({eos_max_gamma})")
+        self.step_schedule = step_schedule
+        self.eos_min_gamma = eos_min_gamma
+        self.eos_max_gamma = eos_max_gamma
         self.block_length = block_length
         self.steps = steps
         self.temperature = temperature
@@ -185,7 +216,7 @@ class DiffusionSampler(Sampler):
         counts = (state.tokens_at(rows, lanes.columns(state.x.device)[index]) == state.mask_id).sum(1)
         if self.quota_of_whole_block:
             counts = torch.full_like(counts, lanes.block_length)
-        quotas[rows] = transfer_schedule(counts, quotas.shape[1])
+        quotas[rows] = step_schedule(self.step_schedule, counts, quotas.shape[1])
 
     def _step(
         self,
@@ -220,7 +251,8 @@ class DiffusionSampler(Sampler):
         tokens, probs = self.propose(logits, noise, block_steps, randomness.for_rows(row_list), state.mask_id)
         score_noise = noise.uniform((), torch.float32) if self.policy.score == "random" else None
         candidates = cache.candidates(masked, block_steps)
-        revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise)
+        scale = self._eos_rejection(tokens, block_steps, quotas.shape[1], state.eos_id)
+        revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise, scale)
         block = state.reveal_rows(rows, columns, tokens, revealed)
         if state.eos_id is None:
             return (~(block == state.mask_id).any(1)).tolist(), [False] * len(stepping)
@@ -228,6 +260,18 @@ class DiffusionSampler(Sampler):
         if not any(holds_eos):  # no row can have stopped (one status read a step, no scan)
             return block_done, holds_eos
         return block_done, state.stopped_in_block(rows, columns, block).tolist()
+
+    def _eos_rejection(self, tokens: Tensor, block_steps: list[int], steps: int, eos_id: int | None) -> Tensor | None:
+        """[S, L] EOSER's factor on each proposal's confidence at each slot's step of its block
+        (1 where the proposal is not EOS); None when off."""
+        if self.eos_min_gamma is None or eos_id is None:
+            return None
+        factors = [
+            eos_rejection_factor(self.step_schedule, s, steps, self.eos_min_gamma, self.eos_max_gamma)
+            for s in block_steps
+        ]
+        factor = torch.tensor(factors, dtype=torch.float64, device=tokens.device)[:, None]
+        return torch.where(tokens == eos_id, factor, torch.ones((), dtype=torch.float64, device=tokens.device))
 
     def propose(
         self,

@@ -17,8 +17,10 @@ from dllm.errors import ConfigError
 
 Score = Literal["confidence", "margin", "entropy", "random"]
 Selection = Literal["top_k", "threshold", "factor", "dynamic", "entropy_bounded", "sequential"]
+StepSchedule = Literal["linear", "ascending"]
 SCORES: tuple[str, ...] = get_args(Score)
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+STEP_SCHEDULES: tuple[str, ...] = get_args(StepSchedule)
 
 
 def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
@@ -28,6 +30,33 @@ def transfer_schedule(masked_counts: Tensor, steps: int) -> Tensor:
     remainder = masked_counts[:, None] % steps
     step_index = torch.arange(steps, device=masked_counts.device)[None, :]
     return base + (step_index < remainder).long()
+
+
+def ascending_schedule(masked_counts: Tensor, steps: int) -> Tensor:
+    """[B, steps] tokens to reveal per step: step i reveals 2^i, the last step all that are left
+    (CJ-GRPO's Ascending Step-Size, arXiv 2509.23924: log2(count) steps decode `count` tokens).
+    A row with fewer masks stops short: it has revealed min(2^(i+1) - 1, count) after step i."""
+    exponents = torch.arange(1, steps + 1, device=masked_counts.device).clamp(max=62)  # 2^62 fits int64
+    revealed = torch.minimum(2**exponents - 1, masked_counts[:, None])
+    revealed[:, -1] = masked_counts
+    return torch.diff(revealed, dim=1, prepend=torch.zeros_like(revealed[:, :1]))
+
+
+def step_schedule(kind: StepSchedule, masked_counts: Tensor, steps: int) -> Tensor:
+    """[B, steps] quotas of a block: `linear` (`transfer_schedule`) or `ascending` (`ascending_schedule`)."""
+    return ascending_schedule(masked_counts, steps) if kind == "ascending" else transfer_schedule(masked_counts, steps)
+
+
+def eos_rejection_factor(kind: StepSchedule, step: int, steps: int, gamma_min: float, gamma_max: float) -> float:
+    """EOS Early Rejection (CJ-GRPO's EOSER): the factor on an EOS proposal's confidence at `step`
+    of a block's `steps`, gamma_min + (gamma_max - gamma_min) t, t the decoding progress: step / (steps - 1)
+    under the `linear` schedule, the share revealed after the step, (2^(step+1) - 1) / 2^steps,
+    under `ascending`. One step: gamma_max (no suppression), as the reference."""
+    if steps <= 1:
+        return gamma_max
+    step = min(step, steps - 1)
+    progress = step / (steps - 1) if kind == "linear" else (2 ** (step + 1) - 1) / 2**steps
+    return gamma_min + (gamma_max - gamma_min) * progress
 
 
 def select_top_k(confidence: Tensor, k: Tensor) -> Tensor:
@@ -150,15 +179,19 @@ class UnmaskingPolicy:
         quota: Tensor,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
+        scale: Tensor | None = None,
     ) -> Tensor:
         """[B, L] bool: positions to reveal among `masked`, given the proposal's `probs` [B, L, V]
-        and `tokens` [B, L], and the step's `quota` [B] (`noise`: see `token_scores`)."""
+        and `tokens` [B, L], and the step's `quota` [B] (`noise`: see `token_scores`; `scale`
+        [B, L]: factors on the scores, EOSER's on EOS proposals)."""
         quota = torch.minimum(quota, masked.sum(1))
         if self.selection == "sequential":
             return sequential_selection(masked, quota)
         if self.selection == "entropy_bounded":
             return entropy_bounded_selection(probs, masked, self.eb_threshold)
         scores = token_scores(self.score, probs, tokens, generator, noise)
+        if scale is not None:
+            scores = scores * scale.to(scores.dtype)  # in the scores' dtype, as the reference scales them
         if self.selection == "threshold":
             return threshold_selection(scores, masked, self.threshold)
         if self.selection == "factor":
