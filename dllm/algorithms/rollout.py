@@ -171,7 +171,7 @@ def rollout_from_output(
         sequences=torch.cat([prompt_ids, completions], dim=1),
         attention_mask=torch.cat([prompt_mask, torch.ones_like(completions)], dim=1),
         step_map=output.step_map,
-        scored=through_eos(completions, eos_id),
+        scored=through_eos(completions, eos_id) & (output.step_map >= 0),  # not the tokens given before decoding
         group=torch.arange(rows, device=completions.device) // group_size,
         rewards=torch.zeros(rows, device=completions.device),
         truncated=truncated(completions, eos_id),
