@@ -1,6 +1,7 @@
 """IGPO's inpainting (dllm.algorithms.inpainting), by hand: which chunks are given where, which
 groups are inpainted, which rows are replaced, and which given tokens enter the loss."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -11,8 +12,10 @@ from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.inpainting import Inpainting
 from dllm.algorithms.rl import RL
 from dllm.algorithms.rollout import rollout_from_output
-from dllm.data.base import Example
+from dllm.data.base import Example, Task
+from dllm.rewards.base import Reward
 from dllm.samplers.base import GenerationOutput
+from dllm.trainer import Components, Stage, Trainer, TrainerConfig
 
 M, EOS, PAD = 99, 2, 0  # mask, EOS and pad ids of the hand-made rollouts
 
@@ -122,3 +125,52 @@ def test_igpo_refuses_a_task_without_reference_answers_and_given_tokens_in_the_t
         RL(estimator=TraceEstimator(), inpainting=Inpainting())
     RL(estimator=TraceEstimator(), inpainting=Inpainting(loss_share=0.0))  # given tokens out of the loss: fine
     assert dllm.build("algorithm", "igpo").inpainting.loss_share == 0.2  # IGPO's own estimator: one_step
+
+
+class FixedSum(Task):
+    """One prompt, `7+8=`, whose reference answer is `15`."""
+
+    gen_length = 4
+
+    def train_example(self, rng):
+        return Example("7+8=", "15")
+
+    def eval_examples(self):
+        return [Example("7+8=", "15")]
+
+
+class StartsRight(Reward):
+    """1 when the completion starts with the answer: out of reach of an untrained model's own guesses."""
+
+    def __call__(self, prompts, completions, **fields):
+        return [float(text.startswith("15")) for text in completions]
+
+
+def own_rewards(name, tokenizer, tmp_path, rollouts=32, **options):
+    """Each rollout's reward of the policy's own completions (before any row is replaced)."""
+    tmp_path.mkdir()
+    torch.manual_seed(0)
+    model = dllm.load_model("llada_tiny").train()
+    algorithm = dllm.build("algorithm", name, group_size=4, prompts_per_rollout=4, temperature=1.0,
+                           filters={"accuracy_band": None}, **options)  # fmt: skip
+    config = TrainerConfig(max_steps=rollouts * algorithm.num_iterations, batch_size=16, lr=1e-2, weight_decay=0.0,
+                           warmup_steps=0, min_lr_ratio=1.0, log_every=1, device="cpu", eval_batch_size=4)  # fmt: skip
+    parts = Components(model, tokenizer, FixedSum(), dllm.build_sampler("llada", steps=8, block_length=4),
+                       StartsRight(), algorithm)  # fmt: skip
+    Trainer(parts, [Stage("main", config, algorithm)], tmp_path, 0).run_stage()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return [r["reward"] for r in records if "loss" in r][:: algorithm.num_iterations]
+
+
+def test_inpainting_learns_an_answer_the_policy_never_finds_alone(tokenizer, tmp_path):
+    """Untrained, the policy never starts with `15`: every group is all wrong, GRPO's advantages are
+    all 0 and it learns nothing; IGPO's inpainted rows (given `5`, and `1` when drawn, half of each
+    group at most) carry the answer into the loss, and the policy's own completions find it."""
+    inpainting = {"min_chunk": 1, "max_chunk": 1, "free_tokens": 0, "max_replacements": 2, "loss_share": 1.0}
+    igpo = own_rewards("igpo", tokenizer, tmp_path / "igpo", inpainting=inpainting)
+    grpo = own_rewards("igpo", tokenizer, tmp_path / "grpo", inpainting=None)
+    assert igpo[0] == grpo[0] == 0.0
+    second_half = igpo[len(igpo) // 2 :]
+    # A sign error (the wrong rows replaced, or the advantage flipped) keeps it at 0.
+    assert sum(second_half) / len(second_half) > 0.5, igpo  # measured: 0.85
+    assert sum(grpo) < 0.2, grpo  # alone: a lucky completion or two
