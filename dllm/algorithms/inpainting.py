@@ -32,6 +32,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dllm.algorithms.denoise import noisy_outputs
+from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.rollout import Rollout
 from dllm.data.base import Example
 from dllm.errors import ConfigError
@@ -79,8 +81,6 @@ class Inpainting:
 
     def check_estimator(self, estimator) -> None:
         """Refuse given tokens in the loss of an estimator that replays the sampler's steps."""
-        from dllm.algorithms.estimators.trace import TraceEstimator
-
         if self.loss_share > 0 and isinstance(estimator, TraceEstimator):
             raise ConfigError(
                 f"algorithm.inpainting.loss_share={self.loss_share} puts given tokens in the loss, but the trace "
@@ -137,8 +137,6 @@ class Inpainting:
         """[N, G] the given tokens (step -1) up to each row's first EOS that enter the loss: the
         `loss_share` (at least one, where a row has any) of highest entropy with the whole completion
         masked."""
-        from dllm.algorithms.denoise import noisy_outputs
-
         given = (rollout.step_map < 0) & through_eos(rollout.completions, eos_id)
         if self.loss_share == 0 or not bool(given.any()):
             return torch.zeros_like(given)
