@@ -50,6 +50,7 @@ def decode_batch(
     chat_template: bool = False,
     device: torch.device | None = None,
     max_batch_rows: int | None = None,
+    canvas: Tensor | None = None,
 ) -> DecodedBatch:
     """Decode `gen_length` tokens after each of `prompts` with `sampler`, the model in eval mode
     (its mode restored after). `chat_template`: wrap each prompt as a user message in the
@@ -57,7 +58,8 @@ def decode_batch(
     model's). `max_batch_rows`: at most that many rows decode at once (continuous batching: a
     finished row's place goes to the next prompt; None: all at once). A sampler whose rows
     progress on their own draws each row's noise from its own generator, seeded from
-    `generator`: a completion does not depend on the rows decoded beside it."""
+    `generator`: a completion does not depend on the rows decoded beside it. `canvas` [N, G]:
+    completion tokens given before decoding (see `Sampler.generate`)."""
     if chat_template and getattr(tokenizer, "chat_template", None):
         prompts = [chat_prompt(tokenizer, prompt) for prompt in prompts]
     device = device if device is not None else next(model.parameters()).device
@@ -70,6 +72,8 @@ def decode_batch(
         if sampler.per_row_progress and generator is not None:
             generator = row_generators(generator, rows)
         limit = {"max_batch_rows": max_batch_rows} if max_batch_rows is not None and max_batch_rows < rows else {}
+        if canvas is not None:
+            limit["canvas"] = canvas.to(device)
         output = sampler.generate(
             model, batch["input_ids"], batch["attention_mask"], gen_length=gen_length, generator=generator, **limit
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import random
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from dllm.algorithms.curriculum import Curriculum, Schedule
 from dllm.algorithms.estimators.base import Estimator
 from dllm.algorithms.estimators.trace import TraceEstimator
 from dllm.algorithms.filters import Filter, Filters
+from dllm.algorithms.inpainting import Inpainting
 from dllm.algorithms.objectives import Objective
 from dllm.algorithms.objectives.base import Scored, token_weights
 from dllm.algorithms.objectives.ppo import PPO
@@ -79,6 +81,7 @@ class RL(Algorithm):
         training_block_size: int | None = None,
         gen_length: int | dict[int, int] | None = None,
         curriculum: Curriculum | None = None,
+        inpainting: Inpainting | None = None,
     ) -> None:
         self.estimator = estimator if estimator is not None else TraceEstimator()
         self.advantage = advantage if advantage is not None else GroupAdvantage()
@@ -113,6 +116,9 @@ class RL(Algorithm):
         self.training_block_size = training_block_size
         self.gen_length = Schedule(gen_length, "algorithm.gen_length") if gen_length else None
         self.curriculum = curriculum
+        if inpainting is not None:
+            inpainting.check_estimator(self.estimator)
+        self.inpainting = inpainting
         self.reference: torch.nn.Module | None = None
         self.rollout: Rollout | None = None
         self.queue: list[list[tuple[int, Tensor]]] = []  # optimizer steps to come: (iteration, rows) per micro-batch
@@ -138,6 +144,8 @@ class RL(Algorithm):
             self.reference = copy.deepcopy(ctx.model).eval().requires_grad_(False)
         if self.curriculum is not None:
             self.curriculum.start(ctx.task)
+        if self.inpainting is not None:
+            self.inpainting.check(ctx.task)
         self.check_run(ctx.task, ctx.sampler, ctx.model.block_size)
         self.rollout, self.queue, self.queue_units, self.rollout_number, self.rollout_metrics = None, [], [], 0, {}
         self.completions_seen = self.completions_trained = 0
@@ -240,7 +248,7 @@ class RL(Algorithm):
         for attempt in range(1, self.max_rollout_tries + 1):
             rollout, stats = self.decode(ctx, sampler, gen_length)
             keep = self.filters.keep(rollout.rewards, self.group_size)
-            task_rewards.append(rollout.rewards)
+            task_rewards.append(rollout.rewards if stats.own_rewards is None else stats.own_rewards)
             if self.overlong is not None:
                 penalty = self.overlong.penalty(rollout.scored.sum(1), gen_length)
                 rollout.rewards = rollout.rewards + penalty
@@ -307,14 +315,37 @@ class RL(Algorithm):
             prompts = ctx.task.sample(ctx.rng, self.prompts_per_rollout)
         # Every process drew the same prompts (shared rng) and decodes its share, whole groups.
         steps = sampler.settings().get("steps") or gen_length
-        with forward_progress(ctx.model, steps, "rollout", ctx.show_progress):
-            rollout, stats = collect_rollout(
-                ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
-                ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
-                ctx.max_batch_rows,
-            )  # fmt: skip
+        share = ctx.collective.shard(prompts)
+
+        def collect(examples, canvas: Tensor | None = None) -> tuple[Rollout, RolloutStats]:
+            with forward_progress(ctx.model, steps, "rollout", ctx.show_progress):
+                return collect_rollout(
+                    ctx.model, ctx.tokenizer, examples, sampler, ctx.reward, ctx.local_generator, self.group_size,
+                    gen_length, ctx.device, self.reward_timeout_s, ctx.max_batch_rows, canvas,
+                )  # fmt: skip
+
+        rollout, stats = collect(share)
+        if self.inpainting is not None:  # IGPO: the groups all wrong, decoded again from part of the answer
+            own, decoded = rollout.rewards, []
+
+            def inpainted(examples, canvas: Tensor) -> Rollout:
+                decoded.append(collect(examples, canvas))
+                return decoded[-1][0]
+
+            seed = int(torch.randint(2**31, (1,), generator=ctx.local_generator, device=ctx.local_generator.device))
+            rollout, extra = self.inpainting.rescue(
+                rollout, share, self.group_size, inpainted, ctx.model, ctx.tokenizer, random.Random(seed)
+            )
+            for _, more in decoded:  # its decodes cost time and forwards, and are completions seen
+                stats.metrics["rollout_time"] += more.metrics["rollout_time"]
+                stats.metrics["rollout_nfe"] += more.metrics["rollout_nfe"]
+            # each process inpainted its own failing groups: their completions, summed over processes
+            self.completions_seen += int(ctx.collective.sum(sum(len(more.texts) for _, more in decoded)))
+            stats.metrics.update(extra)
+            stats.own_rewards = own
         if self.curriculum is not None:
-            solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
+            own = rollout.rewards if stats.own_rewards is None else stats.own_rewards  # the policy's own
+            solved = (own >= 1.0).float().view(-1, self.group_size).mean(1)
             self.curriculum.update(picked, ctx.collective.cat(solved).tolist())
         self.completions_seen += len(prompts) * self.group_size  # every process's: they drew the same
         return rollout, stats
@@ -366,6 +397,8 @@ class RL(Algorithm):
             words.append(f"overlong buffer {self.overlong.buffer} (penalty {self.overlong.penalty_factor:g})")
         if self.overlong_filter:
             words.append("overlong filtering")
+        if self.inpainting is not None:
+            words.append(f"inpainting at most {self.inpainting.max_replacements} rows of all-wrong groups")
         return ", ".join(words)
 
     def trained_rollout(self) -> tuple[int, dict[str, float]] | None:

@@ -171,7 +171,7 @@ def rollout_from_output(
         sequences=torch.cat([prompt_ids, completions], dim=1),
         attention_mask=torch.cat([prompt_mask, torch.ones_like(completions)], dim=1),
         step_map=output.step_map,
-        scored=through_eos(completions, eos_id),
+        scored=through_eos(completions, eos_id) & (output.step_map >= 0),  # not the tokens given before decoding
         group=torch.arange(rows, device=completions.device) // group_size,
         rewards=torch.zeros(rows, device=completions.device),
         truncated=truncated(completions, eos_id),
@@ -232,6 +232,7 @@ class RolloutStats:
     metrics: dict[str, float]
     texts: list[str]
     prompts: list[str]
+    own_rewards: Tensor | None = None  # the policy's own rewards, where rows were replaced (IGPO's inpainting)
 
 
 @torch.no_grad()
@@ -247,15 +248,18 @@ def collect_rollout(
     device: torch.device,
     reward_timeout_s: float | None = None,
     max_batch_rows: int | None = None,
+    canvas: Tensor | None = None,
 ) -> tuple[Rollout, RolloutStats]:
     """Decode `group_size` completions of `gen_length` tokens for each of `prompts` with
     `sampler` from the live weights, at most `max_batch_rows` at once (see `decode_batch`), and
-    score them with `reward` (guarded: see `score_batch`)."""
+    score them with `reward` (guarded: see `score_batch`). `canvas` [N, G]: tokens given in the
+    completions before decoding (inpainting; see `Sampler.generate`)."""
     examples = [example for example in prompts for _ in range(group_size)]
     prompt_texts = [e.prompt for e in examples]
     decoded = decode_batch(
-        model, tokenizer, sampler, prompt_texts, gen_length, generator, device=device, max_batch_rows=max_batch_rows
-    )
+        model, tokenizer, sampler, prompt_texts, gen_length, generator,
+        device=device, max_batch_rows=max_batch_rows, canvas=canvas,
+    )  # fmt: skip
     rollout = rollout_from_output(
         model, decoded.prompt_ids, decoded.prompt_mask, decoded.output, tokenizer.eos_token_id, group_size
     )

@@ -34,7 +34,8 @@ class GenerationOutput:
       including each row's first EOS. Left unset, the completion of `sequences`;
     - `step_map` [B, G]: the step of its own row's decoding at which the sampler revealed each
       position of `raw_completions` (each row counts its own steps, as when decoded alone); a
-      position never revealed gets the step after the row's last one;
+      position never revealed gets the step after the row's last one, one given in the canvas
+      before decoding (`Sampler.generate`'s `canvas`) -1;
     - `nfe`: the number of forwards the decoding ran (each serving every row decoding then);
       `row_nfe` [B]: the forwards each row took part in (its nfe decoded alone).
 
@@ -124,12 +125,15 @@ class Sampler(ABC):
         gen_length: int = 32,
         generator: torch.Generator | list[torch.Generator] | None = None,
         max_batch_rows: int | None = None,
+        canvas: Tensor | None = None,
     ) -> GenerationOutput:
         """Complete each row of `prompt_ids` [B, P]; `attention_mask` [B, P] marks real tokens
         (0 on left padding). A `generator` makes stochastic decoding reproducible: one for the
         batch, or one per row (then each row's tokens do not depend on the batch it is in).
         `max_batch_rows`: decode at most that many rows at once (None: all), the next prompt
-        taking a finished row's place; memory is bounded by it, not by B."""
+        taking a finished row's place; memory is bounded by it, not by B. `canvas` [B, G]: tokens
+        given in the completion before decoding (inpainting), the mask id where free: they stay as
+        given, are never masked, and read step -1 in `step_map`."""
         self.check_gen_length(gen_length, model.block_size)
         if max_batch_rows is not None and max_batch_rows < 1:
             raise ConfigError(f"max_batch_rows must be a positive number of rows (or null: all), got {max_batch_rows}")
@@ -148,6 +152,7 @@ class Sampler(ABC):
                         None if attention_mask is None else attention_mask[i : i + max_batch_rows],
                         gen_length,
                         generator,
+                        canvas=None if canvas is None else canvas[i : i + max_batch_rows],
                     )  # fmt: skip
                     for i in chunks
                 ]
@@ -155,6 +160,8 @@ class Sampler(ABC):
         state = Decoding.start(
             model, prompt_ids, attention_mask, gen_length, self.stop_at_eos, self.decoding_block_size(model)
         )
+        if canvas is not None:
+            state.fill(canvas)
         if self.per_row_progress:
             self.decode(model, state, gen_length, generator, max_batch_rows)
         else:
@@ -239,6 +246,7 @@ class Decoding:
     # No row can have stopped before an EOS was revealed (the completion starts all masks), so
     # `all_stopped` scans the completion only from then on: one check of each step's tokens before.
     eos_revealed: bool = False
+    fixed: Tensor | None = None  # [B, G] completion positions given before decoding (`fill`)
 
     def __post_init__(self) -> None:
         batch = self.x.shape[0]
@@ -298,6 +306,19 @@ class Decoding:
             position_ids=positions,
             **common,
         )
+
+    def fill(self, canvas: Tensor) -> None:
+        """Write `canvas` [B, G] (the mask id where free) into each row's completion before decoding:
+        its tokens are fixed, as a prompt's are (samplers reveal masked positions only)."""
+        if canvas.shape != (self.x.shape[0], self.gen_length):
+            raise ConfigError(
+                f"canvas shape {tuple(canvas.shape)} must be [batch, gen_length] = {(self.x.shape[0], self.gen_length)}"
+            )
+        columns = self.completion_start[:, None] + torch.arange(self.gen_length, device=self.x.device)
+        self.fixed = canvas != self.mask_id
+        self.x.scatter_(1, columns, torch.where(self.fixed, canvas, self.x.gather(1, columns)))
+        if self.eos_id is not None:
+            self.eos_revealed = bool((canvas == self.eos_id).any())
 
     def last_columns(self) -> list[int]:
         """Per row, the column after the last one it decodes: after its G tokens (full attention),
@@ -397,7 +418,9 @@ class Decoding:
         raw, step_map = self.completion()
         # never revealed (decoding stopped at EOS first): masked in every state the sampler saw,
         # so after its row's last step, as TraceRL's reference pads a response's steps with max + 1
-        step_map = torch.where(step_map < 0, self.row_steps[:, None], step_map)
+        # given in the canvas (`fill`): -1, in every state before the first step
+        never = step_map < 0 if self.fixed is None else (step_map < 0) & ~self.fixed
+        step_map = torch.where(never, self.row_steps[:, None], step_map)
         sequences = torch.cat([self.prompt_ids, fill_after_eos(raw, self.eos_id, self.mask_id)], dim=1)
         overhang, overhang_steps = self.overhang()
         return GenerationOutput(

@@ -147,6 +147,7 @@ PAPER_OPTIMIZERS = {  # preset -> (lr, beta2, weight decay, warmup steps resolve
     "coupled_grpo": (1e-6, 0.99, 0.1, 0, 0.1, 0.2),
     "spg": (3e-6, 0.99, 0.1, 0, 1.0, 0.2),
     "bgpo": (5e-7, 0.999, 0.01, 0, 1.0, 1.0),
+    "igpo": (5e-7, 0.99, 0.1, 50, 1.0, 0.2),
 }
 
 
