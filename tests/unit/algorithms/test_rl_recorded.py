@@ -44,6 +44,8 @@ CASES = {  # (preset, family, sampler, sampler options, preset overrides)
     "bgpo-sdar": ("bgpo", "sdar_tiny", "sdar", {"denoising_steps": 2}, {}),
     "dapo-llada": ("dapo", "llada_tiny", "fast_dllm", {"block_length": 4, "threshold": 0.5}, {}),
     "mdpo-llada": ("mdpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    "cj_grpo-llada": ("cj_grpo", "llada_tiny", "diffusion", {"block_length": 4, "eos_min_gamma": 0.01}, {}),
+    "igpo-llada": ("igpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
     "rl-options-llada": (
         "rl", "llada_tiny", "llada", {"steps": 8, "block_length": 4},
         {"objective": {"_target_": "ppo", "beta": 0.05, "kl_estimator": "k2", "normalisation": "sequence",
@@ -75,7 +77,7 @@ def run_case(name: str, tokenizer, tmp_path, max_batch_rows: int | None = 64) ->
             overrides[kind] = dllm.build(kind, options.pop("_target_"), **options)
     if "filters" in overrides:
         overrides["filters"] = {name: dllm.build("filter", name, **o) for name, o in overrides["filters"].items()}
-    if preset in ("diffu_grpo", "wd1"):
+    if preset in ("diffu_grpo", "wd1", "cj_grpo"):
         overrides.setdefault("num_iterations", 2)  # their 12 passes per rollout, cut to keep the test short
     algorithm = dllm.build("algorithm", preset, group_size=4, prompts_per_rollout=2, **overrides)
     model = tiny(family).train()
