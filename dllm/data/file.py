@@ -36,6 +36,18 @@ MAX_FIELD_CHARS = 1_000_000
 ANSWER = "answer"
 
 
+def check_sizes(gen_length: int, num_eval: int | None, eval_file: str | None, heldout_percent: float) -> None:
+    """Refuse a file task's sizes that cannot work (shared by the tasks read from local files)."""
+    if gen_length < 1:
+        raise ConfigError(f"task.gen_length must be positive, got {gen_length}")
+    if num_eval is not None and num_eval < 1:
+        raise ConfigError(f"task.num_eval must be positive or null (all), got {num_eval}")
+    if eval_file is None and not 0 < heldout_percent < 100:
+        raise ConfigError(
+            f"task.heldout_percent must be in 1..99 when there is no task.eval_file, got {heldout_percent}"
+        )
+
+
 class SkippedRecord(Exception):
     """A record without a gold answer: reported and skipped like a malformed line."""
 
@@ -106,14 +118,7 @@ class FileTask(Task):
             )
         if file_format not in ("auto", *FILE_FORMATS):
             raise ConfigError(f"task.file_format={file_format!r}: expected auto or one of {', '.join(FILE_FORMATS)}")
-        if gen_length < 1:
-            raise ConfigError(f"task.gen_length must be positive, got {gen_length}")
-        if num_eval is not None and num_eval < 1:
-            raise ConfigError(f"task.num_eval must be positive or null (all), got {num_eval}")
-        if eval_file is None and not 0 < heldout_percent < 100:
-            raise ConfigError(
-                f"task.heldout_percent must be in 1..99 when there is no task.eval_file, got {heldout_percent}"
-            )
+        check_sizes(gen_length, num_eval, eval_file, heldout_percent)
         self.train_file, self.eval_file = train_file, eval_file
         self.file_format = file_format
         self.mapped = {role: str(name) for role, name in dict(fields or {}).items() if name is not None}

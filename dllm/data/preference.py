@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dllm.data.base import TASKS, Example, Task
-from dllm.data.file import RESERVED_FIELDS
+from dllm.data.file import RESERVED_FIELDS, check_sizes
 from dllm.data.prompts import PromptFormatter
 from dllm.data.readers import read_json_lines
 from dllm.data.split import is_heldout
@@ -74,14 +74,7 @@ class PreferenceTask(Task):
     ) -> None:
         if train_file is None and eval_file is None:
             raise ConfigError("the preference task needs task.train_file, task.eval_file or both (local JSONL paths)")
-        if gen_length < 1:
-            raise ConfigError(f"task.gen_length must be positive, got {gen_length}")
-        if num_eval is not None and num_eval < 1:
-            raise ConfigError(f"task.num_eval must be positive or null (all), got {num_eval}")
-        if eval_file is None and not 0 < heldout_percent < 100:
-            raise ConfigError(
-                f"task.heldout_percent must be in 1..99 when there is no task.eval_file, got {heldout_percent}"
-            )
+        check_sizes(gen_length, num_eval, eval_file, heldout_percent)
         self.gen_length = gen_length
         self.format_prompt = PromptFormatter("{prompt}", system_prompt, prompt_suffix, chat_template, tokenizer)
         train = self._read(train_file, "task.train_file") if train_file is not None else []
