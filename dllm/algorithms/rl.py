@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dllm.algorithms.advantages import Advantage
+from dllm.algorithms.advantages import ADVANTAGES, Advantage
 from dllm.algorithms.advantages.group import GroupAdvantage
 from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
 from dllm.algorithms.curriculum import Curriculum, Schedule
@@ -48,6 +49,7 @@ from dllm.algorithms.rl_plan import (
 )
 from dllm.algorithms.rollout import Rollout, RolloutStats, collect_rollout, save_rollout
 from dllm.algorithms.tally import Tally, weighted_parts
+from dllm.algorithms.tree_rollout import check_tree
 from dllm.checkpoint import load_model_weights
 from dllm.distributed import rollout_metrics
 from dllm.errors import ConfigError
@@ -79,6 +81,7 @@ class RL(Algorithm):
         training_block_size: int | None = None,
         gen_length: int | dict[int, int] | None = None,
         curriculum: Curriculum | None = None,
+        tree_branches: int | None = None,
     ) -> None:
         self.estimator = estimator if estimator is not None else TraceEstimator()
         self.advantage = advantage if advantage is not None else GroupAdvantage()
@@ -113,6 +116,12 @@ class RL(Algorithm):
         self.training_block_size = training_block_size
         self.gen_length = Schedule(gen_length, "algorithm.gen_length") if gen_length else None
         self.curriculum = curriculum
+        if self.advantage.needs_branches and tree_branches is None:
+            raise ConfigError(
+                f"algorithm/advantage={ADVANTAGES.name_of(self.advantage)} credits the steps of a tree rollout: "
+                "set algorithm.tree_branches (e.g. 4, the tree_rpo preset's)"
+            )
+        self.tree_branches = tree_branches
         self.reference: torch.nn.Module | None = None
         self.rollout: Rollout | None = None
         self.queue: list[list[tuple[int, Tensor]]] = []  # optimizer steps to come: (iteration, rows) per micro-batch
@@ -148,6 +157,10 @@ class RL(Algorithm):
         check_decoding(sampler, self.temperature, blocks, lengths, model_block_size, self.training_block_size)
         if self.overlong is not None:
             self.overlong.check(lengths)
+        if self.tree_branches is not None:
+            for block, length in itertools.product(blocks, lengths):
+                sampler_now = rollout_sampler(sampler, self.temperature, block)
+                check_tree(sampler_now, model_block_size, length, self.tree_branches, self.group_size)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -311,7 +324,7 @@ class RL(Algorithm):
             rollout, stats = collect_rollout(
                 ctx.model, ctx.tokenizer, ctx.collective.shard(prompts), sampler, ctx.reward,
                 ctx.local_generator, self.group_size, gen_length, ctx.device, self.reward_timeout_s,
-                ctx.max_batch_rows,
+                ctx.max_batch_rows, self.tree_branches,
             )  # fmt: skip
         if self.curriculum is not None:
             solved = (rollout.rewards >= 1.0).float().view(-1, self.group_size).mean(1)
