@@ -50,37 +50,53 @@ def test_the_tree_advantage_needs_tree_rollouts():
         dllm.build("algorithm", "rl", advantage=TreeAdvantage())
 
 
+RAGGED = ["12+345=", "7+8=", "123+4="]
+# one prompt length: every block model's node ends in its overhang, the leaves decode less than G/2
+EVEN = ["12+3=", "45+6=", "7+80="]  # 5 tokens: a node of 4 + 3 ends 1 before G = 8
+
+
 @pytest.mark.parametrize(
-    "family, sampler_name, options",
-    [("llada_tiny", "llada", {"steps": 8, "block_length": 4}), ("llada_tiny", "fast_dllm", {"block_length": 4}),
-     ("dream_tiny", "dream", {}), ("dream_tiny", "diffusion", {"block_length": 4, "cache": "dual"})],
+    "family, sampler_name, options, prompts",
+    [("llada_tiny", "llada", {"steps": 8, "block_length": 4}, RAGGED),
+     ("llada_tiny", "fast_dllm", {"block_length": 4}, RAGGED),
+     ("dream_tiny", "dream", {}, RAGGED), ("dream_tiny", "diffusion", {"block_length": 4, "cache": "dual"}, RAGGED),
+     ("sdar_tiny", "sdar", {"denoising_steps": 2}, RAGGED), ("sdar_tiny", "diffusion", {"cache": "block"}, RAGGED),
+     ("sdar_tiny", "sdar", {"denoising_steps": 2}, EVEN), ("sdar_tiny", "diffusion", {"cache": "block"}, EVEN)],
 )  # fmt: skip
-def test_leaves_share_their_node_tokens_and_steps_exactly(family, sampler_name, options, tokenizer):
+def test_leaves_share_their_node_tokens_and_steps_exactly(family, sampler_name, options, prompts, tokenizer):
     """Shipped defaults (stop_at_eos on), ragged prompts of odd lengths, temperature 1."""
     model = tiny(family)
     sampler = dllm.build_sampler(sampler_name, temperature=1.0, **options)
     gen_length, branches, half = 8, 3, 4
     check_tree(sampler, model.block_size, gen_length, branches, 2 * branches)
-    prompts = ["12+345=", "7+8=", "123+4="]
     decoded, branch_step = decode_tree(
         model, tokenizer, sampler, prompts, gen_length, torch.Generator().manual_seed(0), branches, torch.device("cpu")
     )
-    raw, steps = decoded.output.raw_completions, decoded.output.step_map
-    assert raw.shape == (len(prompts) * branches, gen_length)
-    nodes = raw.view(len(prompts), branches, -1)
-    node_steps = steps.view(len(prompts), branches, -1)
-    assert (nodes[:, :, :half] == nodes[:, :1, :half]).all()  # the shared half: the same tokens ...
-    assert (node_steps[:, :, :half] == node_steps[:, :1, :half]).all()  # ... revealed at the same steps
-    assert (steps[:, :half] < branch_step[:, None]).all() and (steps[:, half:] >= branch_step[:, None]).all()
+    out = decoded.output
+    raw, steps = out.raw_completions, out.step_map
+    if out.overhang is not None:  # a block model's node may end in its overhang: compare the whole trajectory
+        raw, steps = torch.cat([raw, out.overhang], 1), torch.cat([steps, out.overhang_steps], 1)
+    assert out.raw_completions.shape == (len(prompts) * branches, gen_length)
+    shared = (steps >= 0) & (steps < branch_step[:, None])  # revealed in the node
+    assert shared[:, :half].all()  # a node decodes at least the first half ...
+    if model.block_size is None:
+        assert not shared[:, half:].any()  # ... and, full attention, only that
+    else:  # ... to the end of the block holding the G/2-th token, counted from each row's position 0
+        ends = (decoded.prompt_mask.sum(1) + half + model.block_size - 1) // model.block_size * model.block_size
+        assert (shared.sum(1) == ends - decoded.prompt_mask.sum(1)).all()
+    view = (len(prompts), branches, -1)
+    nodes, node_steps, node_shared = raw.view(view), steps.view(view), shared.view(view)
+    assert (node_shared == node_shared[:, :1]).all()  # every leaf of a node shares the same places ...
+    assert ((nodes == nodes[:, :1]) | ~node_shared).all()  # ... the same tokens ...
+    assert ((node_steps == node_steps[:, :1]) | ~node_shared).all()  # ... revealed at the same steps
+    nodes = out.raw_completions.view(view)
     # each prompt's node is the prompt's own (left padding undone), and leaves differ after the branch
     texts = tokenizer.batch_decode(decoded.prompt_ids, skip_special_tokens=True)
     assert texts == [p for p in prompts for _ in range(branches)]
     assert not (nodes[:, :, half:] == nodes[:, :1, half:]).all(), "the branches drew the same noise"
 
 
-def test_block_models_are_refused_with_the_reason():
-    with pytest.raises(ConfigError, match="block diffusion models"):
-        check_tree(dllm.build_sampler("sdar"), 4, 8, 2, 4)
+def test_trees_that_do_not_fit_are_refused_with_the_reason():
     with pytest.raises(ConfigError, match="whole sampler blocks"):
         check_tree(dllm.build_sampler("llada", steps=8, block_length=8), None, 8, 2, 4)
     with pytest.raises(ConfigError, match="divide algorithm.group_size"):
