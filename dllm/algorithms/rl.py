@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import logging
 import random
 from collections.abc import Iterator, Mapping
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dllm.algorithms.advantages import Advantage
+from dllm.algorithms.advantages import ADVANTAGES, Advantage
 from dllm.algorithms.advantages.group import GroupAdvantage
 from dllm.algorithms.base import ALGORITHMS, Algorithm, LossOutput, TrainContext
 from dllm.algorithms.curriculum import Curriculum, Schedule
@@ -50,6 +51,7 @@ from dllm.algorithms.rl_plan import (
 )
 from dllm.algorithms.rollout import Rollout, RolloutStats, collect_rollout, save_rollout
 from dllm.algorithms.tally import Tally, weighted_parts
+from dllm.algorithms.tree_rollout import check_tree
 from dllm.checkpoint import load_model_weights
 from dllm.distributed import rollout_metrics
 from dllm.errors import ConfigError
@@ -82,6 +84,7 @@ class RL(Algorithm):
         gen_length: int | dict[int, int] | None = None,
         curriculum: Curriculum | None = None,
         inpainting: Inpainting | None = None,
+        tree_branches: int | None = None,
     ) -> None:
         self.estimator = estimator if estimator is not None else TraceEstimator()
         self.advantage = advantage if advantage is not None else GroupAdvantage()
@@ -119,6 +122,17 @@ class RL(Algorithm):
         if inpainting is not None:
             inpainting.check_estimator(self.estimator)
         self.inpainting = inpainting
+        if self.advantage.needs_branches and tree_branches is None:
+            raise ConfigError(
+                f"algorithm/advantage={ADVANTAGES.name_of(self.advantage)} credits the steps of a tree rollout: "
+                "set algorithm.tree_branches (e.g. 4, the tree_rpo preset's)"
+            )
+        self.tree_branches = tree_branches
+        if inpainting is not None and tree_branches is not None:
+            raise ConfigError(
+                "algorithm.inpainting replaces rows of a group, algorithm.tree_branches shares their halves: "
+                "set one of them to null"
+            )
         self.reference: torch.nn.Module | None = None
         self.rollout: Rollout | None = None
         self.queue: list[list[tuple[int, Tensor]]] = []  # optimizer steps to come: (iteration, rows) per micro-batch
@@ -156,6 +170,10 @@ class RL(Algorithm):
         check_decoding(sampler, self.temperature, blocks, lengths, model_block_size, self.training_block_size)
         if self.overlong is not None:
             self.overlong.check(lengths)
+        if self.tree_branches is not None:
+            for block, length in itertools.product(blocks, lengths):
+                sampler_now = rollout_sampler(sampler, self.temperature, block)
+                check_tree(sampler_now, model_block_size, length, self.tree_branches, self.group_size)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -322,6 +340,7 @@ class RL(Algorithm):
                 return collect_rollout(
                     ctx.model, ctx.tokenizer, examples, sampler, ctx.reward, ctx.local_generator, self.group_size,
                     gen_length, ctx.device, self.reward_timeout_s, ctx.max_batch_rows, canvas,
+                    None if canvas is not None else self.tree_branches,
                 )  # fmt: skip
 
         rollout, stats = collect(share)

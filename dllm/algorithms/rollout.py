@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dllm.algorithms.tree_rollout import decode_tree
 from dllm.data.base import Example, reward_fields
 from dllm.generation import decode_batch
 from dllm.rewards.base import RewardError, score_batch
@@ -40,7 +41,9 @@ class Rollout:
     sees it; `completions_as_read()`),
     `group` [N] (the row's group in the step's rollout, numbered as one process holds it: the
     order optimizer steps take rows in), `rewards` [N] (total), `truncated` [N] (no EOS within G tokens),
-    `process_rewards` [N, G] (the part of the reward a process reward placed on tokens). Later stages fill
+    `process_rewards` [N, G] (the part of the reward a process reward placed on tokens), `branch_step` [N]
+    (tree rollouts, `dllm.algorithms.tree_rollout`: the first decoding step of a row's own branch, its
+    earlier steps shared with the other `branches` rows of its node). Later stages fill
     `advantages` ([N], or [N, G] from a value model), `returns`/`old_values` [N, G] (value
     model), and per inner iteration the estimator's `plans` and the `old_log_probs` /
     `ref_log_probs` [N, G] computed once, before any update."""
@@ -59,6 +62,8 @@ class Rollout:
     overhang_steps: Tensor | None = None
     read_completions: Tensor | None = None
     process_rewards: Tensor | None = None  # [N, G] step-level reward values at the tokens they name
+    branch_step: Tensor | None = None  # [N] tree rollouts: the first step of the row's own branch
+    branches: int | None = None  # tree rollouts: leaves per first-level node (contiguous rows)
     advantages: Tensor | None = None
     returns: Tensor | None = None
     old_values: Tensor | None = None
@@ -151,6 +156,7 @@ class Rollout:
             rewards=joined("rewards"), truncated=joined("truncated"), prompt_length=width,
             overhang=right("overhang", first.mask_id), overhang_steps=right("overhang_steps", -1),
             read_completions=joined("read_completions"), process_rewards=joined("process_rewards"),
+            branch_step=joined("branch_step"),
         )  # fmt: skip
 
 
@@ -249,20 +255,31 @@ def collect_rollout(
     reward_timeout_s: float | None = None,
     max_batch_rows: int | None = None,
     canvas: Tensor | None = None,
+    branches: int | None = None,
 ) -> tuple[Rollout, RolloutStats]:
     """Decode `group_size` completions of `gen_length` tokens for each of `prompts` with
     `sampler` from the live weights, at most `max_batch_rows` at once (see `decode_batch`), and
     score them with `reward` (guarded: see `score_batch`). `canvas` [N, G]: tokens given in the
-    completions before decoding (inpainting; see `Sampler.generate`)."""
+    completions before decoding (inpainting; see `Sampler.generate`). `branches` (without a
+    canvas): as a tree, each prompt's `group_size / branches` shared halves continued `branches`
+    ways (`decode_tree`)."""
     examples = [example for example in prompts for _ in range(group_size)]
     prompt_texts = [e.prompt for e in examples]
-    decoded = decode_batch(
-        model, tokenizer, sampler, prompt_texts, gen_length, generator,
-        device=device, max_batch_rows=max_batch_rows, canvas=canvas,
-    )  # fmt: skip
+    if branches:
+        nodes = [e.prompt for e in prompts for _ in range(group_size // branches)]
+        decoded, branch_step = decode_tree(
+            model, tokenizer, sampler, nodes, gen_length, generator, branches, device, max_batch_rows
+        )
+    else:
+        decoded = decode_batch(
+            model, tokenizer, sampler, prompt_texts, gen_length, generator,
+            device=device, max_batch_rows=max_batch_rows, canvas=canvas,
+        )  # fmt: skip
     rollout = rollout_from_output(
         model, decoded.prompt_ids, decoded.prompt_mask, decoded.output, tokenizer.eos_token_id, group_size
     )
+    if branches:
+        rollout.branch_step, rollout.branches = branch_step, branches
     completions = decoded.completions  # as users read them, for the rewards
     fields = {
         **reward_fields(examples),

@@ -19,6 +19,7 @@ COMPANIONS = {  # options valid only with a matching model, or with a required v
     "reward=judge": ["reward.judge=tests.unit.rewards.test_judge:digit_count_judge"],
     "algorithm/advantage=wd1": ["algorithm/objective=wd1"],  # wd1's weights and its objective go together
     "algorithm/objective=wd1": ["algorithm/advantage=wd1"],
+    "algorithm/advantage=tree": ["algorithm.tree_branches=2"],  # d-TreeRPO's credit reads a tree rollout
     "algorithm/objective=sequence_ppo": ["algorithm/estimator=elbo"],  # a sequence's estimate whole, not trace's parts
     "algorithm/objective=spg": ["algorithm/estimator=block_mask"],  # SPG's EUBO comes from its block masking
     "algorithm=vrpo": ["task=preference"],  # preference optimisation trains on pairs

@@ -58,13 +58,13 @@ class CharacterMean(dllm.rewards.Reward):
 
 
 # RL presets at test size: 2 prompts x 2 completions, no group filter; preference algorithms at their own
-ALGORITHM_OPTIONS = {"sft": {}, "vrpo": {"budget": 2}, "dpo": {}}
 RL_SIZE = {"group_size": 2, "prompts_per_rollout": 2, "filters": {"accuracy_band": None}}
+ALGORITHM_OPTIONS = {"sft": {}, "vrpo": {"budget": 2}, "dpo": {}, "tree_rpo": {**RL_SIZE, "tree_branches": 2}}
 
 
 def rl_context(model, tokenizer) -> TrainContext:
     """Rollouts of 2 prompts x 2 completions by the llada sampler, optimizer steps of 4 rows in 2 micro-batches."""
-    sampler = dllm.build_sampler("llada", steps=8, block_length=8)
+    sampler = dllm.build_sampler("llada", steps=8, block_length=4)  # a tree branches at a block's end
     task, generator = built("task", "addition"), torch.Generator().manual_seed(0)
     return TrainContext(model, tokenizer, task, sampler, CharacterMean(), 2, random.Random(0), generator,
                         torch.device("cpu"), batch_size=4)  # fmt: skip
@@ -96,7 +96,8 @@ def test_advantage_contract(name, tiny_model, tokenizer):
     real rollout, and trains in the loop with whatever losses and hooks it adds."""
     advantage = built_part("algorithm/advantage", name)
     objective = dllm.build("objective", objective_for(advantage))
-    algorithm = RL(advantage=advantage, objective=objective, **RL_SIZE)
+    tree = {"tree_branches": 2} if advantage.needs_branches else {}  # credit over a tree rollout's steps
+    algorithm = RL(advantage=advantage, objective=objective, **RL_SIZE, **tree)
     ctx = rl_context(tiny_model.train(), tokenizer)
     algorithm.start(ctx)
     batches = list(algorithm.micro_batches(ctx, 2))

@@ -31,6 +31,9 @@ class Advantage(ABC):
     # The objective whose loss weights this gives (`wd1`) rather than advantages any objective
     # may maximise; objectives refuse what they cannot use (`Objective.check_advantage`).
     weights_for: ClassVar[str | None] = None
+    # Whether this advantage reads a tree rollout's structure (`tree`): the loop then refuses,
+    # when built, a run without `tree_branches`.
+    needs_branches: ClassVar[bool] = False
 
     def check(self, group_size: int) -> None:
         """Refuse, when the algorithm is built, a group size this advantage cannot work with."""

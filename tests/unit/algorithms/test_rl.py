@@ -23,6 +23,8 @@ SAMPLERS = {  # two samplers per family
 }
 SMALL_FILTERS = {"filters": {"accuracy_band": None}}  # no group filter (tracerl's band)
 SMALL = {"group_size": 2, "prompts_per_rollout": 2, **SMALL_FILTERS}
+# Presets whose rollout shape the small groups cannot hold (tree_rpo: 16 leaves, 4 per node) get one that fits.
+SHAPES = {"tree_rpo": {"tree_branches": 2}}
 
 
 class CharacterMean(Reward):
@@ -53,7 +55,7 @@ def test_every_algorithm_trains_every_family_with_two_samplers(name, family, sam
     model = tiny(family).train()
     sampler_name, options = SAMPLERS[family][sampler_index]
     sampler = dllm.build_sampler(sampler_name, **options)
-    algorithm = dllm.build("algorithm", name, **SMALL)
+    algorithm = dllm.build("algorithm", name, **SMALL, **SHAPES.get(name, {}))
     if algorithm.rollout_block_length is not None and refuses(algorithm, sampler, model):
         # A preset that decodes rollouts in blocks of its own (justgrpo: one token, left to right) refuses
         # a sampler that cannot decode them, at start-up, before any rollout.
@@ -251,7 +253,7 @@ class ShortAnswer(Reward):
 
 
 LEARNERS = [(name, "llada_tiny") for name in RL_PRESETS]
-LEARNERS += [("tracerl", "sdar_tiny"), ("tracerl", "dream_tiny")]
+LEARNERS += [("tracerl", "sdar_tiny"), ("tracerl", "dream_tiny"), ("tree_rpo", "dream_tiny"), ("tree_rpo", "sdar_tiny")]
 
 
 @pytest.mark.parametrize("name, family", LEARNERS)
@@ -260,7 +262,8 @@ def test_every_preset_raises_a_learnable_reward(name, family, tokenizer, tmp_pat
     torch.manual_seed(0)
     model = dllm.load_model(family).train()
     sampler_name, options = SAMPLERS[family][0]
-    algorithm = dllm.build("algorithm", name, group_size=4, prompts_per_rollout=4, temperature=1.0, **SMALL_FILTERS)
+    algorithm = dllm.build("algorithm", name, group_size=4, prompts_per_rollout=4, temperature=1.0, **SMALL_FILTERS,
+                           **SHAPES.get(name, {}))  # fmt: skip
     rollouts = 16
     lr = 2e-3 / algorithm.num_iterations**0.5  # d1's and wd1's 12 passes per rollout take smaller steps
     config = TrainerConfig(max_steps=rollouts * algorithm.num_iterations, batch_size=16, lr=lr, weight_decay=0.0,
