@@ -3,7 +3,7 @@
 dllm list                  # every kind: registered components, presets, experiments, trainers, ...
 dllm list sampler          # the names of one kind, one per line
 dllm list experiment       # any config group: experiment, trainer, curriculum, algorithm/estimator
-dllm list algorithm | grep -c "preset of rl"   # how many RL algorithm presets
+dllm list algorithm        # each preset says what it builds: `tracerl (preset of rl)`
 """
 
 from __future__ import annotations
