@@ -135,9 +135,9 @@ class NoCache(CacheStrategy):
         x = state.x[rows, :stop]
         keys = state.key_mask[rows, :stop] if state.padded else None  # None: no mask, and no check of one
         positions = state.position_ids[rows, :stop] if state.position_ids is not None else None
-        first = lanes.starts[0] - shift
-        if all(start == lanes.starts[0] for start in lanes.starts):  # one slice of every row
-            read = slice(first, first + lanes.block_length)
+        common = lanes.common_start()
+        if common is not None:  # one slice of every row
+            read = slice(common - shift, common - shift + lanes.block_length)
         else:
             read = lanes.columns(state.x.device, -shift)
         offsets = [start - shift for start in lanes.starts]
@@ -344,8 +344,9 @@ class BlockCache(SlotCache):
     def block_logits(self, model, state, lanes):
         device, block = state.x.device, lanes.block_length
         ends = [start + block for start in lanes.starts]
-        shared = min(ends) == max(ends)  # every slot at the same columns: slices
-        columns = slice(lanes.starts[0], ends[0]) if shared else lanes.columns(device)
+        common = lanes.common_start()
+        shared = common is not None  # every slot at the same columns: slices
+        columns = slice(common, common + block) if shared else lanes.columns(device)
         cache = self.slot_cache(model, state)
         cache.read_length = max(ends)
         mask = None

@@ -100,13 +100,15 @@ class Lanes:
             return slice(None)
         return self.row_tensor(device)
 
-    def shared_start(self) -> int | None:
-        """The first column of every slot's block when all slots are in the same block at the same
-        step (rows in lockstep: their blocks are one slice of the canvas), else None."""
+    def common_start(self) -> int | None:
+        """The first column of every slot's block when all slots are in the same block (their blocks
+        are one slice of the canvas), else None."""
         first = self.starts[0]
-        if all(start == first for start in self.starts) and len(set(self.block_steps)) == 1:
-            return first
-        return None
+        return first if all(start == first for start in self.starts) else None
+
+    def shared_start(self) -> int | None:
+        """`common_start` when all slots are also at the same step (rows in lockstep), else None."""
+        return self.common_start() if len(set(self.block_steps)) == 1 else None
 
     def columns(self, device: torch.device, shift: int = 0) -> Tensor:
         """[S, block_length] the columns of each slot's block, moved by `shift` (built once per step)."""
