@@ -100,4 +100,3 @@ class EBPOAdvantage(GroupRelative):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "rewards" in state:  # a checkpoint without the prior (another advantage's) leaves it empty
             self.rewards, self.within = Running(**state["rewards"]), Running(**state["within"])
-

@@ -29,6 +29,11 @@ def advantages(advantage, rewards, ctx=ONE_PROCESS) -> list[float]:
     return rollout.advantages.tolist()
 
 
+def seen(ebpo) -> tuple:
+    """The global prior: count, mean and sample variance of every reward seen."""
+    return ebpo.rewards.count, ebpo.rewards.mean, ebpo.rewards.variance
+
+
 def test_three_rollouts_by_hand():
     ebpo = dllm.build("advantage", "ebpo")
     # Rollout 1. Every reward seen: n 8, mu 1/4, sample variance (2 (3/4)^2 + 6 (1/4)^2) / 7 = 3/14.
@@ -38,7 +43,7 @@ def test_three_rollouts_by_hand():
     std = math.sqrt(3 / 14)
     assert got == pytest.approx([37 / 60 / std, -23 / 60 / std] * 2 + [-7 / 60 / std] * 4)
     assert got[4] == pytest.approx(-0.2520288)  # the all-wrong group is pushed down: GRPO gives it 0
-    assert (ebpo.rewards.count, ebpo.rewards.mean, ebpo.rewards.variance) == (8, pytest.approx(1 / 4), pytest.approx(3 / 14))
+    assert seen(ebpo) == (8, pytest.approx(1 / 4), pytest.approx(3 / 14))
     assert (ebpo.within.count, ebpo.within.mean) == (2, pytest.approx(1 / 6))
     assert ebpo.shrinkage(G) == pytest.approx(7 / 15)
 
@@ -48,7 +53,8 @@ def test_three_rollouts_by_hand():
     got = advantages(ebpo, ROLLOUTS[1])
     std = math.sqrt(21 / 80)
     assert got == pytest.approx([15 / 112 / std] * 4 + [79 / 112 / std] + [-33 / 112 / std] * 3)
-    assert (ebpo.rewards.count, ebpo.rewards.mean, ebpo.rewards.variance) == (16, pytest.approx(7 / 16), pytest.approx(21 / 80))
+    assert seen(ebpo) == (16, pytest.approx(7 / 16), pytest.approx(21 / 80))
+    assert (ebpo.within.count, ebpo.within.mean) == (4, pytest.approx(7 / 48))
     assert ebpo.shrinkage(G) == pytest.approx(5 / 21)
 
     # Rollout 3, all zeros. n 24, mu 7/24, variance (7 (17/24)^2 + 17 (7/24)^2) / 23 = 119/552; sigma2 =
@@ -58,7 +64,8 @@ def test_three_rollouts_by_hand():
     std = math.sqrt(119 / 552)
     assert got == pytest.approx([-161 / 3240 / std] * 8)
     assert got[0] == pytest.approx(-0.1070230)
-    assert (ebpo.rewards.count, ebpo.rewards.mean, ebpo.within.mean) == (24, pytest.approx(7 / 24), pytest.approx(7 / 72))
+    assert seen(ebpo) == (24, pytest.approx(7 / 24), pytest.approx(119 / 552))
+    assert (ebpo.within.count, ebpo.within.mean) == (6, pytest.approx(7 / 72))
     assert ebpo.shrinkage(G) == pytest.approx(23 / 135)
 
 
@@ -98,7 +105,8 @@ def test_a_resumed_run_continues_with_the_same_prior(tmp_path):
 def test_a_checkpoint_without_a_prior_leaves_it_empty():
     ebpo = dllm.build("advantage", "ebpo")
     ebpo.load_state_dict({})
-    assert ebpo.state_dict() == {"rewards": {"count": 0, "mean": 0.0, "m2": 0.0}, "within": {"count": 0, "mean": 0.0, "m2": 0.0}}
+    empty = {"count": 0, "mean": 0.0, "m2": 0.0}
+    assert ebpo.state_dict() == {"rewards": empty, "within": empty}
 
 
 class TwoProcesses(Collective):
@@ -127,3 +135,14 @@ def test_bad_options_are_refused_in_one_line():
         dllm.build("advantage", "ebpo", scale="std")
     with pytest.raises(ConfigError, match="advantage=ebpo .* group_size is 1: set algorithm.group_size >= 2"):
         dllm.build("advantage", "ebpo").check(1)
+
+
+def test_the_preset_is_grpo_with_the_ebpo_advantage():
+    from dllm.algorithms.advantages.ebpo import EBPOAdvantage
+    from dllm.algorithms.estimators.trace import TraceEstimator
+    from dllm.algorithms.objectives.ppo import PPO
+
+    algorithm = dllm.build("algorithm", "ebpo")
+    assert type(algorithm.estimator) is TraceEstimator and type(algorithm.objective) is PPO
+    assert type(algorithm.advantage) is EBPOAdvantage and algorithm.advantage.scale == "global"
+    assert (algorithm.objective.clip_low, algorithm.objective.clip_high, algorithm.objective.beta) == (0.2, 0.2, 0.0)
