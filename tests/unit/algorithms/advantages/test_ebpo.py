@@ -146,3 +146,23 @@ def test_the_preset_is_grpo_with_the_ebpo_advantage():
     assert type(algorithm.estimator) is TraceEstimator and type(algorithm.objective) is PPO
     assert type(algorithm.advantage) is EBPOAdvantage and algorithm.advantage.scale == "global"
     assert (algorithm.objective.clip_low, algorithm.objective.clip_high, algorithm.objective.beta) == (0.2, 0.2, 0.0)
+
+
+
+def test_the_loop_checkpoints_the_prior(tokenizer, tmp_path):
+    """Through the RL loop's own state (what the trainer writes into a checkpoint): a resumed run
+    holds the prior of every reward drawn before."""
+    from tests.unit.algorithms.rl_helpers import tiny
+    from tests.unit.algorithms.test_rl import SMALL, context
+
+    ctx = context(tiny("llada_tiny").train(), tokenizer, dllm.build_sampler("llada", steps=8, block_length=8))
+    algorithm = dllm.build("algorithm", "ebpo", **SMALL)
+    algorithm.start(ctx)
+    next(iter(algorithm.micro_batches(ctx, 2)))  # draws a rollout: 2 prompts x 2 completions
+    assert algorithm.advantage.rewards.count == 4
+    assert algorithm.advantage.rewards.mean == pytest.approx(float(algorithm.rollout.rewards.double().mean()))
+    torch.save(algorithm.state_dict(), tmp_path / "state.pt")
+    resumed = dllm.build("algorithm", "ebpo", **SMALL)
+    resumed.start(ctx)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    assert resumed.advantage.state_dict() == algorithm.advantage.state_dict()
