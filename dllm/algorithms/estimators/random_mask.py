@@ -1,6 +1,8 @@
 """`random_mask` (MMaDA / TraceRL's random masking): `num_masks` views of the completion, each
 masking every token with its own ratio ~ U(ratio_min, ratio_max); a token's log-prob is the
-mean over the views that mask it. Tokens no view masks carry no estimate (not scored)."""
+mean over the views that mask it. Tokens no view masks carry no estimate (not scored). The
+reference (Gen-Verse/dLLM-RL's random_masking, MMaDA's UniGRPO) scores each view as a row of its
+own: `num_masks` 1 with one fresh view per inner iteration, as the `unigrpo` preset does."""
 
 from __future__ import annotations
 

@@ -47,6 +47,7 @@ CASES = {  # (preset, family, sampler, sampler options, preset overrides)
     "cj_grpo-llada": ("cj_grpo", "llada_tiny", "diffusion", {"block_length": 4, "eos_min_gamma": 0.01}, {}),
     "igpo-llada": ("igpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
     "ebpo-llada": ("ebpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {}),
+    "unigrpo-dream": ("unigrpo", "dream_tiny", "dream", {}, {"num_iterations": 2}),
     "tree_rpo-llada": (
         "tree_rpo", "llada_tiny", "llada", {"steps": 8, "block_length": 4}, {"tree_branches": 2, "num_iterations": 2}
     ),
