@@ -5,6 +5,7 @@ model is built; each error names the key and the fix.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +33,24 @@ def rollout_steps(rollouts: int, *, _root_: DictConfig) -> int:
     return int(rollouts) * int(algorithm.num_iterations) * -(-rows // int(trainer.batch_size))
 
 
+RUN_NAME_LIMIT = 120
+
+
+def run_dirname(overrides: str) -> str:
+    """`${dllm.run_dirname:${hydra.job.override_dirname}}`: a sweep run's directory name, its
+    overrides cut at RUN_NAME_LIMIT characters plus a hash of them all when longer — a file name
+    holds at most 255 bytes, and a sweep of a few long overrides (paths excluded, rollout budgets,
+    a preset's name) passed it and stopped the whole sweep. dllm-compare names each run from its
+    `.hydra/overrides.yaml`, never from the directory."""
+    if len(overrides) <= RUN_NAME_LIMIT:
+        return overrides
+    return f"{overrides[:RUN_NAME_LIMIT]}_{hashlib.sha256(overrides.encode()).hexdigest()[:10]}"
+
+
 if not OmegaConf.has_resolver("dllm.rollout_steps"):
     OmegaConf.register_new_resolver("dllm.rollout_steps", rollout_steps)
+if not OmegaConf.has_resolver("dllm.run_dirname"):
+    OmegaConf.register_new_resolver("dllm.run_dirname", run_dirname)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = TRAIN_CONFIG) -> DictConfig:

@@ -82,3 +82,29 @@ def test_a_launcher_not_installed_names_the_extra_that_brings_it():
         "unknown hydra/launcher 'joblib' known: basic; the joblib and submitit launchers come with the sweeps "
         "extra: pip install -e '.[sweeps]'"
     )
+
+
+def test_a_sweep_run_directory_name_is_cut_with_a_hash_when_its_overrides_are_long():
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from dllm.config import RUN_NAME_LIMIT, run_dirname
+
+    short = "algorithm=spg,seed=1"
+    assert run_dirname(short) == short  # readable names kept as Hydra writes them
+    # The CPU ablation's overrides of one run: 226 characters, which with a sweep index and a long
+    # preset name passed the 255-byte file name limit and stopped the sweep (OSError 36).
+    long = (
+        "algorithm.num_iterations=1,algorithm.prompts_per_rollout=4,algorithm=tracerl_value,"
+        "experiment=ablation_sudoku_sdar,model=sdar,seed=0,trainer.batch_size=32,"
+        r"trainer.eval_every=$\{dllm.rollout_steps\:5\},trainer.max_steps=$\{dllm.rollout_steps\:20\},warmup=null"
+    )
+    name = run_dirname(long)
+    assert len(long) > 200 and len(name) == RUN_NAME_LIMIT + 11 and name.startswith(long[:RUN_NAME_LIMIT])
+    assert run_dirname(long.replace("seed=0", "seed=1")) != name  # runs cut to the same prefix stay apart
+    # train.yaml's sweep subdir goes through it
+    train = OmegaConf.load(resources.files("dllm.conf") / "train.yaml")
+    subdir = OmegaConf.to_container(train.hydra.sweep)["subdir"]  # unresolved: hydra.job exists at run time only
+    node = OmegaConf.create({"hydra": {"job": {"num": 3, "override_dirname": long}, "sweep": {"subdir": subdir}}})
+    assert node.hydra.sweep.subdir == f"3_{name}"
