@@ -72,7 +72,7 @@ def check_decoding(
 def check_trajectory(sampler: Sampler, estimator: Estimator, advantage: Any, tree_branches: int | None) -> None:
     """Refuse a sampler that masks revealed tokens again (RCR) with the parts that rebuild the
     decoding's states from `step_map`: a remasked token was in states its final step does not show."""
-    if not getattr(sampler, "remasks", False):
+    if not sampler.remasks:
         return
     readers = [
         *([f"estimator {type(estimator).__name__}"] if estimator.replays_trajectory else []),
