@@ -33,7 +33,8 @@ class GenerationOutput:
       revealed (every row had stopped first); equal to `sequences`' completion up to and
       including each row's first EOS. Left unset, the completion of `sequences`;
     - `step_map` [B, G]: the step of its own row's decoding at which the sampler revealed each
-      position of `raw_completions` (each row counts its own steps, as when decoded alone); a
+      position of `raw_completions` (each row counts its own steps, as when decoded alone; a
+      sampler that `remasks` gives the step its final token was last revealed at); a
       position never revealed gets the step after the row's last one, one given in the canvas
       before decoding (`Sampler.generate`'s `canvas`) -1;
     - `nfe`: the number of forwards the decoding ran (each serving every row decoding then);
