@@ -7,6 +7,7 @@ import dllm
 from dllm.errors import ConfigError
 from dllm.samplers.base import fill_after_eos
 from dllm.samplers.diffusion import DiffusionSampler
+from dllm.samplers.policies import transfer_schedule
 from tests.unit.samplers.test_llada import EOS, MASK, VOCAB, fixed_logits, row_generators
 
 
@@ -155,3 +156,42 @@ def test_the_block_cache_is_exact_under_rcr(tokenizer):
 def test_rcr_needs_a_quota_of_confidences(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         DiffusionSampler(rcr=True, **kwargs)
+
+
+def plain_rcr(model, prompt, gen_length, block_length, steps):
+    """The reference's rule written out plainly (autonomousvision/mdpo, `generate` with
+    `overtime_conf`: fill every masked position, record the confidence of each token written, then
+    mask again the lowest recorded confidences until the rest of the schedule is masked), greedy,
+    remasking inside the current block. Returns (completion, the step each token was last revealed at)."""
+    mask_id, length = model.mask_token_id, prompt.shape[1]
+    x = torch.cat([prompt, torch.full((1, gen_length), mask_id)], dim=1)
+    revealed_at = torch.full((gen_length,), -1)
+    per_block, step = steps // (gen_length // block_length), 0
+    for start in range(length, length + gen_length, block_length):
+        quotas = transfer_schedule(torch.tensor([block_length]), per_block)[0]
+        recorded = torch.zeros(block_length, dtype=torch.float64)
+        for i in range(per_block):
+            probs = torch.softmax(model(x).logits[0, start : start + block_length].double(), dim=-1)
+            confidence, proposal = probs.max(-1)
+            masked = x[0, start : start + block_length] == mask_id
+            x[0, start : start + block_length][masked] = proposal[masked]
+            recorded[masked] = confidence[masked]
+            revealed_at[start - length : start - length + block_length][masked] = step
+            lowest = recorded.topk(int(quotas[i + 1 :].sum()), largest=False).indices
+            x[0, start + lowest] = mask_id
+            revealed_at[start - length + lowest] = -1
+            step += 1
+    return x[0, length:], revealed_at
+
+
+@pytest.mark.parametrize("block_length, steps, seed", [(8, 4, 1), (4, 6, 1), (4, 6, 2)])  # cases that remask
+def test_matches_the_rule_written_out_plainly(scripted_model, block_length, steps, seed):
+    """Tokens and `step_map` (the last reveal) as the plain rule, and not what top_k decodes."""
+    model = scripted_model(mixing_logits(seed, eos=False))
+    prompt = torch.tensor([[9, 5, 3]])
+    out = DiffusionSampler(block_length, steps, sampling="gumbel", rcr=True).generate(model, prompt, gen_length=8)
+    tokens, revealed_at = plain_rcr(model, prompt, 8, block_length, steps)
+    assert out.sequences[0, 3:].tolist() == tokens.tolist()
+    assert out.step_map[0].tolist() == revealed_at.tolist()
+    plain = DiffusionSampler(block_length, steps, sampling="gumbel").generate(model, prompt, gen_length=8)
+    assert (plain.sequences[0, 3:].tolist(), plain.step_map[0].tolist()) != (tokens.tolist(), revealed_at.tolist())
