@@ -41,6 +41,7 @@ from dllm.algorithms.rl_plan import (
     RLMicroBatch,
     check_decoding,
     check_training_block_size,
+    check_trajectory,
     describe_parts,
     draws_metrics,
     first_groups,
@@ -168,6 +169,7 @@ class RL(Algorithm):
         lengths = self.gen_length.values if self.gen_length else [task.gen_length]
         blocks = self.rollout_block_length.values if self.rollout_block_length else [None]
         check_decoding(sampler, self.temperature, blocks, lengths, model_block_size, self.training_block_size)
+        check_trajectory(sampler, self.estimator, self.advantage, self.tree_branches)
         if self.overlong is not None:
             self.overlong.check(lengths)
         if self.tree_branches is not None:

@@ -69,6 +69,24 @@ def check_decoding(
             )
 
 
+def check_trajectory(sampler: Sampler, estimator: Estimator, advantage: Any, tree_branches: int | None) -> None:
+    """Refuse a sampler that masks revealed tokens again (RCR) with the parts that rebuild the
+    decoding's states from `step_map`: a remasked token was in states its final step does not show."""
+    if not sampler.remasks:
+        return
+    readers = [
+        *([f"estimator {type(estimator).__name__}"] if estimator.replays_trajectory else []),
+        *([f"advantage {type(advantage).__name__}"] if advantage.replays_trajectory else []),
+        *(["algorithm.tree_branches (branches share the states before their step)"] if tree_branches else []),
+    ]
+    if readers:
+        raise ConfigError(
+            f"the sampler remasks revealed tokens (rcr), so step_map cannot replay its trajectory, which "
+            f"{' and '.join(readers)} read; set sampler.rcr=false or use an estimator that masks at random "
+            f"(one_step, coupled, random_mask, elbo, block_mask) and a group advantage"
+        )
+
+
 @dataclass
 class RLMicroBatch:
     """Rows of the current rollout for one micro-batch of inner iteration `iteration`."""

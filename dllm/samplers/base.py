@@ -33,7 +33,8 @@ class GenerationOutput:
       revealed (every row had stopped first); equal to `sequences`' completion up to and
       including each row's first EOS. Left unset, the completion of `sequences`;
     - `step_map` [B, G]: the step of its own row's decoding at which the sampler revealed each
-      position of `raw_completions` (each row counts its own steps, as when decoded alone); a
+      position of `raw_completions` (each row counts its own steps, as when decoded alone; a
+      sampler that `remasks` gives the step its final token was last revealed at); a
       position never revealed gets the step after the row's last one, one given in the canvas
       before decoding (`Sampler.generate`'s `canvas`) -1;
     - `nfe`: the number of forwards the decoding ran (each serving every row decoding then);
@@ -115,6 +116,10 @@ class Sampler(ABC):
     # Whether `decode` runs each row at its own pace (`dllm.samplers.lanes`); a sampler whose rows
     # move in lockstep decodes `max_batch_rows` rows at a time instead.
     per_row_progress: bool = False
+    # Whether decoding may mask a revealed token again (MDPO's Running Confidence Remasking): then
+    # `step_map` holds when each final token was last revealed, and no longer says which tokens
+    # every earlier state held, so the decoding trajectory cannot be replayed from it.
+    remasks: bool = False
 
     @torch.no_grad()
     def generate(
@@ -392,6 +397,27 @@ class Decoding:
             steps = self.step_map.view(-1)
             steps.put_(at, torch.where(revealed, self.row_steps[rows][:, None], steps.take(at)))
         self.row_steps[rows] += 1
+        return block
+
+    def remask_rows(self, rows: Tensor | slice, columns: Tensor | slice, remasked: Tensor) -> Tensor:
+        """Mask again the tokens at `columns` of canvas `rows` (see `tokens_at`) where `remasked`
+        [S, K], as never revealed (step -1 until revealed again); no step passes. Returns the
+        tokens there now."""
+        mask = torch.full((), self.mask_id, dtype=self.x.dtype, device=self.x.device)
+        never = torch.full((), -1, dtype=self.step_map.dtype, device=self.x.device)
+        if isinstance(columns, slice):
+            block = torch.where(remasked, mask, self.x[rows, columns])
+            self.x[rows, columns] = block
+            steps = slice(columns.start - self.prompt_length, columns.stop - self.prompt_length)
+            self.step_map[rows, steps] = torch.where(remasked, never, self.step_map[rows, steps])
+            return block
+        at = rows[:, None] * self.x.shape[1] + columns
+        canvas = self.x.view(-1)
+        block = torch.where(remasked, mask, canvas.take(at))
+        canvas.put_(at, block)
+        at = rows[:, None] * self.step_map.shape[1] + columns - self.prompt_length
+        steps = self.step_map.view(-1)
+        steps.put_(at, torch.where(remasked, never, steps.take(at)))
         return block
 
     def stopped_in_block(self, rows: Tensor | slice, columns: Tensor | slice, block: Tensor) -> Tensor:

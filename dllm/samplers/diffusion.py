@@ -18,7 +18,12 @@ policy x cache strategy, each chosen independently. The reference presets (`llad
   `eos_min_gamma` set, an EOS proposal's confidence is scaled by a factor rising from
   `eos_min_gamma` to `eos_max_gamma` over the block's steps (CJ-GRPO's EOS Early Rejection);
 - cache: `none`, `prefix`, `dual` (full attention, approximate) or `block` (block diffusion
-  models, exact) — `dllm.samplers.cache_strategies`.
+  models, exact) — `dllm.samplers.cache_strategies`;
+- `rcr`: MDPO's Running Confidence Remasking (arXiv 2508.13148): each step re-predicts every
+  masked position of the block, then keeps revealed only the block's most confident tokens, as
+  many as the schedule has revealed so far, each scored by the confidence it had when it was last
+  revealed; the others are masked again, earlier tokens included (`running_confidence_step`).
+  `step_map` then holds the step at which each final token was last revealed.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from dllm.samplers.policies import (
     StepSchedule,
     UnmaskingPolicy,
     eos_rejection_factor,
+    running_confidence_step,
     step_schedule,
+    token_scores,
 )
 from dllm.samplers.tokens import categorical_sample, filter_top_k_top_p, gumbel_max_sample
 
@@ -76,9 +83,11 @@ class DiffusionSampler(Sampler):
         step_schedule: StepSchedule = "linear",
         eos_min_gamma: float | None = None,
         eos_max_gamma: float = 1.0,
+        rcr: bool = False,
     ) -> None:
         """`top_k` / `top_p` None: no limit (as 0 / 1); `threshold`, `factor`, `eb_threshold`
-        may be None where `selection` does not use them; `eos_min_gamma` None: no EOS rejection."""
+        may be None where `selection` does not use them; `eos_min_gamma` None: no EOS rejection;
+        `rcr`: Running Confidence Remasking (top_k selection of confidences)."""
         top_k, top_p = top_k or 0, 1.0 if top_p is None else top_p
         if temperature is None or cfg_scale is None:
             raise ConfigError(
@@ -110,6 +119,13 @@ class DiffusionSampler(Sampler):
             )
         if eos_min_gamma is not None and not 0 <= eos_min_gamma <= eos_max_gamma:
             raise ConfigError(f"need 0 <= eos_min_gamma ({eos_min_gamma}) <= eos_max_gamma ({eos_max_gamma})")
+        if rcr and (score != "confidence" or selection != "top_k"):
+            raise ConfigError(
+                f"rcr (Running Confidence Remasking) keeps the schedule's count of most confident tokens; it needs "
+                f"score confidence and selection top_k, got {score!r} x {selection!r}"
+            )
+        self.rcr = rcr
+        self.remasks = rcr
         self.step_schedule = step_schedule
         self.eos_min_gamma = eos_min_gamma
         self.eos_max_gamma = eos_max_gamma
@@ -176,11 +192,13 @@ class DiffusionSampler(Sampler):
         lanes = Lanes(batch, max_batch_rows, state.prompt_length, state.last_columns(), block_length)
         randomness = RowRandomness(generator, batch)
         quotas = torch.zeros((batch, steps_per_block), dtype=torch.long, device=device)
+        # RCR: the confidence each held token of a row's block had when revealed (+inf: given)
+        running = torch.zeros((batch, block_length), dtype=torch.float64, device=device) if self.rcr else None
         while True:
             admitted = lanes.admit()
             if admitted:
                 cache.admit(model, state, lanes, admitted)
-                self._enter_blocks(state, lanes, admitted, quotas)
+                self._enter_blocks(state, lanes, admitted, quotas, running)
             if not lanes:
                 return
             forward = cache.block_logits(model, state, lanes)
@@ -188,7 +206,7 @@ class DiffusionSampler(Sampler):
             moving_on = [slot for slot, committing in enumerate(lanes.committing) if committing]
             done: list[int] = []
             if stepping:
-                finished, stopped = self._step(state, lanes, cache, forward, stepping, quotas, randomness)
+                finished, stopped = self._step(state, lanes, cache, forward, stepping, quotas, randomness, running)
                 for slot, block_done, row_stopped in zip(stepping, finished, stopped, strict=True):
                     lanes.block_steps[slot] += 1
                     if row_stopped or (block_done and lanes.is_last_block(slot) and not cache.commits):
@@ -204,16 +222,22 @@ class DiffusionSampler(Sampler):
                 lanes.starts[slot] += block_length
                 lanes.block_steps[slot] = 0
             if moving_on:
-                self._enter_blocks(state, lanes, moving_on, quotas)
+                self._enter_blocks(state, lanes, moving_on, quotas, running)
             kept = lanes.release(done)
             if kept is not None:
                 cache.keep(kept)
 
-    def _enter_blocks(self, state: Decoding, lanes: Lanes, slots: list[int], quotas: Tensor) -> None:
-        """Each step's quota for the blocks `slots` just entered, in their rows of `quotas` [B, steps]."""
+    def _enter_blocks(
+        self, state: Decoding, lanes: Lanes, slots: list[int], quotas: Tensor, running: Tensor | None
+    ) -> None:
+        """Each step's quota for the blocks `slots` just entered, in their rows of `quotas` [B, steps]
+        (RCR: tokens given in the block, a prompt's tail, are never masked: +inf in `running`)."""
         index = torch.tensor(slots, device=state.x.device)
         rows = lanes.row_tensor(state.x.device)[index]
-        counts = (state.tokens_at(rows, lanes.columns(state.x.device)[index]) == state.mask_id).sum(1)
+        masked = state.tokens_at(rows, lanes.columns(state.x.device)[index]) == state.mask_id
+        counts = masked.sum(1)
+        if running is not None:
+            running[rows] = torch.where(masked, 0.0, torch.inf).to(running.dtype)
         if self.quota_of_whole_block:
             counts = torch.full_like(counts, lanes.block_length)
         quotas[rows] = step_schedule(self.step_schedule, counts, quotas.shape[1])
@@ -227,6 +251,7 @@ class DiffusionSampler(Sampler):
         stepping: list[int],
         quotas: Tensor,
         randomness: RowRandomness,
+        running: Tensor | None,
     ) -> tuple[list[bool], list[bool]]:
         """Reveal tokens in the blocks of the `stepping` slots from this step's `forward`; per slot,
         (whether its block is done, whether its row has stopped at EOS)."""
@@ -252,14 +277,29 @@ class DiffusionSampler(Sampler):
         score_noise = noise.uniform((), torch.float32) if self.policy.score == "random" else None
         candidates = cache.candidates(masked, block_steps)
         scale = self._eos_rejection(tokens, block_steps, quotas.shape[1], state.eos_id)
-        revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise, scale)
-        block = state.reveal_rows(rows, columns, tokens, revealed)
+        if running is None:
+            revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise, scale)
+            block = state.reveal_rows(rows, columns, tokens, revealed)
+        else:
+            steps = torch.tensor(block_steps, device=device)[:, None]
+            later = torch.arange(quotas.shape[1], device=device)[None, :] > steps
+            still_masked = (quotas[rows] * later).sum(1)  # what the schedule leaves masked after this step
+            confidence = token_scores("confidence", probs, tokens)
+            confidence = confidence if scale is None else confidence * scale.to(confidence.dtype)
+            revealed, remasked, running[rows] = running_confidence_step(
+                confidence, running[rows], masked, candidates, still_masked
+            )
+            state.reveal_rows(rows, columns, tokens, revealed)
+            block = state.remask_rows(rows, columns, remasked)
         if state.eos_id is None:
             return (~(block == state.mask_id).any(1)).tolist(), [False] * len(stepping)
         block_done, holds_eos = torch.stack([~(block == state.mask_id).any(1), (block == state.eos_id).any(1)]).tolist()
+        if running is not None:  # RCR may still mask a token before the EOS until its block is done
+            holds_eos = [eos and done for eos, done in zip(holds_eos, block_done, strict=True)]
         if not any(holds_eos):  # no row can have stopped (one status read a step, no scan)
             return block_done, holds_eos
-        return block_done, state.stopped_in_block(rows, columns, block).tolist()
+        stopped = state.stopped_in_block(rows, columns, block).tolist()
+        return block_done, [stop and eos for stop, eos in zip(stopped, holds_eos, strict=True)]
 
     def _eos_rejection(self, tokens: Tensor, block_steps: list[int], steps: int, eos_id: int | None) -> Tensor | None:
         """[S, L] EOSER's factor on each proposal's confidence at each slot's step of its block

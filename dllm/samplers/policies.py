@@ -111,6 +111,22 @@ def entropy_bounded_selection(probs: Tensor, masked: Tensor, budget: float) -> T
     return select_top_k(-entropy, counts) & masked
 
 
+def running_confidence_step(
+    confidence: Tensor, running: Tensor, masked: Tensor, candidates: Tensor, still_masked: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of MDPO's Running Confidence Remasking (arXiv 2508.13148; autonomousvision/mdpo's
+    `generate` with `overtime_conf`): every `candidates` position is filled with its proposal
+    (`confidence` [S, L]), each held token keeps the confidence it was revealed with (`running`
+    [S, L], +inf for a given token), and the `still_masked[s]` lowest of all these — masked
+    positions that are not candidates first — are masked again. Returns ([S, L] bool, [S, L] bool,
+    [S, L]): the positions revealed (proposals kept), the held tokens masked again, and the
+    running confidences after the step."""
+    scores = torch.where(candidates, confidence.to(running.dtype), torch.where(masked, -torch.inf, running))
+    lowest = select_top_k(-scores, still_masked)
+    revealed = candidates & ~lowest
+    return revealed, lowest & ~masked, torch.where(revealed, confidence.to(running.dtype), running)
+
+
 def token_scores(
     kind: str, probs: Tensor, tokens: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None
 ) -> Tensor:

@@ -34,6 +34,9 @@ class Advantage(ABC):
     # Whether this advantage reads a tree rollout's structure (`tree`): the loop then refuses,
     # when built, a run without `tree_branches`.
     needs_branches: ClassVar[bool] = False
+    # Whether this advantage replays the decoding trajectory from `step_map` (the `value` critic's
+    # states): the loop then refuses a sampler that masks revealed tokens again (`Sampler.remasks`).
+    replays_trajectory: ClassVar[bool] = False
 
     def check(self, group_size: int) -> None:
         """Refuse, when the algorithm is built, a group size this advantage cannot work with."""

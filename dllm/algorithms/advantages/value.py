@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 @ADVANTAGES.register("value")
 class ValueAdvantage(Advantage):
+    replays_trajectory = True  # the critic reads the states the trace replay rebuilds from step_map
+
     def __init__(
         self,
         value_lr: float = 5e-6,

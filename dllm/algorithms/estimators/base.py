@@ -25,6 +25,9 @@ class Estimator(ABC):
     # Whether each inner iteration draws new random masks (one_step, coupled, random_mask);
     # the trace estimator replays the rollout itself, the same every iteration.
     fresh_each_iteration: ClassVar[bool] = True
+    # Whether the estimate replays the decoding trajectory from `step_map` (trace): the loop then
+    # refuses a sampler that masks revealed tokens again (`Sampler.remasks`).
+    replays_trajectory: ClassVar[bool] = False
 
     def plan(self, rollout: Rollout, generator: torch.Generator) -> Plan:
         """The random choices of one inner iteration, per row (tensors with the rows first)."""

@@ -45,6 +45,7 @@ from dllm.models.masks import block_causal_mask, combine, row_positions
 @ESTIMATORS.register("trace")
 class TraceEstimator(Estimator):
     fresh_each_iteration = False
+    replays_trajectory = True
 
     def __init__(
         self, shrinkage: int = 1, packed: bool = True, targets: Literal["revealed", "masked"] = "revealed"
