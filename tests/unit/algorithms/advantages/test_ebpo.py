@@ -148,7 +148,6 @@ def test_the_preset_is_grpo_with_the_ebpo_advantage():
     assert (algorithm.objective.clip_low, algorithm.objective.clip_high, algorithm.objective.beta) == (0.2, 0.2, 0.0)
 
 
-
 def test_the_loop_checkpoints_the_prior(tokenizer, tmp_path):
     """Through the RL loop's own state (what the trainer writes into a checkpoint): a resumed run
     holds the prior of every reward drawn before."""
