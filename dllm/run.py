@@ -37,6 +37,7 @@ from dllm.config import (
 )
 from dllm.distributed import require_deepspeed, start_runtime
 from dllm.errors import ConfigError, DllmError, did_you_mean, unreadable
+from dllm.peak_memory import reset_peak_memory
 from dllm.run_files import CHECKPOINT_CONFIG, CHECKPOINT_DIR, CONFIG
 from dllm.signatures import check_node
 from dllm.trainer import Components, Stage, Trainer, zero3_refusal
@@ -238,6 +239,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, float
     run_dir = Path(run_dir)
     run = plan(cfg)
     runtime = start_runtime(run.settings.strategy, run.settings.device)
+    reset_peak_memory(runtime.device)  # this run's peak, not an earlier run's in the same process (sweep workers)
     check_output_dir(run_dir)
     if runtime.is_main:
         recover(run_dir)  # finish a checkpoint swap a crash interrupted
