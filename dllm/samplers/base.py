@@ -381,21 +381,7 @@ class Decoding:
     def reveal_rows(self, rows: Tensor | slice, columns: Tensor | slice, tokens: Tensor, revealed: Tensor) -> Tensor:
         """Write `tokens` [S, K] at `columns` of canvas `rows` (see `tokens_at`) where `revealed`,
         each at its row's current step; one step of those rows. Returns the tokens there now."""
-        if isinstance(columns, slice):
-            block = torch.where(revealed, tokens, self.x[rows, columns])
-            self.x[rows, columns] = block
-            steps = slice(columns.start - self.prompt_length, columns.stop - self.prompt_length)
-            now = self.row_steps[rows][:, None]
-            self.step_map[rows, steps] = torch.where(revealed, now, self.step_map[rows, steps])
-        else:
-            # flat indices: one gather and one write each (advanced indexing costs more per step)
-            at = rows[:, None] * self.x.shape[1] + columns
-            canvas = self.x.view(-1)
-            block = torch.where(revealed, tokens, canvas.take(at))
-            canvas.put_(at, block)
-            at = rows[:, None] * self.step_map.shape[1] + columns - self.prompt_length
-            steps = self.step_map.view(-1)
-            steps.put_(at, torch.where(revealed, self.row_steps[rows][:, None], steps.take(at)))
+        block = self._overwrite(rows, columns, revealed, tokens, self.row_steps[rows][:, None])
         self.row_steps[rows] += 1
         return block
 
@@ -405,19 +391,27 @@ class Decoding:
         tokens there now."""
         mask = torch.full((), self.mask_id, dtype=self.x.dtype, device=self.x.device)
         never = torch.full((), -1, dtype=self.step_map.dtype, device=self.x.device)
+        return self._overwrite(rows, columns, remasked, mask, never)
+
+    def _overwrite(
+        self, rows: Tensor | slice, columns: Tensor | slice, where: Tensor, tokens: Tensor, steps: Tensor
+    ) -> Tensor:
+        """Set the canvas at `columns` of `rows` to `tokens` and its step_map to `steps` (each
+        broadcast to [S, K]) where `where` [S, K]; the tokens there now."""
         if isinstance(columns, slice):
-            block = torch.where(remasked, mask, self.x[rows, columns])
+            block = torch.where(where, tokens, self.x[rows, columns])
             self.x[rows, columns] = block
-            steps = slice(columns.start - self.prompt_length, columns.stop - self.prompt_length)
-            self.step_map[rows, steps] = torch.where(remasked, never, self.step_map[rows, steps])
+            span = slice(columns.start - self.prompt_length, columns.stop - self.prompt_length)
+            self.step_map[rows, span] = torch.where(where, steps, self.step_map[rows, span])
             return block
+        # flat indices: one gather and one write each (advanced indexing costs more per step)
         at = rows[:, None] * self.x.shape[1] + columns
         canvas = self.x.view(-1)
-        block = torch.where(remasked, mask, canvas.take(at))
+        block = torch.where(where, tokens, canvas.take(at))
         canvas.put_(at, block)
         at = rows[:, None] * self.step_map.shape[1] + columns - self.prompt_length
-        steps = self.step_map.view(-1)
-        steps.put_(at, torch.where(remasked, never, steps.take(at)))
+        step_map = self.step_map.view(-1)
+        step_map.put_(at, torch.where(where, steps, step_map.take(at)))
         return block
 
     def stopped_in_block(self, rows: Tensor | slice, columns: Tensor | slice, block: Tensor) -> Tensor:
