@@ -41,11 +41,14 @@ def check_tree(sampler: Sampler, model_block_size: int | None, gen_length: int, 
         )
     shared = gen_length // 2
     block_length = sampler.settings().get("block_length")
-    if gen_length % 2 or (model_block_size is None and block_length and shared % block_length):
+    # A sampler with blocks decodes the node's half in whole blocks; a block model's node also runs
+    # on to the end of its block, which must leave its leaves something to decode.
+    if gen_length % 2 or (block_length and shared % block_length) or (model_block_size or 0) > shared:
         raise ConfigError(
             f"algorithm.tree_branches: the tree branches after half the completion ({gen_length} / 2 tokens), "
-            f"which must be whole sampler blocks (block_length {block_length}): set an even gen_length whose half "
-            "is a multiple of the sampler's block_length"
+            f"which must be whole sampler blocks (block_length {block_length}, the model's blocks "
+            f"{model_block_size}): set an even gen_length whose half is a multiple of the sampler's block_length "
+            "and at least the model's block size"
         )
     share_steps(sampler, shared, gen_length)
 

@@ -14,12 +14,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 import dllm
 from dllm.config import compose
 from dllm.config_files import CONF_MODULE
+from dllm.errors import ConfigError
 from dllm.run import plan
 
 ROOT = Path(__file__).parents[2]
 CONF = Path(dllm.__file__).parent / "conf"
 CHECKPOINT_CONFIGS = {"TraDo-4B-Instruct": "sdar_config", "LLaDA-8B-Instruct": "llada_config"}  # stand-ins
 RL_LOOP = "dllm.algorithms.rl.RL"
+CPU_CHECKPOINT = re.compile(r"runs/cpu_sft_\w+/checkpoints/[\w-]+")
+# The docs' commands in order: the full CPU sweep (two commands: one setting leaves out the preset
+# it refuses), one per family on a GPU, then what ran here at CPU scale (one per setting).
+FULL, GPU, CPU_SCALE = [0, 1], [2, 3], [4, 5, 6, 7]
+SETTINGS = {"ablation_addition_llada", "ablation_addition_sdar", "ablation_sudoku_llada", "ablation_sudoku_sdar"}
 
 
 def documented_commands() -> list[list[str]]:
@@ -35,7 +41,9 @@ def documented_commands() -> list[list[str]]:
             overrides = [w for w in words if "=" in w and not w.startswith(("hydra.", "hydra/"))]
             for name, fixture in CHECKPOINT_CONFIGS.items():
                 overrides = [o.replace(f"PATH/{name}", str(ROOT / "tests" / "fixtures" / fixture)) for o in overrides]
-            commands.append(overrides)
+            family = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), None)
+            fixture = str(ROOT / "tests" / "fixtures" / f"{family}_config")  # a CPU SFT checkpoint's stand-in
+            commands.append([CPU_CHECKPOINT.sub(fixture, o) for o in overrides])
     return commands
 
 
@@ -61,29 +69,42 @@ def algorithm(point: list[str]) -> str:
     return next(o.split("=", 1)[1] for o in point if o.startswith("algorithm="))
 
 
-def test_the_docs_give_the_cpu_sweep_and_a_command_per_family_for_a_gpu():
+def experiments(commands: list[list[str]]) -> set[str]:
+    return {e for c in commands for o in c if o.startswith("experiment=") for e in o.split("=", 1)[1].split(",")}
+
+
+def test_the_docs_give_the_cpu_sweep_a_command_per_family_for_a_gpu_and_the_cpu_scale_run():
     commands = documented_commands()
-    assert len(commands) == 3
-    settings = [o for o in commands[0] if o.startswith("experiment=")][0].split("=", 1)[1].split(",")
-    assert sorted(settings) == ["ablation_addition_llada", "ablation_addition_sdar", "ablation_sudoku_llada",
-                                "ablation_sudoku_sdar"]  # fmt: skip
+    assert len(commands) == len(FULL + GPU + CPU_SCALE)
+    assert experiments([commands[i] for i in FULL]) == SETTINGS
+    assert experiments([commands[i] for i in CPU_SCALE]) == SETTINGS
 
 
-@pytest.mark.parametrize("command", range(3), ids=["cpu", "gpu_sdar", "gpu_llada"])
-def test_every_point_of_the_documented_sweep_composes_and_keeps_the_contract(command):
-    points, seeds = sweep_points(documented_commands()[command])
-    assert seeds == ["0", "1", "2"]
-    swept = {algorithm(point) for point in points}
-    every_rl_preset = {
+def assert_every_preset_runs_in_every_setting_or_is_refused(points: list[list[str]]) -> None:
+    """A preset a sweep leaves out of a setting is one the setting refuses before any work starts."""
+    swept = {(o.split("=", 1)[1], algorithm(point)) for point in points for o in point if o.startswith("experiment=")}
+    for experiment, preset in itertools.product(sorted(SETTINGS), sorted(every_rl_preset())):
+        if (experiment, preset) not in swept:
+            with pytest.raises(ConfigError, match=r"\S"):
+                plan(compose([f"experiment={experiment}", f"algorithm={preset}"]))
+
+
+def every_rl_preset() -> set[str]:
+    return {
         path.stem
         for path in (CONF / "algorithm").glob("*.yaml")
         if compose([f"algorithm={path.stem}"]).algorithm.get("_target_") == RL_LOOP
     }
-    assert swept == every_rl_preset and {"tracerl", "diffu_grpo", "coupled_grpo", "wd1"} <= swept
+
+
+def contracts_of(points: list[list[str]]) -> dict[str, set[tuple]]:
+    """Per setting (a point less its algorithm), the equal parts of its runs: completions per
+    rollout, rollouts, rollouts between evaluations, temperature, sampler, task and lr; every
+    point planned as dllm-train plans it (every key validated against its target)."""
     contracts = {}
     for point in points:
         cfg = compose(point)
-        plan(cfg)  # validates every key against its target, as dllm-train does before any model is built
+        plan(cfg)
         rl, trainer = cfg.algorithm, cfg.trainer
         assert rl._target_ == RL_LOOP, f"{point}: not the RL loop; exclude offline presets from the glob"
         rollouts, rest = divmod(trainer.max_steps, rl.num_iterations)
@@ -93,8 +114,43 @@ def test_every_point_of_the_documented_sweep_composes_and_keeps_the_contract(com
                     rl.temperature, str(cfg.sampler), str(cfg.task), trainer.lr)  # fmt: skip
         contracts.setdefault(setting, set()).add(contract)
     assert all(len(seen) == 1 for seen in contracts.values()), contracts  # one contract per setting
-    if command == 0:
+    return contracts
+
+
+def test_the_cpu_scale_run_covers_every_setting_with_every_preset_under_one_contract():
+    """What ran here (docs/rl.md, "At CPU scale"): each setting from its own SFT checkpoint,
+    every RL preset it does not refuse, 3 seeds, 20 rollouts of 4 x 8 completions, one pass each."""
+    commands = documented_commands()
+    every_point = []
+    for command in CPU_SCALE:
+        points, seeds = sweep_points(commands[command])
+        assert seeds == ["0", "1", "2"]
+        contracts = contracts_of(points)
+        assert {next(iter(seen))[:4] for seen in contracts.values()} == {(32, 20, 5, 1.0)}
+        assert all(compose(point).algorithm.num_iterations == 1 for point in points)
+        every_point += points
+    assert_every_preset_runs_in_every_setting_or_is_refused(every_point)
+
+
+def test_the_full_cpu_sweep_runs_every_preset_in_every_setting_it_does_not_refuse():
+    commands = documented_commands()
+    every_point = []
+    for command in FULL:
+        points, seeds = sweep_points(commands[command])
+        assert seeds == ["0", "1", "2"]
+        contracts = contracts_of(points)
         assert {next(iter(seen))[:4] for seen in contracts.values()} == {(64, 100, 25, 1.0)}
+        every_point += points
+    assert_every_preset_runs_in_every_setting_or_is_refused(every_point)
+
+
+@pytest.mark.parametrize("command", GPU, ids=["gpu_sdar", "gpu_llada"])
+def test_every_point_of_a_gpu_command_composes_and_keeps_the_contract(command):
+    points, seeds = sweep_points(documented_commands()[command])
+    assert seeds == ["0", "1", "2"]
+    swept = {algorithm(point) for point in points}
+    assert swept == every_rl_preset() and {"tracerl", "diffu_grpo", "coupled_grpo", "wd1"} <= swept
+    contracts_of(points)
 
 
 def test_rollout_steps_counts_every_pass_and_a_partial_last_step():

@@ -99,5 +99,11 @@ def test_leaves_share_their_node_tokens_and_steps_exactly(family, sampler_name, 
 def test_trees_that_do_not_fit_are_refused_with_the_reason():
     with pytest.raises(ConfigError, match="whole sampler blocks"):
         check_tree(dllm.build_sampler("llada", steps=8, block_length=8), None, 8, 2, 4)
+    # a block model decoding one block of 8 (the fair ablation's addition at block 8): the node's
+    # half ends inside the only block, which the node would finish: no leaf had anything left
+    with pytest.raises(ConfigError, match=r"whole sampler blocks \(block_length 8, the model's blocks 4\)"):
+        check_tree(dllm.build_sampler("sdar", block_length=8, denoising_steps=8), 4, 8, 4, 8)
+    with pytest.raises(ConfigError, match="whole sampler blocks"):
+        check_tree(dllm.build_sampler("diffusion", cache="block"), 8, 8, 2, 4)  # blocks from the model only
     with pytest.raises(ConfigError, match="divide algorithm.group_size"):
         check_tree(dllm.build_sampler("llada", steps=8, block_length=4), None, 8, 4, 6)
