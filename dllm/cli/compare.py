@@ -35,7 +35,9 @@ Writes `comparison.md` (the table), `comparison.json`, and one PNG per metric wi
 run (a line style and marker each, so identical curves stay visible; shares such as accuracy
 on a [0, 1] axis). With `--over KEY`, runs that differ only in `KEY=...` (several seeds of one
 setting) make one row: the mean ± sample standard deviation of each number and the count of
-runs, and one curve: the mean at the steps every run logged, with the runs' min-max band.
+runs, and one curve: the mean at the steps every run logged, with the runs' min-max band
+(with `--x COUNTER`, runs that reached different counts — redrawn rollouts — are aligned by
+evaluation, at the mean of their counts).
 Runs that repeat a setting with other seeds are grouped `--over seed` without asking
 (`--over none` shows each run).
 """
@@ -340,10 +342,19 @@ def fairness_warnings(groups: list[tuple[str, list[Run]]], between: str) -> list
 def mean_series(
     members: list[Run], metric: str, x: str = STEP
 ) -> tuple[list[float], list[float], list[float], list[float]]:
-    """(steps, mean, min, max) of `metric` over `members` at the steps (or values of `x`) every one of them logged."""
+    """(steps, mean, min, max) of `metric` over `members` at the steps (or values of `x`) every one of
+    them logged. A counter `x` the runs reached at different values (rollouts redrawn by dynamic
+    sampling or inpainting: no value common to all) aligns them by evaluation instead — the k-th
+    value each logged, at the mean of their counts — rather than leaving the curve out."""
     tables = [dict(run.series(metric, x)) for run in members]
     steps = sorted(set.intersection(*(set(table) for table in tables))) if tables else []
-    columns = [[table[step] for table in tables] for step in steps]
+    if x != STEP and tables and any(len(table) > len(steps) for table in tables):
+        logged = [sorted(table.items()) for table in tables]
+        count = min(len(series) for series in logged)
+        steps = [sum(series[k][0] for series in logged) / len(logged) for k in range(count)]
+        columns = [[series[k][1] for series in logged] for k in range(count)]
+    else:
+        columns = [[table[step] for table in tables] for step in steps]
     return steps, [sum(c) / len(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
 
 

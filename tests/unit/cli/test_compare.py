@@ -246,6 +246,17 @@ def test_the_ablation_table_has_work_memory_and_tie_columns_and_no_warning_when_
     assert list(figure.axes[0].get_lines()[0].get_xdata()) == [320.0, 640.0]
 
 
+def test_runs_that_redrew_rollouts_are_aligned_by_evaluation_on_a_counter(tmp_path):
+    """Dynamic sampling: each seed reaches its own completion counts; the curve is kept, at their means."""
+    for seed, completions in enumerate([900, 1100]):
+        make_ablation_run(tmp_path / f"dapo_{seed}", ["algorithm=dapo", f"seed={seed}"], [0.4, 0.6], completions)
+    groups = group_runs(find_runs([tmp_path]), "seed")
+    steps, mean, low, high = mean_series(groups[0][1], "eval/accuracy", x="completions_seen")
+    assert steps == [500.0, 1000.0]  # (450 + 550) / 2, (900 + 1100) / 2
+    assert mean == pytest.approx([0.4, 0.6]) and low == [0.4, 0.6] and high == [0.4, 0.6]
+    assert mean_series(groups[0][1], "eval/accuracy")[0] == [10, 20]  # steps: common to both, as before
+
+
 @pytest.mark.parametrize(
     "changed, message",
     [
