@@ -117,29 +117,24 @@ def contracts_of(points: list[list[str]]) -> dict[str, set[tuple]]:
     return contracts
 
 
-def test_the_cpu_scale_run_covers_every_setting_with_every_preset_under_one_contract():
-    """What ran here (docs/rl.md, "At CPU scale"): each setting from its own SFT checkpoint,
-    every RL preset it does not refuse, 3 seeds, 20 rollouts of 4 x 8 completions, one pass each."""
-    commands = documented_commands()
+@pytest.mark.parametrize(
+    "commands, contract, passes",
+    [(FULL, (64, 100, 25, 1.0), None), (CPU_SCALE, (32, 20, 5, 1.0), 1)],
+    ids=["full", "cpu_scale"],
+)
+def test_the_cpu_sweeps_run_every_preset_in_every_setting_it_does_not_refuse(commands, contract, passes):
+    """The full sweep (each preset's own passes per rollout) and what ran here ("At CPU scale":
+    each setting from its own SFT checkpoint, 20 rollouts of 4 x 8 completions, one pass each):
+    3 seeds, one contract per setting (completions per rollout, rollouts, rollouts between
+    evaluations, temperature), every preset a setting does not refuse."""
+    documented = documented_commands()
     every_point = []
-    for command in CPU_SCALE:
-        points, seeds = sweep_points(commands[command])
+    for command in commands:
+        points, seeds = sweep_points(documented[command])
         assert seeds == ["0", "1", "2"]
-        contracts = contracts_of(points)
-        assert {next(iter(seen))[:4] for seen in contracts.values()} == {(32, 20, 5, 1.0)}
-        assert all(compose(point).algorithm.num_iterations == 1 for point in points)
-        every_point += points
-    assert_every_preset_runs_in_every_setting_or_is_refused(every_point)
-
-
-def test_the_full_cpu_sweep_runs_every_preset_in_every_setting_it_does_not_refuse():
-    commands = documented_commands()
-    every_point = []
-    for command in FULL:
-        points, seeds = sweep_points(commands[command])
-        assert seeds == ["0", "1", "2"]
-        contracts = contracts_of(points)
-        assert {next(iter(seen))[:4] for seen in contracts.values()} == {(64, 100, 25, 1.0)}
+        assert {next(iter(seen))[:4] for seen in contracts_of(points).values()} == {contract}
+        if passes is not None:
+            assert all(compose(point).algorithm.num_iterations == passes for point in points)
         every_point += points
     assert_every_preset_runs_in_every_setting_or_is_refused(every_point)
 
