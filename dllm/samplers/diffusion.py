@@ -125,7 +125,6 @@ class DiffusionSampler(Sampler):
                 f"score confidence and selection top_k, got {score!r} x {selection!r}"
             )
         self.rcr = rcr
-        self.remasks = rcr
         self.step_schedule = step_schedule
         self.eos_min_gamma = eos_min_gamma
         self.eos_max_gamma = eos_max_gamma
@@ -226,6 +225,11 @@ class DiffusionSampler(Sampler):
             kept = lanes.release(done)
             if kept is not None:
                 cache.keep(kept)
+
+    @property
+    def remasks(self) -> bool:
+        """RCR masks revealed tokens again (`Sampler.remasks`)."""
+        return self.rcr
 
     def _enter_blocks(
         self, state: Decoding, lanes: Lanes, slots: list[int], quotas: Tensor, running: Tensor | None
