@@ -38,13 +38,14 @@ RUN_NAME_LIMIT = 120
 
 def run_dirname(overrides: str) -> str:
     """`${dllm.run_dirname:${hydra.job.override_dirname}}`: a sweep run's directory name, its
-    overrides cut at RUN_NAME_LIMIT characters plus a hash of them all when longer — a file name
+    overrides cut at RUN_NAME_LIMIT bytes plus a hash of them all when longer — a file name
     holds at most 255 bytes, and a sweep of a few long overrides (paths excluded, rollout budgets,
     a preset's name) passed it and stopped the whole sweep. dllm-compare names each run from its
     `.hydra/overrides.yaml`, never from the directory."""
-    if len(overrides) <= RUN_NAME_LIMIT:
+    encoded = overrides.encode()  # the limit is in bytes: a non-ASCII value takes several
+    if len(encoded) <= RUN_NAME_LIMIT:
         return overrides
-    return f"{overrides[:RUN_NAME_LIMIT]}_{hashlib.sha256(overrides.encode()).hexdigest()[:10]}"
+    return f"{encoded[:RUN_NAME_LIMIT].decode(errors='ignore')}_{hashlib.sha256(encoded).hexdigest()[:10]}"
 
 
 if not OmegaConf.has_resolver("dllm.rollout_steps"):

@@ -103,6 +103,8 @@ def test_a_sweep_run_directory_name_is_cut_with_a_hash_when_its_overrides_are_lo
     name = run_dirname(long)
     assert len(long) > 200 and len(name) == RUN_NAME_LIMIT + 11 and name.startswith(long[:RUN_NAME_LIMIT])
     assert run_dirname(long.replace("seed=0", "seed=1")) != name  # runs cut to the same prefix stay apart
+    accented = "task.train_file_label=" + "é" * 100  # 222 bytes in 122 characters: cut by bytes
+    assert len(run_dirname(accented).encode()) <= RUN_NAME_LIMIT + 11
     # train.yaml's sweep subdir goes through it
     train = OmegaConf.load(resources.files("dllm.conf") / "train.yaml")
     subdir = OmegaConf.to_container(train.hydra.sweep)["subdir"]  # unresolved: hydra.job exists at run time only
