@@ -11,6 +11,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from dllm.adapters import adapter_base, is_adapter
 from dllm.errors import DllmError
 from dllm.registry import registry
 
@@ -50,6 +51,8 @@ def load_tokenizer(path_or_preset: str | Path) -> PreTrainedTokenizerBase:
     if name == CHAR_TOKENIZER_NAME or (name in model_presets and not Path(name).exists()):
         return build_char_tokenizer()
     path = Path(name)
+    if is_adapter(path) and not (path / "tokenizer_config.json").is_file():
+        return load_tokenizer(adapter_base(path))  # an adapter saved without its tokenizer uses its base's
     if not path.is_dir():
         raise DllmError(
             f"tokenizer {name!r}: no such directory and no such preset. Give a checkpoint "

@@ -30,15 +30,17 @@ PACKAGE = Path(dllm.__file__).parent
 # peers and import none of each other.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "conf", "run_files"),  # dllm's exceptions; the YAML config package; the run directory's file names
-    ("config_files", "text", "progress", "metric_window", "interrupt", "loggers", "peak_memory"),  # leaves
+    ("config_files", "text", "progress", "metric_window", "interrupt", "loggers", "peak_memory", "adapters"),
     ("registry", "distributed", "sandbox"),  # names -> factories (no component, no config); processes; code sandbox
     ("signatures", "tokenizer", "checkpoint", "console", "trainer_config"),
     ("models",),
     ("samplers", "data", "rewards"),
     ("generation",),  # decode_batch: tokenise -> generate -> EOS cut -> texts
     ("evaluation", "algorithms"),  # both decode through generation; RL rollouts do not go through evaluation
-    ("trainer", "config", "metrics"),  # the training loop; compose, validate, build (dllm.build); `evaluate` modules
-    ("run",),  # dllm.train: plan the run, then train
+    # the training loop; compose, validate, build (dllm.build); `evaluate` modules; log-likelihood estimates
+    ("trainer", "config", "metrics", "likelihood"),
+    ("run", "targets"),  # dllm.train: plan the run, then train; what dllm-eval / dllm-generate load
+    ("harness",),  # the lm-evaluation-harness model adapter (lm-eval is an optional extra)
     ("dllm",),  # the public API: dllm/__init__.py
     ("cli",),
 ]

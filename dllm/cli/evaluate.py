@@ -21,12 +21,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.cli.runs import Target, load_target_model, parse_target_args, resolve_target, target_parser
+from dllm.cli.runs import parse_target_args, target_parser
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult, evaluate, markdown_table
 from dllm.registry import registry
 from dllm.run import plan_evaluation
 from dllm.run_files import EVAL, EVAL_DIR, EVAL_PROGRESS, EVAL_TABLE
+from dllm.targets import Target, load_target_model, resolve_target
 from dllm.trainer_config import TrainerConfig
 
 logger = logging.getLogger("dllm.eval")

@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from dllm.cli.common import reports_user_errors, setup_logging
-from dllm.cli.runs import load_target_model, parse_target_args, resolve_target, target_parser
+from dllm.cli.runs import parse_target_args, target_parser
 from dllm.config import build_node
 from dllm.errors import DllmError
 from dllm.generation import decode_batch
 from dllm.signatures import check_node
+from dllm.targets import load_target_model, resolve_target
 
 
 def read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:

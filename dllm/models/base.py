@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
+from dllm.adapters import adapter_base, is_adapter
 from dllm.errors import ConfigError, DllmError, did_you_mean
 from dllm.registry import Registry
 
@@ -335,8 +336,11 @@ def load_value_model(path_or_preset: str | Path, **overrides: Any) -> PreTrained
 
 
 def load_model(path_or_preset: str | Path, **overrides: Any) -> PreTrainedModel:
-    """A model from a checkpoint directory or a registered preset name (`llada_tiny`, ...)."""
+    """A model from a checkpoint directory, a registered preset name (`llada_tiny`, ...), or a LoRA
+    adapter directory (its base model with the adapter merged in)."""
     name = str(path_or_preset)
+    if is_adapter(name):
+        return load_adapter(name, **overrides)
     if Path(name).exists():
         return load_pretrained(name, **overrides)
     if name in MODELS:
@@ -348,3 +352,19 @@ def load_model(path_or_preset: str | Path, **overrides: Any) -> PreTrainedModel:
         f"unknown model {name!r}{did_you_mean(name, known)}: not a directory and not a preset "
         f"(presets: {', '.join(known)})"
     )
+
+
+def load_adapter(path: str | Path, **overrides: Any) -> PreTrainedModel:
+    """The base model a LoRA adapter directory names, with the adapter applied and merged (the
+    merged model is an ordinary dllm model: every sampler and estimator reads it unchanged)."""
+    from peft import PeftModel
+
+    base = load_model(adapter_base(path), **overrides)
+    try:
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        why = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DllmError(
+            f"cannot apply the LoRA adapter in {path} to its base {adapter_base(path)!r} ({type(exc).__name__}: "
+            f"{why}); check that base_model_name_or_path names the model it was trained on"
+        ) from None

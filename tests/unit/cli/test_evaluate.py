@@ -11,9 +11,9 @@ from dllm.cli.evaluate import (
     use_target_tokenizer,
     weights_signature,
 )
-from dllm.cli.runs import Target, resolve_target
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult
+from dllm.targets import Target, resolve_target
 
 
 def test_pass_at_parses_comma_separated_ks():

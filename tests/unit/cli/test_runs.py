@@ -1,9 +1,10 @@
 import pytest
 from omegaconf import OmegaConf
 
-from dllm.cli.runs import parse_target_args, resolve_target, target_parser
+from dllm.cli.runs import parse_target_args, target_parser
 from dllm.errors import ConfigError
 from dllm.run_files import CONFIG
+from dllm.targets import resolve_target
 
 
 def test_a_preset_composes_the_default_config_with_overrides():

@@ -42,12 +42,25 @@ def test_lora_trains_saves_and_merges(preset, tmp_path):
     assert trainable and all("lora_" in n for n in trainable)
     adapted = lora(ids).logits.detach()
     assert not torch.allclose(adapted, base_logits)
+    lora.peft_config["default"].base_model_name_or_path = str(tmp_path / "base")
     lora.save_pretrained(tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(dllm.load_model(tmp_path / "base").eval(), tmp_path / "adapter")
     torch.testing.assert_close(reloaded(ids).logits, adapted)
     merged = reloaded.merge_and_unload()
     assert type(merged) is type(model)
     torch.testing.assert_close(merged(ids).logits, adapted, atol=1e-5, rtol=1e-5)
+    # An adapter directory is a model target of its own: its base loaded, the adapter merged in.
+    from_adapter = dllm.load_model(tmp_path / "adapter")
+    torch.testing.assert_close(from_adapter(ids).logits, adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_an_adapter_without_a_readable_base_is_refused_in_one_line(tmp_path):
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(dllm.DllmError, match="names no base model"):
+        dllm.load_model(tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{truncated")
+    with pytest.raises(dllm.DllmError, match="restore the adapter's config file"):
+        dllm.load_model(tmp_path)
 
 
 def test_torch_compile_traces_the_forward(preset):
