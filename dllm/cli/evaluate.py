@@ -6,6 +6,7 @@ dllm-eval outputs/2026-11-25/10-00-00            # a training run: its model, sa
 dllm-eval outputs/.../run sampler.steps=4        # ... with edits of its config
 dllm-eval llada_tiny task=addition sampler=llada # a preset or checkpoint + config groups
 dllm-eval /ckpt task=gsm8k_file reward=gsm8k task.eval_file=test.jsonl --num-samples 8 --pass-at 1,8
+dllm-eval outputs/.../run --tasks dllm_addition,dllm_addition_mc  # lm-eval tasks (pip install 'dllm[eval]')
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dllm.cli.common import reports_user_errors, setup_logging
+from dllm.cli.lm_tasks import add_task_options, run_lm_tasks
 from dllm.cli.runs import parse_target_args, target_parser
 from dllm.errors import DllmError
 from dllm.evaluation import EvalResult, evaluate, markdown_table
@@ -145,8 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--restart", action="store_true", help="discard the saved progress of this evaluation")
     parser.add_argument("--reward-timeout", type=float, default=None, help="seconds per reward call (0 scored past it)")
+    add_task_options(parser)
     args = parse_target_args(parser, argv)
     setup_logging()
+    if args.tasks is not None:
+        return run_lm_tasks(args)
     if args.num_samples < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise DllmError("--num-samples and --batch-size must be positive")
     pass_at = parse_pass_at(args.pass_at)

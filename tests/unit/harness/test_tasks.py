@@ -1,0 +1,46 @@
+"""The shipped lm-eval tasks: their data files are what shipped_tasks.py makes, and lm-eval
+loads both from dllm's task folder, offline, with the documents and requests expected."""
+
+import json
+
+import pytest
+
+from dllm.harness import TASKS_DIR
+from dllm.harness.tasks_run import check_tasks
+from tests.unit.harness.shipped_tasks import NUM_PROMPTS, generative_rows, multiple_choice_rows
+
+from .conftest import SHIPPED
+
+
+def read_jsonl(name: str) -> list[dict]:
+    return [json.loads(line) for line in (TASKS_DIR / name).read_text().splitlines()]
+
+
+def test_the_shipped_files_are_the_addition_tasks_held_out_prompts():
+    assert read_jsonl("addition_gen.jsonl") == generative_rows()
+    assert read_jsonl("addition_mc.jsonl") == multiple_choice_rows()
+    rows = multiple_choice_rows()
+    assert len(rows) == NUM_PROMPTS
+    for row, gen in zip(rows, generative_rows()):
+        assert row["choices"][row["label"]] == gen["answer"]
+        assert len(set(row["choices"])) == 4 and {len(c) for c in row["choices"]} == {len(gen["answer"])}
+    assert sorted({row["label"] for row in rows}) == [0, 1, 2, 3]
+
+
+def test_lm_eval_loads_both_tasks_from_local_files(shipped_manager):
+    from lm_eval.tasks import get_task_dict
+
+    tasks = get_task_dict(list(SHIPPED), shipped_manager)
+    generative, choice = tasks["dllm_addition"], tasks["dllm_addition_mc"]
+    docs = list(generative.test_docs())
+    assert len(docs) == NUM_PROMPTS and generative.doc_to_text(docs[0]) == "219+021="
+    assert generative.doc_to_target(docs[0]) == "0240"
+    assert generative.config.generation_kwargs == {"until": [], "max_gen_toks": 8, "do_sample": False}
+    first = list(choice.test_docs())[0]
+    assert choice.doc_to_choice(first) == ["0240", "0239", "0140", "0250"] and choice.doc_to_target(first) == 0
+    assert choice.config.target_delimiter == ""  # "219+021=" + "0240", as the task writes it
+
+
+def test_an_unknown_task_is_refused_by_name(shipped_manager):
+    with pytest.raises(Exception, match=r"unknown lm-eval task 'dllm_additon' — did you mean 'dllm_addition'"):
+        check_tasks(shipped_manager, ["dllm_addition", "dllm_additon"])
