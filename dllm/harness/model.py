@@ -9,6 +9,7 @@ a checkpoint directory, a LoRA adapter directory, or a model preset. The other m
   `max_gen_toks`, else 256, lm-eval's own default);
 - `mc_num` (128), `mc_batch_size` (32), `check_greedy` (true), `seed` (1234): the Monte Carlo
   log-likelihood of `dllm.likelihood`, as LLaDA's evaluation computes it;
+- `add_bos_token`: prepend the tokenizer's BOS token to every context (Dream's evaluation);
 - `batch_size` (lm-eval's `--batch_size`): prompts per sampler call; `max_batch_rows`: rows
   decoding at once (continuous batching); `device`, `dtype` (e.g. bfloat16).
 
@@ -50,8 +51,8 @@ DEFAULT_GEN_LENGTH = 256  # lm-eval's own default max_gen_toks, for tasks that s
 
 # Model arguments of the adapter itself; any other key must be a key of the sampler's config.
 ADAPTER_ARGS = (
-    "pretrained", "sampler", "gen_length", "mc_num", "mc_batch_size", "check_greedy", "seed", "batch_size",
-    "max_batch_size", "max_batch_rows", "device", "dtype",
+    "pretrained", "sampler", "gen_length", "mc_num", "mc_batch_size", "check_greedy", "seed", "add_bos_token",
+    "batch_size", "max_batch_size", "max_batch_rows", "device", "dtype",
 )  # fmt: skip
 
 
@@ -121,6 +122,7 @@ class DllmLM(TemplateLM):
         mc_batch_size: int = 32,
         check_greedy: bool = True,
         seed: int = 1234,
+        add_bos_token: bool = False,
         batch_size: int | str | None = 1,
         max_batch_size: int | None = None,
         max_batch_rows: int | None = None,
@@ -152,6 +154,9 @@ class DllmLM(TemplateLM):
         self.model.to(self.resolve_device(device))
         self.tokenizer = load_tokenizer(self.target.model)
         check_model_tokenizer(self.model, self.tokenizer)
+        self.add_bos_token = bool(add_bos_token)
+        if self.add_bos_token and self.tokenizer.bos_token_id is None:
+            raise ConfigError(f"add_bos_token: the tokenizer of {self.target.model} has no BOS token; drop the option")
         self.sampler.check_gen_length(self.default_gen_length(), self.model.block_size)
         self.tally = Tally()
         self.generate_calls = 0
@@ -182,7 +187,10 @@ class DllmLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
         extra = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
-        return self.tokenizer(string, **extra)["input_ids"]
+        ids = self.tokenizer(string, **extra)["input_ids"]
+        if self.add_bos_token and add_special_tokens is not False and ids[:1] != [self.tokenizer.bos_token_id]:
+            ids = [self.tokenizer.bos_token_id, *ids]
+        return ids
 
     def chat_template(self, chat_template: bool | str = False) -> str | None:
         return getattr(self.tokenizer, "chat_template", None) if chat_template else None
@@ -239,6 +247,9 @@ class DllmLM(TemplateLM):
         self.generate_calls += 1
         generator = torch.Generator(device=self.device).manual_seed(seed)
         contexts = [context for context, _ in args]
+        if self.add_bos_token:  # as text: decode_batch tokenises (and pads) the batch itself
+            bos = self.tokenizer.bos_token
+            contexts = [context if context.startswith(bos) else bos + context for context in contexts]
         decoded = decode_batch(
             self.model, self.tokenizer, self.sampler, contexts, gen_length, generator,
             max_batch_rows=self.max_batch_rows,
@@ -282,6 +293,7 @@ class DllmLM(TemplateLM):
                     "seed": self.seed,
                 },
                 "seed": self.seed,
+                "add_bos_token": self.add_bos_token,
                 "batch_size": self.batch_size,
                 "max_batch_rows": self.max_batch_rows,
                 **self.tally.summary(),

@@ -139,3 +139,16 @@ def test_a_lora_adapter_is_evaluated_without_merging_by_hand(tmp_path):
     lm = DllmLM(pretrained=str(tmp_path))
     torch.testing.assert_close(lm.model(ids).logits, expected, atol=1e-5, rtol=1e-5)
     assert lm.tokenizer.eos_token_id == DllmLM(pretrained=str(SFT)).tokenizer.eos_token_id
+
+
+def test_add_bos_token_prepends_the_bos_to_every_context_once():
+    with pytest.raises(ConfigError, match="has no BOS token"):
+        DllmLM(pretrained=str(SFT), add_bos_token=True)  # the character tokenizer has none
+    lm = DllmLM(pretrained=str(SFT))
+    lm.tokenizer.add_special_tokens({"bos_token": "<|unk|>"})
+    bos = lm.tokenizer.bos_token_id
+    lm.add_bos_token = True
+    assert lm.tok_encode("12+3=") == [bos, *lm.tokenizer("12+3=")["input_ids"]]
+    assert lm.tok_encode("<|unk|>12") == lm.tokenizer("<|unk|>12")["input_ids"]  # not twice
+    assert lm.tok_encode("15", add_special_tokens=False)[0] != bos  # a continuation gets none
+    assert lm.get_model_info()["dllm"]["add_bos_token"] is True

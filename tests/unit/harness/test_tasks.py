@@ -44,3 +44,25 @@ def test_lm_eval_loads_both_tasks_from_local_files(shipped_manager):
 def test_an_unknown_task_is_refused_by_name(shipped_manager):
     with pytest.raises(Exception, match=r"unknown lm-eval task 'dllm_additon' — did you mean 'dllm_addition'"):
         check_tasks(shipped_manager, ["dllm_addition", "dllm_additon"])
+
+
+def test_gsm8k_boxed_grades_the_last_boxed_answer_against_the_number_after_the_hashes():
+    """The SDAR/TraDo grading, on lm-eval's own filter and metric with the YAML's settings
+    (the task itself reads the hub, which tests cannot)."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+    from lm_eval.filters.extraction import RegexFilter
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(str(TASKS_DIR / "gsm8k_boxed.yaml"), resolve_func=True)
+    regex = config["filter_list"][0]["filter"][0]
+    extract = RegexFilter(regex_pattern=regex["regex_pattern"], group_select=regex["group_select"])
+    completions = ["a \\boxed{7} then \\boxed{1,234}.", "\\boxed{$1234.}", "it is 1234", "\\boxed{1235}"]
+    answers = [row[0] for row in extract.apply([[c] for c in completions], [{}] * len(completions))]
+    assert answers == ["1,234", "$1234.", "[invalid]", "1235"]
+    metric = config["metric_list"][0]
+    target = "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1234".split("#### ")[-1]  # doc_to_target's split
+    scores = [
+        exact_match_hf_evaluate([answer], [target], regexes_to_ignore=metric["regexes_to_ignore"])["exact_match"]
+        for answer in answers
+    ]
+    assert scores == [1.0, 1.0, 0.0, 0.0]
