@@ -149,18 +149,16 @@ def _greedy_match(model: torch.nn.Module, prefix: Tensor, continuation: Tensor) 
     start, block_size = len(prefix), model.block_size
     canvas = torch.cat([prefix, torch.full_like(continuation, model.mask_token_id)])
     hidden = torch.ones(len(continuation), dtype=torch.bool, device=canvas.device)  # still masked
-    positions = torch.arange(start, len(canvas), device=canvas.device)
     for _ in range(len(continuation)):
         end = len(canvas)
-        candidates = hidden.clone()
         if block_size is not None:
-            block = int(positions[hidden].min()) // block_size
-            candidates &= positions // block_size == block
-            end = min(end, (block + 1) * block_size)  # later blocks are invisible to this one
+            # The canvas up to the end of the earliest block with masks: later blocks are invisible to
+            # it under block-causal attention, and earlier ones are complete, so its masks are the candidates.
+            end = min(end, ((start + int(hidden.int().argmax())) // block_size + 1) * block_size)
         logits = model(canvas[None, :end]).logits
         logits = align_shifted(logits, start) if model.shift_logits else logits[:, start:]
         confidence, tokens = logits[0].float().softmax(-1).max(-1)
-        confidence = confidence.masked_fill(~candidates[: len(confidence)], -1.0)
+        confidence = confidence.masked_fill(~hidden[: end - start], -1.0)
         j = int(confidence.argmax())
         if tokens[j] != continuation[j]:
             return False
