@@ -10,9 +10,10 @@ masks l_i = (k - 1 + r_i) % L + 1 with r_i = i * L / b rounded.
 
 One difference from LLaDA: LLaDA rounds k + i * L / b with `torch.round` (half to even), so when
 i * L / b has a fraction of .5 the result depends on k's parity and l_i is not uniform on 1..L
-(L = 3, b = 2: l_1 is 1 twice as often as 2, never 3), which biases the estimate. Here r_i
-rounds half up, independently of k: a uniform k shifted by a fixed r_i mod L is uniform, so
-every row is an exactly unbiased estimate of the bound. Where no i * L / b is a half, the counts
+(L = 3, b = 2: l_1 is 1 twice as often as 2, never 3; at LLaDA's b = 32 and L = 16 the odd rows
+mask even counts only), which biases the estimate. Here r_i rounds half up, independently of k:
+a uniform k shifted by a fixed r_i mod L is uniform, so every row is an exactly unbiased
+estimate of the bound. Where no i * L / b is a half (at b = 32: L a multiple of 32), the counts
 are LLaDA's for the same k.
 
 Block diffusion models (SDAR) get the block-wise estimate: blocks are aligned to absolute

@@ -114,7 +114,7 @@ def test_a_block_with_several_tokens_is_drawn():
 
 
 @pytest.mark.parametrize(
-    ("length", "rows"), [(1, 1), (5, 1), (3, 2), (5, 2), (6, 4), (5, 4), (7, 14), (6, 32), (5, 256)]
+    ("length", "rows"), [(1, 1), (5, 1), (3, 2), (5, 2), (6, 4), (5, 4), (7, 14), (6, 32), (16, 32), (32, 32), (5, 256)]
 )
 def test_each_rows_count_is_uniform(length, rows):
     """For every k in 1..L, row i's count is (k - 1 + r_i) % L + 1 with a fixed r_i: over the L
@@ -135,6 +135,8 @@ def test_each_rows_count_is_uniform(length, rows):
     assert torch.equal(llada, counts) != halves
     if (length, rows) == (3, 2):
         assert sorted(llada[:, 1].tolist()) == [1, 1, 2]
+    if (length, rows) == (16, 32):  # LLaDA's defaults, 16 tokens: odd rows mask even counts only
+        assert (llada[:, 1::2] % 2 == 0).all()
 
 
 def test_the_stratified_rows_span_the_counts():
