@@ -131,8 +131,11 @@ def greedy_matches(model: torch.nn.Module, requests: Sequence[Request]) -> list[
     `suffix_greedy_prediction`): from prefix + masks, each step reveals the one masked
     continuation position whose argmax has the highest probability, until all are revealed.
     A block diffusion model decodes its blocks in order (candidates: the earliest block with
-    masks), called on the canvas up to that block's end under its own block-causal mask. Up to
-    len(continuation) forwards per request (it stops at the first wrong token, which would stay)."""
+    masks), called on the canvas up to that block's end under its own block-causal mask. The canvas
+    ends with the continuation, as the likelihood's sequence does: where it ends inside a block,
+    a block decoder (SDAR's) would also decode that block's later positions, masks the model sees,
+    so the two can differ on that block. Up to len(continuation) forwards per request (it stops at
+    the first wrong token, which would stay)."""
     check_likelihood_support(model)
     device = next(model.parameters()).device
     was_training = model.training

@@ -22,6 +22,7 @@ from dllm.likelihood import (
 )
 from dllm.models.base import load_value_model
 from dllm.samplers.llada import LLaDASampler
+from dllm.samplers.sdar import SDARSampler
 
 FAMILIES = ["llada_tiny", "dream_tiny", "sdar_tiny"]
 PREFIX = [5, 6, 7]  # odd length: sdar_tiny's blocks of 4 put the first continuation token in the prefix's block
@@ -351,3 +352,18 @@ def test_a_trained_model_ranks_the_right_sum_first_and_greedy_agrees_with_its_de
     assert greedy == [row[prompts.shape[1] :].tolist() == c for row, (_, c) in zip(decoded.sequences, right)]
     assert sum(wins) >= 30 and 10 <= sum(greedy) < 40
     assert all(win for win, match in zip(wins, greedy) if match)
+
+
+def test_greedy_on_a_block_model_agrees_with_sdars_decoder():
+    """SDAR's decoder at one token per step (`low_confidence_static`, 4 steps per block of 4, no EOS
+    stop) on sdar_tiny after a 3-token prompt: its tokens through the end of block 2 (9 tokens: 1
+    sharing the prompt's block, then two whole blocks) are what `greedy_matches` accepts, and a
+    change to the last of them is refused. (A continuation ending inside a block is another
+    matter: the decoder decodes that block's later positions too, as masks the model sees, where
+    `greedy_matches`' canvas ends with the continuation, as the likelihood's does.)"""
+    model = sharp_model("sdar_tiny")
+    prompt = torch.tensor([PREFIX])
+    sampler = SDARSampler(denoising_steps=4, remasking_strategy="low_confidence_static", stop_at_eos=False)
+    decoded = sampler.generate(model, prompt, torch.ones_like(prompt), gen_length=12).sequences[0, 3:12].tolist()
+    wrong = decoded[:-1] + [(decoded[-1] + 1) % V]
+    assert greedy_matches(model, [(PREFIX, decoded), (PREFIX, wrong)]) == [True, False]
