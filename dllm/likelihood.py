@@ -81,9 +81,8 @@ def elbo_samples(
     mean `log_likelihoods` returns; groups of `mc_batch_size` rows are independent draws."""
     check_likelihood_support(model)
     check_mc(mc_num, mc_batch_size)
+    _require_continuation(continuation)
     prefix_ids, continuation_ids = _ids(prefix), _ids(continuation)
-    if len(continuation_ids) == 0:
-        raise DllmError("empty continuation: a log-likelihood request needs at least one continuation token")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(request_seed(seed, prefix_ids, continuation_ids))
     clean = torch.cat([prefix_ids, continuation_ids]).to(device).expand(mc_batch_size, -1)
@@ -120,6 +119,7 @@ def log_likelihoods(
     A request's value depends only on its tokens and `seed`, not on the requests around it."""
     check_likelihood_support(model)
     check_mc(mc_num, mc_batch_size)
+    _require_continuations(requests)
     return [
         float(elbo_samples(model, p, c, mc_num=mc_num, mc_batch_size=mc_batch_size, seed=seed).mean())
         for p, c in requests
@@ -137,6 +137,7 @@ def greedy_matches(model: torch.nn.Module, requests: Sequence[Request]) -> list[
     so the two can differ on that block. Up to len(continuation) forwards per request (it stops at
     the first wrong token, which would stay)."""
     check_likelihood_support(model)
+    _require_continuations(requests)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -148,8 +149,6 @@ def greedy_matches(model: torch.nn.Module, requests: Sequence[Request]) -> list[
 
 
 def _greedy_match(model: torch.nn.Module, prefix: Tensor, continuation: Tensor) -> bool:
-    if len(continuation) == 0:
-        raise DllmError("empty continuation: a log-likelihood request needs at least one continuation token")
     start, block_size = len(prefix), model.block_size
     canvas = torch.cat([prefix, torch.full_like(continuation, model.mask_token_id)])
     hidden = torch.ones(len(continuation), dtype=torch.bool, device=canvas.device)  # still masked
@@ -184,6 +183,17 @@ def request_seed(seed: int, prefix: Tensor, continuation: Tensor) -> int:
     """The generator seed of one request: a fixed function of `seed` and its token ids."""
     key = f"{seed}:{prefix.tolist()}:{continuation.tolist()}"
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") & (2**63 - 1)
+
+
+def _require_continuation(continuation: Sequence[int], where: str = "") -> None:
+    if len(continuation) == 0:
+        raise DllmError(f"empty continuation{where}: a log-likelihood request needs at least one continuation token")
+
+
+def _require_continuations(requests: Sequence[Request]) -> None:
+    """Every request checked before the first forward, so a bad one costs no work."""
+    for i, (_, continuation) in enumerate(requests):
+        _require_continuation(continuation, f" in request {i}")
 
 
 def _ids(tokens: Sequence[int]) -> Tensor:

@@ -310,12 +310,19 @@ def test_full_attention_and_block_models_are_supported():
         check_likelihood_support(dllm.load_model(name))
 
 
-def test_an_empty_continuation_is_refused():
+def test_an_empty_continuation_is_refused(scripted_model):
+    """Refused by its index before any forward (the scripted model records none)."""
+    scripted = scripted_model(scripted_logits(lambda p, row: (0, 0.5)))
+    with pytest.raises(DllmError, match="empty continuation in request 2"):
+        log_likelihoods(scripted, [(PREFIX, [8]), ([], [9]), (PREFIX, [])], mc_num=32)
+    assert scripted.calls == []
     model = sharp_model("llada_tiny")
-    with pytest.raises(DllmError, match="empty continuation: .*at least one continuation token"):
+    with pytest.raises(DllmError, match="empty continuation in request 1: .*at least one continuation token"):
         log_likelihoods(model, [(PREFIX, [8]), (PREFIX, [])])
-    with pytest.raises(DllmError, match="empty continuation"):
+    with pytest.raises(DllmError, match="empty continuation in request 0"):
         greedy_matches(model, [(PREFIX, [])])
+    with pytest.raises(DllmError, match="empty continuation: "):
+        elbo_samples(model, PREFIX, [])
 
 
 @pytest.mark.parametrize(("mc_num", "mc_batch_size"), [(100, 32), (0, 32), (16, 32), (32, 0), (-32, 32)])
