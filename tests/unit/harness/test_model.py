@@ -13,7 +13,7 @@ from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import evaluate
 from dllm.harness.model import DllmLM, stop_at
 from dllm.rewards.exact_match import ExactMatch
-from tests.unit.harness.shipped_tasks import NUM_PROMPTS
+from tests.unit.harness.shipped_tasks import NUM_PROMPTS, as_completion
 
 from .conftest import SFT
 
@@ -38,7 +38,9 @@ def test_generation_accuracy_and_completions_equal_dllm_eval(name, shipped_manag
     responses = {s["doc"]["prompt"]: s["resps"][0][0] for s in results["samples"]["dllm_addition"]}
 
     task = AdditionTask(num_eval=NUM_PROMPTS, fixed_width=True)
-    ours = evaluate(lm.model, lm.tokenizer, lm.sampler, task, ExactMatch(), batch_size=16, num_samples_logged=NUM_PROMPTS)
+    ours = evaluate(
+        lm.model, lm.tokenizer, lm.sampler, task, ExactMatch(), batch_size=16, num_samples_logged=NUM_PROMPTS
+    )
     assert harness_accuracy == ours.accuracy
     assert 0.3 < ours.accuracy < 1.0  # a trained model that still errs: the comparison can tell them apart
     assert responses == {s["prompt"]: s["completion"] for s in ours.samples}
@@ -84,7 +86,7 @@ def test_multiple_choice_ranks_the_right_sum_above_near_misses(shipped_manager):
 
 def test_loglikelihood_requests_answer_an_estimate_and_the_greedy_check():
     lm = DllmLM(pretrained=str(SFT), mc_num=32, mc_batch_size=16)
-    requests = [Instance("loglikelihood", {}, ("219+021=", answer), 0) for answer in ("0240", "0140")]
+    requests = [Instance("loglikelihood", {}, ("219+021=", as_completion(a)), 0) for a in ("0240", "0140")]
     (right, right_greedy), (wrong, wrong_greedy) = lm.loglikelihood(requests)
     assert math.isfinite(right) and right > wrong
     assert isinstance(right_greedy, bool) and wrong_greedy is False

@@ -7,7 +7,14 @@ import pytest
 
 from dllm.harness import TASKS_DIR
 from dllm.harness.tasks_run import check_tasks
-from tests.unit.harness.shipped_tasks import NUM_PROMPTS, generative_rows, multiple_choice_rows
+from dllm.tokenizer import build_char_tokenizer
+from tests.unit.harness.shipped_tasks import (
+    GEN_LENGTH,
+    NUM_PROMPTS,
+    as_completion,
+    generative_rows,
+    multiple_choice_rows,
+)
 
 from .conftest import SHIPPED
 
@@ -21,9 +28,13 @@ def test_the_shipped_files_are_the_addition_tasks_held_out_prompts():
     assert read_jsonl("addition_mc.jsonl") == multiple_choice_rows()
     rows = multiple_choice_rows()
     assert len(rows) == NUM_PROMPTS
+    tokenizer = build_char_tokenizer()
     for row, gen in zip(rows, generative_rows()):
-        assert row["choices"][row["label"]] == gen["answer"]
-        assert len(set(row["choices"])) == 4 and {len(c) for c in row["choices"]} == {len(gen["answer"])}
+        assert row["choices"][row["label"]] == as_completion(gen["answer"])
+        assert len(set(row["choices"])) == 4
+        for choice in row["choices"]:  # 8 tokens: the sum's digits, then EOS tokens
+            ids = tokenizer(choice)["input_ids"]
+            assert len(ids) == GEN_LENGTH and ids[len(gen["answer"]) :] == [tokenizer.eos_token_id] * 4
     assert sorted({row["label"] for row in rows}) == [0, 1, 2, 3]
 
 
@@ -37,7 +48,8 @@ def test_lm_eval_loads_both_tasks_from_local_files(shipped_manager):
     assert generative.doc_to_target(docs[0]) == "0240"
     assert generative.config.generation_kwargs == {"until": [], "max_gen_toks": 8, "do_sample": False}
     first = list(choice.test_docs())[0]
-    assert choice.doc_to_choice(first) == ["0240", "0239", "0140", "0250"] and choice.doc_to_target(first) == 0
+    assert choice.doc_to_choice(first) == [as_completion(s) for s in ("0240", "0239", "0140", "0250")]
+    assert choice.doc_to_target(first) == 0
     assert choice.config.target_delimiter == ""  # "219+021=" + "0240", as the task writes it
 
 
