@@ -3,6 +3,7 @@ loads both from dllm's task folder, offline, with the documents and requests exp
 
 import json
 
+import jinja2
 import pytest
 
 from dllm.harness import TASKS_DIR
@@ -72,7 +73,9 @@ def test_gsm8k_boxed_grades_the_last_boxed_answer_against_the_number_after_the_h
     answers = [row[0] for row in extract.apply([[c] for c in completions], [{}] * len(completions))]
     assert answers == ["1,234", "$1234.", "[invalid]", "1235"]
     metric = config["metric_list"][0]
-    target = "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1234".split("#### ")[-1]  # doc_to_target's split
+    answer = "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1234"  # a GSM8K answer field
+    target = jinja2.Template(config["doc_to_target"]).render(answer=answer)
+    assert target == "1234"
     scores = [
         exact_match_hf_evaluate([answer], [target], regexes_to_ignore=metric["regexes_to_ignore"])["exact_match"]
         for answer in answers
