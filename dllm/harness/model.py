@@ -13,6 +13,11 @@ a checkpoint directory, a LoRA adapter directory, or a model preset. The other m
 - `batch_size` (lm-eval's `--batch_size`): prompts per sampler call; `max_batch_rows`: rows
   decoding at once (continuous batching); `device`, `dtype` (e.g. bfloat16).
 
+Under `accelerate launch` (or `torchrun`), each process takes its share of the requests on its
+own device and lm-eval gathers the results. A likelihood depends only on its request (its own
+seed); a greedy completion only on its prompt; a sampled one also on the batch it was drawn in.
+The measured speed in the results is process 0's.
+
 `generate_until` decodes through `dllm.generation.decode_batch` (the path of dllm-eval and
 rollouts): cut at the model's EOS, then after the first of the request's `until` strings.
 `loglikelihood` is the masked-diffusion ELBO (full attention) or the block-wise one (block
@@ -37,6 +42,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from dllm.config import build_node, check_model_tokenizer, check_node
+from dllm.distributed import Collective, launched_world_size, start_runtime
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import batch_seed
 from dllm.generation import decode_batch
@@ -151,7 +157,8 @@ class DllmLM(TemplateLM):
 
         torch.manual_seed(self.seed)  # a preset's random weights: the same on every run
         self.model = load_model(self.target.model, **({"dtype": dtype} if dtype else {})).eval()
-        self.model.to(self.resolve_device(device))
+        self.collective, target_device = self.start_processes(device)
+        self.model.to(target_device)
         self.tokenizer = load_tokenizer(self.target.model)
         check_model_tokenizer(self.model, self.tokenizer)
         self.add_bos_token = bool(add_bos_token)
@@ -161,15 +168,42 @@ class DllmLM(TemplateLM):
         self.tally = Tally()
         self.generate_calls = 0
 
-    def resolve_device(self, device: str | None) -> torch.device:
-        """`device`, else the target's trainer device. lm-eval's command line asks for cuda:0
-        unless told otherwise, so a machine without CUDA runs on the CPU, said in the log."""
+    def start_processes(self, device: str | None) -> tuple[Collective, torch.device]:
+        """This process's collective and device. Launched on several processes (`accelerate
+        launch`, `torchrun`), each joins the process group on its own GPU (or the CPU, over
+        gloo) and lm-eval gives each a share of the requests. Otherwise: `device`, else the
+        target's trainer device; lm-eval's command line asks for cuda:0 unless told otherwise,
+        so a machine without CUDA runs on the CPU, said in the log."""
+        if launched_world_size() > 1:
+            cpu = str(device) == "cpu" or not torch.cuda.is_available()
+            runtime = start_runtime("ddp", "cpu" if cpu else "auto")
+            return runtime.collective, runtime.device
         if not device:
-            return build_node(self.target.config.trainer).resolve_device()
+            return Collective(), build_node(self.target.config.trainer).resolve_device()
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             logger.warning("device %s asked for, but this machine has no CUDA: evaluating on the CPU", device)
-            return torch.device("cpu")
-        return torch.device(device)
+            return Collective(), torch.device("cpu")
+        return Collective(), torch.device(device)
+
+    # lm-eval's data parallelism: it shards the requests by rank, then gathers through these.
+
+    @property
+    def rank(self) -> int:
+        return self.collective.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.collective.world_size
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's `tensor` along dim 0 (a 0-d tensor, lm-eval's request counts: stacked)."""
+        return self.collective.cat(tensor.reshape(-1) if tensor.dim() == 0 else tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any]:
+        return self.collective.gather_objects(obj)
+
+    def barrier(self) -> None:
+        self.collective.barrier()
 
     # lm-eval's TemplateLM interface ---------------------------------------------------------
 
@@ -296,6 +330,7 @@ class DllmLM(TemplateLM):
                 "add_bos_token": self.add_bos_token,
                 "batch_size": self.batch_size,
                 "max_batch_rows": self.max_batch_rows,
+                "processes": self.world_size,  # the measurements below are process 0's
                 **self.tally.summary(),
                 "versions": {name: version(name) for name in ("dllm", "lm_eval", "torch", "transformers")},
             }

@@ -48,3 +48,22 @@ def test_dllm_eval_tasks_on_a_run_directory(trained_run):
     refused = run_cli("dllm-eval", trained_run, "--tasks", "gsm8kk", check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "unknown lm-eval task 'gsm8kk' — did you mean 'gsm8k'" in refused.stderr
+
+
+def test_two_processes_give_the_numbers_of_one(tmp_path):
+    """`torchrun --nproc_per_node 2` on the CPU (gloo): lm-eval shards the requests and
+    gathers them; greedy generation and the per-request likelihood seeds make every number
+    the single process's."""
+    import subprocess
+    import sys
+
+    args = ["--model", "dllm", "--model_args", f"pretrained={SFT},mc_num=8,mc_batch_size=8,check_greedy=false",
+            "--tasks", "dllm_addition,dllm_addition_mc", "--limit", "6", "--batch_size", "2"]  # fmt: skip
+    run_cli("dllm-lm-eval", *args, "--output_path", tmp_path / "one", cwd=tmp_path)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dllm.cli.lm_eval",
+              *args, "--device", "cpu", "--output_path", str(tmp_path / "two")]  # fmt: skip
+    subprocess.run(launch, check=True, capture_output=True, cwd=tmp_path, timeout=300)
+    one, two = (json.loads(next((tmp_path / n).rglob("results_*.json")).read_text()) for n in ("one", "two"))
+    assert two["config"]["dllm"]["processes"] == 2 and one["config"]["dllm"]["processes"] == 1
+    for task in ("dllm_addition", "dllm_addition_mc"):
+        assert two["results"][task] == one["results"][task]
