@@ -16,6 +16,7 @@ from dllm.rewards.exact_match import ExactMatch
 from tests.unit.harness.shipped_tasks import NUM_PROMPTS, as_completion
 
 from .conftest import SFT
+from .conftest import SHIPPED as SHIPPED_TASKS
 
 SAMPLERS = {  # the reference decoder, and Fast-dLLM's threshold decoding with its dual cache over 4-token blocks
     "llada": {},
@@ -154,3 +155,15 @@ def test_add_bos_token_prepends_the_bos_to_every_context_once():
     assert lm.tok_encode("<|unk|>12") == lm.tokenizer("<|unk|>12")["input_ids"]  # not twice
     assert lm.tok_encode("15", add_special_tokens=False)[0] != bos  # a continuation gets none
     assert lm.get_model_info()["dllm"]["add_bos_token"] is True
+
+
+def test_a_rerun_with_use_cache_answers_from_the_cache(shipped_manager, tmp_path):
+    """lm-eval's `--use_cache`: every answer is stored as it is computed (the adapter's cache
+    hook), so an interrupted evaluation rerun with the same cache decodes and scores only what
+    it lacks; here, nothing: the same numbers, no forward."""
+    kwargs = dict(tasks=list(SHIPPED_TASKS), task_manager=shipped_manager, limit=4, use_cache=str(tmp_path / "cache"))
+    first = simple_evaluate(model=DllmLM(pretrained=str(SFT), mc_num=8, mc_batch_size=8), **kwargs)
+    rerun = DllmLM(pretrained=str(SFT), mc_num=8, mc_batch_size=8)
+    second = simple_evaluate(model=rerun, **kwargs)
+    assert second["results"] == first["results"]
+    assert rerun.tally.completions == 0 and rerun.tally.likelihoods == 0
