@@ -35,17 +35,25 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dllm.algorithms.denoise import denoising_log_probs
+from dllm.algorithms.denoise import denoising_log_probs, token_log_probs
 from dllm.errors import ConfigError, DllmError
 from dllm.models.base import align_shifted
 
 Request = tuple[Sequence[int], Sequence[int]]
 
 
-def check_likelihood_support(model: torch.nn.Module) -> None:
+def check_likelihood_support(model: torch.nn.Module, cfg: float = 0.0) -> None:
     """Raise `DllmError` when no estimator here reads `model`: it has no mask token, it is a
-    value model (no logits), or it is a block diffusion model with shifted logits."""
+    value model (no logits), or it is a block diffusion model with shifted logits; or when
+    guidance (`cfg` > 0, LLaDA's) is asked of a block diffusion model, or `cfg` is negative."""
     name = type(model).__name__
+    if cfg < 0:
+        raise ConfigError(f"cfg {cfg}: the guidance scale is 0 (none) or positive (LLaDA uses 0.5 to 2)")
+    if cfg and getattr(model, "block_size", None) is not None:
+        raise DllmError(
+            f"cfg {cfg} on {name}, a block diffusion model: guided log-likelihoods are LLaDA's, for "
+            "full-attention models; drop cfg"
+        )
     if getattr(model, "mask_token_id", None) is None:
         raise DllmError(
             f"{name} has no mask_token_id: log-likelihoods are estimated by masking the continuation; "
@@ -76,10 +84,11 @@ def elbo_samples(
     mc_num: int = 128,
     mc_batch_size: int = 32,
     seed: int = 1234,
+    cfg: float = 0.0,
 ) -> Tensor:
     """[mc_num] float64 per-row estimates of the bound on log p(continuation | prefix), whose
     mean `log_likelihoods` returns; groups of `mc_batch_size` rows are independent draws."""
-    check_likelihood_support(model)
+    check_likelihood_support(model, cfg)
     check_mc(mc_num, mc_batch_size)
     _require_continuation(continuation)
     prefix_ids, continuation_ids = _ids(prefix), _ids(continuation)
@@ -97,9 +106,13 @@ def elbo_samples(
                 masked, weights = _draw_masks(segments, mc_batch_size, generator)
                 noisy = clean.clone()
                 noisy[:, len(prefix_ids) :][masked] = model.mask_token_id
-                log_probs = denoising_log_probs(
-                    model, noisy, clean, attention_mask, model.block_size, noisy_from=len(prefix_ids)
-                )
+                if cfg:
+                    logits = guided(model, noisy, len(prefix_ids), cfg)[:, len(prefix_ids) :]
+                    log_probs = token_log_probs(logits, clean[:, len(prefix_ids) :])
+                else:
+                    log_probs = denoising_log_probs(
+                        model, noisy, clean, attention_mask, model.block_size, noisy_from=len(prefix_ids)
+                    )
                 rows.append((weights * log_probs.double()).sum(1))
     finally:
         model.train(was_training)
@@ -113,20 +126,35 @@ def log_likelihoods(
     mc_num: int = 128,
     mc_batch_size: int = 32,
     seed: int = 1234,
+    cfg: float = 0.0,
 ) -> list[float]:
     """The estimate of log p(continuation | prefix) per (prefix_ids, continuation_ids) request
     (see the module docstring): `mc_num // mc_batch_size` forwards of `mc_batch_size` rows each.
-    A request's value depends only on its tokens and `seed`, not on the requests around it."""
-    check_likelihood_support(model)
+    A request's value depends only on its tokens and `seed`, not on the requests around it.
+    `cfg` > 0: LLaDA's classifier-free guidance (full-attention models; see `guided`)."""
+    check_likelihood_support(model, cfg)
     check_mc(mc_num, mc_batch_size)
     _require_continuations(requests)
     return [
-        float(elbo_samples(model, p, c, mc_num=mc_num, mc_batch_size=mc_batch_size, seed=seed).mean())
+        float(elbo_samples(model, p, c, mc_num=mc_num, mc_batch_size=mc_batch_size, seed=seed, cfg=cfg).mean())
         for p, c in requests
     ]
 
 
-def greedy_matches(model: torch.nn.Module, requests: Sequence[Request]) -> list[bool]:
+def guided(model: torch.nn.Module, noisy: Tensor, prefix_length: int, cfg: float) -> Tensor:
+    """[B, L, V] LLaDA's guided logits (`eval_llada.py`, `get_logits`): the model on `noisy`
+    and on `noisy` with its first `prefix_length` tokens masked (the unconditional pass), in
+    one forward of both, combined as uncond + (cfg + 1) * (cond - uncond); float32. Position i
+    predicts token i (shifted logits realigned, the first position's copied as training does)."""
+    unconditional = noisy.clone()
+    unconditional[:, :prefix_length] = model.mask_token_id
+    logits = model(torch.cat([noisy, unconditional])).logits.float()
+    logits = align_shifted(logits) if model.shift_logits else logits
+    conditional, unconditional = logits.chunk(2)
+    return unconditional + (cfg + 1) * (conditional - unconditional)
+
+
+def greedy_matches(model: torch.nn.Module, requests: Sequence[Request], cfg: float = 0.0) -> list[bool]:
     """Per request, whether greedy decoding reproduces the continuation (LLaDA's
     `suffix_greedy_prediction`): from prefix + masks, each step reveals the one masked
     continuation position whose argmax has the highest probability, until all are revealed.
@@ -135,20 +163,20 @@ def greedy_matches(model: torch.nn.Module, requests: Sequence[Request]) -> list[
     ends with the continuation, as the likelihood's sequence does: where it ends inside a block,
     a block decoder (SDAR's) would also decode that block's later positions, masks the model sees,
     so the two can differ on that block. Up to len(continuation) forwards per request (it stops at
-    the first wrong token, which would stay)."""
-    check_likelihood_support(model)
+    the first wrong token, which would stay). `cfg` > 0 guides each step as the estimate does."""
+    check_likelihood_support(model, cfg)
     _require_continuations(requests)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return [_greedy_match(model, _ids(p).to(device), _ids(c).to(device)) for p, c in requests]
+            return [_greedy_match(model, _ids(p).to(device), _ids(c).to(device), cfg) for p, c in requests]
     finally:
         model.train(was_training)
 
 
-def _greedy_match(model: torch.nn.Module, prefix: Tensor, continuation: Tensor) -> bool:
+def _greedy_match(model: torch.nn.Module, prefix: Tensor, continuation: Tensor, cfg: float) -> bool:
     start, block_size = len(prefix), model.block_size
     canvas = torch.cat([prefix, torch.full_like(continuation, model.mask_token_id)])
     hidden = torch.ones(len(continuation), dtype=torch.bool, device=canvas.device)  # still masked
@@ -158,8 +186,11 @@ def _greedy_match(model: torch.nn.Module, prefix: Tensor, continuation: Tensor) 
             # The canvas up to the end of the earliest block with masks: later blocks are invisible to
             # it under block-causal attention, and earlier ones are complete, so its masks are the candidates.
             end = min(end, ((start + int(hidden.int().argmax())) // block_size + 1) * block_size)
-        logits = model(canvas[None, :end]).logits
-        logits = align_shifted(logits, start) if model.shift_logits else logits[:, start:]
+        if cfg:
+            logits = guided(model, canvas[None, :end], start, cfg)[:, start:]
+        else:
+            logits = model(canvas[None, :end]).logits
+            logits = align_shifted(logits, start) if model.shift_logits else logits[:, start:]
         confidence, tokens = logits[0].float().softmax(-1).max(-1)
         confidence = confidence.masked_fill(~hidden[: end - start], -1.0)
         j = int(confidence.argmax())

@@ -7,8 +7,8 @@ a checkpoint directory, a LoRA adapter directory, or a model preset. The other m
   (`threshold=0.9,block_length=32,use_cache=dual`) sets that setting;
 - `gen_length`: tokens each `generate_until` request decodes (default: the request's
   `max_gen_toks`, else 256, lm-eval's own default);
-- `mc_num` (128), `mc_batch_size` (32), `check_greedy` (true), `seed` (1234): the Monte Carlo
-  log-likelihood of `dllm.likelihood`, as LLaDA's evaluation computes it;
+- `mc_num` (128), `mc_batch_size` (32), `cfg` (0: unguided), `check_greedy` (true), `seed`
+  (1234): the Monte Carlo log-likelihood of `dllm.likelihood`, as LLaDA's evaluation computes it;
 - `add_bos_token`: prepend the tokenizer's BOS token to every context (Dream's evaluation);
 - `batch_size` (lm-eval's `--batch_size`): prompts per sampler call; `max_batch_rows`: rows
   decoding at once (continuous batching); `device`, `dtype` (e.g. bfloat16).
@@ -57,7 +57,7 @@ DEFAULT_GEN_LENGTH = 256  # lm-eval's own default max_gen_toks, for tasks that s
 
 # Model arguments of the adapter itself; any other key must be a key of the sampler's config.
 ADAPTER_ARGS = (
-    "pretrained", "sampler", "gen_length", "mc_num", "mc_batch_size", "check_greedy", "seed", "add_bos_token",
+    "pretrained", "sampler", "gen_length", "mc_num", "mc_batch_size", "cfg", "check_greedy", "seed", "add_bos_token",
     "batch_size", "max_batch_size", "max_batch_rows", "device", "dtype",
 )  # fmt: skip
 
@@ -126,6 +126,7 @@ class DllmLM(TemplateLM):
         gen_length: int | None = None,
         mc_num: int = 128,
         mc_batch_size: int = 32,
+        cfg: float = 0.0,
         check_greedy: bool = True,
         seed: int = 1234,
         add_bos_token: bool = False,
@@ -150,7 +151,7 @@ class DllmLM(TemplateLM):
         check_node("sampler", self.target.config.sampler)
         self.sampler = build_node(self.target.config.sampler)
         self.gen_length = int(gen_length) if gen_length is not None else None
-        self.mc_num, self.mc_batch_size = int(mc_num), int(mc_batch_size)
+        self.mc_num, self.mc_batch_size, self.cfg = int(mc_num), int(mc_batch_size), float(cfg)
         self.check_greedy, self.seed = bool(check_greedy), int(seed)
         self.max_batch_rows = max_batch_rows
         self.dtype = dtype
@@ -240,15 +241,15 @@ class DllmLM(TemplateLM):
         )
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
-        check_likelihood_support(self.model)
+        check_likelihood_support(self.model, self.cfg)
         pairs = [(context, continuation) for _, context, continuation in requests]
         began = time.perf_counter()
         results = []
         for pair in tqdm(pairs, desc="loglikelihood", disable=disable_tqdm):
             estimate = log_likelihoods(
-                self.model, [pair], mc_num=self.mc_num, mc_batch_size=self.mc_batch_size, seed=self.seed
+                self.model, [pair], mc_num=self.mc_num, mc_batch_size=self.mc_batch_size, seed=self.seed, cfg=self.cfg
             )[0]
-            greedy = greedy_matches(self.model, [pair])[0] if self.check_greedy else False
+            greedy = greedy_matches(self.model, [pair], cfg=self.cfg)[0] if self.check_greedy else False
             results.append((estimate, bool(greedy)))
             self.cache_hook.add_partial("loglikelihood", pair, results[-1])
         self.tally.likelihoods += len(pairs)
@@ -323,6 +324,7 @@ class DllmLM(TemplateLM):
                 "likelihood": {
                     "mc_num": self.mc_num,
                     "mc_batch_size": self.mc_batch_size,
+                    "cfg": self.cfg,
                     "check_greedy": self.check_greedy,
                     "seed": self.seed,
                 },

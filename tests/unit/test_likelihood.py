@@ -374,3 +374,34 @@ def test_greedy_on_a_block_model_agrees_with_sdars_decoder():
     decoded = sampler.generate(model, prompt, torch.ones_like(prompt), gen_length=12).sequences[0, 3:12].tolist()
     wrong = decoded[:-1] + [(decoded[-1] + 1) % V]
     assert greedy_matches(model, [(PREFIX, decoded), (PREFIX, wrong)]) == [True, False]
+
+
+@pytest.mark.parametrize("name", ["llada_tiny", "dream_tiny"])
+def test_guided_estimate_of_one_token_is_llada_guided_log_prob(name):
+    """cfg 0.5 with a one-token continuation (every row masks it: the estimate is exact): the
+    log-prob of the token under uncond + 1.5 * (cond - uncond), where cond reads prefix + mask
+    and uncond the same with the prefix masked too (LLaDA's `get_logits`), computed here by hand;
+    the greedy check is whether that guided argmax is the token."""
+    model = sharp_model(name)
+    mask = model.mask_token_id
+    read = len(PREFIX) - 1 if model.shift_logits else len(PREFIX)  # shifted: the position before predicts
+    with torch.no_grad():
+        cond = model(torch.tensor([PREFIX + [mask]])).logits[0, read].double()
+        uncond = model(torch.tensor([[mask] * (len(PREFIX) + 1)])).logits[0, read].double()
+    logits = uncond + 1.5 * (cond - uncond)
+    token = int(logits.argmax())
+    other = int(logits.argsort()[-2])
+    for continuation in ([token], [other]):
+        expected = float(logits.log_softmax(-1)[continuation[0]])
+        (estimate,) = log_likelihoods(model, [(PREFIX, continuation)], mc_num=4, mc_batch_size=2, cfg=0.5)
+        assert estimate == pytest.approx(expected, abs=1e-5)
+        unguided = float(cond.log_softmax(-1)[continuation[0]])
+        assert abs(estimate - unguided) > 1e-3  # guidance changed the number
+    assert greedy_matches(model, [(PREFIX, [token]), (PREFIX, [other])], cfg=0.5) == [True, False]
+
+
+def test_guidance_is_refused_on_block_models_and_below_zero():
+    with pytest.raises(DllmError, match="cfg 0.5 on .*block diffusion model.*drop cfg"):
+        log_likelihoods(sharp_model("sdar_tiny"), [(PREFIX, [9])], cfg=0.5)
+    with pytest.raises(ConfigError, match="cfg -1"):
+        log_likelihoods(sharp_model("llada_tiny"), [(PREFIX, [9])], cfg=-1)
