@@ -5,7 +5,8 @@
 The list of configs comes from the source tree, the configs themselves from the installed
 package: a YAML the wheel lacks fails here (the root configs, `GROUP=OPTION` for every YAML
 of every group folder, nested ones such as `algorithm/estimator` inside an option of their
-parent that declares them, and every experiment). Exits 1 naming each failure.
+parent that declares them, and every experiment), and the shipped lm-eval tasks load their
+local files (dllm/harness/tasks). Exits 1 naming each failure.
 """
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ def check(source: Path) -> list[str]:
     return failures
 
 
+def harness_tasks() -> list[str]:
+    """The failures of loading every shipped lm-eval task's documents from the installed package."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from dllm.harness import TASKS_DIR
+
+    names = ["dllm_addition", "dllm_addition_mc"]  # gsm8k_boxed reads the hub
+    try:
+        tasks = get_task_dict(names, TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
+        counts = {name: len(list(tasks[name].test_docs())) for name in names}
+    except Exception as exc:
+        return [f"dllm/harness/tasks: {type(exc).__name__}: {str(exc).splitlines()[0]}"]
+    return [f"{name}: {count} documents, expected 32" for name, count in counts.items() if count != 32]
+
+
 def main() -> None:
     source = Path(sys.argv[1]).resolve()
     import dllm
@@ -54,12 +70,12 @@ def main() -> None:
     if installed == source.parent:
         sys.exit(f"dllm is imported from the source tree ({installed}); run this outside the checkout")
     count = sum(1 for _ in source.rglob("*.yaml"))
-    failures = check(source)
+    failures = check(source) + harness_tasks()
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
     if failures:
         sys.exit(f"{len(failures)} of {count} configs do not compose from {installed}")
-    print(f"all {count} configs compose from {installed}")
+    print(f"all {count} configs compose, and the shipped lm-eval tasks load, from {installed}")
 
 
 if __name__ == "__main__":
