@@ -30,4 +30,6 @@ def adapter_base(path: str | Path) -> str:
             f"{config_file} names no base model (base_model_name_or_path); set it to the base checkpoint "
             f"directory or preset the adapter was trained on"
         )
-    return str(base)
+    # peft writes the path it was given; a relative one is read from the adapter's folder when it is there
+    beside = Path(path) / base
+    return str(beside) if not Path(base).is_absolute() and beside.exists() else str(base)

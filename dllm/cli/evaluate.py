@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per sampler call")
     parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt (n of pass@k)")
     parser.add_argument("--pass-at", default=None, help="k values of pass@k, e.g. 1,5 (default: 1 and --num-samples)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's draws (0: as dllm-train evaluates)")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the draws (default 0, as dllm-train evaluates; --tasks: 1234)"
+    )
     parser.add_argument("--output-dir", type=Path, default=None, help="where eval.json, eval.md and progress go")
     parser.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--restart", action="store_true", help="discard the saved progress of this evaluation")
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     if args.tasks is not None:
         return run_lm_tasks(args)
+    args.seed = 0 if args.seed is None else args.seed
     if args.num_samples < 1 or (args.batch_size is not None and args.batch_size < 1):
         raise DllmError("--num-samples and --batch-size must be positive")
     pass_at = parse_pass_at(args.pass_at)

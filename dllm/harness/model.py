@@ -46,14 +46,16 @@ from dllm.distributed import Collective, launched_world_size, start_runtime
 from dllm.errors import ConfigError, DllmError
 from dllm.evaluation import batch_seed
 from dllm.generation import decode_batch
-from dllm.likelihood import check_likelihood_support, greedy_matches, log_likelihoods
+from dllm.likelihood import check_likelihood_support, check_mc, greedy_matches, log_likelihoods
 from dllm.models.base import load_model
 from dllm.targets import Target, resolve_target
+from dllm.text import decode_completions
 from dllm.tokenizer import load_tokenizer
 
 logger = logging.getLogger("dllm.harness")
 
 DEFAULT_GEN_LENGTH = 256  # lm-eval's own default max_gen_toks, for tasks that set none
+MAX_BLOCK_ROUNDING = 1025  # how far past a request's max_gen_toks to look for a length the blocks divide
 
 # Model arguments of the adapter itself; any other key must be a key of the sampler's config.
 ADAPTER_ARGS = (
@@ -89,7 +91,7 @@ def sampler_overrides(target: str, sampler: str | None, options: dict[str, Any])
 @dataclass
 class Tally:
     """What the adapter measured: generate_until completions, their decoded positions, forwards
-    and seconds; loglikelihood requests and seconds."""
+    and seconds; loglikelihood requests and seconds (answers lm-eval's cache gave are not counted)."""
 
     completions: int = 0
     positions: int = 0
@@ -100,14 +102,24 @@ class Tally:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "generate_until": {
+            "generate_until": {  # rates are null when nothing decoded (e.g. all answered from --use_cache)
                 "completions": self.completions,
-                "tokens_per_s": self.positions / self.generation_s if self.generation_s else 0.0,
-                "nfe_per_token": self.forwards / self.positions if self.positions else 0.0,
+                "tokens_per_s": self.positions / self.generation_s if self.generation_s else None,
+                "nfe_per_token": self.forwards / self.positions if self.positions else None,
                 "seconds": self.generation_s,
             },
             "loglikelihood": {"requests": self.likelihoods, "seconds": self.likelihood_s},
         }
+
+
+def stop_strings(until: Any) -> list[str]:
+    """A request's `until` as a list of strings (lm-eval passes a string, a list, or None; a
+    number given on the command line, `--gen_kwargs until=0`, stops at its text)."""
+    if until is None:
+        return []
+    if isinstance(until, (list, tuple)):
+        return [str(stop) for stop in until]
+    return [str(until)]
 
 
 def stop_at(text: str, until: Sequence[str]) -> str:
@@ -143,7 +155,10 @@ class DllmLM(TemplateLM):
         try:
             self.batch_size = int(batch_size or 1)
         except ValueError:
-            raise ConfigError(f"batch_size {batch_size!r}: give a number of prompts per sampler call") from None
+            raise ConfigError(
+                f"batch_size {batch_size!r}: give a number of prompts per sampler call ('auto' is not supported by "
+                f"--model dllm: a diffusion decoder's memory is set by gen_length and the sampler, not the prompts)"
+            ) from None
         if self.batch_size < 1 or (gen_length is not None and int(gen_length) < 1):
             raise ConfigError(f"batch_size ({batch_size}) and gen_length ({gen_length}) must be positive")
         overrides = [*overrides, *sampler_overrides(pretrained, sampler, sampler_options)]
@@ -152,6 +167,7 @@ class DllmLM(TemplateLM):
         self.sampler = build_node(self.target.config.sampler)
         self.gen_length = int(gen_length) if gen_length is not None else None
         self.mc_num, self.mc_batch_size, self.cfg = int(mc_num), int(mc_batch_size), float(cfg)
+        check_mc(self.mc_num, self.mc_batch_size)  # before anything loads or decodes, not at the first request
         self.check_greedy, self.seed = bool(check_greedy), int(seed)
         self.max_batch_rows = max_batch_rows
         self.dtype = dtype
@@ -166,6 +182,8 @@ class DllmLM(TemplateLM):
         if self.add_bos_token and self.tokenizer.bos_token_id is None:
             raise ConfigError(f"add_bos_token: the tokenizer of {self.target.model} has no BOS token; drop the option")
         self.sampler.check_gen_length(self.default_gen_length(), self.model.block_size)
+        if self.cfg:
+            check_likelihood_support(self.model, self.cfg)
         self.tally = Tally()
         self.generate_calls = 0
 
@@ -242,17 +260,17 @@ class DllmLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
         check_likelihood_support(self.model, self.cfg)
-        pairs = [(context, continuation) for _, context, continuation in requests]
         began = time.perf_counter()
         results = []
-        for pair in tqdm(pairs, desc="loglikelihood", disable=disable_tqdm):
+        for strings, context, continuation in tqdm(requests, desc="loglikelihood", disable=disable_tqdm):
+            pair = (context, continuation)
             estimate = log_likelihoods(
                 self.model, [pair], mc_num=self.mc_num, mc_batch_size=self.mc_batch_size, seed=self.seed, cfg=self.cfg
             )[0]
             greedy = greedy_matches(self.model, [pair], cfg=self.cfg)[0] if self.check_greedy else False
             results.append((estimate, bool(greedy)))
-            self.cache_hook.add_partial("loglikelihood", pair, results[-1])
-        self.tally.likelihoods += len(pairs)
+            self.cache_hook.add_partial("loglikelihood", strings, results[-1])  # lm-eval's cache key: the texts
+        self.tally.likelihoods += len(requests)
         self.tally.likelihood_s += time.perf_counter() - began
         return results
 
@@ -266,18 +284,40 @@ class DllmLM(TemplateLM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Decode in batches of `batch_size` requests that share a generation length, in the
         order given; each batch's noise comes from its own seeded generator."""
+        for index, request in enumerate(requests):
+            if not request.args[0]:
+                raise DllmError(
+                    f"generate_until request {index} has an empty context: a diffusion decoder needs a prompt to "
+                    "continue; check the task's doc_to_text"
+                )
         outputs: list[str | None] = [None] * len(requests)
         lengths = [self.request_gen_length(request.args[1]) for request in requests]
         for length in sorted(set(lengths)):
-            self.sampler.check_gen_length(length, self.model.block_size)
+            decoded_length = self.decodable_length(length)
             chosen = [i for i in range(len(requests)) if lengths[i] == length]
             batches = [chosen[i : i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]
             for batch in tqdm(batches, desc=f"generate_until ({length} tokens)", disable=disable_tqdm):
-                for i, text in zip(batch, self.decode([requests[i].args for i in batch], length)):
+                texts = self.decode([requests[i].args for i in batch], decoded_length, length)
+                for i, text in zip(batch, texts):
                     outputs[i] = text
         return outputs  # type: ignore[return-value]
 
-    def decode(self, args: list[tuple[str, dict[str, Any]]], gen_length: int) -> list[str]:
+    def decodable_length(self, length: int) -> int:
+        """`length`, or, for a request's `max_gen_toks` the sampler's blocks do not divide, the
+        next length they do (its completion is cut back to `length` tokens). An explicit
+        `gen_length` the sampler cannot decode was refused at start-up."""
+        for candidate in range(length, length + MAX_BLOCK_ROUNDING):
+            try:
+                self.sampler.check_gen_length(candidate, self.model.block_size)
+                return candidate
+            except ConfigError:
+                continue
+        self.sampler.check_gen_length(length, self.model.block_size)  # raises, naming the fix
+        return length
+
+    def decode(self, args: list[tuple[str, dict[str, Any]]], gen_length: int, keep: int) -> list[str]:
+        """Decode `gen_length` tokens after each context; each completion's first `keep` tokens,
+        cut at the model's EOS and then before the first of the request's `until` strings."""
         seed = batch_seed(self.seed, self.generate_calls)
         self.generate_calls += 1
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -293,10 +333,14 @@ class DllmLM(TemplateLM):
         self.tally.positions += len(contexts) * gen_length
         self.tally.forwards += int(decoded.output.nfe) * len(contexts)
         self.tally.generation_s += decoded.elapsed
+        kept = (
+            decoded.texts
+            if keep == gen_length
+            else decode_completions(self.tokenizer, decoded.completions[:, :keep])[0]
+        )
         texts = []
-        for (context, gen_kwargs), text in zip(args, decoded.texts):
-            until = gen_kwargs.get("until") or []
-            texts.append(stop_at(text, [until] if isinstance(until, str) else until))
+        for (context, gen_kwargs), text in zip(args, kept):
+            texts.append(stop_at(text, stop_strings(gen_kwargs.get("until"))))
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[-1])
         return texts
 

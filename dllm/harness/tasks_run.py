@@ -31,8 +31,8 @@ def check_tasks(manager: TaskManager, tasks: Sequence[str]) -> None:
     for name in tasks:
         if name not in known:
             raise ConfigError(
-                f"unknown lm-eval task {name!r}{did_you_mean(name, sorted(known))}; list them with "
-                f"`lm-eval ls tasks`, or give a folder of task YAMLs with --include-path"
+                f"unknown lm-eval task {name!r}{did_you_mean(name, sorted(known))} (`dllm-lm-eval ls tasks` lists "
+                f"them; a folder of task YAMLs of your own: --include-path)"
             )
 
 
@@ -44,9 +44,13 @@ def run_tasks(
     num_fewshot: int | None = None,
     limit: float | None = None,
     apply_chat_template: bool = False,
+    fewshot_as_multiturn: bool | None = None,
     log_samples: bool = False,
 ) -> dict[str, Any]:
-    """lm-eval's results for `tasks` (its seeds fixed at their defaults, as its CLI does)."""
+    """lm-eval's results for `tasks` (its seeds fixed at their defaults, as its CLI does).
+    `fewshot_as_multiturn` None: lm-eval's default (each example its own chat turn when the
+    chat template is applied); False: the whole few-shot prompt as one user turn."""
+    multiturn = apply_chat_template if fewshot_as_multiturn is None else fewshot_as_multiturn
     return simple_evaluate(
         model=lm,
         tasks=list(tasks),
@@ -54,6 +58,7 @@ def run_tasks(
         limit=limit,
         task_manager=manager,
         apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=multiturn,
         log_samples=log_samples,
         batch_size=lm.batch_size,
     )

@@ -167,3 +167,59 @@ def test_a_rerun_with_use_cache_answers_from_the_cache(shipped_manager, tmp_path
     second = simple_evaluate(model=rerun, **kwargs)
     assert second["results"] == first["results"]
     assert rerun.tally.completions == 0 and rerun.tally.likelihoods == 0
+
+
+def test_an_interrupted_run_resumes_from_the_cache_computing_only_what_it_lacks(tmp_path):
+    """A first run answers 3 of 6 likelihood requests and 1 of 2 generations (then "dies"); the
+    rerun over all of them with the same cache computes only the other ones, and its answers
+    for all are the ones an uninterrupted run gives."""
+    from lm_eval.api.model import CachingLM
+
+    likelihoods = [Instance("loglikelihood", {}, ("219+021=", as_completion(a)), i)
+                   for i, a in enumerate(("0240", "0140", "0250", "0241", "1240", "0230"))]  # fmt: skip
+    generations = [generation_request(p, max_gen_toks=8) for p in ("219+021=", "092+592=")]
+    settings = dict(pretrained=str(SFT), mc_num=8, mc_batch_size=8, seed=0)
+    first = CachingLM(DllmLM(**settings), str(tmp_path / "cache"))
+    partial = first.loglikelihood(likelihoods[:3]) + first.generate_until(generations[:1])
+    rerun_lm = DllmLM(**settings)
+    rerun = CachingLM(rerun_lm, str(tmp_path / "cache"))
+    answers = rerun.loglikelihood(likelihoods) + rerun.generate_until(generations)
+    assert rerun_lm.tally.likelihoods == 3 and rerun_lm.tally.completions == 1
+    fresh = DllmLM(**settings)
+    assert answers == fresh.loglikelihood(likelihoods) + fresh.generate_until(generations)
+    assert answers[:3] + answers[6:7] == partial
+    info = rerun_lm.get_model_info()["dllm"]["generate_until"]
+    assert info["completions"] == 1 and info["tokens_per_s"] > 0
+    assert DllmLM(**settings).get_model_info()["dllm"]["generate_until"]["tokens_per_s"] is None  # nothing decoded
+
+
+def test_a_max_gen_toks_the_blocks_do_not_divide_decodes_the_next_length_and_cuts_back():
+    """fast_dllm over 4-token blocks, max_gen_toks 6: 8 tokens decoded, the first 6 kept."""
+    from dllm.generation import decode_batch
+    from dllm.text import decode_completions
+
+    lm = DllmLM(pretrained=str(SFT), sampler="fast_dllm", block_length=4, seed=0)
+    (text,) = lm.generate_until([generation_request("219+021=", max_gen_toks=6)])
+    whole = decode_batch(lm.model, lm.tokenizer, lm.sampler, ["219+021="], 8, torch.Generator().manual_seed(0))
+    assert text == decode_completions(lm.tokenizer, whole.completions[:, :6])[0][0]
+    with pytest.raises(ConfigError, match="block_length"):
+        DllmLM(pretrained=str(SFT), sampler="fast_dllm", block_length=4, gen_length=6)
+
+
+def test_bad_settings_are_refused_at_start_up_in_one_line():
+    with pytest.raises(ConfigError, match="mc_num 100 with mc_batch_size 32"):
+        DllmLM(pretrained=str(SFT), mc_num=100)
+    with pytest.raises(DllmError, match="cfg 0.5 on .*block diffusion model"):
+        DllmLM(pretrained="sdar_tiny", cfg=0.5)
+    with pytest.raises(ConfigError, match="'auto' is not supported by --model dllm"):
+        DllmLM(pretrained=str(SFT), batch_size="auto")
+    lm = DllmLM(pretrained=str(SFT))
+    with pytest.raises(DllmError, match="generate_until request 1 has an empty context"):
+        lm.generate_until([generation_request("1+1="), generation_request("")])
+
+
+def test_until_may_be_a_string_a_list_none_or_a_number():
+    from dllm.harness.model import stop_strings
+
+    assert stop_strings("Q:") == ["Q:"] and stop_strings(["a", "b"]) == ["a", "b"]
+    assert stop_strings(None) == [] and stop_strings(0) == ["0"]  # --gen_kwargs until=0

@@ -69,3 +69,13 @@ def test_torch_compile_traces_the_forward(preset):
     ids = torch.randint(4, 100, (2, 8))
     compiled = torch.compile(model, backend="aot_eager", fullgraph=False)
     torch.testing.assert_close(compiled(ids).logits, model(ids).logits)
+
+
+def test_an_adapter_naming_its_base_relative_to_its_folder_loads_from_anywhere(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    dllm.load_model("llada_tiny").save_pretrained(tmp_path / "base")
+    lora = get_peft_model(dllm.load_model(tmp_path / "base"), LoraConfig(r=2, target_modules=["q_proj"]))
+    lora.peft_config["default"].base_model_name_or_path = "../base"  # as peft keeps a relative path it was given
+    lora.save_pretrained(tmp_path / "adapter")
+    monkeypatch.chdir("/")  # "../base" from the working directory names nothing; from the adapter's folder, the base
+    assert type(dllm.load_model(tmp_path / "adapter")).__name__ == "LLaDAModelLM"
