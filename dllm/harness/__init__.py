@@ -16,10 +16,15 @@ from dllm.errors import DllmError
 TASKS_DIR = Path(__file__).parent / "tasks"  # the shipped tasks (lm-eval's --include_path)
 
 try:
-    import lm_eval  # noqa: F401
+    from lm_eval.api.registry import model_registry
 except ImportError:
     raise DllmError("lm-eval is not installed: pip install 'dllm[eval]' (or pip install lm-eval)") from None
 
-from dllm.harness.model import DllmLM  # noqa: E402  (registers --model dllm)
+# Registered by name, as lm-eval registers its own models (it imports the class when a run asks
+# for it); a second import of this package (a reload) finds the name taken and leaves it.
+if "dllm" not in model_registry:
+    model_registry.register("dllm", target="dllm.harness.model:DllmLM")
+
+from dllm.harness.model import DllmLM  # noqa: E402
 
 __all__ = ["DllmLM", "TASKS_DIR"]

@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
-from lm_eval.api.registry import register_model
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
@@ -129,7 +128,6 @@ def stop_at(text: str, until: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
-@register_model("dllm")
 class DllmLM(TemplateLM):
     def __init__(
         self,

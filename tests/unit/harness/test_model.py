@@ -223,3 +223,14 @@ def test_until_may_be_a_string_a_list_none_or_a_number():
 
     assert stop_strings("Q:") == ["Q:"] and stop_strings(["a", "b"]) == ["a", "b"]
     assert stop_strings(None) == [] and stop_strings(0) == ["0"]  # --gen_kwargs until=0
+
+
+def test_lm_eval_finds_the_model_by_name_once_dllm_harness_is_imported(shipped_manager):
+    import dllm.harness  # noqa: F401
+
+    results = simple_evaluate(
+        model="dllm", model_args=f"pretrained={SFT},sampler=fast_dllm,block_length=4", tasks=["dllm_addition"],
+        task_manager=shipped_manager, limit=2, device="cpu",
+    )  # fmt: skip
+    assert results["config"]["dllm"]["sampler_settings"]["block_length"] == 4
+    assert results["config"]["model_args"] == f"pretrained={SFT},sampler=fast_dllm,block_length=4"
