@@ -41,7 +41,8 @@ from dllm.samplers.lanes import Lanes
 CacheName = Literal["none", "prefix", "dual", "block"]
 
 
-def _shift(model: torch.nn.Module) -> int:
+def logit_shift(model: torch.nn.Module) -> int:
+    """1 for a shifted-logits model (position i - 1 predicts token i), else 0."""
     return int(bool(getattr(model, "shift_logits", False)))
 
 
@@ -126,7 +127,7 @@ class NoCache(CacheStrategy):
         self.cfg_scale = cfg_scale
 
     def block_logits(self, model, state, lanes):
-        rows, shift = lanes.row_tensor(state.x.device), _shift(model)
+        rows, shift = lanes.row_tensor(state.x.device), logit_shift(model)
         if model.block_size is not None:
             forward_lengths = [start + lanes.block_length for start in lanes.starts]
         else:
@@ -237,7 +238,7 @@ class ApproximateCache(SlotCache):
     def window_start(self, model: torch.nn.Module, start: int) -> int:
         """First position that the later steps of the block starting at `start` recompute: the one
         whose logits predict the block's first token."""
-        return start - _shift(model)
+        return start - logit_shift(model)
 
     def window(self, state: Decoding, lanes: Lanes, starts: list[int]) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """(query columns [S, Lq], write columns [S, Lq], block rows read [S, block] of the window
@@ -252,12 +253,12 @@ class ApproximateCache(SlotCache):
         later = [slot for slot, steps in enumerate(lanes.block_steps) if steps > 0]
         logits = None
         if fresh:
-            read = lanes.columns(device, -_shift(model))[fresh]
+            read = lanes.columns(device, -logit_shift(model))[fresh]
             fresh_logits = self.fill(model, state, lanes, fresh, width, read)
             logits = fresh_logits.new_empty((len(lanes),) + fresh_logits.shape[1:])
             logits[fresh] = fresh_logits
             for slot in fresh:
-                offsets[slot] = lanes.starts[slot] - _shift(model)
+                offsets[slot] = lanes.starts[slot] - logit_shift(model)
         if later:
             # a slot that refreshed this step takes no part (the canvas width: no window)
             starts = [

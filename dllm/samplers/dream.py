@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
-from dllm.models.base import denoiser_logits
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
+from dllm.samplers.cache_strategies import logit_shift, run_model
 
 Algorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
 
@@ -119,17 +119,23 @@ class DreamSampler(Sampler):
         steps = self.steps or gen_length
         attention, positions = dream_attention(state.key_mask[:, :prompt_length], gen_length)
         timesteps = torch.linspace(1, self.eps, steps + 1, device=x.device)
+        # The LM head runs on the completion's positions only (position i - 1 predicts token i for
+        # a shifted model): over a real vocabulary the prompt's logits would be most of the work.
+        shift = logit_shift(model)
+        read = slice(prompt_length - shift, x.shape[1] - shift)
         for i in range(steps):
             masked = x == mask_id
-            logits = denoiser_logits(model, x, attention, positions)
+            masked[:, :prompt_length] = False  # a prompt's own mask tokens are context, never revealed
+            logits = run_model(model, read, x, attention_mask=attention, position_ids=positions)
             logits[..., mask_id] = torch.finfo(logits.dtype).min  # never "reveal" a mask
             state.count_forward()
             ratio = timesteps[i + 1] / timesteps[i]
             proposal = x.clone()
+            mask_logits = logits[masked[:, prompt_length:]]  # row-major, as over the whole sequence
             if self.alg == "origin":
-                self._origin_step(proposal, masked, logits[masked], ratio, i == steps - 1, generator)
+                self._origin_step(proposal, masked, mask_logits, ratio, i == steps - 1, generator)
             else:
-                self._confidence_step(proposal, masked, logits, ratio, i == steps - 1, generator)
+                self._confidence_step(proposal, masked, mask_logits, ratio, i == steps - 1, generator)
             revealed = masked & (proposal != mask_id)
             state.reveal(prompt_length, x.shape[1], proposal[:, prompt_length:], revealed[:, prompt_length:])
             if state.all_stopped():
@@ -147,15 +153,17 @@ class DreamSampler(Sampler):
         current[transfer] = tokens
         x[masked] = current
 
-    def _confidence_step(self, x: Tensor, masked: Tensor, logits: Tensor, ratio: Tensor, last: bool, generator) -> None:
+    def _confidence_step(
+        self, x: Tensor, masked: Tensor, mask_logits: Tensor, ratio: Tensor, last: bool, generator
+    ) -> None:
         confidence, tokens = sample_with_confidence(
-            logits[masked], self.temperature, self.top_p, self.top_k, self.alg, generator
+            mask_logits, self.temperature, self.top_p, self.top_k, self.alg, generator
         )
         per_row = masked.sum() / masked.shape[0]
         count = int(per_row) if last else int(per_row * (1 - ratio))
         if count <= 0:
             return
-        full_confidence = torch.full(x.shape, -torch.inf, dtype=logits.dtype, device=x.device)
+        full_confidence = torch.full(x.shape, -torch.inf, dtype=mask_logits.dtype, device=x.device)
         full_confidence[masked] = confidence
         if not self.alg_temp:
             chosen = torch.topk(full_confidence, count).indices

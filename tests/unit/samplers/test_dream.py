@@ -38,3 +38,32 @@ def test_bad_settings_are_refused():
         DreamSampler(top_p=0.0)
     with pytest.raises(ConfigError, match="use sampler=sdar for block models"):
         DreamSampler().check_gen_length(8, model_block_size=4)
+
+
+def test_the_lm_head_runs_on_the_completion_positions_only():
+    """Over a real vocabulary the head is most of a forward: each step of the Dream decoder asks
+    for the logits of the completion's positions only (a ragged, left-padded batch of prompts of
+    5 and 9 tokens; 6 generated), and the tokens are those of the whole-sequence computation."""
+    import dllm
+
+    torch.manual_seed(0)
+    model = dllm.load_model("dream_tiny").eval()
+    rows = []
+    model.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[1]))
+    prompts = torch.tensor([[0, 0, 0, 0, 11, 12, 13, 14, 15], [21, 22, 23, 24, 25, 26, 27, 28, 29]])
+    mask = (torch.arange(9) >= torch.tensor([[4], [0]])).long()
+    out = DreamSampler(alg="entropy").generate(model, prompts, mask, gen_length=6)
+    assert rows and set(rows) == {6}
+
+    class WholeSequence(torch.nn.Module):  # the same model without `logits_slice`: every position's logits
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.mask_token_id, self.shift_logits = inner, inner.mask_token_id, inner.shift_logits
+            self.block_size, self.config = None, inner.config
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None):
+            return self.inner(input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    rows.clear()
+    whole = DreamSampler(alg="entropy").generate(WholeSequence(model), prompts, mask, gen_length=6)
+    assert set(rows) == {15} and torch.equal(whole.sequences, out.sequences)
