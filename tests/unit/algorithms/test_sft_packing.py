@@ -133,7 +133,7 @@ def first_step(overrides: list[str], run_dir) -> dict:
 def test_dllm_train_first_step_loss_is_the_same_packed(tmp_path, model):
     assert plan(compose([*TINY, "algorithm.pack=true"])).algorithm.pack is True
     padded = first_step([f"model={model}"], tmp_path / "padded")
-    packed = first_step([f"model={model}", "algorithm.pack=true"], tmp_path / "packed")
+    packed = first_step([f"model={model}", "algorithm.pack=true", "algorithm.pack_length=48"], tmp_path / "packed")
     assert packed["loss"] == pytest.approx(padded["loss"], rel=LOSS_RTOL)
     assert packed["grad_norm"] == pytest.approx(padded["grad_norm"], rel=1e-5)
 
