@@ -10,6 +10,7 @@ from dllm.algorithms.sft import SFT, collate_sft, pack_sft
 from dllm.config import compose
 from dllm.data.base import Example
 from dllm.errors import ConfigError
+from dllm.models.masks import document_positions
 from dllm.run import plan
 
 GEN_LENGTH = 9
@@ -39,7 +40,7 @@ def loss_and_grads(model, sft, batch, seed: int) -> tuple[float, list[torch.Tens
     return loss.item(), [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("name", ["llada_tiny", "sdar_tiny"])
+@pytest.mark.parametrize("name", ["llada_tiny", "dream_tiny", "sdar_tiny"])
 @pytest.mark.parametrize("masking", ["count", "rate"])
 def test_packed_loss_and_gradients_equal_the_unpacked(tokenizer, name, masking):
     model, sft = model_named(name), SFT(masking=masking)
@@ -85,13 +86,14 @@ def test_documents_keep_their_eos_filled_responses_and_their_noise(tokenizer):
         assert int(response.sum()) == GEN_LENGTH  # the EOS fill is response, as unpacked
         real = unpacked.attention_mask[example].bool()
         assert packed.input_ids[own].tolist() == unpacked.input_ids[example, real].tolist()
+        assert document_positions(packed.document_ids)[own].tolist() == list(range(int(real.sum())))
         assert packed.input_ids[response].tolist()[-1] == eos
         assert packed_masked[own].tolist() == masked[example, real].tolist()
     assert (packed.document_ids[packed.attention_mask == 0] == -1).all()
     assert not packed_masked[packed.response_mask == 0].any()
 
 
-@pytest.mark.parametrize("name, block_size", [("llada_tiny", None), ("sdar_tiny", 4)])
+@pytest.mark.parametrize("name, block_size", [("llada_tiny", None), ("dream_tiny", None), ("sdar_tiny", 4)])
 def test_documents_never_attend_across_each_other(tokenizer, name, block_size):
     model = model_named(name)
     packed = pack_sft(collate_sft(tokenizer, EXAMPLES, GEN_LENGTH), range(len(EXAMPLES)))
@@ -107,6 +109,8 @@ def test_documents_never_attend_across_each_other(tokenizer, name, block_size):
 
     before, after = logits(packed.input_ids), logits(perturbed)
     others = (documents != first) & (documents >= 0)
+    if model.shift_logits:  # a document's first token is read at the position before it: a prompt's, never scored
+        others &= document_positions(documents) > 0
     assert others[row].any()
     torch.testing.assert_close(after[others], before[others], rtol=0, atol=1e-6)
     assert not torch.allclose(after[documents == first], before[documents == first], atol=1e-3)
