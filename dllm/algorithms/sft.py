@@ -173,7 +173,7 @@ class SFT(Algorithm):
         world = ctx.world_size
         for _ in range(num_micro_batches):
             # Every process draws and collates the global micro-batch (same padding, same
-            # positions) and keeps its rows.
+            # positions) and keeps its rows; packing, it packs its own examples.
             examples = ctx.task.sample(ctx.rng, ctx.micro_batch_size * world)
             batch = collate_sft(ctx.tokenizer, examples, ctx.task.gen_length)
             mine = range(ctx.rank * ctx.micro_batch_size, (ctx.rank + 1) * ctx.micro_batch_size)

@@ -73,6 +73,29 @@ def test_a_process_share_packed_equals_its_unpacked_rows(tokenizer, pack_length)
         torch.testing.assert_close(packed_grad, grad, rtol=GRAD_RTOL, atol=GRAD_ATOL)
 
 
+def test_two_processes_packing_their_shares_average_to_the_one_process_loss(tokenizer):
+    import random
+
+    from dllm.algorithms.base import TrainContext
+    from dllm.data.addition import AdditionTask
+
+    def first_micro_batch(sft, micro, rank, world):
+        ctx = TrainContext(
+            model, tokenizer, AdditionTask(), None, None, micro, random.Random(0), torch.Generator(),
+            torch.device("cpu"), rank=rank, world_size=world,
+        )  # fmt: skip
+        return next(sft.micro_batches(ctx, 1))
+
+    model = model_named("sdar_tiny")
+    whole = first_micro_batch(SFT(), 8, 0, 1)
+    expected = SFT().loss(model, whole, torch.Generator().manual_seed(3)).loss.item()
+    parts = [first_micro_batch(SFT(pack=True, pack_length=40), 4, rank, 2) for rank in range(2)]
+    assert [sorted(set(p.document_ids[p.document_ids >= 0].tolist())) for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert all(p.input_ids.shape[0] < 4 for p in parts)
+    losses = [SFT(pack=True).loss(model, p, torch.Generator().manual_seed(3)).loss.item() for p in parts]
+    assert sum(losses) / 2 == pytest.approx(expected, rel=LOSS_RTOL)  # DDP's mean over processes
+
+
 def test_documents_keep_their_eos_filled_responses_and_their_noise(tokenizer):
     sft = SFT()
     unpacked = collate_sft(tokenizer, EXAMPLES, GEN_LENGTH)
