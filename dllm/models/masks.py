@@ -45,16 +45,26 @@ def row_positions(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
 
 
+def document_positions(document_ids: Tensor) -> Tensor:
+    """[..., L] each position counted from the start of its document (a run of equal ids): the
+    positions packed documents have as if each were alone."""
+    positions = torch.arange(document_ids.shape[-1], device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[..., 1:] = document_ids[..., 1:] != document_ids[..., :-1]
+    return positions - torch.cummax(torch.where(starts, positions, 0), dim=-1).values
+
+
+def same_document(document_ids: Tensor) -> Tensor:
+    """[..., L, L] full attention within each document of packed rows `document_ids` [..., L]."""
+    return document_ids[..., :, None] == document_ids[..., None, :]
+
+
 def _document_blocks(length: int, block_size: int, document_ids: Tensor | None, device) -> tuple[Tensor, Tensor]:
     """Per position: its block index (restarting at each document) and its document id."""
-    positions = torch.arange(length, device=device)
     if document_ids is None:
-        return positions // block_size, torch.zeros(length, dtype=torch.long, device=device)
+        return torch.arange(length, device=device) // block_size, torch.zeros(length, dtype=torch.long, device=device)
     document_ids = document_ids.to(device)
-    starts = torch.ones(length, dtype=torch.bool, device=device)
-    starts[1:] = document_ids[1:] != document_ids[:-1]
-    start_of_document = torch.cummax(torch.where(starts, positions, 0), dim=0).values
-    return (positions - start_of_document) // block_size, document_ids
+    return document_positions(document_ids) // block_size, document_ids
 
 
 def block_diffusion_mask(
@@ -68,10 +78,11 @@ def block_diffusion_mask(
     """[N + L, N + L] training mask over `[x_t[noisy_from:] ; x_0]`: the noisy copy of positions
     `noisy_from..L-1` first (N = L - noisy_from; a clean prompt need not be copied), then the
     clean sequence. Block i of the noisy copy sees itself and clean blocks < i. With per-row
-    `positions` [B, L] (`row_positions`) the blocks are each row's own: [B, N + L, N + L]."""
+    `positions` [B, L] (`row_positions`, or `document_positions` with per-row `document_ids`
+    [B, L] of packed rows) the blocks are each row's own: [B, N + L, N + L]."""
     if positions is not None:
         blocks = positions.to(device) // block_size
-        documents = torch.zeros_like(blocks)
+        documents = torch.zeros_like(blocks) if document_ids is None else document_ids.to(device)
     else:
         blocks, documents = _document_blocks(length, block_size, document_ids, device)
     block = torch.cat([blocks[..., noisy_from:], blocks], dim=-1)
