@@ -167,9 +167,11 @@ class SFT(Algorithm):
     def loss(self, model: torch.nn.Module, batch: SFTBatch, generator: torch.Generator) -> LossOutput:
         noisy, masked, p_mask = self.noise(batch, model.mask_token_id, generator)
         prompt_length = batch.prompt_length  # never noised
-        log_probs = denoising_log_probs(
-            model, noisy, batch.input_ids, batch.attention_mask, self.training_block_size(model), prompt_length
-        )
         response = slice(prompt_length, None)
+        block_size = self.training_block_size(model)
+        # the head runs only at the masked response positions, the only ones the loss weighs
+        log_probs = denoising_log_probs(
+            model, noisy, batch.input_ids, batch.attention_mask, block_size, prompt_length, masked[:, response]
+        )
         loss = weighted_nll(log_probs, masked[:, response], p_mask, batch.response_mask[:, response])
         return LossOutput(loss, {"masked_fraction": (masked.sum() / batch.response_mask.sum()).detach()})
