@@ -129,7 +129,8 @@ class DiffusionLMMixin:
             from dllm.models.chosen import chosen_log_probs
 
             return DiffusionLMOutput(
-                log_probs=chosen_log_probs(self.output_logits, hidden, targets), past_key_values=cache
+                log_probs=chosen_log_probs(self.output_logits, hidden, targets, self.config.vocab_size),
+                past_key_values=cache,
             )
         return self.head_output(hidden, cache)
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-CHUNK = 1024  # positions per chunk: [CHUNK, V] float32 is 0.5 GB at 126k vocabulary
+CHUNK_BYTES = 2**26  # float32 logits per chunk: 132 positions at 126k vocabulary, a few times this live at once
 
 
 def _chunk_log_probs(head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tensor) -> Tensor:
@@ -21,11 +21,11 @@ def _chunk_log_probs(head: Callable[[Tensor], Tensor], hidden: Tensor, targets: 
 
 
 def chosen_log_probs(
-    head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tensor, chunk: int | None = None
+    head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tensor, vocab_size: int, chunk: int | None = None
 ) -> Tensor:
     """[...] float32 log softmax(head(hidden))[target] for hidden [..., H] and targets [...],
-    `chunk` positions (default `CHUNK`) at a time."""
-    chunk = chunk or CHUNK
+    `chunk` positions at a time (default: `CHUNK_BYTES` of float32 logits over `vocab_size`)."""
+    chunk = chunk or max(1, CHUNK_BYTES // (4 * vocab_size))
     flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     recompute = torch.is_grad_enabled() and flat_hidden.requires_grad
     parts = []
