@@ -57,7 +57,7 @@ def one(path: str, rows: int, prompt: int, completion: int) -> dict:
         "rows": rows,
         "prompt": prompt,
         "completion": completion,
-        "loss": float(first),
+        "loss": first.item(),
         "peak_rss_mb": round(hwm_mb),
         "step_growth_mb": round(peak.growth_mb),
         "seconds": round(seconds, 2),
