@@ -111,7 +111,7 @@ def elbo_samples(
                     log_probs = token_log_probs(logits, clean[:, len(prefix_ids) :])
                 else:
                     log_probs = denoising_log_probs(
-                        model, noisy, clean, attention_mask, model.block_size, noisy_from=len(prefix_ids)
+                        model, noisy, clean, attention_mask, model.block_size, len(prefix_ids), masked
                     )
                 rows.append((weights * log_probs.double()).sum(1))
     finally:

@@ -218,16 +218,12 @@ class SFT(Algorithm):
     def loss(self, model: torch.nn.Module, batch: SFTBatch, generator: torch.Generator) -> LossOutput:
         noisy, masked, p_mask = self.noise(batch, model.mask_token_id, generator)
         prompt_length = batch.prompt_length  # never noised
-        log_probs = denoising_log_probs(
-            model,
-            noisy,
-            batch.input_ids,
-            batch.attention_mask,
-            self.training_block_size(model),
-            prompt_length,
-            batch.document_ids,
-        )
         response = slice(prompt_length, None)
+        # the head runs only at the masked response positions, the only ones the loss weighs
+        log_probs = denoising_log_probs(
+            model, noisy, batch.input_ids, batch.attention_mask, self.training_block_size(model), prompt_length,
+            masked[:, response], batch.document_ids,
+        )  # fmt: skip
         if batch.packing is not None:
             loss = batch.packing.weighted_nll(log_probs, masked, p_mask)
         else:

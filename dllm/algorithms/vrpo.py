@@ -159,6 +159,8 @@ class VRPO(Algorithm):
         noisy, masked, p_mask = noise
         start = rows.prompt_length
         block_size = self.elbo.training_block_size(model)
-        log_probs = denoising_log_probs(model, noisy, rows.input_ids, rows.attention_mask, block_size, start)
+        log_probs = denoising_log_probs(
+            model, noisy, rows.input_ids, rows.attention_mask, block_size, start, masked[:, start:]
+        )
         per_row = (log_probs * masked[:, start:] / p_mask[:, None]).sum(1)
         return per_row.view(-1, 2, self.budget).mean(2)

@@ -26,10 +26,12 @@ MODELS = Registry("model")
 
 @dataclass
 class DiffusionLMOutput:
-    """`logits` [B, L, V]; `past_key_values`, the `KVCache` read (and possibly extended), or None."""
+    """`logits` [B, L, V]; `past_key_values`, the `KVCache` read (and possibly extended), or None;
+    `log_probs` [B, K] float32 in place of the logits when the forward was given `targets`."""
 
     logits: Tensor | None = None
     past_key_values: Any = None
+    log_probs: Tensor | None = None
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,6 +68,9 @@ class DiffusionLMMixin:
 
     block_size: int | None = None
     shift_logits = False
+    # forward reads a [B, K] `logits_slice` and `targets` (their log-probs, `dllm.models.chosen`):
+    # `dllm.algorithms.denoise` then runs the head at the scored positions only
+    reads_targets = True
 
     @property
     def mask_token_id(self) -> int:
@@ -96,6 +101,7 @@ class DiffusionLMMixin:
         replace_position: int | None = None,
         block_size: int | None = None,
         logits_slice: slice | Tensor | None = None,
+        targets: Tensor | None = None,
         **kwargs: Any,
     ) -> DiffusionLMOutput | ValueOutput:
         """Logits [B, L, V] as the architecture computes them (see `shift_logits`).
@@ -107,7 +113,9 @@ class DiffusionLMMixin:
         `dllm.models.cache`. `logits_slice`: the positions given logits (values), `[:, logits_slice]`
         of the full output (None: all), or per row, a [B, K] tensor of positions (`[b, K]` ->
         logits [B, K, V]); a decoder reads only its block, and a forward that only fills the cache
-        reads none (`slice(0, 0)`): the head, over a large vocabulary, is skipped."""
+        reads none (`slice(0, 0)`): the head, over a large vocabulary, is skipped. `targets`: token
+        ids shaped as the read positions ([B, K] with a tensor `logits_slice`): the output holds
+        only their log-probs (`log_probs`, `dllm.models.chosen`), never the whole logits."""
         hidden, cache = self.run_backbone(
             input_ids, attention_mask, position_ids, past_key_values, use_cache, replace_position, block_size
         )
@@ -115,6 +123,15 @@ class DiffusionLMMixin:
             hidden = hidden.gather(1, logits_slice[..., None].expand(-1, -1, hidden.shape[-1]))
         elif logits_slice is not None:
             hidden = hidden[:, logits_slice]
+        if targets is not None:
+            if getattr(self, "is_value_model", False):
+                raise DllmError("a value model has no token log-probs: call it without targets")
+            from dllm.models.chosen import chosen_log_probs
+
+            return DiffusionLMOutput(
+                log_probs=chosen_log_probs(self.output_logits, hidden, targets, self.config.vocab_size),
+                past_key_values=cache,
+            )
         return self.head_output(hidden, cache)
 
 

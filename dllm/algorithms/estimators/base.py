@@ -54,9 +54,14 @@ ESTIMATORS = Registry("estimator", interface=Estimator, config_group="algorithm/
 
 
 def masked_completion_log_probs(
-    model: torch.nn.Module, rollout: Rollout, noisy_completion: Tensor, prompt: Tensor | None = None
+    model: torch.nn.Module,
+    rollout: Rollout,
+    noisy_completion: Tensor,
+    prompt: Tensor | None = None,
+    scored: Tensor | None = None,
 ) -> Tensor:
-    """[N, G] log p(completion token | noisy completion [N, G], prompt) in one training forward;
+    """[N, G] log p(completion token | noisy completion [N, G], prompt) in one training forward,
+    computed only where `scored` [N, G] (0 elsewhere: the head runs at those positions only; None: all);
     `prompt` [N, P] replaces the rollout's (e.g. partly masked). Block models: one
     `[x_t[P:] ; x_0]` forward in which each noisy block sees the clean blocks before it."""
     from dllm.algorithms.denoise import denoising_log_probs
@@ -64,4 +69,5 @@ def masked_completion_log_probs(
     prompt = rollout.sequences[:, : rollout.prompt_length] if prompt is None else prompt
     context = torch.cat([prompt, rollout.completions_as_read()], dim=1)
     noisy = torch.cat([prompt, noisy_completion], dim=1)
-    return denoising_log_probs(model, noisy, context, rollout.attention_mask, rollout.block_size, rollout.prompt_length)
+    start = rollout.prompt_length
+    return denoising_log_probs(model, noisy, context, rollout.attention_mask, rollout.block_size, start, scored)

@@ -107,7 +107,8 @@ class BlockMaskEstimator(Estimator):
             masked = plan["masked"][:, view]
             noisy = rollout.completions_as_read().masked_fill(masked, rollout.mask_id)
             noisy_prompt = prompt.masked_fill(plan["prompt_masked"][:, view], rollout.mask_id)
-            yield masked_completion_log_probs(model, rollout, noisy, noisy_prompt), masked & rollout.scored
+            scored = masked & rollout.scored
+            yield masked_completion_log_probs(model, rollout, noisy, noisy_prompt, scored), scored
 
     def lower_term(self, log_probs: Tensor, masked: Tensor, scored: Tensor) -> Tensor:
         """[N, G] one view's share of the ELBO as per-token values: their mean over the scored

@@ -37,10 +37,15 @@ class CoupledEstimator(Estimator):
     def log_probs(self, model: torch.nn.Module, rollout: Rollout, plan: Plan) -> tuple[Tensor, Tensor]:
         completion, mask_id = rollout.completions_as_read(), rollout.mask_id
         masked, t = plan["masked"], plan["t"][:, None]
-        in_mask = masked_completion_log_probs(model, rollout, completion.masked_fill(masked, mask_id))
-        in_complement = masked_completion_log_probs(model, rollout, completion.masked_fill(~masked, mask_id))
+        scored = rollout.scored
+        in_mask = masked_completion_log_probs(
+            model, rollout, completion.masked_fill(masked, mask_id), scored=masked & scored
+        )
+        in_complement = masked_completion_log_probs(
+            model, rollout, completion.masked_fill(~masked, mask_id), scored=~masked & scored
+        )
         coupled = torch.where(masked, in_mask / t, in_complement / (1 - t))
         if self.full_mask_term:
-            full = masked_completion_log_probs(model, rollout, torch.full_like(completion, mask_id))
+            full = masked_completion_log_probs(model, rollout, torch.full_like(completion, mask_id), scored=scored)
             coupled = (full + coupled) / 2
         return coupled, rollout.scored

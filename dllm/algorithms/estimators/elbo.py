@@ -52,10 +52,14 @@ class ELBOEstimator(Estimator):
         total = torch.zeros(completion.shape, device=completion.device)
         for sample in range(plan["masked"].shape[1]):
             masked, count = plan["masked"][:, sample], plan["counts"][:, sample, None].float()
-            in_mask = masked_completion_log_probs(model, rollout, completion.masked_fill(masked, mask_id))
+            in_mask = masked_completion_log_probs(
+                model, rollout, completion.masked_fill(masked, mask_id), scored=masked & rollout.scored
+            )
             term = torch.where(masked, in_mask * levels / count.clamp(min=1), 0.0)
             if self.coupled:
-                in_complement = masked_completion_log_probs(model, rollout, completion.masked_fill(~masked, mask_id))
+                in_complement = masked_completion_log_probs(
+                    model, rollout, completion.masked_fill(~masked, mask_id), scored=~masked & rollout.scored
+                )
                 rest = in_complement * levels / (levels - 1 - count).clamp(min=1)
                 term = torch.where(masked, term, rest) / 2
             total = total + term

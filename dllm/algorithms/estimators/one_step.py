@@ -32,4 +32,4 @@ class OneStepEstimator(Estimator):
     def log_probs(self, model: torch.nn.Module, rollout: Rollout, plan: Plan) -> tuple[Tensor, Tensor]:
         prompt = rollout.sequences[:, : rollout.prompt_length].masked_fill(plan["prompt_masked"], rollout.mask_id)
         masked = torch.full_like(rollout.completions, rollout.mask_id)
-        return masked_completion_log_probs(model, rollout, masked, prompt), rollout.scored
+        return masked_completion_log_probs(model, rollout, masked, prompt, rollout.scored), rollout.scored

@@ -39,6 +39,7 @@ class RandomMaskEstimator(Estimator):
         total = torch.zeros(rollout.completions.shape, device=rollout.sequences.device)
         for view in range(masks.shape[1]):
             noisy = rollout.completions_as_read().masked_fill(masks[:, view], rollout.mask_id)
-            total = total + torch.where(masks[:, view], masked_completion_log_probs(model, rollout, noisy), 0.0)
+            read = masked_completion_log_probs(model, rollout, noisy, scored=masks[:, view] & rollout.scored)
+            total = total + torch.where(masks[:, view], read, 0.0)
         count = masks.sum(1)
         return total / count.clamp(min=1), rollout.scored & (count > 0)

@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dllm.algorithms.denoise import Field, noisy_outputs, token_log_probs
+from dllm.algorithms.denoise import Field, denoising_outputs, token_log_probs
 from dllm.algorithms.estimators.base import ESTIMATORS, Estimator, Plan
 from dllm.algorithms.rollout import Rollout
 from dllm.errors import ConfigError
@@ -144,7 +144,7 @@ class TraceEstimator(Estimator):
 
     def _read_state(self, model, rollout: Rollout, noisy: Tensor, actions: Tensor, field: Field) -> Tensor:
         if self.packed or rollout.block_size is None:
-            return self._read(model, rollout, noisy, field)
+            return self._read(model, rollout, noisy, actions, field)
         return self._read_block_by_block(model, rollout, noisy, actions, field)
 
     def gather(self, model: torch.nn.Module, rollout: Rollout, field: Field = "logits") -> Tensor:
@@ -158,11 +158,13 @@ class TraceEstimator(Estimator):
         return self.gather(model, rollout, "logits"), rollout.scored
 
     @staticmethod
-    def _read(model, rollout: Rollout, noisy: Tensor, field: Field) -> Tensor:
+    def _read(model, rollout: Rollout, noisy: Tensor, actions: Tensor, field: Field) -> Tensor:
+        """The state's read at its actions only (the head runs there alone), 0 elsewhere."""
         clean, keys = extended_sequences(rollout)
-        output = noisy_outputs(model, noisy, clean, keys, rollout.block_size, rollout.prompt_length, field)
-        output = output[:, : rollout.step_map.shape[1]]
-        return token_log_probs(output, rollout.completions) if field == "logits" else output
+        scored = torch.zeros(noisy[:, rollout.prompt_length :].shape, dtype=torch.bool, device=actions.device)
+        scored[:, : actions.shape[1]] = actions  # never the overhang
+        output = denoising_outputs(model, noisy, clean, keys, rollout.block_size, rollout.prompt_length, field, scored)
+        return output[:, : actions.shape[1]]
 
     @staticmethod
     def _read_block_by_block(model, rollout: Rollout, noisy: Tensor, actions: Tensor, field: Field) -> Tensor:
