@@ -46,9 +46,8 @@ from dllm.samplers.policies import (
     eos_rejection_factor,
     running_confidence_step,
     step_schedule,
-    token_scores,
 )
-from dllm.samplers.tokens import categorical_sample, filter_top_k_top_p, gumbel_max_sample
+from dllm.samplers.tokens import categorical_sample, filter_top_k_top_p, gumbel_max_sample, row_chunks
 
 Sampling = Literal["gumbel", "categorical"]
 
@@ -277,19 +276,18 @@ class DiffusionSampler(Sampler):
         masked = state.tokens_at(rows, columns) == state.mask_id
         lengths, offsets = [forward.forward_lengths[s] for s in stepping], [forward.offsets[s] for s in stepping]
         noise = StepNoise(randomness, row_list, lengths, offsets, lanes.block_length, self.noise_over_forward, device)
-        tokens, probs = self.propose(logits, noise, block_steps, randomness.for_rows(row_list), state.mask_id)
+        tokens, scores = self.propose(logits, noise, block_steps, randomness.for_rows(row_list), state.mask_id)
         score_noise = noise.uniform((), torch.float32) if self.policy.score == "random" else None
         candidates = cache.candidates(masked, block_steps)
         scale = self._eos_rejection(tokens, block_steps, quotas.shape[1], state.eos_id)
         if running is None:
-            revealed = self.policy.choose(probs, tokens, candidates, quota, None, score_noise, scale)
+            revealed = self.policy.choose(scores, candidates, quota, None, score_noise, scale)
             block = state.reveal_rows(rows, columns, tokens, revealed)
         else:
             steps = torch.tensor(block_steps, device=device)[:, None]
             later = torch.arange(quotas.shape[1], device=device)[None, :] > steps
             still_masked = (quotas[rows] * later).sum(1)  # what the schedule leaves masked after this step
-            confidence = token_scores("confidence", probs, tokens)
-            confidence = confidence if scale is None else confidence * scale.to(confidence.dtype)
+            confidence = scores if scale is None else scores * scale.to(scores.dtype)  # RCR scores confidence
             revealed, remasked, running[rows] = running_confidence_step(
                 confidence, running[rows], masked, candidates, still_masked
             )
@@ -324,16 +322,32 @@ class DiffusionSampler(Sampler):
         block_steps: list[int],
         generators: torch.Generator | list[torch.Generator | None] | None,
         mask_id: int,
-    ) -> tuple[Tensor, Tensor]:
-        """(tokens [S, L], probabilities [S, L, V] scoring them) for each slot's block `logits`
-        [S, L, V], at `block_steps` (each slot's step within its block)."""
-        if self.sampling == "categorical":
-            return categorical_sample(logits, self.temperature, self.top_k, self.top_p, generators, mask_id)
-        filtered = filter_top_k_top_p(logits, self.top_k, self.top_p)
-        gumbel = noise.uniform((logits.shape[-1],), torch.float64) if self.temperature > 0 else None
-        tokens = gumbel_max_sample(filtered, self.temperature, None, mask_id, gumbel)
-        probs = torch.softmax(logits.to(torch.float64) if self.confidence_in_float64 else logits, dim=-1)
-        return tokens, probs
+    ) -> tuple[Tensor, Tensor | None]:
+        """(tokens [S, L], the policy's `position_scores` [S, L] of them, None when it reads no
+        probabilities) for each slot's block `logits` [S, L, V], at `block_steps` (each slot's step
+        within its block). Slots go a few at a time (`row_chunks`), each drawing its noise in slot
+        order as one batched draw would: the vocabulary-wide float64 work never exists for the
+        whole batch at once."""
+        needs_scores = self.policy.reads_probabilities
+        tokens, scores = [], []
+        for rows in row_chunks(logits.shape[0], logits[0].numel(), 8):
+            row_logits = logits[rows]
+            if self.sampling == "categorical":
+                row_generators = generators[rows] if isinstance(generators, list) else generators
+                row_tokens, probs = categorical_sample(
+                    row_logits, self.temperature, self.top_k, self.top_p, row_generators, mask_id
+                )
+            else:
+                filtered = filter_top_k_top_p(row_logits, self.top_k, self.top_p)
+                gumbel = noise.uniform((logits.shape[-1],), torch.float64, rows) if self.temperature > 0 else None
+                row_tokens = gumbel_max_sample(filtered, self.temperature, None, mask_id, gumbel)
+                if needs_scores:
+                    scored = row_logits.to(torch.float64) if self.confidence_in_float64 else row_logits
+                    probs = torch.softmax(scored, dim=-1)
+            tokens.append(row_tokens)
+            if needs_scores:
+                scores.append(self.policy.position_scores(probs, row_tokens))
+        return torch.cat(tokens), torch.cat(scores) if needs_scores else None
 
 
 class StepNoise:
@@ -355,12 +369,13 @@ class StepNoise:
         self.block_length, self.over_forward = block_length, over_forward
         self.forward_lengths, self.offsets = forward_lengths, offsets
 
-    def uniform(self, trailing: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """[S, block, *trailing] noise."""
-        lengths = self.forward_lengths if self.over_forward else [self.block_length] * len(self.rows)
-        offsets = self.offsets if self.over_forward else [0] * len(self.rows)
+    def uniform(self, trailing: tuple[int, ...], dtype: torch.dtype, which: slice = slice(None)) -> Tensor:
+        """[S, block, *trailing] noise, for the slots `which` only (drawn in slot order)."""
+        rows = self.rows[which]
+        lengths = self.forward_lengths[which] if self.over_forward else [self.block_length] * len(rows)
+        offsets = self.offsets[which] if self.over_forward else [0] * len(rows)
         shapes = [(length, *trailing) for length in lengths]
-        return self.randomness.uniform(self.rows, shapes, offsets, self.block_length, dtype, self.device)
+        return self.randomness.uniform(rows, shapes, offsets, self.block_length, dtype, self.device)
 
     def discard_whole_forward(self, which: list[int], trailing: tuple[int, ...], dtype: torch.dtype) -> None:
         """Draw (and drop) noise over the whole forward output of the slots at positions `which`."""

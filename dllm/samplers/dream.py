@@ -23,6 +23,7 @@ from torch import Tensor
 from dllm.errors import ConfigError
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
 from dllm.samplers.cache_strategies import logit_shift, run_model
+from dllm.samplers.tokens import row_chunks
 
 Algorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
 
@@ -44,18 +45,31 @@ def filter_logits(logits: Tensor, top_p: float | None, top_k: int | None) -> Ten
 def sample_with_confidence(
     logits: Tensor, temperature: float, top_p: float | None, top_k: int | None, kind: str, generator
 ) -> tuple[Tensor, Tensor]:
-    """(confidence, token) per row of [N, V] logits, as Dream's `sample_tokens`."""
+    """(confidence, token) per row of [N, V] logits, as Dream's `sample_tokens`, a few rows at a
+    time (`row_chunks`: the rows draw in order, so the tokens are those of one batched draw)."""
+    parts = [
+        _sample_rows(logits[rows], temperature, top_p, top_k, kind, generator)
+        for rows in row_chunks(logits.shape[0], logits.shape[-1], logits.element_size())
+    ]
+    if not parts:
+        return logits.new_zeros(0), torch.zeros(0, dtype=torch.long, device=logits.device)
+    return torch.cat([confidence for confidence, _ in parts]), torch.cat([tokens for _, tokens in parts])
+
+
+def _sample_rows(
+    logits: Tensor, temperature: float, top_p: float | None, top_k: int | None, kind: str, generator
+) -> tuple[Tensor, Tensor]:
     if temperature > 0:
         logits = logits / temperature
     probs = torch.softmax(filter_logits(logits, top_p, top_k), dim=-1)
-    if temperature > 0 and probs.shape[0]:
+    if temperature > 0:
         normalised = probs / probs.sum(-1, keepdim=True)  # as torch.distributions.Categorical
         tokens = torch.multinomial(normalised, 1, replacement=True, generator=generator).squeeze(-1)
         confidence = probs.gather(-1, tokens[:, None]).squeeze(-1)
     else:
         confidence, tokens = probs.max(dim=-1)
     if kind == "topk_margin":
-        top2 = torch.sort(probs, dim=-1, descending=True).values
+        top2 = probs.topk(2, dim=-1).values  # the values a full sort puts first, without sorting the vocabulary
         confidence = top2[:, 0] - top2[:, 1]
     elif kind == "entropy":
         confidence = (probs * torch.log(probs + 1e-10)).sum(-1)

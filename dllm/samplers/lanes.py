@@ -14,12 +14,14 @@ the rows draw in slot order, as a batch of rows in lockstep draws (the reference
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
+from dllm.models.chosen import CHUNK_BYTES
 
 
 class Lanes:
@@ -163,6 +165,35 @@ class RowRandomness:
         `windows[i]` on (a reference's draw over its whole forward, cut to the block)."""
         noise = []
         for row, shape, start in zip(rows, shapes, windows, strict=True):
-            drawn = torch.rand((1, *shape), dtype=dtype, device=device, generator=self.of(row))
-            noise.append(drawn[:, start : start + length])
+            noise.append(self._window(self.of(row), shape, start, length, dtype, device))
         return torch.cat(noise)
+
+    @staticmethod
+    def _window(
+        generator: torch.Generator | None,
+        shape: tuple[int, ...],
+        start: int,
+        length: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> Tensor:
+        """[1, length, ...] entries `start` on of one draw of `shape`. On the CPU a generator is one
+        stream, so the draw is taken in pieces of at most `CHUNK_BYTES` and only the window is
+        kept: the same numbers, without [F, V] float64 noise over a large vocabulary (on CUDA the
+        pieces of a Philox draw would not match one draw, so it is taken whole)."""
+        position = math.prod(shape[1:]) * dtype.itemsize
+        if device.type != "cpu" or shape[0] * position <= CHUNK_BYTES:
+            return torch.rand((1, *shape), dtype=dtype, device=device, generator=generator)[:, start : start + length]
+        piece = max(1, CHUNK_BYTES // position)
+
+        def draw(positions: int) -> Tensor:
+            return torch.rand((1, positions, *shape[1:]), dtype=dtype, device=device, generator=generator)
+
+        def skip(positions: int) -> None:
+            for taken in range(0, positions, piece):
+                draw(min(piece, positions - taken))
+
+        skip(start)
+        kept = draw(length)
+        skip(shape[0] - start - length)
+        return kept

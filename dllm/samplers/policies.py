@@ -102,9 +102,13 @@ def dynamic_selection(confidence: Tensor, masked: Tensor, counts: Tensor, thresh
     return select_top_k(torch.where(masked, confidence, -torch.inf), counts) & masked
 
 
-def entropy_bounded_selection(probs: Tensor, masked: Tensor, budget: float) -> Tensor:
-    """The lowest-entropy masked positions whose entropies sum to at most `budget`, at least one."""
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+def position_entropy(probs: Tensor) -> Tensor:
+    """[...] the entropy of each position's proposal distribution `probs` [..., V]."""
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+
+
+def entropy_bounded_selection(entropy: Tensor, masked: Tensor, budget: float) -> Tensor:
+    """The lowest-`entropy` ([B, L]) masked positions whose entropies sum to at most `budget`, at least one."""
     entropy = torch.where(masked, entropy, torch.inf)
     within = (entropy.sort(dim=1).values.cumsum(1) <= budget).sum(1)
     counts = torch.minimum(within.clamp(min=1), masked.sum(1))
@@ -127,22 +131,17 @@ def running_confidence_step(
     return revealed, lowest & ~masked, torch.where(revealed, confidence.to(running.dtype), running)
 
 
-def token_scores(
-    kind: str, probs: Tensor, tokens: Tensor, generator: torch.Generator | None = None, noise: Tensor | None = None
-) -> Tensor:
+def token_scores(kind: str, probs: Tensor, tokens: Tensor) -> Tensor:
     """[B, L] score of each proposed token, higher = revealed first: its probability
-    (`confidence`), the top-2 probability margin, the negative entropy, or uniform noise
-    (`random`: `noise` [B, L] when given — cut from a larger draw as a reference does)."""
+    (`confidence`), the top-2 probability margin, or the negative entropy."""
     if kind == "confidence":
         return probs.gather(-1, tokens[..., None]).squeeze(-1)
     if kind == "margin":
         top2 = probs.topk(2, dim=-1).values
         return top2[..., 0] - top2[..., 1]
     if kind == "entropy":
-        return (probs * probs.clamp_min(1e-12).log()).sum(-1)
-    if noise is None:
-        noise = torch.rand(tokens.shape, device=tokens.device, generator=generator)
-    return noise
+        return -position_entropy(probs)
+    raise ValueError(f"score {kind!r} is not read from probabilities")
 
 
 @dataclass(frozen=True)
@@ -187,25 +186,40 @@ class UnmaskingPolicy:
         """Whether the step schedule's quota decides how many tokens a step reveals."""
         return self.selection in ("top_k", "dynamic", "sequential")
 
+    @property
+    def reads_probabilities(self) -> bool:
+        """Whether `position_scores` needs the proposal's distribution (`sequential` and `random`
+        rank positions without it)."""
+        return self.selection == "entropy_bounded" or (self.selection != "sequential" and self.score != "random")
+
+    def position_scores(self, probs: Tensor, tokens: Tensor) -> Tensor:
+        """[B, L] what `choose` ranks positions by, from the proposal's `probs` [B, L, V] and
+        `tokens` [B, L]: the entropy for `entropy_bounded`, else the score (not `random`). Callers
+        hold one slice of the distribution at a time: this reduction is all that is kept of it."""
+        if self.selection == "entropy_bounded":
+            return position_entropy(probs)
+        return token_scores(self.score, probs, tokens)
+
     def choose(
         self,
-        probs: Tensor,
-        tokens: Tensor,
+        scores: Tensor | None,
         masked: Tensor,
         quota: Tensor,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         scale: Tensor | None = None,
     ) -> Tensor:
-        """[B, L] bool: positions to reveal among `masked`, given the proposal's `probs` [B, L, V]
-        and `tokens` [B, L], and the step's `quota` [B] (`noise`: see `token_scores`; `scale`
-        [B, L]: factors on the scores, EOSER's on EOS proposals)."""
+        """[B, L] bool: positions to reveal among `masked`, given `position_scores` [B, L] (None
+        when not `reads_probabilities`) and the step's `quota` [B] (`random`: `noise` [B, L] when
+        given, cut from a larger draw as a reference does; `scale` [B, L]: factors on the scores,
+        EOSER's on EOS proposals)."""
         quota = torch.minimum(quota, masked.sum(1))
         if self.selection == "sequential":
             return sequential_selection(masked, quota)
         if self.selection == "entropy_bounded":
-            return entropy_bounded_selection(probs, masked, self.eb_threshold)
-        scores = token_scores(self.score, probs, tokens, generator, noise)
+            return entropy_bounded_selection(scores, masked, self.eb_threshold)
+        if self.score == "random":
+            scores = noise if noise is not None else torch.rand(masked.shape, device=masked.device, generator=generator)
         if scale is not None:
             scores = scores * scale.to(scores.dtype)  # in the scores' dtype, as the reference scales them
         if self.selection == "threshold":

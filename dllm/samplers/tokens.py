@@ -6,13 +6,24 @@ Two families, as the references draw them (the draw order matters for seeded equ
   filtering, then one multinomial draw per position.
 Both are greedy at temperature 0 and never choose the mask token: a decoder that "reveals" a
 mask would leave the position masked. Trained models never predict it, so this changes
-nothing there.
+nothing there. Callers sample a few rows at a time (`row_chunks`) at large vocabularies.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from dllm.models.chosen import CHUNK_BYTES
+
+
+def row_chunks(rows: int, row_elements: int, itemsize: int) -> list[slice]:
+    """Consecutive slices of `rows` rows, each holding at most `CHUNK_BYTES` of a row-wise
+    vocabulary-wide tensor (`row_elements` of `itemsize` bytes a row; at least one row), so
+    that sampling holds one chunk's softmax, noise and scores at a time. Every sampling step is
+    row-wise and the CPU draws each row in turn, so chunked and whole results are equal."""
+    per_chunk = max(1, CHUNK_BYTES // max(1, row_elements * itemsize))
+    return [slice(start, min(start + per_chunk, rows)) for start in range(0, rows, per_chunk)]
 
 
 def gumbel_max_sample(

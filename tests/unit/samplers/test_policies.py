@@ -9,6 +9,7 @@ from dllm.samplers.policies import (
     dynamic_selection,
     entropy_bounded_selection,
     factor_selection,
+    position_entropy,
     sequential_selection,
     threshold_selection,
     token_scores,
@@ -34,8 +35,10 @@ def test_entropy_bounded_fills_the_budget_with_the_lowest_entropies():
     probs = torch.tensor([[[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]]])
     masked = torch.ones(1, 3, dtype=torch.bool)
     h = [0.0, math.log(2), -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))]
-    assert entropy_bounded_selection(probs, masked, h[0] + h[2] + 1e-3).tolist() == [[T, F, T]]
-    assert entropy_bounded_selection(probs, masked, 1e-9).tolist() == [[T, F, F]]  # at least one
+    entropy = position_entropy(probs)
+    assert entropy[0].tolist() == pytest.approx(h)
+    assert entropy_bounded_selection(entropy, masked, h[0] + h[2] + 1e-3).tolist() == [[T, F, T]]
+    assert entropy_bounded_selection(entropy, masked, 1e-9).tolist() == [[T, F, F]]  # at least one
 
 
 def test_threshold_keeps_the_top_token_and_everything_above():
@@ -65,8 +68,23 @@ def test_scores_by_hand():
     assert token_scores("confidence", PROBS, TOKENS)[0].tolist() == pytest.approx([0.6, 0.5, 0.4])
     assert token_scores("margin", PROBS, TOKENS)[0].tolist() == pytest.approx([0.25, 0.3, 0.1])
     assert token_scores("entropy", PROBS, TOKENS)[0].tolist() == pytest.approx([-0.8237, -1.2376, -1.0889], abs=1e-4)
-    noise = torch.tensor([[0.3, 0.1, 0.2]])
-    assert torch.equal(token_scores("random", PROBS, TOKENS, noise=noise), noise)
+    with pytest.raises(ValueError, match="'random' is not read from probabilities"):
+        token_scores("random", PROBS, TOKENS)
+
+
+def choose(policy: UnmaskingPolicy, masked: torch.Tensor, quota: torch.Tensor, **kw) -> list:
+    """The policy's choice as a sampler makes it: scores from the distribution, then the selection."""
+    scores = policy.position_scores(PROBS, TOKENS) if policy.reads_probabilities else None
+    return policy.choose(scores, masked, quota, **kw).tolist()
+
+
+def test_only_the_policies_that_rank_by_the_distribution_read_it():
+    reads = {(s, sel): UnmaskingPolicy(score=s, selection=sel).reads_probabilities
+             for s in ("confidence", "random") for sel in ("top_k", "sequential", "entropy_bounded")}  # fmt: skip
+    assert reads == {
+        ("confidence", "top_k"): True, ("confidence", "sequential"): False, ("confidence", "entropy_bounded"): True,
+        ("random", "top_k"): False, ("random", "sequential"): False, ("random", "entropy_bounded"): True,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -76,24 +94,24 @@ def test_scores_by_hand():
 def test_top_k_follows_the_score(score, expected):
     policy = UnmaskingPolicy(score=score, selection="top_k")
     noise = torch.tensor([[0.3, 0.1, 0.9]])
-    assert policy.choose(PROBS, TOKENS, ALL, torch.tensor([1]), noise=noise).tolist() == expected
+    assert choose(policy, ALL, torch.tensor([1]), noise=noise) == expected
 
 
 def test_policy_selections_by_hand():
     quota = torch.tensor([2])
-    choose = lambda **kw: UnmaskingPolicy(**kw).choose(PROBS, TOKENS, ALL, quota).tolist()  # noqa: E731
-    assert choose(selection="top_k") == [[T, T, F]]
-    assert choose(selection="threshold", threshold=0.55) == [[T, F, F]]  # the best alone reaches .55
-    assert choose(selection="threshold", threshold=0.45) == [[T, T, F]]
-    assert choose(selection="factor", factor=0.9) == [[T, F, F]]  # 2nd (.5) < 1 - .9/3 = .7
-    assert choose(selection="factor", factor=1.6) == [[T, T, F]]  # .5 >= 1 - 1.6/3 = .467; .4 < 1 - 1.6/4
-    assert choose(selection="dynamic", threshold=0.45) == [[T, T, F]]  # two above .45 meet the quota
-    assert choose(selection="sequential") == [[T, T, F]]
+    by = lambda **kw: choose(UnmaskingPolicy(**kw), ALL, quota)  # noqa: E731
+    assert by(selection="top_k") == [[T, T, F]]
+    assert by(selection="threshold", threshold=0.55) == [[T, F, F]]  # the best alone reaches .55
+    assert by(selection="threshold", threshold=0.45) == [[T, T, F]]
+    assert by(selection="factor", factor=0.9) == [[T, F, F]]  # 2nd (.5) < 1 - .9/3 = .7
+    assert by(selection="factor", factor=1.6) == [[T, T, F]]  # .5 >= 1 - 1.6/3 = .467; .4 < 1 - 1.6/4
+    assert by(selection="dynamic", threshold=0.45) == [[T, T, F]]  # two above .45 meet the quota
+    assert by(selection="sequential") == [[T, T, F]]
     # entropy budget 0.8237 + 1.0889 + tiny: positions 0 and 2
-    assert choose(selection="entropy_bounded", eb_threshold=1.913) == [[T, F, T]]
+    assert by(selection="entropy_bounded", eb_threshold=1.913) == [[T, F, T]]
     masked = torch.tensor([[F, T, T]])  # a quota above the masked count reveals what is masked
     policy = UnmaskingPolicy(selection="top_k")
-    assert policy.choose(PROBS, TOKENS, masked, torch.tensor([5])).tolist() == [[F, T, T]]
+    assert choose(policy, masked, torch.tensor([5])) == [[F, T, T]]
 
 
 def test_bad_policies_are_refused():
