@@ -116,8 +116,8 @@ def _liger_kernel() -> Callable[..., tuple] | None:
     installed = liger_version()
     if installed < Version(LIGER_MIN_VERSION):
         logger.warning(
-            "liger-kernel %s computes wrong per-token gradients: scoring with the pure-torch head "
-            "(pip install 'liger-kernel>=%s' for the fused one)",
+            "liger-kernel %s (0: unknown) may compute wrong per-token gradients: scoring with the "
+            "pure-torch head (pip install 'liger-kernel>=%s' for the fused one)",
             installed,
             LIGER_MIN_VERSION,
         )

@@ -86,6 +86,13 @@ def test_the_pure_path_runs_otherwise(fake_liger, monkeypatch, caplog, why):
     torch.testing.assert_close(read, chosen_log_probs(head, hidden, targets, 50), rtol=0, atol=0)
 
 
+def test_the_installed_version_is_read_from_the_distribution(monkeypatch):
+    monkeypatch.setattr(chosen.metadata, "version", lambda name: {"liger-kernel": "0.8.5"}[name])
+    assert chosen.liger_version() == Version("0.8.5")
+    monkeypatch.setattr(chosen.metadata, "version", lambda name: "not a version")
+    assert chosen.liger_version() == Version("0")
+
+
 def test_a_scaled_head_folds_its_scale_into_the_kernel_inputs(fake_liger):
     head, hidden, targets = head_and_inputs()
     scale = 0.25
