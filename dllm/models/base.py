@@ -19,6 +19,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from dllm.adapters import adapter_base, is_adapter
 from dllm.errors import ConfigError, DllmError, did_you_mean
+from dllm.models.chosen import LinearHead, chosen_log_probs
 from dllm.registry import Registry
 
 MODELS = Registry("model")
@@ -79,6 +80,11 @@ class DiffusionLMMixin:
     def output_logits(self, hidden: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def linear_head(self) -> LinearHead | None:
+        """`output_logits` as tensors, when it is a plain linear map (then a fused kernel may score
+        targets on a GPU, `dllm.models.chosen`); None, the default, always runs `output_logits`."""
+        return None
+
     def head_output(self, hidden: Tensor, cache: Any) -> DiffusionLMOutput:
         return DiffusionLMOutput(logits=self.output_logits(hidden), past_key_values=cache)
 
@@ -126,12 +132,10 @@ class DiffusionLMMixin:
         if targets is not None:
             if getattr(self, "is_value_model", False):
                 raise DllmError("a value model has no token log-probs: call it without targets")
-            from dllm.models.chosen import chosen_log_probs
-
-            return DiffusionLMOutput(
-                log_probs=chosen_log_probs(self.output_logits, hidden, targets, self.config.vocab_size),
-                past_key_values=cache,
+            log_probs = chosen_log_probs(
+                self.output_logits, hidden, targets, self.config.vocab_size, linear=self.linear_head()
             )
+            return DiffusionLMOutput(log_probs=log_probs, past_key_values=cache)
         return self.head_output(hidden, cache)
 
 

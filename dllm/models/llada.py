@@ -20,6 +20,7 @@ from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
 from dllm.models.base import MODELS, DiffusionLMMixin, ModelPreset, ValueModelMixin, init_weights, register_family
 from dllm.models.cache import KVCache, rotate_and_cache
+from dllm.models.chosen import LinearHead
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.stack import run_stack
 from dllm.tokenizer import CHAR_VOCAB_SIZE
@@ -196,8 +197,17 @@ class LLaDAModel(LLaDAPreTrainedModel):
         else:
             logits = self.transformer.ff_out(hidden)
         if self.config.scale_logits:
-            logits = logits * (1 / self.config.d_model**0.5)
+            logits = logits * self.logit_scale()
         return logits
+
+    def logit_scale(self) -> float:
+        return 1 / self.config.d_model**0.5 if self.config.scale_logits else 1.0
+
+    def linear_head(self) -> LinearHead | None:
+        """`logits` as tensors: a tied head is the embedding's weight (read as `logits` reads it)."""
+        if self.config.weight_tying:
+            return LinearHead(self.transformer.wte.weight, None, self.logit_scale())
+        return LinearHead.of(self.transformer.ff_out, self.logit_scale())
 
 
 class LLaDAModelLM(DiffusionLMMixin, LLaDAPreTrainedModel):
@@ -210,6 +220,9 @@ class LLaDAModelLM(DiffusionLMMixin, LLaDAPreTrainedModel):
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         return self.model.logits(hidden)
+
+    def linear_head(self) -> LinearHead | None:
+        return self.model.linear_head()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer.wte

@@ -18,6 +18,7 @@ from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
 from dllm.models.base import DiffusionLMMixin, ValueModelMixin, init_weights
 from dllm.models.cache import KVCache, rotate_and_cache
+from dllm.models.chosen import LinearHead
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.stack import run_stack
 
@@ -185,6 +186,9 @@ class QwenStyleLM(DiffusionLMMixin, QwenStylePreTrainedModel):
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden)
+
+    def linear_head(self) -> LinearHead | None:
+        return LinearHead.of(self.lm_head)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
