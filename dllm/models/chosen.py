@@ -45,9 +45,15 @@ class LinearHead:
         """`module`'s tensors when calling it is exactly `F.linear` on them: a plain `nn.Linear`
         (not a subclass: LoRA, quantised or sharded layers compute something else) with no hooks
         (DeepSpeed ZeRO-3 gathers weights in one); else None, and the head runs as a module."""
-        if type(module) is not torch.nn.Linear or module._forward_hooks or module._forward_pre_hooks:
+        if type(module) is not torch.nn.Linear or hooked(module):
             return None
         return cls(module.weight, module.bias, scale)
+
+
+def hooked(module: torch.nn.Module) -> bool:
+    """Whether calling `module` runs hooks (ZeRO-3 gathers its partitioned weight in one), so that
+    reading its tensors directly would miss what they do."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _chunk_log_probs(head: Callable[[Tensor], Tensor], hidden: Tensor, targets: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from dllm.errors import ConfigError
 from dllm.models.attention import attention_backend
 from dllm.models.base import MODELS, DiffusionLMMixin, ModelPreset, ValueModelMixin, init_weights, register_family
 from dllm.models.cache import KVCache, rotate_and_cache
-from dllm.models.chosen import LinearHead
+from dllm.models.chosen import LinearHead, hooked
 from dllm.models.layers import RMSNorm, RotaryEmbedding, swiglu
 from dllm.models.stack import run_stack
 from dllm.tokenizer import CHAR_VOCAB_SIZE
@@ -206,7 +206,8 @@ class LLaDAModel(LLaDAPreTrainedModel):
     def linear_head(self) -> LinearHead | None:
         """`logits` as tensors: a tied head is the embedding's weight (read as `logits` reads it)."""
         if self.config.weight_tying:
-            return LinearHead(self.transformer.wte.weight, None, self.logit_scale())
+            embedding = self.transformer.wte
+            return None if hooked(embedding) else LinearHead(embedding.weight, None, self.logit_scale())
         return LinearHead.of(self.transformer.ff_out, self.logit_scale())
 
 

@@ -88,6 +88,7 @@ def test_the_head_runs_at_the_scored_positions_only_and_a_chunk_at_a_time(monkey
     model = dllm.load_model("llada_tiny")
     noisy, clean, attention_mask, scored = batch(model)
     monkeypatch.setattr(chosen, "CHUNK_BYTES", 5 * 4 * model.config.vocab_size)  # 5 positions
+    monkeypatch.setenv("DLLM_FUSED_HEAD", "0")  # the pure path's chunks, also where the fused kernel runs
     head, rows_seen = model.output_logits, []
 
     def recording_head(hidden):

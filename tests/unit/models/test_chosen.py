@@ -149,6 +149,12 @@ def test_each_family_linear_head_is_its_output_logits(case):
     torch.testing.assert_close(linear.scale * F.linear(hidden, linear.weight, linear.bias), expected)
 
 
+def test_a_hooked_tied_embedding_runs_as_a_module():
+    model = MODELS.build("llada_tiny", weight_tying=True)
+    model.model.transformer.wte.register_forward_pre_hook(lambda module, args: None)  # ZeRO-3's gather
+    assert model.linear_head() is None
+
+
 def test_a_lora_head_runs_as_a_module():
     from peft import LoraConfig, get_peft_model
 
