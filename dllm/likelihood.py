@@ -37,7 +37,7 @@ from torch import Tensor
 
 from dllm.algorithms.denoise import denoising_log_probs, token_log_probs
 from dllm.errors import ConfigError, DllmError
-from dllm.models.base import align_shifted
+from dllm.models.base import logits_from
 
 Request = tuple[Sequence[int], Sequence[int]]
 
@@ -107,7 +107,7 @@ def elbo_samples(
                 noisy = clean.clone()
                 noisy[:, len(prefix_ids) :][masked] = model.mask_token_id
                 if cfg:
-                    logits = guided(model, noisy, len(prefix_ids), cfg)[:, len(prefix_ids) :]
+                    logits = guided(model, noisy, len(prefix_ids), cfg)
                     log_probs = token_log_probs(logits, clean[:, len(prefix_ids) :])
                 else:
                     log_probs = denoising_log_probs(
@@ -142,14 +142,13 @@ def log_likelihoods(
 
 
 def guided(model: torch.nn.Module, noisy: Tensor, prefix_length: int, cfg: float) -> Tensor:
-    """[B, L, V] LLaDA's guided logits (`eval_llada.py`, `get_logits`): the model on `noisy`
-    and on `noisy` with its first `prefix_length` tokens masked (the unconditional pass), in
-    one forward of both, combined as uncond + (cfg + 1) * (cond - uncond); float32. Position i
-    predicts token i (shifted logits realigned, the first position's copied as training does)."""
+    """[B, L - prefix_length, V] LLaDA's guided logits (`eval_llada.py`, `get_logits`) predicting
+    the tokens after the prefix: the model on `noisy` and on `noisy` with its first `prefix_length`
+    tokens masked (the unconditional pass), in one forward of both, the head at the continuation
+    only, combined as uncond + (cfg + 1) * (cond - uncond); float32 (shifted logits realigned)."""
     unconditional = noisy.clone()
     unconditional[:, :prefix_length] = model.mask_token_id
-    logits = model(torch.cat([noisy, unconditional])).logits.float()
-    logits = align_shifted(logits) if model.shift_logits else logits
+    logits = logits_from(model, torch.cat([noisy, unconditional]), prefix_length).float()
     conditional, unconditional = logits.chunk(2)
     return unconditional + (cfg + 1) * (conditional - unconditional)
 
@@ -186,11 +185,8 @@ def _greedy_match(model: torch.nn.Module, prefix: Tensor, continuation: Tensor, 
             # The canvas up to the end of the earliest block with masks: later blocks are invisible to
             # it under block-causal attention, and earlier ones are complete, so its masks are the candidates.
             end = min(end, ((start + int(hidden.int().argmax())) // block_size + 1) * block_size)
-        if cfg:
-            logits = guided(model, canvas[None, :end], start, cfg)[:, start:]
-        else:
-            logits = model(canvas[None, :end]).logits
-            logits = align_shifted(logits, start) if model.shift_logits else logits[:, start:]
+        window = canvas[None, :end]
+        logits = guided(model, window, start, cfg) if cfg else logits_from(model, window, start)
         confidence, tokens = logits[0].float().softmax(-1).max(-1)
         confidence = confidence.masked_fill(~hidden[: end - start], -1.0)
         j = int(confidence.argmax())

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dllm.models.base import align_shifted
+from dllm.models.base import align_shifted, run_model
 from dllm.models.masks import block_diffusion_mask, combine, document_positions, row_positions, same_document
 
 Field = Literal["logits", "values"]
@@ -90,6 +90,8 @@ def noisy_outputs(
     packed rows (see `_layout`)."""
     shift = field == "logits" and bool(getattr(model, "shift_logits", False))
     inputs, kwargs, offset = _layout(model, noisy, clean, attention_mask, block_size, noisy_from, shift, document_ids)
+    if field == "logits" and offset >= 0:  # the head at the positions returned only
+        return run_model(model, slice(offset, offset + clean.shape[1] - noisy_from), inputs, **kwargs)
     output = getattr(model(inputs, **kwargs), field)
     if shift:
         return align_shifted(output, noisy_from)

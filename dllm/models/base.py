@@ -7,6 +7,7 @@ past_key_values=None, use_cache=False)` returning an object with `.logits`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from dataclasses import dataclass
@@ -53,6 +54,37 @@ def align_shifted(logits: Tensor, start: int = 0) -> Tensor:
     if start > 0:
         return logits[:, start - 1 : -1]
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+def logit_shift(model: torch.nn.Module) -> int:
+    """1 for a shifted-logits model (position i - 1 predicts token i), else 0."""
+    return int(bool(getattr(model, "shift_logits", False)))
+
+
+@functools.cache
+def _takes_logits_slice(model_class: type) -> bool:
+    return "logits_slice" in inspect.signature(model_class.forward).parameters
+
+
+def run_model(model: torch.nn.Module, read: slice | Tensor | None, input_ids: Tensor, **kwargs) -> Tensor:
+    """The logits of one forward at the positions `read` (see `logits_slice` in the model
+    contract); a model whose forward does not take `logits_slice` computes them all, then cut."""
+    if _takes_logits_slice(type(model)):
+        return model(input_ids, logits_slice=read, **kwargs).logits
+    logits = model(input_ids, **kwargs).logits
+    if read is None or isinstance(read, slice):
+        return logits if read is None else logits[:, read]
+    return logits.gather(1, read[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+def logits_from(model: torch.nn.Module, input_ids: Tensor, start: int, **kwargs: Any) -> Tensor:
+    """[B, L - start, V] the logits predicting tokens `start`..L-1 of `input_ids` [B, L] (a shifted
+    model's realigned as `align_shifted` does), the head run at those positions only."""
+    if not logit_shift(model):
+        return run_model(model, slice(start, None), input_ids, **kwargs)
+    if start > 0:
+        return run_model(model, slice(start - 1, input_ids.shape[1] - 1), input_ids, **kwargs)
+    return align_shifted(run_model(model, None, input_ids, **kwargs))
 
 
 @dataclass

@@ -25,8 +25,6 @@ forward of its own, so each row sees exactly the keys it would see decoded alone
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -34,32 +32,12 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
+from dllm.models.base import logit_shift, run_model
 from dllm.models.cache import KVCache, RowSlotCache
 from dllm.samplers.base import Decoding
 from dllm.samplers.lanes import Lanes
 
 CacheName = Literal["none", "prefix", "dual", "block"]
-
-
-def logit_shift(model: torch.nn.Module) -> int:
-    """1 for a shifted-logits model (position i - 1 predicts token i), else 0."""
-    return int(bool(getattr(model, "shift_logits", False)))
-
-
-@functools.cache
-def _takes_logits_slice(model_class: type) -> bool:
-    return "logits_slice" in inspect.signature(model_class.forward).parameters
-
-
-def run_model(model: torch.nn.Module, read: slice | Tensor | None, input_ids: Tensor, **kwargs) -> Tensor:
-    """The logits of one forward at the positions `read` (see `logits_slice` in the model
-    contract); a model whose forward does not take `logits_slice` computes them all, then cut."""
-    if _takes_logits_slice(type(model)):
-        return model(input_ids, logits_slice=read, **kwargs).logits
-    logits = model(input_ids, **kwargs).logits
-    if read is None or isinstance(read, slice):
-        return logits if read is None else logits[:, read]
-    return logits.gather(1, read[..., None].expand(-1, -1, logits.shape[-1]))
 
 
 @dataclass

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from dllm.errors import ConfigError
+from dllm.models.base import logit_shift, run_model
 from dllm.samplers.base import SAMPLERS, Decoding, Sampler
-from dllm.samplers.cache_strategies import logit_shift, run_model
 from dllm.samplers.tokens import row_chunks
 
 Algorithm = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
