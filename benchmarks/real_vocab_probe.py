@@ -46,16 +46,31 @@ CASES = [(task, preset, completion) for completion in (512, 1024) for task in ("
 STEPS_PER_BLOCK = 2
 
 
-def sft_step(model: torch.nn.Module, completion: int):
-    """A closure running one SFT loss + backward (seeded), returning the loss."""
+def load(preset: str, path: str, vocab: int | None = VOCAB) -> torch.nn.Module:
+    """`preset` (seeded, training mode) at `vocab` tokens (None: the preset's), computing its loss
+    on the `plain` path (whole logits) or the `chosen` one (the head at scored positions)."""
+    torch.manual_seed(0)
+    model = dllm.load_model(preset, **({} if vocab is None else {"vocab_size": vocab})).train()
+    # the plain path is what `denoise` does for a module outside the chosen-positions contract
+    model.reads_targets = path == "chosen"
+    return model
+
+
+def sft_batch(completion: int, vocab: int = VOCAB) -> SFTBatch:
+    """ROWS random rows of PROMPT prompt tokens then `completion` response tokens (seeded)."""
     generator = torch.Generator().manual_seed(0)
     length = PROMPT + completion
-    batch = SFTBatch(
-        torch.randint(4, VOCAB, (ROWS, length), generator=generator),
+    return SFTBatch(
+        torch.randint(4, vocab, (ROWS, length), generator=generator),
         torch.ones(ROWS, length, dtype=torch.long),
         torch.cat([torch.zeros(ROWS, PROMPT), torch.ones(ROWS, completion)], 1).long(),
         prompt_length=PROMPT,
     )
+
+
+def sft_step(model: torch.nn.Module, completion: int):
+    """A closure running one SFT loss + backward (seeded), returning the loss."""
+    batch = sft_batch(completion, model.config.vocab_size)
     sft = SFT()
 
     def step(seed: int) -> float:
@@ -96,10 +111,7 @@ def tracerl_update(model: torch.nn.Module, completion: int):
 
 
 def one(path: str, task: str, preset: str, completion: int) -> dict:
-    torch.manual_seed(0)
-    model = dllm.load_model(preset, vocab_size=VOCAB).train()
-    # the plain path is what `denoise` does for a module outside the chosen-positions contract
-    model.reads_targets = path == "chosen"
+    model = load(preset, path)
     step = (sft_step if task == "sft" else tracerl_update)(model, completion)
     # First step: peak memory (the kernel's high-water mark since the reset, and its growth
     # over what the process held before the step, sampled by a thread).

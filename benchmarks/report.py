@@ -142,6 +142,7 @@ def optional_sections(data: dict) -> list[list[str]]:
     return [
         section
         for section in (
+            flops_file_section(),
             sandbox_section(data),
             code_corpus_section(),
             rl_update_section(data),
@@ -160,6 +161,46 @@ def table_section(title: str, prose: list[str], columns: list[str], rows: list[s
     if prose:
         lines += [*prose, ""]
     return [*lines, f"| {' | '.join(columns)} |", "|" + "---|" * len(columns), *rows, ""]
+
+
+def flops_file_section() -> list[str]:
+    """`flops_section` of .benchmarks/flops.json, when benchmarks/flops_probe.py wrote it."""
+    path = Path(__file__).resolve().parents[1] / ".benchmarks" / "flops.json"
+    return flops_section(json.loads(path.read_text())) if path.is_file() else []
+
+
+def flops_section(record: dict) -> list[str]:
+    """An SFT step's model FLOP/s against dense matmul FLOP/s, per preset (benchmarks/flops_probe.py)."""
+    matmul = record["matmul_flops_per_second"]
+    table = [f"| dense fp32 matmul 1024³ | | | | | | | {matmul / 1e9:.1f} | 1.00 |"]
+    for case in record["cases"]:
+        flops = case["flops"]
+        rate = sum(flops.values()) / case["seconds"]
+        rows, length = case["input"]
+        parts = " / ".join(f"{flops[part] / 1e9:.2f}" for part in ("body", "head", "attention"))
+        path = "plain" if case["path"] == "plain" else "scored"
+        table.append(
+            f"| {case['model']} | {case['vocab']:,} | {path} | {rows} × {length} | {case['head_positions']} | "
+            f"{parts} | {case['seconds']:.2f} | {rate / 1e9:.2f} | {rate / matmul:.3f} |"
+        )
+    before, after = (f"{x / 1e9:.1f}" for x in record["matmul_before_after"])
+    return table_section(
+        "Compute efficiency per preset and at a real vocabulary (`benchmarks/flops_probe.py`)",
+        [
+            "One SFT step (loss + backward, after a warm-up; best of 2), 4 rows, prompt 256, completion 512,",
+            f"{record['machine']}. Model FLOPs (forward + backward): body 6 × non-embedding",
+            "parameters × input tokens; LM head 6 × hidden × vocabulary × head positions (plain: every",
+            "input position; scored: the masked response positions, each row padded to the longest row's",
+            "count); attention 12 × layers × width × length² per row (dense, as the CPU kernel computes it).",
+            f"Matmul measured at the start and the end of the run ({before} and {after} GFLOP/s), the higher",
+            "taken. Reproduce: `OMP_NUM_THREADS=1 python benchmarks/flops_probe.py`.",
+        ],
+        [
+            "model", "vocabulary", "path", "input (rows × length)", "head positions per row",
+            "GFLOP body / head / attention", "step (s)", "GFLOP/s", "fraction of dense matmul",
+        ],
+        table,
+    )  # fmt: skip
 
 
 def sandbox_section(data: dict) -> list[str]:
