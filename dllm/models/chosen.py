@@ -25,7 +25,18 @@ from torch.utils.checkpoint import checkpoint
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 2**26  # float32 logits per chunk: 132 positions at 126k vocabulary, a few times this live at once
+
+
+def _chunk_bytes(default: int = 2**26) -> int:
+    value = os.environ.get("DLLM_CHUNK_BYTES", str(default))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"DLLM_CHUNK_BYTES must be a positive number of bytes, got {value!r}; unset it for {default}")
+    return int(value)
+
+
+# Vocabulary-wide work per chunk, here and in sampling: float32 logits of 132 positions at 126k
+# vocabulary (a few times this live at once). DLLM_CHUNK_BYTES trades memory for fewer, larger kernels.
+CHUNK_BYTES = _chunk_bytes()
 # earlier releases scale every reduction="none" weight gradient by the first token's upstream
 # gradient (Liger-Kernel #1298): right for a plain mean, wrong for advantages and masks
 LIGER_MIN_VERSION = "0.8.2"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import dllm
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -104,13 +105,15 @@ def test_a_launcher_run_without_a_run_directory_is_refused():
 
 def test_zero3_trains_sft_like_one_process(one_process, tmp_path):
     """ZeRO-3 with every weight sharded (no small parameter kept whole) repeats the SFT warmup
-    stage of the one-process run as a run of its own."""
+    stage of the one-process run as a run of its own, its log-probs taken 3 positions a chunk, each
+    chunk's head recomputed in the backward (the one-process run: one chunk)."""
     pytest.importorskip("deepspeed")
+    vocabulary = dllm.load_model("llada_tiny").config.vocab_size
     run_cli(
         "dllm-train", "experiment=addition_tiny", "task.num_eval=4", "trainer.log_every=1", "trainer=zero3",
         "trainer.max_steps=2", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.warmup_steps=1",
         "+trainer.deepspeed.zero_optimization.stage3_param_persistence_threshold=0", f"hydra.run.dir={tmp_path}",
-        env=env(),
+        env={**env(), "DLLM_CHUNK_BYTES": str(3 * 4 * vocabulary)},
     )  # fmt: skip
     expected, got = records(one_process), records(tmp_path)
     for step in (1, 2):
