@@ -8,9 +8,10 @@ decode the same tokens (a hash of the sequences). Not a test; run it alone:
     OMP_NUM_THREADS=1 python benchmarks/real_vocab_decoding_probe.py --before /tmp/dllm-before
     OMP_NUM_THREADS=1 python benchmarks/real_vocab_decoding_probe.py --before /tmp/dllm-before sdar 16
 
-Models: `llada_tiny` / `sdar_tiny` at random initialisation with `vocab_size=126464`; prompt 128,
+Models: `llada_tiny` / `sdar_tiny` at random initialisation with `vocab_size=126464`; prompt 64,
 128 new tokens, EOS stopping off (every row decodes every token), the presets' defaults otherwise
-(temperature 0) plus the rollout setting `T=1` (sampling at temperature 1). Random weights
+(temperature 0), plus the rollout setting `T=1` (sampling at temperature 1: `llada` then draws
+float64 Gumbel noise over its whole forward each step, as LLaDA's reference does). Random weights
 give near-uniform distributions: a threshold is rarely met, so the threshold decoder reveals about
 one token per step, the slowest case.
 """
@@ -25,11 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-VOCAB, PROMPT, GEN = 126464, 128, 128
+VOCAB, PROMPT, GEN = 126464, 64, 128
 CASES = {
     # label: (model, sampler, options)
     "llada": ("llada_tiny", "llada", {"steps": GEN, "block_length": 32}),
-    "fast_dllm dual threshold": ("llada_tiny", "fast_dllm", {"block_length": 32, "threshold": 0.9, "use_cache": "dual"}),
+    "llada T=1": ("llada_tiny", "llada", {"steps": GEN // 4, "block_length": 32, "temperature": 1.0}),
+    "fast_dllm dual threshold": ("llada_tiny", "fast_dllm", {"block_length": 32, "threshold": 0.9,
+                                                             "use_cache": "dual"}),
     "sdar": ("sdar_tiny", "sdar", {}),
     "sdar T=1": ("sdar_tiny", "sdar", {"temperature": 1.0}),
     "fast_dllm dual threshold T=1": ("llada_tiny", "fast_dllm", {"block_length": 32, "threshold": 0.9,

@@ -26,7 +26,6 @@ from torch.utils.checkpoint import checkpoint
 logger = logging.getLogger(__name__)
 
 
-
 def _chunk_bytes(default: int = 2**26) -> int:
     value = os.environ.get("DLLM_CHUNK_BYTES", str(default))
     if not value.isdigit() or int(value) < 1:

@@ -213,6 +213,7 @@ class DiffusionSampler(Sampler):
                         lanes.committing[slot] = True  # its next forward commits the block (the last one too, as SDAR)
                     elif block_done:
                         moving_on.append(slot)
+            del forward  # this step's logits go before the next forward makes its own
             done += [slot for slot in moving_on if lanes.is_last_block(slot)]
             moving_on = [slot for slot in moving_on if not lanes.is_last_block(slot)]
             for slot in moving_on:
@@ -330,7 +331,7 @@ class DiffusionSampler(Sampler):
         whole batch at once."""
         needs_scores = self.policy.reads_probabilities
         tokens, scores = [], []
-        for rows in row_chunks(logits.shape[0], logits[0].numel(), 8):
+        for rows in row_chunks(logits.shape[0], logits[0].numel(), 4):
             row_logits = logits[rows]
             if self.sampling == "categorical":
                 row_generators = generators[rows] if isinstance(generators, list) else generators
