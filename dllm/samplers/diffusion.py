@@ -331,7 +331,9 @@ class DiffusionSampler(Sampler):
         whole batch at once."""
         needs_scores = self.policy.reads_probabilities
         tokens, scores = [], []
-        for rows in row_chunks(logits.shape[0], logits[0].numel(), 4):
+        # categorical draws with one generator are one multinomial over the rows (`categorical_sample`)
+        one_draw = self.sampling == "categorical" and self.temperature > 0 and not isinstance(generators, list)
+        for rows in row_chunks(logits.shape[0], logits[0].numel(), 4, one_draw and logits.device.type != "cpu"):
             row_logits = logits[rows]
             if self.sampling == "categorical":
                 row_generators = generators[rows] if isinstance(generators, list) else generators

@@ -49,7 +49,9 @@ def sample_with_confidence(
     time (`row_chunks`: the rows draw in order, so the tokens are those of one batched draw)."""
     parts = [
         _sample_rows(logits[rows], temperature, top_p, top_k, kind, generator)
-        for rows in row_chunks(logits.shape[0], logits.shape[-1], logits.element_size())
+        for rows in row_chunks(
+            logits.shape[0], logits.shape[-1], logits.element_size(), temperature > 0 and logits.device.type != "cpu"
+        )
     ]
     if not parts:
         return logits.new_zeros(0), torch.zeros(0, dtype=torch.long, device=logits.device)

@@ -17,14 +17,18 @@ from torch import Tensor
 from dllm.models.chosen import CHUNK_BYTES
 
 
-def row_chunks(rows: int, row_elements: int, itemsize: int) -> list[slice]:
+def row_chunks(rows: int, row_elements: int, itemsize: int, one_draw: bool = False) -> list[slice]:
     """Consecutive slices of `rows` rows, each holding at most `CHUNK_BYTES` of a row-wise
     vocabulary-wide tensor (`row_elements` of `itemsize` bytes a row; at least one row), so
     that sampling holds one chunk's softmax, noise and scores at a time. Every sampling step is
     row-wise and the CPU draws each row in turn, so chunked and whole results are equal.
     Callers budget by the float32 logits: a chunk's temporaries then stay above glibc's largest
     mmap threshold (32 MiB), so each goes back to the system when freed instead of growing the
-    heap (measured: 32 MiB chunks held 765 MB resident where 64 MiB ones held 518 MB)."""
+    heap (measured: 32 MiB chunks held 765 MB resident where 64 MiB ones held 518 MB).
+    `one_draw`: the rows share one random draw off the CPU (a CUDA generator's multinomial over
+    all of them), which pieces would not reproduce: one chunk then."""
+    if one_draw:
+        return [slice(0, rows)]
     per_chunk = max(1, CHUNK_BYTES // max(1, row_elements * itemsize))
     return [slice(start, min(start + per_chunk, rows)) for start in range(0, rows, per_chunk)]
 

@@ -85,3 +85,11 @@ def test_dream_a_chunk_at_a_time_decodes_the_same(alg, temperature, monkeypatch)
     monkeypatch.setattr(dllm.samplers.tokens, "CHUNK_BYTES", 1)
     chunked = decode(case, temperature, per_row=False)
     assert torch.equal(chunked.sequences, whole.sequences)
+
+
+def test_one_draw_over_every_row_stays_one_chunk(monkeypatch):
+    """Off the CPU a shared generator's multinomial over all rows is one draw that pieces would not
+    reproduce: those callers ask for one chunk, whatever the budget."""
+    monkeypatch.setattr(dllm.samplers.tokens, "CHUNK_BYTES", 1)
+    assert row_chunks(4, 10, 4, one_draw=True) == [slice(0, 4)]
+    assert len(row_chunks(4, 10, 4)) == 4
