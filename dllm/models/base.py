@@ -20,7 +20,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from dllm.adapters import adapter_base, is_adapter
 from dllm.errors import ConfigError, DllmError, did_you_mean
-from dllm.models.chosen import LinearHead, chosen_log_probs
+from dllm.models.chosen import LinearHead, chosen_log_probs, hooked
 from dllm.registry import Registry
 
 MODELS = Registry("model")
@@ -165,8 +165,9 @@ class DiffusionLMMixin:
             if getattr(self, "is_value_model", False):
                 raise DllmError("a value model has no token log-probs: call it without targets")
             log_probs = chosen_log_probs(
-                self.output_logits, hidden, targets, self.config.vocab_size, linear=self.linear_head()
-            )
+                self.output_logits, hidden, targets, self.config.vocab_size, linear=self.linear_head(),
+                collective_head=hooked(self),  # ZeRO-3 hooks every module, this one too
+            )  # fmt: skip
             return DiffusionLMOutput(log_probs=log_probs, past_key_values=cache)
         return self.head_output(hidden, cache)
 

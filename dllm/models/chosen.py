@@ -78,21 +78,24 @@ def chosen_log_probs(
     vocab_size: int,
     chunk: int | None = None,
     linear: LinearHead | None = None,
+    collective_head: bool = False,
 ) -> Tensor:
     """[...] float32 log softmax(head(hidden))[target] for hidden [..., H] and targets [...],
     `chunk` positions at a time (default: `CHUNK_BYTES` of float32 logits over `vocab_size`).
     `linear`: the same head as tensors, when it is one: used by the fused kernel when it can run
-    (`fused_kernel`), which then ignores `chunk`."""
+    (`fused_kernel`), which then ignores `chunk`. `collective_head`: calling the head runs a
+    collective (ZeRO-3 gathers its partitioned weight), so every process must call it as often as
+    the others whatever its own count of positions: one chunk, run even when empty."""
     flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
-    if flat_targets.shape[0] == 0:
+    if flat_targets.shape[0] == 0 and not collective_head:
         return torch.zeros(targets.shape, device=hidden.device)
     kernel = fused_kernel(hidden) if linear is not None else None
     if kernel is not None:
         return _fused_log_probs(kernel, linear, flat_hidden, flat_targets).view(targets.shape)
-    chunk = chunk or max(1, CHUNK_BYTES // (4 * vocab_size))
+    chunk = max(1, flat_targets.shape[0]) if collective_head else chunk or max(1, CHUNK_BYTES // (4 * vocab_size))
     recompute = torch.is_grad_enabled() and flat_hidden.requires_grad
     parts = []
-    for start in range(0, flat_targets.shape[0], chunk):
+    for start in range(0, max(1, flat_targets.shape[0]), chunk):
         args = (head, flat_hidden[start : start + chunk], flat_targets[start : start + chunk])
         parts.append(checkpoint(_chunk_log_probs, *args, use_reentrant=False) if recompute else _chunk_log_probs(*args))
     return torch.cat(parts).view(targets.shape)

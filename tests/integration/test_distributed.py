@@ -105,8 +105,9 @@ def test_a_launcher_run_without_a_run_directory_is_refused():
 
 def test_zero3_trains_sft_like_one_process(one_process, tmp_path):
     """ZeRO-3 with every weight sharded (no small parameter kept whole) repeats the SFT warmup
-    stage of the one-process run as a run of its own, its log-probs taken 3 positions a chunk, each
-    chunk's head recomputed in the backward (the one-process run: one chunk)."""
+    stage of the one-process run as a run of its own. Its chunk budget is 3 positions: per-process
+    chunk counts would differ, and each call of the head gathers its weight with the other process
+    (a collective mismatch crashed the run), so under ZeRO-3 the head runs once per forward."""
     pytest.importorskip("deepspeed")
     vocabulary = dllm.load_model("llada_tiny").config.vocab_size
     run_cli(

@@ -194,3 +194,18 @@ def test_the_fused_kernel_equals_the_pure_path_on_a_gpu(monkeypatch):
         results.append((read, *torch.autograd.grad((read * upstream).sum(), (hidden, head.weight, head.bias))))
     for fused, pure in zip(*results):
         torch.testing.assert_close(fused, pure, rtol=1e-5, atol=1e-5)
+
+
+def test_a_collective_head_runs_once_per_forward_whatever_the_positions(monkeypatch):
+    """Under ZeRO-3 every call of the head gathers its weight with the other processes: a process
+    must call it as often as they do, so one chunk whatever the budget, and a call with no target."""
+    monkeypatch.setattr(chosen, "CHUNK_BYTES", 1)
+    torch.manual_seed(0)
+    model = MODELS.build("llada_tiny")
+    head, rows = model.output_logits, []
+    model.output_logits = lambda hidden: rows.append(hidden.shape[0]) or head(hidden)
+    ids = torch.randint(3, 40, (2, 6))
+    model.register_forward_pre_hook(lambda module, args: None)  # as ZeRO-3 hooks every module
+    read = model(ids, logits_slice=torch.tensor([[1, 4], [0, 5]]), targets=torch.randint(3, 40, (2, 2))).log_probs
+    empty = model(ids, logits_slice=torch.zeros(2, 0, dtype=torch.long), targets=torch.zeros(2, 0, dtype=torch.long))
+    assert rows == [4, 0] and read.shape == (2, 2) and empty.log_probs.shape == (2, 0)
