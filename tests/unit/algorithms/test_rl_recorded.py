@@ -118,9 +118,9 @@ def test_each_preset_logs_its_recorded_losses(name, tokenizer, tmp_path):
     got = run_case(name, tokenizer, tmp_path)
     if os.environ.get("DLLM_RECORD"):
         path = RECORDED_ON_THIS_CPU if os.environ["DLLM_RECORD"] == "cpu" else RECORDED
-        recorded = json.loads(path.read_text()) if path.exists() else {}
-        recorded[name] = got
-        path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+        entries = json.loads(path.read_text()) if path.exists() else {}
+        entries[name] = got
+        path.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
         return
     expected = recorded(name)
     assert len(got) == len(expected) == 3
